@@ -1,0 +1,134 @@
+//! `CandidateFetcher`: reads the candidate lists of one request from the store and merges them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use tracing::Instrument;
+
+use super::{ActorHealth, FeedError, InjectPanic, Stop, guarded};
+use crate::candidates::{self, Candidate};
+use crate::catalog::UserProfile;
+use crate::config::CandidateLimits;
+use crate::store::SharedStore;
+use crate::telemetry::events::CandidatesFetched;
+use crate::telemetry::{InternalEvent, Metrics};
+
+pub const NAME: &str = "candidates";
+
+pub struct CandidateFetcher {
+    store: SharedStore,
+    /// Per-tenant limits, resolved from config once.
+    limits: Arc<HashMap<String, CandidateLimits>>,
+    metrics: Arc<Metrics>,
+    health: Arc<ActorHealth>,
+}
+
+impl CandidateFetcher {
+    pub fn new(
+        store: SharedStore,
+        limits: Arc<HashMap<String, CandidateLimits>>,
+        metrics: Arc<Metrics>,
+        health: Arc<ActorHealth>,
+    ) -> Self {
+        Self {
+            store,
+            limits,
+            metrics,
+            health,
+        }
+    }
+}
+
+impl Actor for CandidateFetcher {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _: &mut Context<Self>) {
+        self.health.started(NAME);
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.health.stopped(NAME);
+    }
+}
+
+impl Supervised for CandidateFetcher {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.health.restarted(NAME);
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Candidate>, FeedError>")]
+pub struct FetchCandidates {
+    pub tenant: Arc<str>,
+    pub user: Option<Arc<UserProfile>>,
+    /// The requester's span: this hop's span is its child.
+    pub span: tracing::Span,
+}
+
+impl Handler<FetchCandidates> for CandidateFetcher {
+    type Result = ResponseActFuture<Self, Result<Vec<Candidate>, FeedError>>;
+
+    fn handle(&mut self, msg: FetchCandidates, _: &mut Context<Self>) -> Self::Result {
+        let store = self.store.clone();
+        let limits = self.limits.get(&*msg.tenant).copied();
+        let metrics = self.metrics.clone();
+        let span = tracing::info_span!(
+            parent: &msg.span,
+            "candidates.fetch",
+            tenant = %msg.tenant,
+            num_candidates = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        guarded(NAME, self.health.clone(), span, async move {
+            let limits = limits
+                .ok_or_else(|| crate::store::StoreError::UnknownTenant(msg.tenant.to_string()))?;
+            let started = Instant::now();
+            let query = candidates::plan(&limits, msg.user.as_deref());
+            // All sources come back in one store call (one pipelined round trip for Redis):
+            // one span, with what each source asked for.
+            let lists = store
+                .candidate_lists(&msg.tenant, &query)
+                .instrument(tracing::info_span!(
+                    "store.candidate_lists",
+                    source.trending = query.trending,
+                    source.affinity = query.categories.iter().map(|(_, n)| n).sum::<usize>(),
+                    source.affinity_categories = query.categories.len(),
+                    source.new_arrivals = query.new_arrivals,
+                ))
+                .await?;
+            let fetched = Instant::now();
+            let merged = tracing::info_span!("candidates.merge")
+                .in_scope(|| candidates::merge(lists, limits.max_candidates));
+            tracing::Span::current().record("num_candidates", merged.len());
+            CandidatesFetched {
+                tenant: &msg.tenant,
+                count: merged.len(),
+                fetch: fetched - started,
+                merge: fetched.elapsed(),
+            }
+            .emit(&metrics);
+            Ok(merged)
+        })
+    }
+}
+
+impl Handler<InjectPanic> for CandidateFetcher {
+    type Result = ResponseActFuture<Self, Result<(), FeedError>>;
+
+    fn handle(&mut self, _: InjectPanic, _: &mut Context<Self>) -> Self::Result {
+        guarded(NAME, self.health.clone(), tracing::Span::none(), async {
+            panic!("injected panic")
+        })
+    }
+}
+
+impl Handler<Stop> for CandidateFetcher {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}

@@ -1,0 +1,292 @@
+//! `Gateway`: runs one feed session per `Feed` message — user profile, candidates, features,
+//! ranking — under the request's deadline. Sessions run concurrently on the gateway's arbiter;
+//! the CPU-heavy part (features and inference) happens on the ranker threads.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use tracing::Instrument;
+
+use super::candidates::{self, CandidateFetcher, FetchCandidates};
+use super::ranker::{self, Rank, RankedCandidate, Ranker};
+use super::{ActorHealth, FeedError, InjectPanic, Ping, Stop, ask, guarded};
+use crate::candidates::{Source, Sources};
+use crate::catalog::{ItemId, unix_now};
+use crate::store::{PopularityFallback, SharedStore, StoreError, StoreHealth};
+use crate::telemetry::events::{FeaturesFetched, FeaturesMissing, FeedDegraded};
+use crate::telemetry::{InternalEvent, Metrics};
+
+pub const NAME: &str = "gateway";
+
+pub type RankedItem = RankedCandidate;
+
+pub struct Gateway {
+    deps: Arc<Deps>,
+}
+
+pub struct Deps {
+    pub store: SharedStore,
+    pub store_health: Arc<StoreHealth>,
+    pub fallback: Arc<PopularityFallback>,
+    pub candidates: Addr<CandidateFetcher>,
+    pub ranker: Addr<Ranker>,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<ActorHealth>,
+}
+
+impl Gateway {
+    pub fn new(deps: Deps) -> Self {
+        Self {
+            deps: Arc::new(deps),
+        }
+    }
+}
+
+impl Actor for Gateway {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Sessions wait on other actors; a burst must queue here rather than bounce.
+        ctx.set_mailbox_capacity(1024);
+        self.deps.health.started(NAME);
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.deps.health.stopped(NAME);
+    }
+}
+
+impl Supervised for Gateway {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.deps.health.restarted(NAME);
+    }
+}
+
+/// One feed request, already authenticated and validated.
+#[derive(Message)]
+#[rtype(result = "Result<FeedOutcome, FeedError>")]
+pub struct Feed {
+    pub tenant: Arc<str>,
+    pub user_id: String,
+    pub limit: usize,
+    pub explain: bool,
+    /// The session gives up at this instant.
+    pub deadline: Instant,
+    /// The HTTP request's span: the session's span is its child.
+    pub span: tracing::Span,
+}
+
+/// Time spent in each stage of a session.
+#[derive(Debug, Clone, Default)]
+pub struct StageTimings {
+    pub user: Duration,
+    pub candidates: Duration,
+    pub features: Duration,
+    pub assemble: Duration,
+    pub inference: Duration,
+    pub ranking: Duration,
+}
+
+#[derive(Debug)]
+pub struct FeedOutcome {
+    pub items: Vec<RankedItem>,
+    pub num_candidates: usize,
+    pub timings: StageTimings,
+    /// Why the feed was served from the popularity fallback, if it was.
+    pub degraded: Option<&'static str>,
+}
+
+impl Handler<Feed> for Gateway {
+    type Result = ResponseActFuture<Self, Result<FeedOutcome, FeedError>>;
+
+    fn handle(&mut self, msg: Feed, _: &mut Context<Self>) -> Self::Result {
+        let deps = self.deps.clone();
+        let span = tracing::info_span!(
+            parent: &msg.span,
+            "feed.session",
+            tenant = %msg.tenant,
+            limit = msg.limit,
+            num_candidates = tracing::field::Empty,
+            degraded = false,
+            degraded_reason = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        guarded(NAME, self.deps.health.clone(), span, async move {
+            let budget = msg.deadline.saturating_duration_since(Instant::now());
+            let deadline = tokio::time::Instant::from_std(msg.deadline);
+            tokio::time::timeout_at(deadline, serve(&deps, msg))
+                .await
+                .map_err(|_| FeedError::DeadlineExceeded(budget))?
+        })
+    }
+}
+
+/// The full session while the store is healthy; the popularity fallback, visibly degraded,
+/// while it is not (known down, or a call just failed).
+async fn serve(deps: &Deps, msg: Feed) -> Result<FeedOutcome, FeedError> {
+    if let Some(cause) = deps.store_health.down_reason() {
+        return degraded(deps, msg, "redis_down", &cause).await;
+    }
+    match session(deps, &msg).await {
+        Err(FeedError::Store(StoreError::Unavailable(cause))) => {
+            degraded(deps, msg, "store_error", &cause).await
+        }
+        other => other,
+    }
+}
+
+async fn degraded(
+    deps: &Deps,
+    msg: Feed,
+    reason: &'static str,
+    cause: &str,
+) -> Result<FeedOutcome, FeedError> {
+    let span = tracing::Span::current();
+    span.record("degraded", true);
+    span.record("degraded_reason", reason);
+    FeedDegraded {
+        tenant: &msg.tenant,
+        user: &msg.user_id,
+        reason,
+        cause: Some(cause),
+    }
+    .emit(&deps.metrics);
+    let mut trending = Sources::default();
+    trending.insert(Source::Trending);
+    let candidates: Vec<_> = deps
+        .fallback
+        .items(&msg.tenant)
+        .iter()
+        .map(|(id, record)| (id.clone(), trending, record.clone()))
+        .collect();
+    let num_candidates = candidates.len();
+    span.record("num_candidates", num_candidates);
+    let t = Instant::now();
+    let rank = Rank {
+        span,
+        user: None,
+        candidates,
+        limit: msg.limit,
+        now: unix_now(),
+        explain: msg.explain,
+    };
+    let ranking = ask(ranker::NAME, &deps.ranker, rank).await?;
+    Ok(FeedOutcome {
+        items: ranking.items,
+        num_candidates,
+        timings: StageTimings {
+            ranking: t.elapsed(),
+            assemble: ranking.assemble,
+            inference: ranking.inference,
+            ..Default::default()
+        },
+        degraded: Some(reason),
+    })
+}
+
+async fn session(deps: &Deps, msg: &Feed) -> Result<FeedOutcome, FeedError> {
+    let mut timings = StageTimings::default();
+    let t = Instant::now();
+    let user_span = tracing::info_span!("store.user_profile", user.known = tracing::field::Empty);
+    let user = deps
+        .store
+        .user_profile(&msg.tenant, &msg.user_id)
+        .instrument(user_span.clone())
+        .await?;
+    user_span.record("user.known", user.is_some());
+    timings.user = t.elapsed();
+
+    let t = Instant::now();
+    let fetch = FetchCandidates {
+        tenant: msg.tenant.clone(),
+        user: user.clone(),
+        span: tracing::Span::current(),
+    };
+    let candidates = ask(candidates::NAME, &deps.candidates, fetch).await?;
+    timings.candidates = t.elapsed();
+
+    let t = Instant::now();
+    let ids: Vec<ItemId> = candidates.iter().map(|c| c.item_id.clone()).collect();
+    // The cache layer records its hits and misses on this span.
+    let records = deps
+        .store
+        .items(&msg.tenant, &ids)
+        .instrument(tracing::info_span!(
+            "features.fetch",
+            backend = deps.store.backend(),
+            num_items = ids.len(),
+            cache.hits = tracing::field::Empty,
+            cache.misses = tracing::field::Empty,
+        ))
+        .await?;
+    timings.features = t.elapsed();
+    FeaturesFetched {
+        tenant: &msg.tenant,
+        duration: timings.user + timings.features,
+    }
+    .emit(&deps.metrics);
+
+    // A listed item without a record (deleted meanwhile) cannot be scored: drop it.
+    let listed = candidates.len();
+    let joined: Vec<_> = candidates
+        .into_iter()
+        .zip(records)
+        .filter_map(|(c, r)| Some((c.item_id, c.sources, r?)))
+        .collect();
+    let num_candidates = joined.len();
+    tracing::Span::current().record("num_candidates", num_candidates);
+    FeaturesMissing {
+        tenant: &msg.tenant,
+        kind: "item",
+        count: listed - num_candidates,
+    }
+    .emit(&deps.metrics);
+
+    let t = Instant::now();
+    let rank = Rank {
+        span: tracing::Span::current(),
+        user,
+        candidates: joined,
+        limit: msg.limit,
+        now: unix_now(),
+        explain: msg.explain,
+    };
+    let ranking = ask(ranker::NAME, &deps.ranker, rank).await?;
+    timings.ranking = t.elapsed();
+    timings.assemble = ranking.assemble;
+    timings.inference = ranking.inference;
+    Ok(FeedOutcome {
+        items: ranking.items,
+        num_candidates,
+        timings,
+        degraded: None,
+    })
+}
+
+impl Handler<Ping> for Gateway {
+    type Result = ();
+
+    fn handle(&mut self, _: Ping, _: &mut Context<Self>) {}
+}
+
+impl Handler<InjectPanic> for Gateway {
+    type Result = ResponseActFuture<Self, Result<(), FeedError>>;
+
+    fn handle(&mut self, _: InjectPanic, _: &mut Context<Self>) -> Self::Result {
+        guarded(
+            NAME,
+            self.deps.health.clone(),
+            tracing::Span::none(),
+            async { panic!("injected panic") },
+        )
+    }
+}
+
+impl Handler<Stop> for Gateway {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}

@@ -1,0 +1,144 @@
+//! `RedisWatchdog`: PINGs the store on an interval, publishes up/down (metrics, logs,
+//! `StoreHealth`), and refreshes the in-memory popularity fallback while Redis is up. A
+//! recovery is seen within one interval, with no restart of anything.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+
+use super::ActorHealth;
+use crate::store::{PopularityFallback, SharedStore, StoreHealth};
+use crate::telemetry::events::{FallbackRefreshed, RedisStateChanged};
+use crate::telemetry::{InternalEvent, Metrics};
+
+pub const NAME: &str = "redis_watchdog";
+
+pub struct RedisWatchdog {
+    pub store: SharedStore,
+    pub health: Arc<StoreHealth>,
+    pub fallback: Arc<PopularityFallback>,
+    /// (tenant, how many trending items to keep for it)
+    pub tenants: Arc<Vec<(String, usize)>>,
+    pub interval: Duration,
+    pub refresh_every: Duration,
+    pub metrics: Arc<Metrics>,
+    pub actors: Arc<ActorHealth>,
+    last_refresh: Option<Instant>,
+    in_flight: bool,
+}
+
+impl RedisWatchdog {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: SharedStore,
+        health: Arc<StoreHealth>,
+        fallback: Arc<PopularityFallback>,
+        tenants: Arc<Vec<(String, usize)>>,
+        interval: Duration,
+        refresh_every: Duration,
+        metrics: Arc<Metrics>,
+        actors: Arc<ActorHealth>,
+    ) -> Self {
+        Self {
+            store,
+            health,
+            fallback,
+            tenants,
+            interval,
+            refresh_every,
+            metrics,
+            actors,
+            last_refresh: None,
+            in_flight: false,
+        }
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        // A PING slower than the interval must not pile up behind itself.
+        if self.in_flight {
+            return;
+        }
+        self.in_flight = true;
+        let store = self.store.clone();
+        let refresh_due = self
+            .last_refresh
+            .is_none_or(|t| t.elapsed() >= self.refresh_every);
+        let (fallback, tenants) = (self.fallback.clone(), self.tenants.clone());
+        let check = async move {
+            let started = Instant::now();
+            let ping = store.ping().await;
+            let rtt = started.elapsed();
+            let mut refreshed = None;
+            if ping.is_ok() && refresh_due {
+                let mut items = 0;
+                let mut failure = None;
+                for (tenant, n) in tenants.iter() {
+                    match fallback.refresh(&*store, tenant, *n).await {
+                        Ok(k) => items += k,
+                        Err(e) => failure = Some(e),
+                    }
+                }
+                refreshed = Some((items, failure));
+            }
+            (ping, rtt, refreshed)
+        };
+        ctx.spawn(
+            check
+                .into_actor(self)
+                .map(|(ping, rtt, refreshed), act, _| {
+                    act.in_flight = false;
+                    let down = ping.err().map(|e| e.to_string());
+                    act.metrics.redis_up.set(i64::from(down.is_none()));
+                    if down.is_none() {
+                        act.metrics.redis_ping_seconds.observe(rtt.as_secs_f64());
+                    }
+                    if act.health.set(down.clone()) {
+                        RedisStateChanged {
+                            down: down.as_deref(),
+                        }
+                        .emit(&act.metrics);
+                    }
+                    if let Some((items, failure)) = refreshed {
+                        if failure.is_none() {
+                            act.last_refresh = Some(Instant::now());
+                        }
+                        FallbackRefreshed {
+                            items,
+                            error: failure.as_ref(),
+                        }
+                        .emit(&act.metrics);
+                    }
+                }),
+        );
+    }
+}
+
+impl Actor for RedisWatchdog {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.actors.started(NAME);
+        self.in_flight = false;
+        self.tick(ctx);
+        ctx.run_interval(self.interval, Self::tick);
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.actors.stopped(NAME);
+    }
+}
+
+impl Supervised for RedisWatchdog {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.actors.restarted(NAME);
+    }
+}
+
+impl Handler<super::Stop> for RedisWatchdog {
+    type Result = ();
+
+    fn handle(&mut self, _: super::Stop, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}

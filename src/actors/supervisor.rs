@@ -1,0 +1,198 @@
+//! Starts every actor under supervision and stops them in order. Supervised actors
+//! (`actix::Supervisor`) are restarted in place when they stop, keeping their address and
+//! mailbox; the ranker's `SyncArbiter` replaces a stopped actor from its factory.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use super::candidates::{self, CandidateFetcher};
+use super::gateway::{self, Deps, Gateway};
+use super::ingest::{self, EventIngestor};
+use super::kafka_consumer::{self, KafkaConsumer};
+use super::ranker::{self, Ranker};
+use super::redis_watchdog::{self, RedisWatchdog};
+use super::{ActorHealth, ActorStatus, Ping, Stop};
+use crate::config::Settings;
+use crate::model::LoadedModel;
+use crate::store::StoreContext;
+use crate::telemetry::Metrics;
+
+#[derive(Clone)]
+pub struct ActorSystem {
+    pub gateway: Addr<Gateway>,
+    pub candidates: Addr<CandidateFetcher>,
+    pub ranker: Addr<Ranker>,
+    pub redis_watchdog: Option<Addr<RedisWatchdog>>,
+    pub ingestor: Addr<EventIngestor>,
+    pub kafka_consumer: Option<Addr<KafkaConsumer>>,
+    pub health: Arc<ActorHealth>,
+}
+
+impl ActorSystem {
+    /// Must run inside an actix system; actors live on the current arbiter, the ranker on
+    /// its own threads.
+    pub fn start(
+        settings: &Settings,
+        store: &StoreContext,
+        model: &LoadedModel,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let ranker_threads = crate::config::threads_or_cores(settings.model.ranker_threads);
+        let mut actors = vec![
+            (gateway::NAME, 1),
+            (candidates::NAME, 1),
+            (ranker::NAME, ranker_threads),
+            (ingest::NAME, 1),
+        ];
+        if store.watched {
+            actors.push((redis_watchdog::NAME, 1));
+        }
+        if settings.kafka.enabled() {
+            actors.push((kafka_consumer::NAME, 1));
+        }
+        let health = Arc::new(ActorHealth::new(metrics.clone(), &actors));
+
+        let ranker = {
+            let (model, metrics, health) = (model.clone(), metrics.clone(), health.clone());
+            SyncArbiter::start(ranker_threads, move || {
+                // The model loaded and passed its probe at start-up, so a session builds.
+                let scorer = model
+                    .scorer()
+                    .expect("an ONNX session for a model that loaded at start-up");
+                Ranker::new(scorer, model.spec.clone(), metrics.clone(), health.clone())
+            })
+        };
+
+        let limits: Arc<HashMap<_, _>> = Arc::new(
+            settings
+                .tenants
+                .keys()
+                .map(|t| (t.clone(), settings.candidate_limits(t)))
+                .collect(),
+        );
+        let redis_watchdog = store.watched.then(|| {
+            // The fallback keeps as many trending items per tenant as a feed would fetch.
+            let tenants = Arc::new(
+                limits
+                    .iter()
+                    .map(|(t, l)| (t.clone(), l.trending.max(1)))
+                    .collect::<Vec<_>>(),
+            );
+            let watchdog = RedisWatchdog::new(
+                store.store.clone(),
+                store.health.clone(),
+                store.fallback.clone(),
+                tenants,
+                settings.redis.ping_interval(),
+                settings.redis.fallback_refresh(),
+                metrics.clone(),
+                health.clone(),
+            );
+            Supervisor::start(move |_| watchdog)
+        });
+
+        // One Ingestor for both paths: in process (the actor) and from Kafka (the consumer).
+        let events = Arc::new(crate::ingest::Ingestor::new(
+            store.store.clone(),
+            &settings.events,
+            metrics.clone(),
+        ));
+        let ingestor = {
+            let (events, health) = (events.clone(), health.clone());
+            Supervisor::start(move |_| EventIngestor::new(events, health))
+        };
+        let kafka_consumer = settings.kafka.enabled().then(|| {
+            metrics.register_kafka();
+            let consumer = KafkaConsumer::new(
+                settings.kafka.clone(),
+                settings.events.clone(),
+                events.clone(),
+                metrics.clone(),
+                health.clone(),
+            );
+            // Its own thread: draining a backlog must not starve the feed sessions, which
+            // share the main arbiter.
+            Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| consumer)
+        });
+
+        let candidates = {
+            let (store, metrics, health) = (store.store.clone(), metrics.clone(), health.clone());
+            Supervisor::start(move |_| CandidateFetcher::new(store, limits, metrics, health))
+        };
+
+        let gateway = {
+            let deps = Deps {
+                store: store.store.clone(),
+                store_health: store.health.clone(),
+                fallback: store.fallback.clone(),
+                candidates: candidates.clone(),
+                ranker: ranker.clone(),
+                metrics: metrics.clone(),
+                health: health.clone(),
+            };
+            Supervisor::start(move |_| Gateway::new(deps))
+        };
+
+        Self {
+            gateway,
+            candidates,
+            ranker,
+            redis_watchdog,
+            ingestor,
+            kafka_consumer,
+            health,
+        }
+    }
+
+    /// Waits until every supervised actor has started. Actors start when their arbiter first
+    /// polls them (the ranker's on their own threads), so right after `start` readiness would
+    /// report them down; the server must not accept traffic before this returns.
+    pub async fn wait_until_up(&self, timeout: Duration) -> Result<(), Vec<ActorStatus>> {
+        let deadline = std::time::Instant::now() + timeout;
+        while !self.health.all_up() {
+            if std::time::Instant::now() >= deadline {
+                return Err(self.health.snapshot().into_iter().filter(|a| !a.up).collect());
+            }
+            actix_rt::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(())
+    }
+
+    /// Liveness: the entry actor answers within `timeout`.
+    pub async fn ping(&self, timeout: Duration) -> bool {
+        matches!(self.gateway.send(Ping).timeout(timeout).await, Ok(()))
+    }
+
+    /// Stops the actors front to back: no new sessions, then their helpers. An actor stops
+    /// for good once its last address is gone, so this consumes the handle.
+    pub async fn shutdown(self) {
+        self.health.begin_shutdown();
+        let Self {
+            gateway,
+            candidates,
+            ranker,
+            redis_watchdog,
+            ingestor,
+            kafka_consumer,
+            ..
+        } = self;
+        if let Some(consumer) = kafka_consumer {
+            let _ = consumer.send(Stop).await;
+        }
+        // Events in flight are applied before the store's users go away.
+        let _ = ingestor.send(Stop).await;
+        drop(ingestor);
+        if let Some(watchdog) = redis_watchdog {
+            let _ = watchdog.send(Stop).await;
+        }
+        let _ = gateway.send(Stop).await;
+        drop(gateway);
+        let _ = candidates.send(Stop).await;
+        drop(candidates);
+        // The ranker threads end when no address to them is left.
+        drop(ranker);
+    }
+}

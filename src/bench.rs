@@ -1,0 +1,312 @@
+//! `eaglerank bench-components`: the cost of each part of a feed on its own, through the
+//! service's own code but without the service around it — ONNX inference of one batch,
+//! feature assembly, and the store reads of one request. `loadtest/bench` puts these next to
+//! the service's measured throughput to show where the time goes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use crate::candidates;
+use crate::catalog::ItemRecord;
+use crate::config::Settings;
+use crate::features::FeatureContext;
+use crate::model::LoadedModel;
+use crate::sim;
+use crate::store::{FeatureStore, MemoryStore, RedisStore};
+use crate::telemetry::Metrics;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Timed repetitions of each measurement (after a warm-up of a tenth as many).
+    #[arg(long, default_value_t = 300)]
+    pub iterations: usize,
+    /// Tenant whose demo data is used.
+    #[arg(long, default_value = "demo-a")]
+    pub tenant: String,
+}
+
+/// Milliseconds, from a sorted sample.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub mean_ms: f64,
+    pub samples: usize,
+}
+
+fn summarize(mut samples: Vec<Duration>) -> Summary {
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let at = |q: f64| ms(samples[((samples.len() - 1) as f64 * q).round() as usize]);
+    Summary {
+        p50_ms: at(0.5),
+        p90_ms: at(0.9),
+        p99_ms: at(0.99),
+        mean_ms: samples.iter().map(|d| ms(*d)).sum::<f64>() / samples.len() as f64,
+        samples: samples.len(),
+    }
+}
+
+async fn time_async<F, Fut, T>(iterations: usize, mut f: F) -> anyhow::Result<Summary>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    for _ in 0..iterations / 10 {
+        f().await?;
+    }
+    let mut samples = Vec::with_capacity(iterations);
+    for _ in 0..iterations {
+        let t = Instant::now();
+        f().await?;
+        samples.push(t.elapsed());
+    }
+    Ok(summarize(samples))
+}
+
+#[derive(Debug, Serialize)]
+pub struct ComponentCosts {
+    pub model: String,
+    pub model_version: String,
+    pub batch_rows: usize,
+    pub inference: Summary,
+    pub feature_assembly: Summary,
+    /// The store reads of one feed request: user profile, candidate lists, item features.
+    pub store_fetch: std::collections::BTreeMap<&'static str, Summary>,
+}
+
+/// One request's reads, as a feed session makes them.
+async fn fetch_once(
+    store: &dyn FeatureStore,
+    settings: &Settings,
+    tenant: &str,
+    user: &str,
+) -> anyhow::Result<Vec<Arc<ItemRecord>>> {
+    let limits = settings.candidate_limits(tenant);
+    let profile = store.user_profile(tenant, user).await?;
+    let lists = store
+        .candidate_lists(tenant, &candidates::plan(&limits, profile.as_deref()))
+        .await?;
+    let ids: Vec<_> = candidates::merge(lists, limits.max_candidates)
+        .into_iter()
+        .map(|c| c.item_id)
+        .collect();
+    Ok(store
+        .items(tenant, &ids)
+        .await?
+        .into_iter()
+        .flatten()
+        .collect())
+}
+
+pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<ComponentCosts> {
+    let model = LoadedModel::load(&settings.model)?;
+    let metrics = Metrics::new();
+    let memory = MemoryStore::new([args.tenant.clone()]);
+    let anchor = settings.store.demo.anchor.unwrap_or_else(sim::unix_now);
+    sim::seed_tenant(
+        &memory,
+        &settings.store.demo,
+        &args.tenant,
+        anchor,
+        &metrics,
+    )
+    .await?;
+
+    let user = "u42";
+    let records = fetch_once(&memory, settings, &args.tenant, user).await?;
+    anyhow::ensure!(!records.is_empty(), "the demo tenant has no candidates");
+    let profile = memory.user_profile(&args.tenant, user).await?;
+    let ctx = FeatureContext {
+        now: sim::unix_now(),
+        user: profile.as_deref(),
+    };
+
+    let mut matrix = Vec::new();
+    let assembly = time_async(args.iterations, || {
+        matrix.clear();
+        model
+            .spec
+            .assemble(&ctx, records.iter().map(|r| &**r), &mut matrix);
+        std::future::ready(Ok(()))
+    })
+    .await?;
+    matrix.clear();
+    model
+        .spec
+        .assemble(&ctx, records.iter().map(|r| &**r), &mut matrix);
+
+    let mut scorer = model.scorer()?;
+    let rows = records.len();
+    let inference = time_async(args.iterations, || {
+        std::future::ready(scorer.score(&matrix, rows).map_err(anyhow::Error::from))
+    })
+    .await?;
+
+    let mut store_fetch = std::collections::BTreeMap::new();
+    store_fetch.insert(
+        "memory",
+        time_async(args.iterations, || {
+            fetch_once(&memory, settings, &args.tenant, user)
+        })
+        .await?,
+    );
+    if settings.redis.enabled() {
+        let redis = RedisStore::connect(&settings.redis).context("connecting to Redis")?;
+        store_fetch.insert(
+            "redis",
+            time_async(args.iterations, || {
+                fetch_once(&redis, settings, &args.tenant, user)
+            })
+            .await?,
+        );
+    }
+    Ok(ComponentCosts {
+        model: model.metadata.name.clone(),
+        model_version: model.metadata.version.clone(),
+        batch_rows: rows,
+        inference,
+        feature_assembly: assembly,
+        store_fetch,
+    })
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct IngestBenchArgs {
+    /// Events to push through Kafka into the store. (Runs of 200 000 were seen to stall in
+    /// the mock cluster; see the issue notes.)
+    #[arg(long, default_value_t = 100_000)]
+    pub events: usize,
+    /// Partitions of the event topic.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+    /// Tenant whose demo catalog the events refer to.
+    #[arg(long, default_value = "demo-a")]
+    pub tenant: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IngestCosts {
+    pub events: usize,
+    pub partitions: i32,
+    pub backend: &'static str,
+    pub broker: &'static str,
+    pub produce_seconds: f64,
+    /// From the first applied event to the last: the consumer's sustained rate.
+    pub apply_seconds: f64,
+    pub events_per_second: f64,
+}
+
+/// Events from Kafka through the consumer actor into the store, end to end: the demo's
+/// history is produced to a topic on librdkafka's mock cluster (the broker that runs here;
+/// in process, so its cost is on these cores too), then a service built from `settings`
+/// consumes it. With `redis.url` set, the store is Redis (load the demo into it first).
+pub async fn run_ingest(
+    mut settings: Settings,
+    args: &IngestBenchArgs,
+) -> anyhow::Result<IngestCosts> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let mock = rdkafka::mocking::MockCluster::new(1)?;
+    mock.create_topic(&settings.kafka.topic, args.partitions, 1)?;
+    settings.kafka.brokers = mock.bootstrap_servers();
+    settings.server.port = 0;
+
+    let anchor = settings.store.demo.anchor.unwrap_or_else(sim::unix_now);
+    let market = sim::Marketplace::generate(&settings.store.demo, &args.tenant, anchor);
+    let history = market.history(settings.store.demo.history_sessions_per_user, anchor);
+    anyhow::ensure!(!history.is_empty(), "the demo marketplace has no events");
+    let now = crate::ingest::now_rfc3339();
+    let payloads: Vec<(String, Vec<u8>)> = history
+        .iter()
+        .cycle()
+        .take(args.events)
+        .enumerate()
+        .map(|(n, e)| {
+            let msg = crate::kafka::EventMessage {
+                tenant: args.tenant.clone(),
+                event: crate::ingest::EventInput {
+                    event_id: format!("bench-{n}"),
+                    kind: e.kind,
+                    user_id: e.user_id.clone(),
+                    item_id: e.item_id.to_string(),
+                    timestamp: now.clone(),
+                    request_id: None,
+                },
+            };
+            Ok((
+                format!("{}:{}", args.tenant, e.user_id),
+                serde_json::to_vec(&msg)?,
+            ))
+        })
+        .collect::<anyhow::Result<_>>()?;
+
+    let producer: FutureProducer = crate::kafka::client_config(&settings.kafka)
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "2000000")
+        .create()?;
+    let started = Instant::now();
+    let deliveries = payloads.iter().map(|(key, payload)| {
+        producer.send(
+            FutureRecord::to(&settings.kafka.topic)
+                .key(key)
+                .payload(payload),
+            Duration::from_secs(30),
+        )
+    });
+    for d in futures::future::join_all(deliveries).await {
+        d.map_err(|(e, _)| e)?;
+    }
+    let produce_seconds = started.elapsed().as_secs_f64();
+
+    let backend = if settings.redis.enabled() {
+        "redis"
+    } else {
+        "memory"
+    };
+    let app = crate::startup::Application::build(settings).await?;
+    let metrics = app.metrics().clone();
+    let applied = || -> u64 {
+        ["impression", "click", "add_to_cart", "purchase"]
+            .iter()
+            .map(|t| {
+                metrics
+                    .events_ingested_total
+                    .with_label_values(&[args.tenant.as_str(), t, "kafka"])
+                    .get()
+            })
+            .sum::<u64>()
+            + metrics
+                .events_rejected_total
+                .with_label_values(&["unknown_item"])
+                .get()
+    };
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut first = None;
+    while (applied() as usize) < args.events {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "ingestion did not finish within 10 minutes"
+        );
+        if first.is_none() && applied() > 0 {
+            first = Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let apply_seconds = first.map_or(0.0, |f| f.elapsed().as_secs_f64()).max(1e-3);
+    // The server was never run: dropping `app` at exit is the whole shutdown.
+    Ok(IngestCosts {
+        events: args.events,
+        partitions: args.partitions,
+        backend,
+        broker: "librdkafka mock cluster (in process)",
+        produce_seconds,
+        apply_seconds,
+        events_per_second: args.events as f64 / apply_seconds,
+    })
+}

@@ -1,0 +1,183 @@
+//! Candidate generation: which store lists to ask for (the plan), and how to merge what comes
+//! back into one deduplicated, capped list in which every item remembers its sources.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::catalog::{ItemId, UserProfile};
+use crate::config::CandidateLimits;
+use crate::store::{CandidateLists, CandidateQuery};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    Trending,
+    Affinity,
+    NewArrivals,
+}
+
+impl Source {
+    pub const ALL: [Source; 3] = [Source::Trending, Source::Affinity, Source::NewArrivals];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Trending => "trending",
+            Source::Affinity => "affinity",
+            Source::NewArrivals => "new_arrivals",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+/// A set of [`Source`]s, one bit each.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sources(u8);
+
+impl Sources {
+    pub fn insert(&mut self, s: Source) {
+        self.0 |= s.bit();
+    }
+
+    pub fn contains(self, s: Source) -> bool {
+        self.0 & s.bit() != 0
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = Source> {
+        Source::ALL.into_iter().filter(move |s| self.contains(*s))
+    }
+}
+
+impl Serialize for Sources {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub item_id: ItemId,
+    pub sources: Sources,
+}
+
+/// The store lists to read for this user. A user without history (cold start) gets
+/// trending and new arrivals only.
+pub fn plan(limits: &CandidateLimits, user: Option<&UserProfile>) -> CandidateQuery {
+    let categories = user
+        .map(|u| u.top_categories(limits.affinity_categories))
+        .unwrap_or_default();
+    let per_category = if categories.is_empty() {
+        0
+    } else {
+        limits.affinity.div_ceil(categories.len())
+    };
+    CandidateQuery {
+        trending: limits.trending,
+        categories: categories
+            .into_iter()
+            .map(|c| (c.to_owned(), per_category))
+            .collect(),
+        new_arrivals: limits.new_arrivals,
+    }
+}
+
+/// Interleaves the lists round-robin (so that no source starves the others under the cap),
+/// keeps the first occurrence of each item and records every source that proposed it.
+pub fn merge(lists: CandidateLists, max: usize) -> Vec<Candidate> {
+    let mut sourced: Vec<(Source, Vec<ItemId>)> = Vec::with_capacity(2 + lists.categories.len());
+    sourced.push((Source::Trending, lists.trending));
+    sourced.extend(lists.categories.into_iter().map(|l| (Source::Affinity, l)));
+    sourced.push((Source::NewArrivals, lists.new_arrivals));
+
+    let longest = sourced.iter().map(|(_, l)| l.len()).max().unwrap_or(0);
+    let total: usize = sourced.iter().map(|(_, l)| l.len()).sum();
+    let mut out: Vec<Candidate> = Vec::with_capacity(max.min(total));
+    let mut position: HashMap<ItemId, usize> = HashMap::with_capacity(max.min(total));
+
+    for i in 0..longest {
+        for (source, list) in &sourced {
+            let Some(id) = list.get(i) else { continue };
+            match position.get(id) {
+                Some(&at) => out[at].sources.insert(*source),
+                None if out.len() < max => {
+                    position.insert(id.clone(), out.len());
+                    let mut sources = Sources::default();
+                    sources.insert(*source);
+                    out.push(Candidate {
+                        item_id: id.clone(),
+                        sources,
+                    });
+                }
+                None => {}
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{EventKind, Item};
+
+    fn ids(v: &[&str]) -> Vec<ItemId> {
+        v.iter().map(|s| ItemId::from(*s)).collect()
+    }
+
+    #[test]
+    fn merge_dedups_caps_and_keeps_sources() {
+        let lists = CandidateLists {
+            trending: ids(&["a", "b", "c"]),
+            categories: vec![ids(&["b", "d"])],
+            new_arrivals: ids(&["e", "a"]),
+        };
+        let merged = merge(lists.clone(), 10);
+        let got: Vec<&str> = merged.iter().map(|c| &*c.item_id).collect();
+        assert_eq!(got, ["a", "b", "e", "d", "c"]);
+        let a = &merged[0];
+        assert!(a.sources.contains(Source::Trending) && a.sources.contains(Source::NewArrivals));
+        assert!(!a.sources.contains(Source::Affinity));
+        assert_eq!(
+            serde_json::to_value(merged[1].sources).unwrap(),
+            serde_json::json!(["trending", "affinity"])
+        );
+
+        let capped = merge(lists, 3);
+        assert_eq!(capped.len(), 3);
+    }
+
+    #[test]
+    fn cold_start_plans_without_affinity() {
+        let limits = CandidateLimits {
+            max_candidates: 50,
+            trending: 30,
+            affinity: 20,
+            affinity_categories: 2,
+            new_arrivals: 10,
+        };
+        let q = plan(&limits, None);
+        assert!(q.categories.is_empty());
+        assert_eq!((q.trending, q.new_arrivals), (30, 10));
+
+        let mut user = UserProfile::default();
+        for (id, cat) in [("1", "x"), ("2", "y"), ("3", "y"), ("4", "z")] {
+            let item = Item {
+                item_id: id.into(),
+                category: cat.into(),
+                brand: "b".into(),
+                price: 1.0,
+                created_at: 0,
+                attributes: Default::default(),
+            };
+            user.record(EventKind::Click, &item);
+        }
+        let q = plan(&limits, Some(&user));
+        assert_eq!(
+            q.categories,
+            vec![("y".to_string(), 10), ("x".to_string(), 10)]
+        );
+    }
+}

@@ -1,0 +1,149 @@
+//! The `eaglerank` command line: `serve` (the default), `simulate`, `hash-key`.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use anyhow::Context as _;
+
+use crate::config::Settings;
+use crate::sim;
+use crate::sim::simulate::{self, SimulateArgs};
+use crate::startup::Application;
+use crate::store::RedisStore;
+use crate::telemetry;
+use crate::telemetry::Metrics;
+
+/// EagleRank: real-time feed ranking for marketplaces.
+///
+/// Configuration comes from config/default.toml, then the --config file, then
+/// EAGLERANK__SECTION__KEY environment variables (e.g. EAGLERANK__SERVER__PORT=9090).
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Extra configuration file, layered over config/default.toml.
+    #[arg(long, global = true, env = "EAGLERANK_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the REST API (the default).
+    Serve,
+    /// Simulate users on the demo marketplace and log served feature vectors for training.
+    Simulate(SimulateArgs),
+    /// Load the demo marketplace (catalog, statistics, user profiles) into Redis (`redis.url`),
+    /// so that serving from Redis gives the same feeds as the embedded store.
+    Load(LoadArgs),
+    /// Measure each part of a feed alone: model inference per batch, feature assembly, the
+    /// store reads of one request (memory, and Redis when `redis.url` is set). Prints JSON.
+    BenchComponents(crate::bench::BenchArgs),
+    /// Measure event ingestion end to end: events produced to a topic on librdkafka's mock
+    /// cluster, consumed and applied to the store (Redis when `redis.url` is set). Prints JSON.
+    BenchIngest(crate::bench::IngestBenchArgs),
+    /// Print the SHA-256 digest of an API key read from stdin, for `api_key_sha256`.
+    HashKey,
+}
+
+#[derive(clap::Args)]
+struct LoadArgs {
+    /// Load only this tenant (default: every configured tenant).
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Delete the tenant's existing keys first (otherwise statistics add up).
+    #[arg(long)]
+    replace: bool,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(event = "Exited", error = %format!("{e:#}"));
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::HashKey = command {
+        let mut key = String::new();
+        std::io::stdin().read_to_string(&mut key)?;
+        println!(
+            "{}",
+            hex::encode(crate::tenants::key_digest(
+                key.trim_end_matches(['\r', '\n'])
+            ))
+        );
+        return Ok(());
+    }
+    let settings = Settings::load(cli.config.as_deref())?;
+    // Kept until the end: dropping it flushes the spans still queued for export.
+    let _tracing =
+        telemetry::tracing::init(&settings.log, &settings.tracing, &settings.service_name);
+    let system = actix_web::rt::System::new();
+    match command {
+        Command::Serve => system.block_on(async move {
+            Application::build(settings)
+                .await?
+                .run_until_stopped()
+                .await
+        }),
+        Command::Simulate(args) => system.block_on(async move {
+            let report = simulate::run(&settings, &args).await?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }),
+        Command::Load(args) => system.block_on(load(&settings, &args)),
+        Command::BenchComponents(args) => system.block_on(async move {
+            let costs = crate::bench::run(&settings, &args).await?;
+            println!("{}", serde_json::to_string_pretty(&costs)?);
+            Ok(())
+        }),
+        Command::BenchIngest(args) => system.block_on(async move {
+            let costs = crate::bench::run_ingest(settings, &args).await?;
+            println!("{}", serde_json::to_string_pretty(&costs)?);
+            Ok(())
+        }),
+        Command::HashKey => unreachable!("handled above"),
+    }
+}
+
+async fn load(settings: &Settings, args: &LoadArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        settings.redis.enabled(),
+        "set redis.url (e.g. EAGLERANK__REDIS__URL=redis://127.0.0.1:6379) to load into Redis"
+    );
+    // Bulk pipelines take longer than a feed's reads: give them room.
+    let mut redis = settings.redis.clone();
+    redis.command_timeout_ms = redis.command_timeout_ms.max(30_000);
+    let store = RedisStore::connect(&redis)?;
+    let metrics = Metrics::new();
+    let anchor = settings.store.demo.anchor.unwrap_or_else(sim::unix_now);
+    let tenants: Vec<&String> = match &args.tenant {
+        Some(t) => vec![
+            settings
+                .tenants
+                .get_key_value(t)
+                .with_context(|| format!("unknown tenant {t:?}"))?
+                .0,
+        ],
+        None => settings.tenants.keys().collect(),
+    };
+    for tenant in tenants {
+        if args.replace {
+            store.clear_tenant(tenant).await?;
+        }
+        sim::seed_tenant(&store, &settings.store.demo, tenant, anchor, &metrics)
+            .await
+            .with_context(|| format!("loading {tenant} into Redis"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,333 @@
+//! Layered configuration: `config/default.toml`, then an optional file (`--config`), then
+//! `EAGLERANK__SECTION__KEY` environment variables. Every value has exactly one home here.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Where the defaults live, relative to the working directory (the crate root for `cargo run`).
+pub const DEFAULT_CONFIG_FILE: &str = "config/default.toml";
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub service_name: String,
+    pub server: ServerSettings,
+    pub log: LogSettings,
+    pub tracing: TracingSettings,
+    pub model: ModelSettings,
+    pub actors: ActorSettings,
+    pub candidates: CandidateLimits,
+    pub store: StoreSettings,
+    pub redis: RedisSettings,
+    pub cache: CacheSettings,
+    pub events: EventSettings,
+    pub kafka: KafkaSettings,
+    pub tenants: BTreeMap<String, TenantSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerSettings {
+    pub host: String,
+    pub port: u16,
+    pub workers: usize,
+    pub max_body_bytes: usize,
+    pub request_deadline_ms: u64,
+    pub shutdown_grace_seconds: u64,
+}
+
+impl ServerSettings {
+    pub fn request_deadline(&self) -> Duration {
+        Duration::from_millis(self.request_deadline_ms)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogSettings {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TracingSettings {
+    pub otlp_endpoint: String,
+    pub sample_ratio: f64,
+    pub max_queue_size: usize,
+    pub export_delay_ms: u64,
+}
+
+impl TracingSettings {
+    /// `None`: tracing off. `Some(None)`: on, endpoint from the standard `OTEL_*` variables.
+    pub fn endpoint(&self) -> Option<Option<String>> {
+        if !self.otlp_endpoint.trim().is_empty() {
+            return Some(Some(self.otlp_endpoint.trim().to_owned()));
+        }
+        [
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        ]
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|s| !s.is_empty()))
+        .then_some(None)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ModelSettings {
+    pub path: PathBuf,
+    pub metadata: PathBuf,
+    pub onnxruntime_library: PathBuf,
+    pub ranker_threads: usize,
+}
+
+impl ModelSettings {
+    /// `ORT_DYLIB_PATH` is the variable `ort` users already know; it wins over the file setting.
+    pub fn onnxruntime_library(&self) -> PathBuf {
+        std::env::var_os("ORT_DYLIB_PATH")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.onnxruntime_library.clone())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ActorSettings {
+    pub ping_timeout_ms: u64,
+}
+
+/// How many candidates each source contributes, and the cap after merging.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct CandidateLimits {
+    pub max_candidates: usize,
+    pub trending: usize,
+    pub affinity: usize,
+    pub affinity_categories: usize,
+    pub new_arrivals: usize,
+}
+
+/// A tenant's partial override of [`CandidateLimits`].
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CandidateOverrides {
+    pub max_candidates: Option<usize>,
+    pub trending: Option<usize>,
+    pub affinity: Option<usize>,
+    pub affinity_categories: Option<usize>,
+    pub new_arrivals: Option<usize>,
+}
+
+impl CandidateLimits {
+    pub fn with_overrides(self, o: &CandidateOverrides) -> Self {
+        Self {
+            max_candidates: o.max_candidates.unwrap_or(self.max_candidates),
+            trending: o.trending.unwrap_or(self.trending),
+            affinity: o.affinity.unwrap_or(self.affinity),
+            affinity_categories: o.affinity_categories.unwrap_or(self.affinity_categories),
+            new_arrivals: o.new_arrivals.unwrap_or(self.new_arrivals),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct StoreSettings {
+    pub demo: DemoSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RedisSettings {
+    pub url: String,
+    pub cluster: bool,
+    pub pool_size: usize,
+    pub connect_timeout_ms: u64,
+    pub command_timeout_ms: u64,
+    pub ping_interval_ms: u64,
+    pub fallback_refresh_seconds: u64,
+}
+
+impl RedisSettings {
+    /// Redis is used when a URL is configured.
+    pub fn enabled(&self) -> bool {
+        !self.url.trim().is_empty()
+    }
+
+    pub fn command_timeout(&self) -> Duration {
+        Duration::from_millis(self.command_timeout_ms)
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_millis(self.ping_interval_ms)
+    }
+
+    pub fn fallback_refresh(&self) -> Duration {
+        Duration::from_secs(self.fallback_refresh_seconds)
+    }
+
+    /// The node URLs (one unless clustered).
+    pub fn urls(&self) -> Vec<String> {
+        self.url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct EventSettings {
+    /// A replayed `event_id` within this window changes nothing.
+    pub dedup_window_seconds: u64,
+    /// Event ids remembered per process for deduplication.
+    pub dedup_capacity: u64,
+    /// Timestamps further in the future than this are rejected (clock skew allowance).
+    pub max_future_skew_seconds: u64,
+    pub max_batch: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct KafkaSettings {
+    /// Empty: events are applied in process. Set: the REST endpoint produces to `topic` and a
+    /// consumer (group `group_id`) applies them.
+    pub brokers: String,
+    pub topic: String,
+    pub group_id: String,
+    /// Messages applied per store write, at most.
+    pub max_batch: usize,
+    pub lag_interval_ms: u64,
+    pub produce_timeout_ms: u64,
+    /// Extra librdkafka settings (security.protocol, sasl.*, …).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+impl KafkaSettings {
+    pub fn enabled(&self) -> bool {
+        !self.brokers.trim().is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CacheSettings {
+    pub item_capacity: u64,
+    pub item_ttl_ms: u64,
+}
+
+/// Size and seed of the synthetic marketplace (see `sim::marketplace`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct DemoSettings {
+    pub enabled: bool,
+    pub seed: u64,
+    pub items: usize,
+    pub users: usize,
+    pub categories: usize,
+    pub brands: usize,
+    pub history_sessions_per_user: usize,
+    /// Unix seconds the history is anchored at; `None` = now.
+    pub anchor: Option<f64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TenantSettings {
+    pub display_name: String,
+    pub api_key_sha256: Vec<String>,
+    #[serde(default)]
+    pub rate_limit_per_second: u32,
+    #[serde(default)]
+    pub candidates: CandidateOverrides,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Settings {
+    /// Loads the layered configuration. `extra_file` is the `--config` file, if any.
+    pub fn load(extra_file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with(extra_file, &[])
+    }
+
+    /// As [`Settings::load`], with final `key = value` overrides (dotted keys) on top of the
+    /// environment; tests and CLI flags use them.
+    pub fn load_with(
+        extra_file: Option<&Path>,
+        overrides: &[(&str, config::Value)],
+    ) -> Result<Self, ConfigError> {
+        let mut builder =
+            config::Config::builder().add_source(config::File::with_name(DEFAULT_CONFIG_FILE));
+        if let Some(file) = extra_file {
+            builder = builder.add_source(config::File::from(file));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("EAGLERANK")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        );
+        for (key, value) in overrides {
+            builder = builder.set_override(*key, value.clone())?;
+        }
+        let settings: Settings = builder.build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if !(0.0..=1.0).contains(&self.tracing.sample_ratio) {
+            return invalid("tracing.sample_ratio must be within 0.0..=1.0".into());
+        }
+        if self.server.request_deadline_ms == 0 {
+            return invalid("server.request_deadline_ms must be > 0".into());
+        }
+        if self.redis.enabled() && (self.redis.command_timeout_ms == 0 || self.redis.pool_size == 0)
+        {
+            return invalid("redis.command_timeout_ms and redis.pool_size must be > 0".into());
+        }
+        for (id, tenant) in &self.tenants {
+            if !crate::validation::is_valid_id(id) {
+                return invalid(format!(
+                    "tenant id {id:?} must be 1-128 chars of [A-Za-z0-9_.:-]"
+                ));
+            }
+            for digest in &tenant.api_key_sha256 {
+                if digest.len() != 64 || hex::decode(digest).is_err() {
+                    return invalid(format!(
+                        "tenants.{id}.api_key_sha256 must hold 64-char hex SHA-256 digests"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Candidate limits for one tenant: the global defaults with the tenant's overrides.
+    pub fn candidate_limits(&self, tenant: &str) -> CandidateLimits {
+        match self.tenants.get(tenant) {
+            Some(t) => self.candidates.with_overrides(&t.candidates),
+            None => self.candidates,
+        }
+    }
+}
+
+/// Number of threads for a `0 = one per core` setting.
+pub fn threads_or_cores(n: usize) -> usize {
+    if n > 0 {
+        n
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+}

@@ -1,0 +1,242 @@
+//! Feature vectors for (user, item) pairs. The code knows how to compute every feature in
+//! [`CATALOG`]; which ones a model uses, and in which column order, comes from the model's
+//! metadata file. Serving and the simulator (whose logs train the model) both assemble rows
+//! through [`FeatureSpec::assemble`], so training sees exactly what serving computes.
+
+use crate::catalog::{ItemRecord, UnixSeconds, UserProfile};
+
+/// What a feature may look at besides the item.
+pub struct FeatureContext<'a> {
+    pub now: UnixSeconds,
+    pub user: Option<&'a UserProfile>,
+}
+
+type FeatureFn = fn(&FeatureContext<'_>, &ItemRecord) -> f32;
+
+// Beta prior for click-through rates: an item with no history starts at 2 %, and needs a few
+// hundred impressions before its own rate dominates.
+const CTR_PRIOR_CLICKS: f64 = 2.0;
+const CTR_PRIOR_IMPRESSIONS: f64 = 100.0;
+const CONVERSION_PRIOR_PURCHASES: f64 = 1.0;
+const CONVERSION_PRIOR_CLICKS: f64 = 20.0;
+
+fn ln1p(x: f64) -> f32 {
+    x.max(0.0).ln_1p() as f32
+}
+
+/// Every feature the service can compute, by name, with a line of documentation.
+pub const CATALOG: &[(&str, FeatureFn, &str)] = &[
+    (
+        "item_log_impressions",
+        |_, i| ln1p(i.stats.impressions),
+        "ln(1 + impressions)",
+    ),
+    (
+        "item_log_clicks",
+        |_, i| ln1p(i.stats.clicks),
+        "ln(1 + clicks)",
+    ),
+    (
+        "item_log_purchases",
+        |_, i| ln1p(i.stats.purchases),
+        "ln(1 + purchases)",
+    ),
+    (
+        "item_ctr",
+        |_, i| {
+            ((i.stats.clicks + CTR_PRIOR_CLICKS) / (i.stats.impressions + CTR_PRIOR_IMPRESSIONS))
+                as f32
+        },
+        "click-through rate, smoothed with a Beta prior",
+    ),
+    (
+        "item_conversion",
+        |_, i| {
+            ((i.stats.purchases + CONVERSION_PRIOR_PURCHASES)
+                / (i.stats.clicks + CONVERSION_PRIOR_CLICKS)) as f32
+        },
+        "purchases per click, smoothed",
+    ),
+    (
+        "item_trending",
+        |c, i| ln1p(i.stats.trending_score(c.now)),
+        "ln(1 + decayed trending score)",
+    ),
+    ("item_log_price", |_, i| ln1p(i.item.price), "ln(1 + price)"),
+    (
+        "item_age_days",
+        |c, i| ((c.now - i.item.created_at as f64) / 86_400.0).max(0.0) as f32,
+        "days since the item was listed",
+    ),
+    (
+        "user_known",
+        |c, _| f32::from(u8::from(c.user.is_some())),
+        "1 when the user has history",
+    ),
+    (
+        "user_log_interactions",
+        |c, _| c.user.map_or(0.0, |u| ln1p(u.interactions)),
+        "ln(1 + the user's clicks, carts and purchases)",
+    ),
+    (
+        "user_category_affinity",
+        |c, i| c.user.map_or(0.0, |u| u.category_share(&i.item.category)),
+        "share of the user's activity in the item's category",
+    ),
+    (
+        "user_brand_affinity",
+        |c, i| c.user.map_or(0.0, |u| u.brand_share(&i.item.brand)),
+        "share of the user's activity on the item's brand",
+    ),
+    (
+        "user_price_ratio",
+        |c, i| {
+            c.user
+                .and_then(|u| u.mean_price())
+                .map_or(0.0, |m| ((i.item.price + 1.0) / (m + 1.0)).ln() as f32)
+        },
+        "ln of item price over the user's mean price (0 when unknown)",
+    ),
+    (
+        "user_seen_item",
+        |c, i| {
+            c.user
+                .map_or(0.0, |u| f32::from(u8::from(u.has_seen(&i.item.item_id))))
+        },
+        "1 when the user recently interacted with the item",
+    ),
+];
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown feature {0:?}; known features: {1}")]
+pub struct UnknownFeature(String, String);
+
+/// The ordered list of features one model consumes.
+pub struct FeatureSpec {
+    names: Vec<String>,
+    fns: Vec<FeatureFn>,
+}
+
+impl FeatureSpec {
+    pub fn from_names(names: &[String]) -> Result<Self, UnknownFeature> {
+        let fns = names
+            .iter()
+            .map(|name| {
+                CATALOG
+                    .iter()
+                    .find(|(n, _, _)| n == name)
+                    .map(|(_, f, _)| *f)
+                    .ok_or_else(|| {
+                        let known: Vec<&str> = CATALOG.iter().map(|(n, _, _)| *n).collect();
+                        UnknownFeature(name.clone(), known.join(", "))
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            names: names.to_vec(),
+            fns,
+        })
+    }
+
+    /// Every feature of the catalog, in catalog order: what the simulator logs.
+    pub fn full_catalog() -> Self {
+        Self {
+            names: CATALOG.iter().map(|(n, _, _)| n.to_string()).collect(),
+            fns: CATALOG.iter().map(|(_, f, _)| *f).collect(),
+        }
+    }
+
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    pub fn len(&self) -> usize {
+        self.fns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.fns.is_empty()
+    }
+
+    /// Appends one row per item to `out` (row-major, `len()` columns).
+    pub fn assemble<'a>(
+        &self,
+        ctx: &FeatureContext<'_>,
+        items: impl IntoIterator<Item = &'a ItemRecord>,
+        out: &mut Vec<f32>,
+    ) {
+        for item in items {
+            out.extend(self.fns.iter().map(|f| f(ctx, item)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{EventKind, Item, ItemStats};
+
+    fn record() -> ItemRecord {
+        ItemRecord {
+            item: Item {
+                item_id: "i1".into(),
+                category: "shoes".into(),
+                brand: "acme".into(),
+                price: 99.0,
+                created_at: 0,
+                attributes: Default::default(),
+            },
+            stats: ItemStats {
+                impressions: 100.0,
+                clicks: 8.0,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn order_comes_from_the_names() {
+        let names = vec![
+            "item_ctr".to_string(),
+            "user_known".into(),
+            "item_age_days".into(),
+        ];
+        let spec = FeatureSpec::from_names(&names).unwrap();
+        let mut out = Vec::new();
+        let ctx = FeatureContext {
+            now: 2.0 * 86_400.0,
+            user: None,
+        };
+        spec.assemble(&ctx, [&record(), &record()], &mut out);
+        assert_eq!(out, vec![0.05, 0.0, 2.0, 0.05, 0.0, 2.0]);
+    }
+
+    #[test]
+    fn user_features_use_the_profile() {
+        let r = record();
+        let mut u = UserProfile::default();
+        u.record(EventKind::Purchase, &r.item);
+        let spec = FeatureSpec::from_names(&[
+            "user_category_affinity".into(),
+            "user_seen_item".into(),
+            "user_price_ratio".into(),
+        ])
+        .unwrap();
+        let mut out = Vec::new();
+        spec.assemble(
+            &FeatureContext {
+                now: 0.0,
+                user: Some(&u),
+            },
+            [&r],
+            &mut out,
+        );
+        assert_eq!(out, vec![1.0, 1.0, 0.0]);
+    }
+
+    #[test]
+    fn unknown_names_are_rejected_with_the_known_list() {
+        let err = FeatureSpec::from_names(&["nope".into()]).err().unwrap();
+        assert!(err.to_string().contains("item_ctr"), "{err}");
+    }
+}

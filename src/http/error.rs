@@ -1,0 +1,215 @@
+//! Every error the API returns: one type, one code → status table, one JSON shape
+//! `{"error":{"code","message","details"?}}` — including actix's own failures (bad JSON,
+//! oversized bodies, unknown routes, wrong methods).
+
+use actix_web::error::{JsonPayloadError, QueryPayloadError};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::actors::FeedError;
+use crate::store::StoreError;
+use crate::tenants::AuthError;
+
+/// One problem in a batch: which element, and what is wrong with it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Detail {
+    pub index: usize,
+    pub reason: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    InvalidArgument {
+        message: String,
+        details: Vec<Detail>,
+    },
+    #[error(transparent)]
+    Unauthenticated(AuthError),
+    #[error(transparent)]
+    PermissionDenied(AuthError),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("rate limit of tenant {0:?} exceeded; retry later")]
+    RateLimited(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+/// The one table from error code to HTTP status.
+const STATUS: &[(&str, StatusCode)] = &[
+    ("invalid_argument", StatusCode::BAD_REQUEST),
+    ("unauthenticated", StatusCode::UNAUTHORIZED),
+    ("permission_denied", StatusCode::FORBIDDEN),
+    ("not_found", StatusCode::NOT_FOUND),
+    ("method_not_allowed", StatusCode::METHOD_NOT_ALLOWED),
+    ("payload_too_large", StatusCode::PAYLOAD_TOO_LARGE),
+    ("rate_limited", StatusCode::TOO_MANY_REQUESTS),
+    ("unavailable", StatusCode::SERVICE_UNAVAILABLE),
+    ("internal", StatusCode::INTERNAL_SERVER_ERROR),
+];
+
+impl ApiError {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        ApiError::InvalidArgument {
+            message: message.into(),
+            details: Vec::new(),
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidArgument { .. } => "invalid_argument",
+            ApiError::Unauthenticated(_) => "unauthenticated",
+            ApiError::PermissionDenied(_) => "permission_denied",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::RateLimited(_) => "rate_limited",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: BodyInner<'a>,
+}
+
+#[derive(Serialize)]
+struct BodyInner<'a> {
+    code: &'a str,
+    message: String,
+    #[serde(skip_serializing_if = "<[Detail]>::is_empty")]
+    details: &'a [Detail],
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        let code = self.code();
+        STATUS
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map_or(StatusCode::INTERNAL_SERVER_ERROR, |(_, s)| *s)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let ApiError::Internal(e) = self {
+            crate::telemetry::events::request_failed(self.code(), e.as_ref());
+        }
+        let details = match self {
+            ApiError::InvalidArgument { details, .. } => details.as_slice(),
+            _ => &[],
+        };
+        let mut response = HttpResponse::build(self.status_code());
+        match self {
+            ApiError::Unauthenticated(_) => {
+                response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            ApiError::RateLimited(_) => {
+                response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
+            }
+            _ => {}
+        }
+        response.json(Body {
+            error: BodyInner {
+                code: self.code(),
+                message: self.to_string(),
+                details,
+            },
+        })
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::MissingKey | AuthError::InvalidKey => ApiError::Unauthenticated(e),
+            AuthError::WrongTenant => ApiError::PermissionDenied(e),
+            AuthError::UnknownTenant => ApiError::NotFound(e.to_string()),
+        }
+    }
+}
+
+impl From<FeedError> for ApiError {
+    fn from(e: FeedError) -> Self {
+        match e {
+            FeedError::Model(_) | FeedError::Store(StoreError::UnknownTenant(_)) => {
+                ApiError::Internal(e.into())
+            }
+            FeedError::DeadlineExceeded(_)
+            | FeedError::Mailbox { .. }
+            | FeedError::Crashed(_)
+            | FeedError::Store(StoreError::Unavailable(_)) => ApiError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::from(FeedError::Store(e))
+    }
+}
+
+/// `JsonConfig` error handler: body problems become 400 or 413 in our shape.
+pub fn json_error(err: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
+    match err {
+        JsonPayloadError::Overflow { limit }
+        | JsonPayloadError::OverflowKnownLength { limit, .. } => {
+            ApiError::PayloadTooLarge(format!("request body exceeds {limit} bytes"))
+        }
+        JsonPayloadError::ContentType => {
+            ApiError::invalid("expected a body with `Content-Type: application/json`")
+        }
+        JsonPayloadError::Deserialize(e) => ApiError::invalid(format!("invalid JSON body: {e}")),
+        other => ApiError::invalid(format!("invalid request body: {other}")),
+    }
+    .into()
+}
+
+pub fn query_error(err: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::invalid(format!("invalid query string: {err}")).into()
+}
+
+/// The app's default service: no route matches the path.
+pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound(format!("no route for {}", req.path())))
+}
+
+/// A resource's default service: the path exists, the method does not.
+pub async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_has_a_status() {
+        let samples = [
+            ApiError::invalid("x"),
+            ApiError::Unauthenticated(AuthError::MissingKey),
+            ApiError::PermissionDenied(AuthError::WrongTenant),
+            ApiError::NotFound("x".into()),
+            ApiError::MethodNotAllowed,
+            ApiError::PayloadTooLarge("x".into()),
+            ApiError::RateLimited("t".into()),
+            ApiError::Unavailable("x".into()),
+            ApiError::Internal(anyhow::anyhow!("x")),
+        ];
+        for e in samples {
+            assert!(STATUS.iter().any(|(c, _)| *c == e.code()), "{}", e.code());
+        }
+        assert_eq!(STATUS.len(), 9);
+    }
+}

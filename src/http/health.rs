@@ -1,0 +1,44 @@
+//! Probes. Liveness asks only whether the actor system answers (a dependency being down must
+//! not get the pod restarted); readiness reports every component.
+
+use actix_web::{HttpResponse, web};
+use serde_json::json;
+
+use super::AppState;
+
+pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+    if state.actors.ping(state.ping_timeout).await {
+        HttpResponse::Ok().json(json!({ "status": "ok" }))
+    } else {
+        HttpResponse::ServiceUnavailable().json(json!({
+            "status": "unavailable",
+            "reason": "the actor system did not answer a ping",
+        }))
+    }
+}
+
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    // The watchdog's last observation: probes cost the store nothing.
+    let health = &state.store_health;
+    let store = match health.down_reason() {
+        None => json!({ "ok": true, "backend": health.backend() }),
+        Some(reason) => json!({ "ok": false, "backend": health.backend(), "reason": reason }),
+    };
+    let actors = state.actors.health.snapshot();
+    let ready = store["ok"] == true && actors.iter().all(|a| a.up);
+    let body = json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "components": {
+            // The model is loaded and probed before the server starts; a server that
+            // answers has one.
+            "model": { "ok": true, "name": state.model.name, "version": state.model.version },
+            "store": store,
+            "actors": actors,
+        }
+    });
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}

@@ -1,0 +1,268 @@
+//! Event ingestion, the one code path that applies user events to features whatever their
+//! source (the REST endpoint in process, or the Kafka consumer): validate a batch as a whole,
+//! drop replays by `event_id` within the dedup window, write the rest to the store in one
+//! batched call, then remember their ids — only after the write succeeded, so that a failed
+//! batch can be retried (at-least-once) and a replayed one changes nothing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::sync::Cache;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::catalog::{Event, EventKind, UnixSeconds};
+use crate::config::EventSettings;
+use crate::store::{SharedStore, StoreError};
+use crate::telemetry::events::{EventsApplied, EventsRejected};
+use crate::telemetry::{InternalEvent, Metrics};
+use crate::validation::{MAX_ID_LEN, is_valid_id};
+
+/// An event as clients send it (REST body, Kafka message value).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventInput {
+    pub event_id: String,
+    #[serde(rename = "type")]
+    pub kind: EventKind,
+    pub user_id: String,
+    pub item_id: String,
+    /// RFC 3339.
+    pub timestamp: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+/// A validated event, ready to apply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidEvent {
+    /// As received: what goes onto Kafka when the REST endpoint produces.
+    pub input: EventInput,
+    pub event_id: String,
+    pub request_id: Option<String>,
+    pub event: Event,
+}
+
+/// Where a batch came from (a bounded metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Http,
+    Kafka,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Http => "http",
+            Source::Kafka => "kafka",
+        }
+    }
+}
+
+/// One invalid element of a batch.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Invalid {
+    pub index: usize,
+    pub reason: String,
+}
+
+/// The current time as event timestamps are written (RFC 3339, UTC).
+pub fn now_rfc3339() -> String {
+    OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .expect("the current time formats as RFC 3339")
+}
+
+/// Validates one raw event; `now` bounds how far in the future a timestamp may be.
+pub fn validate(
+    raw: serde_json::Value,
+    now: UnixSeconds,
+    settings: &EventSettings,
+) -> Result<ValidEvent, String> {
+    let input: EventInput = serde_json::from_value(raw).map_err(|e| e.to_string())?;
+    let original = input.clone();
+    for (field, value) in [
+        ("event_id", &input.event_id),
+        ("user_id", &input.user_id),
+        ("item_id", &input.item_id),
+    ] {
+        if !is_valid_id(value) {
+            return Err(format!(
+                "{field} must be 1-{MAX_ID_LEN} characters of [A-Za-z0-9_.:-]"
+            ));
+        }
+    }
+    if let Some(r) = &input.request_id
+        && (r.is_empty() || r.len() > MAX_ID_LEN)
+    {
+        return Err(format!("request_id must be 1-{MAX_ID_LEN} characters"));
+    }
+    let at = OffsetDateTime::parse(&input.timestamp, &Rfc3339)
+        .map_err(|e| format!("timestamp must be RFC 3339: {e}"))?;
+    let at = at.unix_timestamp_nanos() as f64 / 1e9;
+    if at > now + settings.max_future_skew_seconds as f64 {
+        return Err(format!(
+            "timestamp is more than {} s in the future",
+            settings.max_future_skew_seconds
+        ));
+    }
+    Ok(ValidEvent {
+        input: original,
+        event_id: input.event_id,
+        request_id: input.request_id,
+        event: Event {
+            kind: input.kind,
+            user_id: input.user_id,
+            item_id: input.item_id.as_str().into(),
+            timestamp: at,
+        },
+    })
+}
+
+/// Validates a whole batch: all valid, or the list of what is not.
+pub fn validate_batch(
+    raw: Vec<serde_json::Value>,
+    now: UnixSeconds,
+    settings: &EventSettings,
+) -> Result<Vec<ValidEvent>, Vec<Invalid>> {
+    let mut valid = Vec::with_capacity(raw.len());
+    let mut invalid = Vec::new();
+    for (index, value) in raw.into_iter().enumerate() {
+        match validate(value, now, settings) {
+            Ok(v) => valid.push(v),
+            Err(reason) => invalid.push(Invalid { index, reason }),
+        }
+    }
+    if invalid.is_empty() {
+        Ok(valid)
+    } else {
+        Err(invalid)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Applied {
+    /// Events written to the store.
+    pub applied: usize,
+    /// Replays of events seen within the dedup window: not applied again.
+    pub duplicates: usize,
+    /// Events on items the store does not know: counted, not applied.
+    pub unknown_items: usize,
+}
+
+/// Applies validated events. Shared by the in-process path and the Kafka consumer.
+pub struct Ingestor {
+    store: SharedStore,
+    metrics: Arc<Metrics>,
+    /// Per tenant: event ids applied within the window.
+    seen: Cache<(Arc<str>, String), ()>,
+}
+
+impl Ingestor {
+    pub fn new(store: SharedStore, settings: &EventSettings, metrics: Arc<Metrics>) -> Self {
+        Self {
+            store,
+            metrics,
+            seen: Cache::builder()
+                .max_capacity(settings.dedup_capacity)
+                .time_to_live(Duration::from_secs(settings.dedup_window_seconds))
+                .build(),
+        }
+    }
+
+    pub async fn apply(
+        &self,
+        tenant: &Arc<str>,
+        events: Vec<ValidEvent>,
+        source: Source,
+    ) -> Result<Applied, StoreError> {
+        let started = Instant::now();
+        let mut fresh: Vec<ValidEvent> = Vec::with_capacity(events.len());
+        let mut in_batch: HashMap<&str, ()> = HashMap::new();
+        let total = events.len();
+        for e in &events {
+            let key = (tenant.clone(), e.event_id.clone());
+            if self.seen.contains_key(&key) || in_batch.insert(&e.event_id, ()).is_some() {
+                continue;
+            }
+            fresh.push(e.clone());
+        }
+        let duplicates = total - fresh.len();
+        let mut batch: Vec<Event> = fresh.iter().map(|e| e.event.clone()).collect();
+        let skipped = self.store.apply_events(tenant, &batch).await?;
+        let unknown_items = skipped.len();
+        // Metrics count what was written: events on unknown items are rejections only.
+        for i in skipped.into_iter().rev() {
+            batch.remove(i);
+        }
+        // Only now: a batch whose write failed is retried in full, not half-remembered.
+        for e in &fresh {
+            self.seen.insert((tenant.clone(), e.event_id.clone()), ());
+        }
+        let applied = Applied {
+            applied: fresh.len() - unknown_items,
+            duplicates,
+            unknown_items,
+        };
+        EventsApplied {
+            tenant,
+            source: source.as_str(),
+            events: &batch,
+            outcome: &applied,
+            duration: started.elapsed(),
+        }
+        .emit(&self.metrics);
+        if unknown_items > 0 {
+            EventsRejected {
+                reason: "unknown_item",
+                count: unknown_items,
+            }
+            .emit(&self.metrics);
+        }
+        Ok(applied)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn settings() -> EventSettings {
+        EventSettings {
+            dedup_window_seconds: 60,
+            dedup_capacity: 100,
+            max_future_skew_seconds: 300,
+            max_batch: 1000,
+        }
+    }
+
+    #[test]
+    fn validation_reports_each_bad_event() {
+        let now = 1_790_000_000.0;
+        let ok = json!({"event_id": "e1", "type": "click", "user_id": "u1", "item_id": "i1",
+                        "timestamp": "2026-09-21T14:13:20Z"});
+        let v = validate(ok.clone(), now, &settings()).unwrap();
+        assert_eq!(v.event.kind, EventKind::Click);
+        assert_eq!(v.event.timestamp, 1_790_000_000.0);
+        let mut bad_type = ok.clone();
+        bad_type["type"] = json!("like");
+        let mut future = ok.clone();
+        future["timestamp"] = json!("2027-01-01T00:00:00Z");
+        let mut bad_user = ok.clone();
+        bad_user["user_id"] = json!("a b");
+        let err = validate_batch(
+            vec![ok, bad_type, future, bad_user, json!(5)],
+            now,
+            &settings(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.iter().map(|i| i.index).collect::<Vec<_>>(),
+            [1, 2, 3, 4]
+        );
+        assert!(err[0].reason.contains("like"), "{}", err[0].reason);
+        assert!(err[1].reason.contains("future"));
+    }
+}

@@ -1,0 +1,22 @@
+//! EagleRank: a multi-tenant, real-time feed ranking service.
+//!
+//! Layers, each using only those below it: `http` → `actors` → domain (`candidates`,
+//! `features`, `model`, `catalog`) → `store` → `telemetry`; plus `config`, `tenants`, `sim`.
+
+pub mod actors;
+pub mod bench;
+pub mod candidates;
+pub mod catalog;
+pub mod cli;
+pub mod config;
+pub mod features;
+pub mod http;
+pub mod ingest;
+pub mod kafka;
+pub mod model;
+pub mod sim;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod tenants;
+pub mod validation;

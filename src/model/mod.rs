@@ -1,0 +1,119 @@
+//! The learned ranking model: its metadata file, ONNX Runtime loading, and scoring.
+//!
+//! Start-up refuses to serve with a model it cannot trust: the runtime library must load,
+//! the model's single input must be `[batch, len(features)]` floats, every feature named by
+//! the metadata must be computable, and the probe rows recorded at training time must score
+//! as they did then.
+
+mod onnx;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::ModelSettings;
+use crate::features::{FeatureSpec, UnknownFeature};
+
+pub use onnx::OnnxScorer;
+
+/// `models/<name>.json`, written by `training/train.py` next to the `.onnx` file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelMetadata {
+    pub name: String,
+    pub version: String,
+    /// Name of the model's input tensor, `[batch, features.len()]` f32.
+    pub input: String,
+    /// Name of the output tensor holding one score per row.
+    pub output: String,
+    /// Feature names in column order.
+    pub features: Vec<String>,
+    /// Rows scored at training time and the scores they got, to check the runtime agrees.
+    pub probe: Probe,
+    /// Free-form training facts (data, parameters, offline metrics), shown in the README.
+    #[serde(default)]
+    pub training: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Probe {
+    pub rows: Vec<Vec<f32>>,
+    pub expected: Vec<f32>,
+    pub tolerance: f32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(
+        "cannot load the ONNX Runtime library {path:?} (run `scripts/setup`, or set ORT_DYLIB_PATH / EAGLERANK__MODEL__ONNXRUNTIME_LIBRARY): {reason}"
+    )]
+    Runtime { path: PathBuf, reason: String },
+    #[error("cannot read {path:?}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid model metadata {path:?}: {source}")]
+    Metadata {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("model metadata names a feature the service cannot compute: {0}")]
+    Feature(#[from] UnknownFeature),
+    #[error("model does not match its metadata: {0}")]
+    Mismatch(String),
+    #[error("ONNX Runtime: {0}")]
+    Ort(String),
+}
+
+impl From<ort::Error> for ModelError {
+    fn from(e: ort::Error) -> Self {
+        ModelError::Ort(e.to_string())
+    }
+}
+
+/// A model checked and ready to serve: its bytes (each ranker thread builds its own session
+/// from them), its metadata, and the feature spec its metadata describes.
+#[derive(Clone)]
+pub struct LoadedModel {
+    pub metadata: Arc<ModelMetadata>,
+    pub spec: Arc<FeatureSpec>,
+    bytes: Arc<[u8]>,
+}
+
+impl LoadedModel {
+    pub fn load(settings: &ModelSettings) -> Result<Self, ModelError> {
+        onnx::init_runtime(&settings.onnxruntime_library())?;
+        let metadata = read_metadata(&settings.metadata)?;
+        let bytes: Arc<[u8]> = std::fs::read(&settings.path)
+            .map_err(|source| ModelError::Read {
+                path: settings.path.clone(),
+                source,
+            })?
+            .into();
+        let spec = FeatureSpec::from_names(&metadata.features)?;
+        let model = Self {
+            metadata: Arc::new(metadata),
+            spec: Arc::new(spec),
+            bytes,
+        };
+        model.scorer()?.check_probe()?;
+        Ok(model)
+    }
+
+    /// A new ONNX session for one thread.
+    pub fn scorer(&self) -> Result<OnnxScorer, ModelError> {
+        OnnxScorer::new(&self.bytes, self.metadata.clone())
+    }
+}
+
+pub fn read_metadata(path: &Path) -> Result<ModelMetadata, ModelError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ModelError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| ModelError::Metadata {
+        path: path.to_owned(),
+        source,
+    })
+}

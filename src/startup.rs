@@ -1,0 +1,232 @@
+//! Builds and runs the service: model, store, actors, HTTP server. Tests build it the same way
+//! on port 0 (see `tests/api/helpers.rs`).
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{App, HttpServer, web};
+use actix_web_prom::PrometheusMetricsBuilder;
+use anyhow::Context as _;
+use tracing_actix_web::TracingLogger;
+
+use crate::actors::ActorSystem;
+use crate::config::Settings;
+use crate::http::{self, AppState, error};
+use crate::model::LoadedModel;
+use crate::store::{
+    CachedStore, Instrumented, MemoryStore, PopularityFallback, RedisStore, SharedStore,
+    StoreContext, StoreHealth,
+};
+use crate::telemetry::events::{self, ModelLoaded};
+use crate::telemetry::{InternalEvent, Metrics};
+use crate::tenants::Tenants;
+
+/// Generous: actors start in microseconds; only a wedged machine takes longer.
+const ACTOR_START_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    signals: ShutdownSignals,
+    actors: ActorSystem,
+    metrics: Arc<Metrics>,
+    store: SharedStore,
+}
+
+/// Redis when `redis.url` is set (behind the local item cache), else the embedded store
+/// seeded with the demo marketplace.
+async fn build_store(settings: &Settings, metrics: &Arc<Metrics>) -> anyhow::Result<StoreContext> {
+    if settings.redis.enabled() {
+        metrics.register_redis();
+        let redis: SharedStore = Arc::new(RedisStore::connect(&settings.redis)?);
+        let timed: SharedStore = Arc::new(Instrumented::new(redis, metrics.clone()));
+        let cached = CachedStore::new(
+            timed,
+            settings.tenants.keys(),
+            &settings.cache,
+            metrics.clone(),
+        );
+        let health = StoreHealth::new("redis");
+        // Not ready until the watchdog's first PING answers.
+        health.set(Some("not checked yet".into()));
+        return Ok(StoreContext {
+            store: Arc::new(cached),
+            health: Arc::new(health),
+            fallback: Arc::new(PopularityFallback::default()),
+            watched: true,
+        });
+    }
+    let store = MemoryStore::new(settings.tenants.keys().cloned());
+    if settings.store.demo.enabled {
+        let anchor = settings
+            .store
+            .demo
+            .anchor
+            .unwrap_or_else(crate::catalog::unix_now);
+        for tenant in settings.tenants.keys() {
+            crate::sim::seed_tenant(&store, &settings.store.demo, tenant, anchor, metrics)
+                .await
+                .with_context(|| format!("seeding the demo data of {tenant}"))?;
+        }
+    }
+    Ok(StoreContext {
+        store: Arc::new(Instrumented::new(Arc::new(store), metrics.clone())),
+        health: Arc::new(StoreHealth::new("memory")),
+        fallback: Arc::new(PopularityFallback::default()),
+        watched: false,
+    })
+}
+
+impl Application {
+    /// Loads everything and binds the listener; must run inside an actix system.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let metrics = Arc::new(Metrics::new());
+        let model = LoadedModel::load(&settings.model).context("loading the ranking model")?;
+        ModelLoaded {
+            name: &model.metadata.name,
+            version: &model.metadata.version,
+            features: model.spec.len(),
+        }
+        .emit(&metrics);
+        let store = build_store(&settings, &metrics).await?;
+        let tenants = Arc::new(Tenants::from_settings(&settings));
+        for id in tenants.ids() {
+            metrics.init_tenant(id);
+        }
+        let actors = ActorSystem::start(&settings, &store, &model, metrics.clone());
+        if let Err(down) = actors.wait_until_up(ACTOR_START_TIMEOUT).await {
+            let names: Vec<&str> = down.iter().map(|a| a.name).collect();
+            anyhow::bail!("actors did not start within {ACTOR_START_TIMEOUT:?}: {names:?}");
+        }
+
+        let prometheus = PrometheusMetricsBuilder::new("eaglerank")
+            .registry(metrics.registry.clone())
+            .endpoint("/metrics")
+            .mask_unmatched_patterns("UNKNOWN")
+            .build()
+            .map_err(|e| anyhow::anyhow!("building the metrics middleware: {e}"))?;
+        let producer = match settings.kafka.enabled() {
+            true => Some(Arc::new(
+                crate::kafka::EventProducer::new(&settings.kafka)
+                    .context("creating the Kafka producer")?,
+            )),
+            false => None,
+        };
+        let state = web::Data::new(AppState {
+            actors: actors.clone(),
+            store: store.store.clone(),
+            store_health: store.health.clone(),
+            tenants,
+            model: model.metadata.clone(),
+            metrics: metrics.clone(),
+            events: settings.events.clone(),
+            producer,
+            request_deadline: settings.server.request_deadline(),
+            ping_timeout: Duration::from_millis(settings.actors.ping_timeout_ms),
+        });
+        let max_body = settings.server.max_body_bytes;
+
+        let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
+            .with_context(|| {
+                format!("binding {}:{}", settings.server.host, settings.server.port)
+            })?;
+        let address = listener.local_addr()?;
+        let workers = crate::config::threads_or_cores(settings.server.workers);
+        let server = HttpServer::new(move || {
+            App::new()
+                // Innermost first: trace headers need the root span TracingLogger creates.
+                .wrap(actix_web::middleware::from_fn(http::tracing::trace_headers))
+                .wrap(TracingLogger::<http::tracing::RootSpans>::new())
+                .wrap(prometheus.clone())
+                .app_data(state.clone())
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(max_body)
+                        .error_handler(error::json_error),
+                )
+                .app_data(web::QueryConfig::default().error_handler(error::query_error))
+                .configure(http::routes)
+                .default_service(web::to(error::not_found))
+        })
+        .workers(workers)
+        .shutdown_timeout(settings.server.shutdown_grace_seconds)
+        // Our own handlers, installed below before "ServerStarted" is announced: actix's
+        // are installed only once the server task is first polled, and a SIGTERM arriving
+        // before that would kill the process without a graceful stop.
+        .disable_signals()
+        .listen(listener)?
+        .run();
+        let signals = ShutdownSignals::install()?;
+        events::server_started(&address.to_string(), workers, store.health.backend());
+        Ok(Self {
+            port: address.port(),
+            server,
+            signals,
+            actors,
+            metrics,
+            store: store.store,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn actors(&self) -> &ActorSystem {
+        &self.actors
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn store(&self) -> &SharedStore {
+        &self.store
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until SIGTERM/SIGINT (or `handle().stop()`): in-flight requests get the grace
+    /// period, then the actors stop front to back.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let handle = self.server.handle();
+        let mut signals = self.signals;
+        let stopper = actix_web::rt::spawn(async move {
+            let signal = signals.recv().await;
+            events::shutdown_requested(signal);
+            handle.stop(true).await;
+        });
+        self.server.await?;
+        stopper.abort();
+        self.actors.shutdown().await;
+        events::server_stopped();
+        Ok(())
+    }
+}
+
+/// SIGTERM (orchestrators) and SIGINT (Ctrl-C), registered when created.
+struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}

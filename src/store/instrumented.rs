@@ -1,0 +1,79 @@
+//! Times every call into a backend: `eaglerank_feature_store_request_seconds{backend,op}`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+
+use super::{CandidateLists, CandidateQuery, FeatureStore, SharedStore, StoreError};
+use crate::catalog::{Event, Item, ItemId, ItemRecord, UserProfile};
+use crate::telemetry::Metrics;
+
+pub struct Instrumented {
+    inner: SharedStore,
+    metrics: Arc<Metrics>,
+}
+
+impl Instrumented {
+    pub fn new(inner: SharedStore, metrics: Arc<Metrics>) -> Self {
+        Self { inner, metrics }
+    }
+
+    async fn timed<T>(&self, op: &str, call: impl Future<Output = T>) -> T {
+        let started = Instant::now();
+        let out = call.await;
+        self.metrics
+            .feature_store_request_seconds
+            .with_label_values(&[self.inner.backend(), op])
+            .observe(started.elapsed().as_secs_f64());
+        out
+    }
+}
+
+#[async_trait]
+impl FeatureStore for Instrumented {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.timed("ping", self.inner.ping()).await
+    }
+
+    async fn user_profile(
+        &self,
+        tenant: &str,
+        user_id: &str,
+    ) -> Result<Option<Arc<UserProfile>>, StoreError> {
+        self.timed("user_profile", self.inner.user_profile(tenant, user_id))
+            .await
+    }
+
+    async fn candidate_lists(
+        &self,
+        tenant: &str,
+        query: &CandidateQuery,
+    ) -> Result<CandidateLists, StoreError> {
+        self.timed("candidate_lists", self.inner.candidate_lists(tenant, query))
+            .await
+    }
+
+    async fn items(
+        &self,
+        tenant: &str,
+        ids: &[ItemId],
+    ) -> Result<Vec<Option<Arc<ItemRecord>>>, StoreError> {
+        self.timed("items", self.inner.items(tenant, ids)).await
+    }
+
+    async fn upsert_items(&self, tenant: &str, items: Vec<Item>) -> Result<(), StoreError> {
+        self.timed("upsert_items", self.inner.upsert_items(tenant, items))
+            .await
+    }
+
+    async fn apply_events(&self, tenant: &str, events: &[Event]) -> Result<Vec<usize>, StoreError> {
+        self.timed("apply_events", self.inner.apply_events(tenant, events))
+            .await
+    }
+}

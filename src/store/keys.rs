@@ -1,0 +1,52 @@
+//! The Redis key layout. Every key of a tenant carries the hash tag `{<tenant>}`, so that on a
+//! Redis Cluster all of them live in one slot and one request's reads are one pipelined round
+//! trip to one node.
+//!
+//! | key                                 | type | content |
+//! |-------------------------------------|------|---------|
+//! | `er:{t}:item:<item_id>`             | hash | `item` (catalog JSON), `impressions`, `clicks`, `add_to_carts`, `purchases` |
+//! | `er:{t}:trending`                   | zset | item → trending score relative to `TRENDING_EPOCH` |
+//! | `er:{t}:cat:<category>`             | zset | item → all-time engagement (popularity) |
+//! | `er:{t}:new`                        | zset | item → `created_at` |
+//! | `er:{t}:user:<user_id>`             | hash | `interactions`, `affinity_total`, `price_sum`, `price_count`, `c:<category>`, `b:<brand>` |
+//! | `er:{t}:recent:<user_id>`           | list | recently interacted item ids, newest first |
+
+pub fn item(tenant: &str, id: &str) -> String {
+    format!("er:{{{tenant}}}:item:{id}")
+}
+
+pub fn trending(tenant: &str) -> String {
+    format!("er:{{{tenant}}}:trending")
+}
+
+pub fn category(tenant: &str, category: &str) -> String {
+    format!("er:{{{tenant}}}:cat:{category}")
+}
+
+pub fn new_arrivals(tenant: &str) -> String {
+    format!("er:{{{tenant}}}:new")
+}
+
+pub fn user(tenant: &str, user: &str) -> String {
+    format!("er:{{{tenant}}}:user:{user}")
+}
+
+pub fn recent(tenant: &str, user: &str) -> String {
+    format!("er:{{{tenant}}}:recent:{user}")
+}
+
+/// Hash fields of an item's statistics, in [`crate::catalog::ItemStats`] order.
+pub const ITEM_COUNTERS: [&str; 4] = ["impressions", "clicks", "add_to_carts", "purchases"];
+/// Prefixes of a user's affinity fields.
+pub const CATEGORY_PREFIX: &str = "c:";
+pub const BRAND_PREFIX: &str = "b:";
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn keys_share_the_tenant_hash_tag() {
+        assert_eq!(super::item("shop", "i1"), "er:{shop}:item:i1");
+        assert_eq!(super::user("shop", "u1"), "er:{shop}:user:u1");
+        assert_eq!(super::category("shop", "cat-01"), "er:{shop}:cat:cat-01");
+    }
+}

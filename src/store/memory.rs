@@ -1,0 +1,288 @@
+//! The embedded store: everything in process memory, per tenant. It is the default backend
+//! (no Redis needed), the demo's home, and the reference the other backends must match.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+
+use super::{CandidateLists, CandidateQuery, FeatureStore, StoreError};
+use crate::catalog::{Event, Item, ItemId, ItemRecord, UserProfile};
+
+#[derive(Default)]
+struct TenantState {
+    items: HashMap<ItemId, Arc<ItemRecord>>,
+    users: HashMap<String, Arc<UserProfile>>,
+    /// Sorted candidate lists; dropped on every write and rebuilt by the next read.
+    index: Option<Arc<CandidateIndex>>,
+}
+
+struct CandidateIndex {
+    trending: Vec<ItemId>,
+    by_category: HashMap<String, Vec<ItemId>>,
+    newest: Vec<ItemId>,
+}
+
+impl CandidateIndex {
+    fn build(items: &HashMap<ItemId, Arc<ItemRecord>>) -> Self {
+        let mut all: Vec<&Arc<ItemRecord>> = items.values().collect();
+        // Ties go to the greater id, as Redis's ZREVRANGE orders them: both backends must
+        // give the same lists for the same data.
+        let by_id =
+            |a: &&Arc<ItemRecord>, b: &&Arc<ItemRecord>| b.item.item_id.cmp(&a.item.item_id);
+
+        // The epoch-relative score sorts like the decayed one, at any time.
+        all.sort_by(|a, b| {
+            b.stats
+                .trending
+                .total_cmp(&a.stats.trending)
+                .then_with(|| by_id(a, b))
+        });
+        let trending = all.iter().map(|r| r.item.item_id.clone()).collect();
+
+        all.sort_by(|a, b| {
+            b.stats
+                .popularity()
+                .total_cmp(&a.stats.popularity())
+                .then_with(|| by_id(a, b))
+        });
+        let mut by_category: HashMap<String, Vec<ItemId>> = HashMap::new();
+        for r in &all {
+            by_category
+                .entry(r.item.category.clone())
+                .or_default()
+                .push(r.item.item_id.clone());
+        }
+
+        all.sort_by(|a, b| {
+            b.item
+                .created_at
+                .cmp(&a.item.created_at)
+                .then_with(|| by_id(a, b))
+        });
+        let newest = all.iter().map(|r| r.item.item_id.clone()).collect();
+
+        Self {
+            trending,
+            by_category,
+            newest,
+        }
+    }
+}
+
+pub struct MemoryStore {
+    tenants: HashMap<String, RwLock<TenantState>>,
+}
+
+fn head(list: &[ItemId], n: usize) -> Vec<ItemId> {
+    list[..n.min(list.len())].to_vec()
+}
+
+impl MemoryStore {
+    /// A store for exactly these tenants; others are rejected as unknown.
+    pub fn new<I: IntoIterator<Item = String>>(tenants: I) -> Self {
+        Self {
+            tenants: tenants
+                .into_iter()
+                .map(|t| (t, RwLock::new(TenantState::default())))
+                .collect(),
+        }
+    }
+
+    fn tenant(&self, tenant: &str) -> Result<&RwLock<TenantState>, StoreError> {
+        self.tenants
+            .get(tenant)
+            .ok_or_else(|| StoreError::UnknownTenant(tenant.to_owned()))
+    }
+
+    fn index(&self, tenant: &str) -> Result<Arc<CandidateIndex>, StoreError> {
+        let lock = self.tenant(tenant)?;
+        if let Some(index) = &read(lock).index {
+            return Ok(index.clone());
+        }
+        let mut state = write(lock);
+        let TenantState { items, index, .. } = &mut *state;
+        let index = index.get_or_insert_with(|| Arc::new(CandidateIndex::build(items)));
+        Ok(index.clone())
+    }
+}
+
+// A poisoned lock means a writer panicked mid-update; the maps themselves stay structurally
+// valid (every write replaces whole entries), so serving on is better than failing forever.
+fn read(lock: &RwLock<TenantState>) -> std::sync::RwLockReadGuard<'_, TenantState> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write(lock: &RwLock<TenantState>) -> std::sync::RwLockWriteGuard<'_, TenantState> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
+}
+
+#[async_trait]
+impl FeatureStore for MemoryStore {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn user_profile(
+        &self,
+        tenant: &str,
+        user_id: &str,
+    ) -> Result<Option<Arc<UserProfile>>, StoreError> {
+        Ok(read(self.tenant(tenant)?).users.get(user_id).cloned())
+    }
+
+    async fn candidate_lists(
+        &self,
+        tenant: &str,
+        query: &CandidateQuery,
+    ) -> Result<CandidateLists, StoreError> {
+        let index = self.index(tenant)?;
+        Ok(CandidateLists {
+            trending: head(&index.trending, query.trending),
+            categories: query
+                .categories
+                .iter()
+                .map(|(c, n)| {
+                    index
+                        .by_category
+                        .get(c)
+                        .map_or_else(Vec::new, |l| head(l, *n))
+                })
+                .collect(),
+            new_arrivals: head(&index.newest, query.new_arrivals),
+        })
+    }
+
+    async fn items(
+        &self,
+        tenant: &str,
+        ids: &[ItemId],
+    ) -> Result<Vec<Option<Arc<ItemRecord>>>, StoreError> {
+        let state = read(self.tenant(tenant)?);
+        Ok(ids.iter().map(|id| state.items.get(id).cloned()).collect())
+    }
+
+    async fn upsert_items(&self, tenant: &str, items: Vec<Item>) -> Result<(), StoreError> {
+        let mut state = write(self.tenant(tenant)?);
+        for item in items {
+            let stats = state
+                .items
+                .get(&item.item_id)
+                .map(|r| r.stats.clone())
+                .unwrap_or_default();
+            state
+                .items
+                .insert(item.item_id.clone(), Arc::new(ItemRecord { item, stats }));
+        }
+        state.index = None;
+        Ok(())
+    }
+
+    async fn apply_events(&self, tenant: &str, events: &[Event]) -> Result<Vec<usize>, StoreError> {
+        let mut state = write(self.tenant(tenant)?);
+        let TenantState {
+            items,
+            users,
+            index,
+        } = &mut *state;
+        let mut skipped = Vec::new();
+        for (i, event) in events.iter().enumerate() {
+            let Some(record) = items.get_mut(&event.item_id) else {
+                skipped.push(i);
+                continue;
+            };
+            // Copy-on-write: readers holding the old Arc keep a consistent record.
+            let record = Arc::make_mut(record);
+            record.stats.record(event.kind, event.timestamp);
+            let profile = users.entry(event.user_id.clone()).or_default();
+            Arc::make_mut(profile).record(event.kind, &record.item);
+        }
+        *index = None;
+        Ok(skipped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::EventKind;
+
+    fn item(id: &str, category: &str, created_at: i64) -> Item {
+        Item {
+            item_id: id.into(),
+            category: category.into(),
+            brand: "b".into(),
+            price: 5.0,
+            created_at,
+            attributes: Default::default(),
+        }
+    }
+
+    fn event(kind: EventKind, user: &str, item: &str) -> Event {
+        Event {
+            kind,
+            user_id: user.into(),
+            item_id: item.into(),
+            timestamp: crate::catalog::unix_now(),
+        }
+    }
+
+    #[actix_rt::test]
+    async fn lists_follow_events_and_upserts() {
+        let store = MemoryStore::new(["t".to_string()]);
+        store
+            .upsert_items(
+                "t",
+                vec![item("a", "x", 1), item("b", "x", 3), item("c", "y", 2)],
+            )
+            .await
+            .unwrap();
+        let skipped = store
+            .apply_events(
+                "t",
+                &[
+                    event(EventKind::Purchase, "u", "c"),
+                    event(EventKind::Click, "u", "a"),
+                    event(EventKind::Click, "u", "nope"),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(skipped, [2]);
+        let q = CandidateQuery {
+            trending: 2,
+            categories: vec![("x".into(), 5), ("none".into(), 5)],
+            new_arrivals: 1,
+        };
+        let lists = store.candidate_lists("t", &q).await.unwrap();
+        let ids = |l: &[ItemId]| l.iter().map(|i| i.to_string()).collect::<Vec<_>>();
+        assert_eq!(ids(&lists.trending), ["c", "a"]);
+        // "b" has no engagement; ties go to the greater id.
+        assert_eq!(ids(&lists.categories[0]), ["a", "b"]);
+        assert!(lists.categories[1].is_empty());
+        assert_eq!(ids(&lists.new_arrivals), ["b"]);
+
+        // Upserting keeps statistics, and a new item becomes a candidate at once.
+        store
+            .upsert_items("t", vec![item("c", "y", 2), item("d", "y", 9)])
+            .await
+            .unwrap();
+        let recs = store.items("t", &["c".into(), "zz".into()]).await.unwrap();
+        assert_eq!(recs[0].as_ref().unwrap().stats.purchases, 1.0);
+        assert!(recs[1].is_none());
+        let lists = store.candidate_lists("t", &q).await.unwrap();
+        assert_eq!(ids(&lists.new_arrivals), ["d"]);
+
+        let profile = store.user_profile("t", "u").await.unwrap().unwrap();
+        assert_eq!(profile.interactions, 2.0);
+        assert!(store.user_profile("t", "other").await.unwrap().is_none());
+        assert!(matches!(
+            store.user_profile("nope", "u").await,
+            Err(StoreError::UnknownTenant(_))
+        ));
+    }
+}

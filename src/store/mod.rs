@@ -1,0 +1,97 @@
+//! The feature store: where catalog, item statistics and user profiles live. One trait, one
+//! implementation per backend; everything above it (candidates, features, the actors) is
+//! backend-agnostic. A read for one feed request is a handful of batched calls, so that a
+//! networked backend costs a handful of round trips.
+
+mod cache;
+mod fallback;
+mod health;
+mod instrumented;
+pub mod keys;
+mod memory;
+mod redis;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::catalog::{Event, Item, ItemId, ItemRecord, UserProfile};
+
+pub use cache::CachedStore;
+pub use fallback::{FallbackItems, PopularityFallback};
+pub use health::StoreHealth;
+pub use instrumented::Instrumented;
+pub use memory::MemoryStore;
+pub use redis::RedisStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unknown tenant {0:?}")]
+    UnknownTenant(String),
+    #[error("feature store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// What the candidate sources ask of the store in one call.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CandidateQuery {
+    pub trending: usize,
+    /// (category, how many of its most popular items)
+    pub categories: Vec<(String, usize)>,
+    pub new_arrivals: usize,
+}
+
+/// The store's answer to a [`CandidateQuery`], each list best first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CandidateLists {
+    pub trending: Vec<ItemId>,
+    pub categories: Vec<Vec<ItemId>>,
+    pub new_arrivals: Vec<ItemId>,
+}
+
+#[async_trait]
+pub trait FeatureStore: Send + Sync + 'static {
+    /// Bounded label value for metrics and readiness ("memory", …).
+    fn backend(&self) -> &'static str;
+
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    async fn user_profile(
+        &self,
+        tenant: &str,
+        user_id: &str,
+    ) -> Result<Option<Arc<UserProfile>>, StoreError>;
+
+    async fn candidate_lists(
+        &self,
+        tenant: &str,
+        query: &CandidateQuery,
+    ) -> Result<CandidateLists, StoreError>;
+
+    /// Records for `ids`, in the same order; `None` where the store has no such item.
+    async fn items(
+        &self,
+        tenant: &str,
+        ids: &[ItemId],
+    ) -> Result<Vec<Option<Arc<ItemRecord>>>, StoreError>;
+
+    /// Inserts or replaces catalog fields; an existing item keeps its statistics.
+    async fn upsert_items(&self, tenant: &str, items: Vec<Item>) -> Result<(), StoreError>;
+
+    /// Applies interaction events to item statistics and user profiles. Events on items the
+    /// store does not know are skipped; their indexes are returned.
+    async fn apply_events(&self, tenant: &str, events: &[Event]) -> Result<Vec<usize>, StoreError>;
+}
+
+pub type SharedStore = Arc<dyn FeatureStore>;
+
+/// The store as the rest of the service uses it: the (layered) store, its health as the
+/// watchdog sees it, and the popularity fallback for when it is down.
+#[derive(Clone)]
+pub struct StoreContext {
+    pub store: SharedStore,
+    pub health: Arc<StoreHealth>,
+    pub fallback: Arc<PopularityFallback>,
+    /// A networked store, watched by the Redis watchdog (the embedded one needs none).
+    pub watched: bool,
+}

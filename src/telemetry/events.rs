@@ -1,0 +1,431 @@
+//! Internal events: one type per thing that happens, each emitting its log line and updating
+//! its metrics in one place, so that the two never drift apart.
+
+use std::time::Duration;
+
+use tracing::{error, info, warn};
+
+use super::Metrics;
+
+pub trait InternalEvent {
+    fn emit(self, metrics: &Metrics);
+}
+
+pub struct FeedServed<'a> {
+    pub tenant: &'a str,
+    pub user: &'a str,
+    pub request_id: &'a str,
+    pub model: &'a str,
+    pub num_candidates: usize,
+    pub num_items: usize,
+    pub latency: Duration,
+    /// The degradation reason, when served from the fallback.
+    pub degraded: Option<&'a str>,
+}
+
+impl InternalEvent for FeedServed<'_> {
+    fn emit(self, m: &Metrics) {
+        m.feed_requests_total
+            .with_label_values(&[self.tenant, "ok"])
+            .inc();
+        m.feed_latency_seconds
+            .with_label_values(&[self.tenant])
+            .observe(self.latency.as_secs_f64());
+        info!(
+            event = "FeedServed",
+            tenant = self.tenant,
+            user = self.user,
+            request_id = self.request_id,
+            model = self.model,
+            num_candidates = self.num_candidates as u64,
+            num_items = self.num_items as u64,
+            latency_ms = self.latency.as_secs_f64() * 1e3,
+            degraded = self.degraded.is_some(),
+            degraded_reason = self.degraded,
+        );
+    }
+}
+
+pub struct FeedFailed<'a> {
+    pub tenant: &'a str,
+    pub user: &'a str,
+    pub request_id: &'a str,
+    /// The API error code (a bounded label value).
+    pub code: &'static str,
+    pub error: &'a (dyn std::error::Error + 'static),
+    pub latency: Duration,
+}
+
+impl InternalEvent for FeedFailed<'_> {
+    fn emit(self, m: &Metrics) {
+        m.feed_requests_total
+            .with_label_values(&[self.tenant, self.code])
+            .inc();
+        m.feed_latency_seconds
+            .with_label_values(&[self.tenant])
+            .observe(self.latency.as_secs_f64());
+        let latency_ms = self.latency.as_secs_f64() * 1e3;
+        // `internal` is our bug; `unavailable` is load or a dependency, worth a warning.
+        if self.code == "internal" {
+            error!(
+                event = "FeedFailed",
+                tenant = self.tenant,
+                user = self.user,
+                request_id = self.request_id,
+                code = self.code,
+                error = self.error,
+                latency_ms
+            );
+        } else {
+            warn!(
+                event = "FeedFailed",
+                tenant = self.tenant,
+                user = self.user,
+                request_id = self.request_id,
+                code = self.code,
+                error = self.error,
+                latency_ms
+            );
+        }
+    }
+}
+
+pub struct CandidatesFetched<'a> {
+    pub tenant: &'a str,
+    pub count: usize,
+    pub fetch: Duration,
+    pub merge: Duration,
+}
+
+impl InternalEvent for CandidatesFetched<'_> {
+    fn emit(self, m: &Metrics) {
+        m.candidates_fetched
+            .with_label_values(&[self.tenant])
+            .observe(self.count as f64);
+        m.candidate_fetch_seconds
+            .with_label_values(&[self.tenant, "fetch"])
+            .observe(self.fetch.as_secs_f64());
+        m.candidate_fetch_seconds
+            .with_label_values(&[self.tenant, "merge"])
+            .observe(self.merge.as_secs_f64());
+    }
+}
+
+pub struct FeaturesFetched<'a> {
+    pub tenant: &'a str,
+    pub duration: Duration,
+}
+
+impl InternalEvent for FeaturesFetched<'_> {
+    fn emit(self, m: &Metrics) {
+        m.feature_fetch_seconds
+            .with_label_values(&[self.tenant])
+            .observe(self.duration.as_secs_f64());
+    }
+}
+
+pub struct ModelScored<'a> {
+    pub model: &'a str,
+    pub duration: Duration,
+    pub scores: &'a [f32],
+}
+
+impl InternalEvent for ModelScored<'_> {
+    fn emit(self, m: &Metrics) {
+        m.model_inference_seconds
+            .with_label_values(&[self.model])
+            .observe(self.duration.as_secs_f64());
+        let h = m.model_score.with_label_values(&[self.model]);
+        for s in self.scores {
+            h.observe(f64::from(*s));
+        }
+    }
+}
+
+pub struct ActorUp<'a> {
+    pub actor: &'a str,
+    pub up: bool,
+}
+
+impl InternalEvent for ActorUp<'_> {
+    fn emit(self, m: &Metrics) {
+        m.actor_up
+            .with_label_values(&[self.actor])
+            .set(i64::from(self.up));
+        if self.up {
+            m.actor_restarts_total.with_label_values(&[self.actor]);
+        }
+        tracing::debug!(
+            event = "ActorStateChanged",
+            actor = self.actor,
+            up = self.up
+        );
+    }
+}
+
+pub struct ActorPanicked<'a> {
+    pub actor: &'a str,
+    pub message: &'a str,
+}
+
+impl InternalEvent for ActorPanicked<'_> {
+    fn emit(self, _m: &Metrics) {
+        error!(
+            event = "ActorPanicked",
+            actor = self.actor,
+            panic = self.message
+        );
+    }
+}
+
+pub struct ActorRestarted<'a> {
+    pub actor: &'a str,
+    pub restarts: u64,
+}
+
+impl InternalEvent for ActorRestarted<'_> {
+    fn emit(self, m: &Metrics) {
+        m.actor_restarts_total
+            .with_label_values(&[self.actor])
+            .inc();
+        // Logged inside whatever span is current, so the restart shows on that trace too.
+        warn!(
+            event = "ActorRestarted",
+            actor = self.actor,
+            restarts = self.restarts
+        );
+    }
+}
+
+pub struct ItemsUpserted<'a> {
+    pub tenant: &'a str,
+    pub count: usize,
+}
+
+impl InternalEvent for ItemsUpserted<'_> {
+    fn emit(self, m: &Metrics) {
+        m.items_upserted_total
+            .with_label_values(&[self.tenant])
+            .inc_by(self.count as u64);
+        info!(
+            event = "ItemsUpserted",
+            tenant = self.tenant,
+            count = self.count as u64
+        );
+    }
+}
+
+pub struct DemoSeeded<'a> {
+    pub tenant: &'a str,
+    pub items: usize,
+    pub users: usize,
+    pub events: usize,
+    pub duration: Duration,
+}
+
+impl InternalEvent for DemoSeeded<'_> {
+    fn emit(self, m: &Metrics) {
+        m.demo_seed_seconds.observe(self.duration.as_secs_f64());
+        info!(
+            event = "DemoSeeded",
+            tenant = self.tenant,
+            items = self.items as u64,
+            users = self.users as u64,
+            events = self.events as u64,
+            duration_ms = self.duration.as_secs_f64() * 1e3,
+        );
+    }
+}
+
+pub struct ModelLoaded<'a> {
+    pub name: &'a str,
+    pub version: &'a str,
+    pub features: usize,
+}
+
+impl InternalEvent for ModelLoaded<'_> {
+    fn emit(self, m: &Metrics) {
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), self.name, self.version])
+            .set(1);
+        info!(
+            event = "ModelLoaded",
+            model = self.name,
+            model_version = self.version,
+            features = self.features as u64
+        );
+    }
+}
+
+/// Lines with no metric: server lifecycle.
+pub fn server_started(address: &str, workers: usize, backend: &str) {
+    info!(
+        event = "ServerStarted",
+        address,
+        workers = workers as u64,
+        store = backend
+    );
+}
+
+pub fn shutdown_requested(signal: &str) {
+    info!(event = "ShutdownRequested", signal);
+}
+
+pub fn server_stopped() {
+    info!(event = "ServerStopped");
+}
+
+/// A 5xx outside the feed path (the feed has its own [`FeedFailed`]).
+pub fn request_failed(code: &'static str, error: &(dyn std::error::Error + 'static)) {
+    error!(event = "RequestFailed", code, error);
+}
+
+pub struct RedisStateChanged<'a> {
+    /// `None`: Redis answers again; `Some(reason)`: it does not.
+    pub down: Option<&'a str>,
+}
+
+impl InternalEvent for RedisStateChanged<'_> {
+    fn emit(self, _m: &Metrics) {
+        match self.down {
+            Some(reason) => warn!(event = "RedisDown", reason),
+            None => info!(event = "RedisUp"),
+        }
+    }
+}
+
+pub struct FallbackRefreshed<'a> {
+    pub items: usize,
+    pub error: Option<&'a crate::store::StoreError>,
+}
+
+impl InternalEvent for FallbackRefreshed<'_> {
+    fn emit(self, _m: &Metrics) {
+        match self.error {
+            None => tracing::debug!(event = "FallbackRefreshed", items = self.items as u64),
+            Some(e) => warn!(
+                event = "FallbackRefreshFailed",
+                items = self.items as u64,
+                error = e as &dyn std::error::Error
+            ),
+        }
+    }
+}
+
+pub struct FeedDegraded<'a> {
+    pub tenant: &'a str,
+    pub user: &'a str,
+    /// Bounded: `redis_down` (the watchdog says so) or `store_error` (a call failed).
+    pub reason: &'static str,
+    pub cause: Option<&'a str>,
+}
+
+impl InternalEvent for FeedDegraded<'_> {
+    fn emit(self, m: &Metrics) {
+        m.feed_degraded_total
+            .with_label_values(&[self.tenant, self.reason])
+            .inc();
+        warn!(
+            event = "FeedDegraded",
+            tenant = self.tenant,
+            user = self.user,
+            reason = self.reason,
+            cause = self.cause
+        );
+    }
+}
+
+pub struct FeaturesMissing<'a> {
+    pub tenant: &'a str,
+    pub kind: &'static str,
+    pub count: usize,
+}
+
+impl InternalEvent for FeaturesMissing<'_> {
+    fn emit(self, m: &Metrics) {
+        if self.count > 0 {
+            m.feature_missing_total
+                .with_label_values(&[self.tenant, self.kind])
+                .inc_by(self.count as u64);
+            tracing::debug!(
+                event = "FeaturesMissing",
+                tenant = self.tenant,
+                kind = self.kind,
+                count = self.count as u64
+            );
+        }
+    }
+}
+
+pub struct EventsApplied<'a> {
+    pub tenant: &'a str,
+    pub source: &'static str,
+    /// The events written (duplicates excluded).
+    pub events: &'a [crate::catalog::Event],
+    pub outcome: &'a crate::ingest::Applied,
+    pub duration: Duration,
+}
+
+impl InternalEvent for EventsApplied<'_> {
+    fn emit(self, m: &Metrics) {
+        let now = crate::catalog::unix_now();
+        let mut by_kind = std::collections::HashMap::new();
+        for e in self.events {
+            *by_kind.entry(e.kind).or_insert(0u64) += 1;
+            m.feature_freshness_seconds
+                .observe((now - e.timestamp).max(0.0));
+        }
+        for (kind, n) in by_kind {
+            let kind = serde_json::to_value(kind).ok();
+            let kind = kind.as_ref().and_then(|v| v.as_str()).unwrap_or("unknown");
+            m.events_ingested_total
+                .with_label_values(&[self.tenant, kind, self.source])
+                .inc_by(n);
+        }
+        m.events_duplicates_total
+            .with_label_values(&[self.tenant])
+            .inc_by(self.outcome.duplicates as u64);
+        m.event_apply_seconds.observe(self.duration.as_secs_f64());
+        m.last_event_processed_timestamp_seconds.set(now);
+        tracing::debug!(
+            event = "EventsApplied",
+            tenant = self.tenant,
+            source = self.source,
+            applied = self.outcome.applied as u64,
+            duplicates = self.outcome.duplicates as u64,
+            unknown_items = self.outcome.unknown_items as u64,
+            duration_ms = self.duration.as_secs_f64() * 1e3
+        );
+    }
+}
+
+pub struct EventsRejected {
+    /// Bounded: `invalid`, `unknown_item`, `unparseable`.
+    pub reason: &'static str,
+    pub count: usize,
+}
+
+impl InternalEvent for EventsRejected {
+    fn emit(self, m: &Metrics) {
+        m.events_rejected_total
+            .with_label_values(&[self.reason])
+            .inc_by(self.count as u64);
+        if self.count > 0 {
+            tracing::info!(
+                event = "EventsRejected",
+                reason = self.reason,
+                count = self.count as u64
+            );
+        }
+    }
+}
+
+pub struct KafkaConsumerFailed<'a> {
+    pub error: &'a dyn std::fmt::Display,
+}
+
+impl InternalEvent for KafkaConsumerFailed<'_> {
+    fn emit(self, _m: &Metrics) {
+        error!(event = "KafkaConsumerFailed", error = %self.error);
+    }
+}

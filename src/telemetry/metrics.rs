@@ -1,0 +1,307 @@
+//! Every Prometheus metric of the service, registered in one registry per running app (so that
+//! tests running several apps in one process never share counters). Only internal events
+//! (`telemetry::events`) update them.
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+/// Feed latency from 0.5 ms to 1 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15,
+    0.25, 0.5, 1.0,
+];
+/// Stage timings inside a request: finer at the low end.
+const STAGE_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+    0.5, 1.0,
+];
+const CANDIDATE_COUNT_BUCKETS: &[f64] = &[
+    0.0, 10.0, 25.0, 50.0, 100.0, 200.0, 300.0, 400.0, 500.0, 750.0, 1000.0,
+];
+/// Model scores are unbounded log-odds-like values; this covers what the committed models emit.
+const SCORE_BUCKETS: &[f64] = &[
+    -6.0, -4.0, -3.0, -2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0,
+];
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub feed_requests_total: IntCounterVec,
+    pub feed_latency_seconds: HistogramVec,
+    pub candidates_fetched: HistogramVec,
+    pub candidate_fetch_seconds: HistogramVec,
+    pub feature_fetch_seconds: HistogramVec,
+    pub model_inference_seconds: HistogramVec,
+    pub model_score: HistogramVec,
+    pub actor_restarts_total: IntCounterVec,
+    pub actor_up: IntGaugeVec,
+    pub items_upserted_total: IntCounterVec,
+    pub build_info: IntGaugeVec,
+    pub demo_seed_seconds: Histogram,
+    pub feature_store_request_seconds: HistogramVec,
+    pub feature_cache_requests_total: IntCounterVec,
+    pub feature_missing_total: IntCounterVec,
+    pub feed_degraded_total: IntCounterVec,
+    pub events_ingested_total: IntCounterVec,
+    pub events_rejected_total: IntCounterVec,
+    pub events_duplicates_total: IntCounterVec,
+    pub event_apply_seconds: Histogram,
+    pub last_event_processed_timestamp_seconds: prometheus::Gauge,
+    pub feature_freshness_seconds: Histogram,
+    pub kafka_consumer_lag: IntGaugeVec,
+    pub kafka_assigned_partitions: IntGauge,
+    pub redis_up: IntGauge,
+    pub redis_ping_seconds: Histogram,
+}
+
+fn histogram(name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
+    HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        labels,
+    )
+    .expect("static metric definition")
+}
+
+fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition")
+}
+
+fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition")
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let m = Self {
+            registry: Registry::new(),
+            feed_requests_total: counter(
+                "eaglerank_feed_requests_total",
+                "Feed requests by tenant and outcome (ok or the error code).",
+                &["tenant", "status"],
+            ),
+            feed_latency_seconds: histogram(
+                "eaglerank_feed_latency_seconds",
+                "Time to answer a feed request, from validated request to response.",
+                LATENCY_BUCKETS,
+                &["tenant"],
+            ),
+            candidates_fetched: histogram(
+                "eaglerank_candidates_fetched",
+                "Candidates per feed request after merging.",
+                CANDIDATE_COUNT_BUCKETS,
+                &["tenant"],
+            ),
+            candidate_fetch_seconds: histogram(
+                "eaglerank_candidate_fetch_seconds",
+                "Candidate generation time by stage (fetch from the store, merge).",
+                STAGE_BUCKETS,
+                &["tenant", "stage"],
+            ),
+            feature_fetch_seconds: histogram(
+                "eaglerank_feature_fetch_seconds",
+                "Time to read the user's and the candidates' features from the store.",
+                STAGE_BUCKETS,
+                &["tenant"],
+            ),
+            model_inference_seconds: histogram(
+                "eaglerank_model_inference_seconds",
+                "ONNX Runtime time to score one request's candidates.",
+                STAGE_BUCKETS,
+                &["model"],
+            ),
+            model_score: histogram(
+                "eaglerank_model_score",
+                "Distribution of model scores over all scored candidates.",
+                SCORE_BUCKETS,
+                &["model"],
+            ),
+            actor_restarts_total: counter(
+                "eaglerank_actor_restarts_total",
+                "Actor restarts by their supervisor after a failure.",
+                &["actor"],
+            ),
+            actor_up: gauge(
+                "eaglerank_actor_up",
+                "1 while every instance of the actor is running.",
+                &["actor"],
+            ),
+            items_upserted_total: counter(
+                "eaglerank_items_upserted_total",
+                "Catalog items inserted or updated through the API.",
+                &["tenant"],
+            ),
+            build_info: gauge(
+                "eaglerank_build_info",
+                "Always 1; labels tell the running version and model.",
+                &["version", "model", "model_version"],
+            ),
+            demo_seed_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "eaglerank_demo_seed_seconds",
+                    "Time to seed the embedded store with the demo marketplace, per tenant.",
+                )
+                .buckets(vec![0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            )
+            .expect("static metric definition"),
+            feature_store_request_seconds: histogram(
+                "eaglerank_feature_store_request_seconds",
+                "Time of one call into the feature store backend, by operation.",
+                STAGE_BUCKETS,
+                &["backend", "op"],
+            ),
+            feature_cache_requests_total: counter(
+                "eaglerank_feature_cache_requests_total",
+                "Local feature cache lookups by result (hit or miss).",
+                &["cache", "result"],
+            ),
+            feature_missing_total: counter(
+                "eaglerank_feature_missing_total",
+                "Keys a request expected in the store but did not find (stale lists or a bug).",
+                &["tenant", "kind"],
+            ),
+            feed_degraded_total: counter(
+                "eaglerank_feed_degraded_total",
+                "Feeds served in degraded mode (popularity fallback), by reason.",
+                &["tenant", "reason"],
+            ),
+            events_ingested_total: counter(
+                "eaglerank_events_ingested_total",
+                "User events applied to features, by tenant, type and source (http or kafka).",
+                &["tenant", "type", "source"],
+            ),
+            events_rejected_total: counter(
+                "eaglerank_events_rejected_total",
+                "Events not applied, by reason (invalid, unknown_item, unparseable).",
+                &["reason"],
+            ),
+            events_duplicates_total: counter(
+                "eaglerank_events_duplicates_total",
+                "Replayed events (same event_id within the dedup window), not applied again.",
+                &["tenant"],
+            ),
+            event_apply_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "eaglerank_event_apply_seconds",
+                    "Time to apply one batch of events to the store.",
+                )
+                .buckets(STAGE_BUCKETS.to_vec()),
+            )
+            .expect("static metric definition"),
+            last_event_processed_timestamp_seconds: prometheus::Gauge::new(
+                "eaglerank_last_event_processed_timestamp_seconds",
+                "Unix time at which the last batch of events was applied.",
+            )
+            .expect("static metric definition"),
+            feature_freshness_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "eaglerank_feature_freshness_seconds",
+                    "From an event's timestamp to its effect being written to the store.",
+                )
+                .buckets(vec![
+                    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+                    3600.0,
+                ]),
+            )
+            .expect("static metric definition"),
+            kafka_consumer_lag: gauge(
+                "eaglerank_kafka_consumer_lag",
+                "Messages between the group's committed offset and the partition's high watermark.",
+                &["topic", "partition"],
+            ),
+            kafka_assigned_partitions: IntGauge::new(
+                "eaglerank_kafka_assigned_partitions",
+                "Partitions of the event topic assigned to this consumer.",
+            )
+            .expect("static metric definition"),
+            redis_up: IntGauge::new(
+                "eaglerank_redis_up",
+                "1 when the last watchdog PING to Redis succeeded.",
+            )
+            .expect("static metric definition"),
+            redis_ping_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "eaglerank_redis_ping_seconds",
+                    "Round trip of the watchdog's Redis PING.",
+                )
+                .buckets(STAGE_BUCKETS.to_vec()),
+            )
+            .expect("static metric definition"),
+        };
+        m.register_all();
+        m
+    }
+
+    fn register_all(&self) {
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(self.feed_requests_total.clone()),
+            Box::new(self.feed_latency_seconds.clone()),
+            Box::new(self.candidates_fetched.clone()),
+            Box::new(self.candidate_fetch_seconds.clone()),
+            Box::new(self.feature_fetch_seconds.clone()),
+            Box::new(self.model_inference_seconds.clone()),
+            Box::new(self.model_score.clone()),
+            Box::new(self.actor_restarts_total.clone()),
+            Box::new(self.actor_up.clone()),
+            Box::new(self.items_upserted_total.clone()),
+            Box::new(self.build_info.clone()),
+            Box::new(self.demo_seed_seconds.clone()),
+            Box::new(self.feature_store_request_seconds.clone()),
+            Box::new(self.feature_cache_requests_total.clone()),
+            Box::new(self.feature_missing_total.clone()),
+            Box::new(self.feed_degraded_total.clone()),
+            Box::new(self.events_ingested_total.clone()),
+            Box::new(self.events_rejected_total.clone()),
+            Box::new(self.events_duplicates_total.clone()),
+            Box::new(self.event_apply_seconds.clone()),
+            Box::new(self.last_event_processed_timestamp_seconds.clone()),
+            Box::new(self.feature_freshness_seconds.clone()),
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
+            Box::new(super::tracing::SPANS_ENDED.clone()),
+            Box::new(super::tracing::SPANS_EXPORTED.clone()),
+            Box::new(super::tracing::SPANS_DROPPED.clone()),
+        ];
+        for c in collectors {
+            self.registry.register(c).expect("metric registered once");
+        }
+    }
+
+    /// Registers the Redis series; only a Redis-backed service exports them (so that an
+    /// embedded-store deployment never shows a "Redis down").
+    pub fn register_redis(&self) {
+        for c in [
+            Box::new(self.redis_up.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(self.redis_ping_seconds.clone()),
+        ] {
+            // A second registration (a second call) is harmless.
+            let _ = self.registry.register(c);
+        }
+    }
+
+    /// Registers the Kafka consumer's series; only a Kafka-fed service exports them.
+    pub fn register_kafka(&self) {
+        for c in [
+            Box::new(self.kafka_consumer_lag.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(self.kafka_assigned_partitions.clone()),
+        ] {
+            let _ = self.registry.register(c);
+        }
+    }
+
+    /// Creates the per-tenant series at zero, so that dashboards and rate() see every tenant
+    /// from the first scrape rather than from its first request.
+    pub fn init_tenant(&self, tenant: &str) {
+        for status in ["ok", "unavailable", "internal"] {
+            self.feed_requests_total
+                .with_label_values(&[tenant, status]);
+        }
+        self.items_upserted_total.with_label_values(&[tenant]);
+        self.feature_missing_total
+            .with_label_values(&[tenant, "item"]);
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

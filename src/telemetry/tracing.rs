@@ -1,0 +1,206 @@
+//! The global subscriber: JSON (or pretty) log lines, and — when an OTLP endpoint is
+//! configured — OpenTelemetry spans exported over OTLP/HTTP with a parent-based ratio sampler.
+//!
+//! Export never slows a request: spans go to a bounded queue drained by the SDK's batch
+//! thread. The SDK does not expose how many spans its queue drops, so the queue bound is
+//! enforced here, in front of it, where drops can be counted
+//! (`eaglerank_trace_spans_dropped_total`).
+
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, Span, SpanData,
+    SpanExporter, SpanProcessor,
+};
+use prometheus::IntCounter;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use super::logging::JsonLines;
+use crate::config::{LogFormat, LogSettings, TracingSettings};
+
+/// Process-wide, like the tracer itself; every app registry exposes them.
+pub static SPANS_ENDED: LazyLock<IntCounter> = LazyLock::new(|| {
+    IntCounter::new(
+        "eaglerank_trace_spans_ended_total",
+        "Sampled spans ended and handed to the export queue.",
+    )
+    .expect("static metric definition")
+});
+pub static SPANS_EXPORTED: LazyLock<IntCounter> = LazyLock::new(|| {
+    IntCounter::new(
+        "eaglerank_trace_spans_exported_total",
+        "Spans the OTLP endpoint accepted.",
+    )
+    .expect("static metric definition")
+});
+pub static SPANS_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
+    IntCounter::new(
+        "eaglerank_trace_spans_dropped_total",
+        "Spans dropped because the export queue was full or the export failed.",
+    )
+    .expect("static metric definition")
+});
+
+/// Spans ended but not yet exported (or dropped).
+static IN_FLIGHT: AtomicU64 = AtomicU64::new(0);
+
+/// Flushes and shuts the tracer down when dropped (at exit, after SIGTERM's drain).
+pub struct TracingGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for TracingGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.provider.take() {
+            let _ = p.force_flush();
+            let _ = p.shutdown();
+        }
+    }
+}
+
+/// Installs the global subscriber from config; OTLP export when an endpoint is configured
+/// (`tracing.otlp_endpoint`, or the standard `OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`).
+pub fn init(log: &LogSettings, tracing: &TracingSettings, service: &str) -> TracingGuard {
+    let provider = tracing.endpoint().and_then(|endpoint| {
+        let mut builder = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
+        use opentelemetry_otlp::WithExportConfig as _;
+        if let Some(endpoint) = endpoint {
+            builder = builder.with_endpoint(endpoint);
+        }
+        match builder.build() {
+            Ok(exporter) => Some(provider(exporter, tracing, service)),
+            Err(e) => {
+                eprintln!("tracing disabled: cannot build the OTLP exporter: {e}");
+                None
+            }
+        }
+    });
+    install(log, service, provider)
+}
+
+/// A tracer provider exporting through `exporter` in batches, behind the counting queue.
+pub fn provider<E: SpanExporter + 'static>(
+    exporter: E,
+    settings: &TracingSettings,
+    service: &str,
+) -> SdkTracerProvider {
+    let batch = BatchConfigBuilder::default()
+        .with_max_queue_size(settings.max_queue_size)
+        .with_scheduled_delay(Duration::from_millis(settings.export_delay_ms))
+        .build();
+    let processor = BatchSpanProcessor::builder(CountingExporter(exporter))
+        .with_batch_config(batch)
+        .build();
+    SdkTracerProvider::builder()
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            settings.sample_ratio,
+        ))))
+        .with_resource(
+            Resource::builder()
+                .with_service_name(service.to_owned())
+                .build(),
+        )
+        .with_span_processor(BoundedQueue {
+            inner: processor,
+            capacity: settings.max_queue_size as u64,
+        })
+        .build()
+}
+
+/// Installs the global subscriber with an optional tracer provider (tests pass one with an
+/// in-memory exporter).
+pub fn install(
+    log: &LogSettings,
+    service: &str,
+    provider: Option<SdkTracerProvider>,
+) -> TracingGuard {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{},actix_server=warn", log.level)));
+    let fmt = match log.format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .event_format(JsonLines::new(service))
+            .with_writer(std::io::stdout)
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer().boxed(),
+    };
+    let otel = provider.as_ref().map(|p| {
+        opentelemetry::global::set_text_map_propagator(
+            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+        );
+        tracing_opentelemetry::layer().with_tracer(p.tracer("eaglerank"))
+    });
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(otel)
+        .with(fmt)
+        .try_init();
+    TracingGuard { provider }
+}
+
+#[derive(Debug)]
+struct BoundedQueue {
+    inner: BatchSpanProcessor,
+    capacity: u64,
+}
+
+impl SpanProcessor for BoundedQueue {
+    fn on_start(&self, span: &mut Span, cx: &opentelemetry::Context) {
+        self.inner.on_start(span, cx);
+    }
+
+    fn on_end(&self, span: SpanData) {
+        SPANS_ENDED.inc();
+        let admitted = IN_FLIGHT
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.capacity).then_some(n + 1)
+            })
+            .is_ok();
+        if admitted {
+            self.inner.on_end(span);
+        } else {
+            SPANS_DROPPED.inc();
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+}
+
+#[derive(Debug)]
+struct CountingExporter<E>(E);
+
+impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let n = batch.len() as u64;
+        let result = self.0.export(batch).await;
+        IN_FLIGHT.fetch_sub(n.min(IN_FLIGHT.load(Ordering::Acquire)), Ordering::AcqRel);
+        match &result {
+            Ok(()) => SPANS_EXPORTED.inc_by(n),
+            Err(_) => SPANS_DROPPED.inc_by(n),
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+}

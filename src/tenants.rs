@@ -1,0 +1,126 @@
+//! Tenants and their API keys. Keys exist only as SHA-256 digests (config holds digests, a
+//! request's key is hashed and looked up), so neither config nor logs ever hold a key.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use sha2::{Digest, Sha256};
+
+use crate::config::Settings;
+
+pub struct Tenant {
+    pub id: Arc<str>,
+    pub display_name: String,
+    limiter: Option<DefaultDirectRateLimiter>,
+}
+
+impl Tenant {
+    /// Takes one request from the tenant's budget; false when it is exhausted.
+    pub fn admit(&self) -> bool {
+        self.limiter.as_ref().is_none_or(|l| l.check().is_ok())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing bearer token: send `Authorization: Bearer <api key>`")]
+    MissingKey,
+    #[error("invalid API key")]
+    InvalidKey,
+    #[error("no such tenant")]
+    UnknownTenant,
+    #[error("this API key does not belong to the requested tenant")]
+    WrongTenant,
+}
+
+pub struct Tenants {
+    by_id: HashMap<Arc<str>, Arc<Tenant>>,
+    by_key: HashMap<[u8; 32], Arc<str>>,
+}
+
+pub fn key_digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+impl Tenants {
+    pub fn from_settings(settings: &Settings) -> Self {
+        let mut by_id = HashMap::new();
+        let mut by_key = HashMap::new();
+        for (id, t) in &settings.tenants {
+            let id: Arc<str> = id.as_str().into();
+            let limiter = NonZeroU32::new(t.rate_limit_per_second)
+                .map(|rps| RateLimiter::direct(Quota::per_second(rps)));
+            by_id.insert(
+                id.clone(),
+                Arc::new(Tenant {
+                    id: id.clone(),
+                    display_name: t.display_name.clone(),
+                    limiter,
+                }),
+            );
+            for digest in &t.api_key_sha256 {
+                let mut d = [0u8; 32];
+                // Config validation already checked the digests are 64 hex chars.
+                if hex::decode_to_slice(digest, &mut d).is_ok() {
+                    by_key.insert(d, id.clone());
+                }
+            }
+        }
+        Self { by_id, by_key }
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.by_id.keys()
+    }
+
+    /// Checks `key` for `tenant`. The key is checked first, so that a caller without a
+    /// valid key learns nothing about which tenants exist.
+    pub fn authorize(&self, tenant: &str, key: Option<&str>) -> Result<Arc<Tenant>, AuthError> {
+        let key = key.filter(|k| !k.is_empty()).ok_or(AuthError::MissingKey)?;
+        let owner = self
+            .by_key
+            .get(&key_digest(key))
+            .ok_or(AuthError::InvalidKey)?;
+        let requested = self.by_id.get(tenant).ok_or(AuthError::UnknownTenant)?;
+        if **owner != *tenant {
+            return Err(AuthError::WrongTenant);
+        }
+        Ok(requested.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checks_key_then_tenant() {
+        let settings = Settings::load(None).expect("default config loads");
+        let tenants = Tenants::from_settings(&settings);
+        // The demo keys documented in the README.
+        let a = "er_demo_a_7Qk2mV9xLp4sT8wZ";
+        assert_eq!(&*tenants.authorize("demo-a", Some(a)).unwrap().id, "demo-a");
+        assert_eq!(
+            tenants.authorize("demo-a", None).err(),
+            Some(AuthError::MissingKey)
+        );
+        assert_eq!(
+            tenants.authorize("demo-a", Some("x")).err(),
+            Some(AuthError::InvalidKey)
+        );
+        assert_eq!(
+            tenants.authorize("nope", Some("x")).err(),
+            Some(AuthError::InvalidKey)
+        );
+        assert_eq!(
+            tenants.authorize("nope", Some(a)).err(),
+            Some(AuthError::UnknownTenant)
+        );
+        assert_eq!(
+            tenants.authorize("demo-b", Some(a)).err(),
+            Some(AuthError::WrongTenant)
+        );
+    }
+}

@@ -1,0 +1,325 @@
+//! User events through the REST endpoint, applied in process: validation, idempotency, and
+//! their visible effect on feeds.
+
+use std::collections::HashMap;
+
+use eaglerank::config::Settings;
+use eaglerank::sim::Marketplace;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::errors::assert_error;
+use crate::helpers::{DEMO_A_KEY, TestApp, metric_value, spawn_app_with};
+
+const ANCHOR: f64 = 1_790_000_000.0;
+
+async fn app() -> TestApp {
+    spawn_app_with(&[("store.demo.anchor", ANCHOR.into())]).await
+}
+
+/// The demo catalog the test app was seeded with (same settings, same seed).
+fn market() -> Marketplace {
+    let settings = Settings::load_with(
+        None,
+        &[
+            ("store.demo.items", 1500.into()),
+            ("store.demo.users", 300.into()),
+        ],
+    )
+    .unwrap();
+    Marketplace::generate(&settings.store.demo, "demo-a", ANCHOR)
+}
+
+fn event(id: &str, kind: &str, user: &str, item: &str) -> Value {
+    json!({"event_id": id, "type": kind, "user_id": user, "item_id": item, "timestamp": eaglerank::ingest::now_rfc3339()})
+}
+
+async fn post(app: &TestApp, events: Vec<Value>) -> reqwest::Response {
+    app.client
+        .post(app.url("/v1/tenants/demo-a/events"))
+        .bearer_auth(DEMO_A_KEY)
+        .json(&json!({ "events": events }))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn feed_items(app: &TestApp, user: &str, limit: usize) -> Vec<Value> {
+    let res = app
+        .feed(
+            "demo-a",
+            DEMO_A_KEY,
+            &format!("user_id={user}&limit={limit}"),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    res.json::<Value>().await.unwrap()["items"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[actix_rt::test]
+async fn an_invalid_event_rejects_the_whole_batch() {
+    let app = app().await;
+    let res = post(
+        &app,
+        vec![
+            event("e1", "click", "u1", "i1"),
+            event("e2", "like", "u1", "i1"),
+            json!({"event_id": "e3", "type": "click", "user_id": "u1", "item_id": "i1", "timestamp": "yesterday"}),
+            json!({"event_id": "e4", "type": "click", "user_id": "u1", "item_id": "i1", "timestamp": "2099-01-01T00:00:00Z"}),
+            json!({"type": "click"}),
+        ],
+    )
+    .await;
+    let body = assert_error(res, StatusCode::BAD_REQUEST, "invalid_argument").await;
+    let details = body["error"]["details"].as_array().unwrap();
+    assert_eq!(
+        details
+            .iter()
+            .map(|d| d["index"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
+    let m = app.metrics().await;
+    assert!(
+        !m.contains("eaglerank_events_ingested_total{"),
+        "nothing applied"
+    );
+    assert_eq!(
+        metric_value(&m, r#"eaglerank_events_rejected_total{reason="invalid"}"#),
+        Some(4.0)
+    );
+
+    let res = post(&app, vec![]).await;
+    assert_error(res, StatusCode::BAD_REQUEST, "invalid_argument").await;
+    let many: Vec<Value> = (0..1001)
+        .map(|i| event(&format!("m{i}"), "click", "u1", "i1"))
+        .collect();
+    let res = post(&app, many).await;
+    assert_error(res, StatusCode::BAD_REQUEST, "invalid_argument").await;
+}
+
+#[actix_rt::test]
+async fn replayed_events_change_nothing() {
+    let app = app().await;
+    let batch: Vec<Value> = (0..5)
+        .map(|i| event(&format!("ev-{i}"), "click", "u9", &format!("i{i}")))
+        .collect();
+    let res = post(&app, batch.clone()).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        res.json::<Value>().await.unwrap(),
+        json!({"accepted": 5, "duplicates": 0, "unknown_items": 0})
+    );
+    let before = feed_items(&app, "u9", 50).await;
+
+    let res = post(&app, batch).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    assert_eq!(res.json::<Value>().await.unwrap()["duplicates"], 5);
+    assert_eq!(
+        feed_items(&app, "u9", 50).await,
+        before,
+        "a replay changes no feature"
+    );
+
+    let m = app.metrics().await;
+    assert_eq!(
+        metric_value(
+            &m,
+            r#"eaglerank_events_ingested_total{source="http",tenant="demo-a",type="click"}"#
+        ),
+        Some(5.0)
+    );
+    assert_eq!(
+        metric_value(&m, r#"eaglerank_events_duplicates_total{tenant="demo-a"}"#),
+        Some(5.0)
+    );
+    assert_eq!(
+        metric_value(&m, "eaglerank_feature_freshness_seconds_count"),
+        Some(5.0)
+    );
+    assert!(metric_value(&m, "eaglerank_last_event_processed_timestamp_seconds").unwrap() > ANCHOR);
+    assert_eq!(
+        metric_value(&m, "eaglerank_event_apply_seconds_count"),
+        Some(2.0)
+    );
+
+    // Events on items nobody listed are counted, not applied.
+    let res = post(&app, vec![event("ev-x", "click", "u9", "no-such-item")]).await;
+    assert_eq!(res.json::<Value>().await.unwrap()["unknown_items"], 1);
+    let m = app.metrics().await;
+    assert_eq!(
+        metric_value(
+            &m,
+            r#"eaglerank_events_rejected_total{reason="unknown_item"}"#
+        ),
+        Some(1.0)
+    );
+}
+
+#[actix_rt::test]
+async fn clicks_on_a_category_make_the_next_feed_lean_towards_it() {
+    let app = app().await;
+    let market = market();
+    let category_of: HashMap<String, String> = market
+        .items
+        .iter()
+        .map(|i| (i.item_id.to_string(), i.category.clone()))
+        .collect();
+    let user = "u17";
+    let share = |items: &[Value], category: &str| {
+        items
+            .iter()
+            .filter(|i| category_of[i["item_id"].as_str().unwrap()] == category)
+            .count()
+    };
+    let before = feed_items(&app, user, 50).await;
+    // A category the user has shown no interest in so far.
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for i in &before {
+        *counts
+            .entry(category_of[i["item_id"].as_str().unwrap()].as_str())
+            .or_default() += 1;
+    }
+    let target = market
+        .items
+        .iter()
+        .map(|i| i.category.as_str())
+        .find(|c| !counts.contains_key(c))
+        .expect("a category absent from the feed")
+        .to_owned();
+    let clicks: Vec<Value> = market
+        .items
+        .iter()
+        .filter(|i| i.category == target)
+        .take(30)
+        .enumerate()
+        .map(|(n, i)| event(&format!("lean-{n}"), "click", user, &i.item_id))
+        .collect();
+    assert_eq!(post(&app, clicks).await.status(), StatusCode::ACCEPTED);
+
+    let after = feed_items(&app, user, 50).await;
+    assert_eq!(share(&before, &target), 0);
+    let leaning: Vec<&Value> = after
+        .iter()
+        .filter(|i| category_of[i["item_id"].as_str().unwrap()] == target)
+        .collect();
+    assert!(
+        leaning.len() >= 3,
+        "{} of 50 items now in {target}",
+        leaning.len()
+    );
+    // They came through the user's new affinity.
+    assert!(leaning.iter().all(|i| {
+        i["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s == "affinity")
+    }));
+}
+
+#[actix_rt::test]
+async fn trending_reacts_to_a_burst_of_purchases() {
+    let app = app().await;
+    let cold = "someone-new";
+    let before: Vec<String> = feed_items(&app, cold, 20)
+        .await
+        .iter()
+        .map(|i| i["item_id"].as_str().unwrap().to_owned())
+        .collect();
+    // An item nobody cared about: last in the catalog order, not in the cold-start feed.
+    let market = market();
+    let quiet = market
+        .items
+        .iter()
+        .rev()
+        .map(|i| i.item_id.to_string())
+        .find(|id| !before.contains(id))
+        .unwrap();
+    let burst: Vec<Value> = (0..60)
+        .flat_map(|n| {
+            [
+                event(
+                    &format!("burst-c-{n}"),
+                    "click",
+                    &format!("buyer-{n}"),
+                    &quiet,
+                ),
+                event(
+                    &format!("burst-p-{n}"),
+                    "purchase",
+                    &format!("buyer-{n}"),
+                    &quiet,
+                ),
+            ]
+        })
+        .collect();
+    assert_eq!(post(&app, burst).await.status(), StatusCode::ACCEPTED);
+    let after = feed_items(&app, cold, 20).await;
+    let hit = after
+        .iter()
+        .find(|i| i["item_id"] == quiet.as_str())
+        .expect("the bought item is in the cold-start feed");
+    assert!(
+        hit["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s == "trending"),
+        "{hit}"
+    );
+}
+
+#[actix_rt::test]
+async fn the_simulator_emits_its_events_to_a_running_service() {
+    let app = app().await;
+    let settings = Settings::load_with(
+        None,
+        &[
+            ("store.demo.items", 1500.into()),
+            ("store.demo.users", 300.into()),
+        ],
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let args = eaglerank::sim::simulate::SimulateArgs {
+        tenant: "demo-a".into(),
+        requests: 100,
+        shown: 20,
+        new_user_share: 0.1,
+        policy: eaglerank::sim::simulate::Policy::Random,
+        seed: 7,
+        anchor: Some(ANCHOR),
+        out: dir.path().join("log.jsonl"),
+        emit_url: Some(app.address.clone()),
+        emit_key: Some(DEMO_A_KEY.into()),
+        emit_kafka: false,
+    };
+    let report = eaglerank::sim::simulate::run(&settings, &args)
+        .await
+        .unwrap();
+    assert!(
+        report.emitted >= 2000,
+        "100 feeds of 20 impressions: {}",
+        report.emitted
+    );
+    let m = app.metrics().await;
+    let ingested: f64 = ["impression", "click", "add_to_cart", "purchase"]
+        .iter()
+        .filter_map(|t| {
+            metric_value(
+                &m,
+                &format!(
+                    r#"eaglerank_events_ingested_total{{source="http",tenant="demo-a",type="{t}"}}"#
+                ),
+            )
+        })
+        .sum();
+    assert_eq!(
+        ingested, report.emitted as f64,
+        "every simulated event reached the service"
+    );
+}

@@ -1,0 +1,404 @@
+//! Spawns the real application (in-process on a random port, or the real binary) and talks
+//! to it over HTTP with a real client.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use eaglerank::actors::ActorSystem;
+use eaglerank::config::Settings;
+use eaglerank::startup::Application;
+
+/// The demo keys that config/default.toml accepts and the README prints.
+pub const DEMO_A_KEY: &str = "er_demo_a_7Qk2mV9xLp4sT8wZ";
+pub const DEMO_B_KEY: &str = "er_demo_b_3Hn6rB1yKc5dF0jU";
+
+/// A smaller demo marketplace than the default, so every test starts quickly.
+fn test_overrides() -> Vec<(&'static str, config::Value)> {
+    vec![
+        ("server.port", 0.into()),
+        ("server.workers", 2.into()),
+        ("model.ranker_threads", 1.into()),
+        ("store.demo.items", 1500.into()),
+        ("store.demo.users", 300.into()),
+    ]
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub actors: ActorSystem,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn feed(&self, tenant: &str, key: &str, query: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(&format!("/v1/tenants/{tenant}/feed?{query}")))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Polls `/readyz` until it answers `status`; returns its body.
+    pub async fn wait_ready(&self, status: u16) -> serde_json::Value {
+        for _ in 0..250 {
+            let res = self
+                .client
+                .get(self.url("/readyz"))
+                .send()
+                .await
+                .expect("readyz");
+            if res.status().as_u16() == status {
+                return res.json().await.expect("readyz body");
+            }
+            actix_rt::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("/readyz never answered {status}");
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics reachable")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// Starts the app inside the test's actix system with extra config overrides.
+pub async fn spawn_app_with(extra: &[(&'static str, config::Value)]) -> TestApp {
+    let mut overrides = test_overrides();
+    overrides.extend(extra.iter().cloned());
+    let settings = Settings::load_with(None, &overrides).expect("test configuration loads");
+    let app = Application::build(settings)
+        .await
+        .expect("application builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let actors = app.actors().clone();
+    actix_rt::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        actors,
+    }
+}
+
+/// Metric value of the sample line starting with `series` (name plus labels), if present.
+pub fn metric_value(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The real `eaglerank` binary, serving on a random port with its stdout captured.
+pub struct Binary {
+    pub child: Child,
+    pub address: String,
+    pub lines: mpsc::Receiver<String>,
+}
+
+pub fn binary_command(envs: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_eaglerank"));
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("RUST_LOG")
+        .env("EAGLERANK__SERVER__PORT", "0")
+        .env("EAGLERANK__SERVER__WORKERS", "1")
+        .env("EAGLERANK__MODEL__RANKER_THREADS", "1")
+        .env("EAGLERANK__STORE__DEMO__ITEMS", "1000")
+        .env("EAGLERANK__STORE__DEMO__USERS", "200")
+        .envs(envs.iter().copied());
+    cmd
+}
+
+pub fn spawn_binary(envs: &[(&str, &str)]) -> Binary {
+    let mut child = binary_command(envs)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("binary starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let address = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("the binary logs ServerStarted");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("log lines are JSON");
+        if v["event"] == "ServerStarted" {
+            break format!("http://{}", v["address"].as_str().expect("address"));
+        }
+    };
+    Binary {
+        child,
+        address,
+        lines: rx,
+    }
+}
+
+impl Binary {
+    /// Log lines received so far (and within `wait`), parsed.
+    pub fn drain_logs(&self, wait: Duration) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        while let Ok(line) = self.lines.recv_timeout(wait) {
+            out.push(serde_json::from_str(&line).expect("log lines are JSON"));
+        }
+        out
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `redis-server` of the test's own, on a free loopback port, persisting to a temporary
+/// directory (append-only file, fsync always) so that a kill and restart keeps the data.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        let mut server = Self {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().expect("temp dir"),
+        };
+        server.restart();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// A store on this server, with timeouts generous enough for bulk loads.
+    pub fn store(&self) -> eaglerank::store::RedisStore {
+        let mut settings = eaglerank::config::Settings::load(None).unwrap().redis;
+        settings.url = self.url();
+        settings.command_timeout_ms = 30_000;
+        eaglerank::store::RedisStore::connect(&settings).expect("pool builds")
+    }
+
+    /// What `eaglerank load` does: the demo marketplace of `tenants` into this server.
+    pub async fn load_demo(
+        &self,
+        demo: &eaglerank::config::DemoSettings,
+        tenants: &[&str],
+        anchor: f64,
+    ) {
+        let store = self.store();
+        let metrics = eaglerank::telemetry::Metrics::new();
+        for tenant in tenants {
+            eaglerank::sim::seed_tenant(&store, demo, tenant, anchor, &metrics)
+                .await
+                .expect("demo loads into redis");
+        }
+    }
+
+    /// Starts (again) on the same port and data directory, and waits until it answers.
+    pub fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start redis-server ({e}): install it with `scripts/setup` \
+                     (Debian package redis-server)"
+                )
+            });
+        self.child = Some(child);
+        let started = std::time::Instant::now();
+        while !self.answers() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn answers(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut buf = [0u8; 7];
+        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    }
+
+    fn signal(&self, signal: i32) {
+        let pid = self.child.as_ref().expect("running").id() as i32;
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    }
+
+    /// SIGKILL: the server is gone, mid-traffic.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGSTOP: connections stay open and nothing answers (a hung server).
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.resume();
+        }
+        self.kill();
+    }
+}
+
+/// A 3-master Redis Cluster of the test's own, on free loopback ports.
+pub struct RedisCluster {
+    nodes: Vec<Child>,
+    pub ports: Vec<u16>,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let nodes = ports
+            .iter()
+            .map(|port| {
+                Command::new("redis-server")
+                    .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                    .args([
+                        "--cluster-enabled",
+                        "yes",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                    ])
+                    .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+                    .arg("--dir")
+                    .arg(dir.path())
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .expect("redis-server (scripts/setup installs it)")
+            })
+            .collect();
+        let cluster = Self {
+            nodes,
+            ports,
+            _dir: dir,
+        };
+        for port in &cluster.ports {
+            let started = std::time::Instant::now();
+            while std::net::TcpStream::connect(("127.0.0.1", *port)).is_err() {
+                assert!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "node {port} did not start"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let addrs: Vec<String> = cluster
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli (Debian package redis-tools, with redis-server)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let started = std::time::Instant::now();
+        loop {
+            let info = Command::new("redis-cli")
+                .args(["-p", &cluster.ports[0].to_string(), "cluster", "info"])
+                .output()
+                .unwrap();
+            if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "cluster did not converge"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        cluster
+    }
+
+    pub fn urls(&self) -> String {
+        self.ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            let _ = node.kill();
+            let _ = node.wait();
+        }
+    }
+}

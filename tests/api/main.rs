@@ -1,0 +1,16 @@
+//! Integration tests: the real server, a real HTTP client, a real ONNX model.
+//! Requires `scripts/setup` (ONNX Runtime) to have run.
+
+mod actors;
+mod auth;
+mod errors;
+mod events;
+mod feed;
+mod health;
+mod helpers;
+mod items;
+mod kafka;
+mod lifecycle;
+mod logs;
+mod metrics;
+mod redis;

@@ -1,0 +1,102 @@
+use crate::helpers::{DEMO_A_KEY, metric_value, spawn_app};
+
+#[actix_rt::test]
+async fn every_documented_metric_is_exported_after_a_request() {
+    let app = spawn_app().await;
+    assert_eq!(
+        app.feed("demo-a", DEMO_A_KEY, "user_id=u42").await.status(),
+        200
+    );
+    assert_eq!(
+        app.feed("demo-a", DEMO_A_KEY, "user_id=u42&limit=0")
+            .await
+            .status(),
+        400
+    );
+    let m = app.metrics().await;
+    for name in [
+        "eaglerank_feed_requests_total",
+        "eaglerank_feed_latency_seconds_bucket",
+        "eaglerank_candidates_fetched_bucket",
+        "eaglerank_candidate_fetch_seconds_bucket",
+        "eaglerank_feature_fetch_seconds_bucket",
+        "eaglerank_model_inference_seconds_bucket",
+        "eaglerank_model_score_bucket",
+        "eaglerank_actor_restarts_total",
+        "eaglerank_actor_up",
+        "eaglerank_build_info",
+        "eaglerank_http_requests_total",
+        "eaglerank_http_requests_duration_seconds_bucket",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(
+            m.lines().any(|l| l.starts_with(name)),
+            "{name} missing from /metrics"
+        );
+    }
+    let ok = metric_value(
+        &m,
+        r#"eaglerank_feed_requests_total{status="ok",tenant="demo-a"}"#,
+    );
+    assert_eq!(ok, Some(1.0), "{m}");
+    assert_eq!(
+        metric_value(
+            &m,
+            r#"eaglerank_feed_latency_seconds_count{tenant="demo-a"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            r#"eaglerank_model_inference_seconds_count{model="eaglerank-lgbm-lambdarank"}"#
+        ),
+        Some(1.0)
+    );
+    for stage in ["fetch", "merge"] {
+        let series = format!(
+            r#"eaglerank_candidate_fetch_seconds_count{{stage="{stage}",tenant="demo-a"}}"#
+        );
+        assert_eq!(metric_value(&m, &series), Some(1.0), "{series}");
+    }
+    let scored = metric_value(
+        &m,
+        r#"eaglerank_model_score_count{model="eaglerank-lgbm-lambdarank"}"#,
+    )
+    .unwrap();
+    let candidates =
+        metric_value(&m, r#"eaglerank_candidates_fetched_sum{tenant="demo-a"}"#).unwrap();
+    assert_eq!(scored, candidates, "every candidate is scored once");
+    for actor in ["gateway", "candidates", "ranker", "ingestor"] {
+        assert_eq!(
+            metric_value(&m, &format!(r#"eaglerank_actor_up{{actor="{actor}"}}"#)),
+            Some(1.0)
+        );
+        assert_eq!(
+            metric_value(
+                &m,
+                &format!(r#"eaglerank_actor_restarts_total{{actor="{actor}"}}"#)
+            ),
+            Some(0.0)
+        );
+    }
+    // The HTTP middleware labels by route pattern, never by raw path.
+    assert!(m.contains(r#"endpoint="/v1/tenants/{tenant}/feed""#), "{m}");
+}
+
+#[actix_rt::test]
+async fn unknown_tenants_and_paths_create_no_series() {
+    let app = spawn_app().await;
+    app.feed("tenant-x1", DEMO_A_KEY, "user_id=u1").await;
+    app.feed("tenant-x2", "bad", "user_id=u1").await;
+    app.client
+        .get(app.url("/random/path/123"))
+        .send()
+        .await
+        .unwrap();
+    let m = app.metrics().await;
+    assert!(!m.contains("tenant-x1") && !m.contains("tenant-x2"), "{m}");
+    assert!(!m.contains("/random/path/123"));
+    assert!(m.contains(r#"endpoint="UNKNOWN""#));
+}

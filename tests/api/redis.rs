@@ -1,0 +1,427 @@
+//! The Redis backend against a real `redis-server` started for each test.
+
+use std::time::Duration;
+
+use eaglerank::catalog::{Event, EventKind, Item, ItemRecord, UserProfile};
+use eaglerank::config::{DemoSettings, Settings};
+use eaglerank::store::{CandidateQuery, FeatureStore, MemoryStore, RedisStore};
+use serde_json::Value;
+
+use crate::helpers::{
+    DEMO_A_KEY, DEMO_B_KEY, RedisCluster, RedisServer, TestApp, metric_value, spawn_app_with,
+};
+
+/// Fixed, so that both backends get byte-identical demo data.
+const ANCHOR: f64 = 1_790_000_000.0;
+
+fn demo() -> DemoSettings {
+    let mut d = Settings::load(None).unwrap().store.demo;
+    d.items = 1500;
+    d.users = 300;
+    d.anchor = Some(ANCHOR);
+    d
+}
+
+async fn load_demo(redis: &RedisServer) {
+    redis
+        .load_demo(&demo(), &["demo-a", "demo-b"], ANCHOR)
+        .await;
+}
+
+/// Generous timeouts: a loaded CI machine must not make a healthy Redis look down.
+async fn spawn_redis_app(redis: &RedisServer) -> TestApp {
+    spawn_app_with(&[
+        ("redis.url", redis.url().into()),
+        ("redis.ping_interval_ms", 100.into()),
+        ("redis.command_timeout_ms", 2000.into()),
+        ("server.request_deadline_ms", 10_000.into()),
+    ])
+    .await
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}
+
+fn assert_same_record(a: &ItemRecord, b: &ItemRecord) {
+    assert_eq!(a.item, b.item);
+    let (x, y) = (&a.stats, &b.stats);
+    for (u, v) in [
+        (x.impressions, y.impressions),
+        (x.clicks, y.clicks),
+        (x.add_to_carts, y.add_to_carts),
+        (x.purchases, y.purchases),
+        (x.trending, y.trending),
+    ] {
+        assert!(close(u, v), "{a:?} vs {b:?}");
+    }
+}
+
+fn assert_same_profile(a: &UserProfile, b: &UserProfile) {
+    assert_eq!(a.category_affinity, b.category_affinity);
+    assert_eq!(a.brand_affinity, b.brand_affinity);
+    assert_eq!(a.recent_items, b.recent_items);
+    assert_eq!(a.interactions, b.interactions);
+    assert_eq!(a.affinity_total, b.affinity_total);
+    // Redis sums floats in long double: equal up to rounding.
+    assert!(
+        close(a.price_sum, b.price_sum),
+        "{} vs {}",
+        a.price_sum,
+        b.price_sum
+    );
+    assert_eq!(a.price_count, b.price_count);
+}
+
+#[actix_rt::test]
+async fn every_store_operation_round_trips_like_the_embedded_store() {
+    let redis = RedisServer::start();
+    let r = redis.store();
+    assert_round_trips(&r).await;
+    // 3 item hashes, trending, new arrivals, 2 categories, and a hash and a list per user.
+    assert_eq!(r.clear_tenant("t").await.unwrap(), 11);
+    assert!(r.user_profile("t", "u1").await.unwrap().is_none());
+}
+
+/// On a 3-master Redis Cluster: the tenant's hash tag keeps each pipeline on one node.
+#[actix_rt::test]
+async fn every_store_operation_round_trips_on_a_redis_cluster_too() {
+    let cluster = RedisCluster::start();
+    let mut settings = Settings::load(None).unwrap().redis;
+    settings.url = cluster.urls();
+    settings.cluster = true;
+    settings.command_timeout_ms = 30_000;
+    let r = RedisStore::connect(&settings).expect("cluster pool builds");
+    assert_round_trips(&r).await;
+    assert!(
+        r.clear_tenant("t").await.is_err(),
+        "not supported on a cluster, and says so"
+    );
+}
+
+async fn assert_round_trips(r: &RedisStore) {
+    let m = MemoryStore::new(["t".to_string()]);
+    let item = |id: &str, category: &str, created_at| Item {
+        item_id: id.into(),
+        category: category.into(),
+        brand: "acme".into(),
+        price: 19.99,
+        created_at,
+        attributes: serde_json::from_str(r#"{"color":"red","sizes":[40,41]}"#).unwrap(),
+    };
+    let event = |kind, user: &str, item: &str, at| Event {
+        kind,
+        user_id: user.into(),
+        item_id: item.into(),
+        timestamp: ANCHOR + at,
+    };
+    let items = vec![
+        item("a", "shoes", 10),
+        item("b", "shoes", 30),
+        item("c", "bags", 20),
+    ];
+    let events = [
+        event(EventKind::Impression, "u1", "a", 0.0),
+        event(EventKind::Click, "u1", "a", 1.0),
+        event(EventKind::Purchase, "u1", "c", 2.0),
+        event(EventKind::AddToCart, "u2", "b", 3.0),
+        event(EventKind::Click, "u2", "nope", 4.0),
+    ];
+    for s in [r as &dyn FeatureStore, &m] {
+        s.ping().await.unwrap();
+        s.upsert_items("t", items.clone()).await.unwrap();
+        assert_eq!(
+            s.apply_events("t", &events).await.unwrap(),
+            [4],
+            "unknown item skipped"
+        );
+        // "a" moves to bags, keeping its statistics and its engagement.
+        s.upsert_items("t", vec![item("a", "bags", 10)])
+            .await
+            .unwrap();
+    }
+    let query = CandidateQuery {
+        trending: 10,
+        categories: vec![
+            ("bags".into(), 10),
+            ("shoes".into(), 10),
+            ("none".into(), 5),
+        ],
+        new_arrivals: 2,
+    };
+    let (lr, lm) = (
+        r.candidate_lists("t", &query).await.unwrap(),
+        m.candidate_lists("t", &query).await.unwrap(),
+    );
+    assert_eq!(lr, lm);
+    assert_eq!(
+        lm.categories[0].iter().map(|i| &**i).collect::<Vec<_>>(),
+        ["c", "a"]
+    );
+    assert_eq!(
+        lm.categories[1].iter().map(|i| &**i).collect::<Vec<_>>(),
+        ["b"]
+    );
+
+    let ids = ["a".into(), "b".into(), "c".into(), "zz".into()];
+    let (ir, im) = (
+        r.items("t", &ids).await.unwrap(),
+        m.items("t", &ids).await.unwrap(),
+    );
+    for (x, y) in ir.iter().zip(&im).take(3) {
+        assert_same_record(x.as_ref().unwrap(), y.as_ref().unwrap());
+    }
+    assert!(ir[3].is_none() && im[3].is_none());
+    assert_eq!(im[0].as_ref().unwrap().stats.clicks, 1.0);
+
+    for user in ["u1", "u2"] {
+        let (pr, pm) = (
+            r.user_profile("t", user).await.unwrap(),
+            m.user_profile("t", user).await.unwrap(),
+        );
+        assert_same_profile(&pr.unwrap(), &pm.unwrap());
+    }
+    assert!(r.user_profile("t", "nobody").await.unwrap().is_none());
+
+    // Empty asks never turn into "the whole list".
+    let empty = CandidateQuery::default();
+    assert_eq!(
+        r.candidate_lists("t", &empty).await.unwrap(),
+        m.candidate_lists("t", &empty).await.unwrap()
+    );
+    assert!(r.items("t", &[]).await.unwrap().is_empty());
+}
+
+#[actix_rt::test]
+async fn the_same_seed_data_gives_the_same_feeds_on_both_backends() {
+    let redis = RedisServer::start();
+    load_demo(&redis).await;
+    let memory = spawn_app_with(&[("store.demo.anchor", ANCHOR.into())]).await;
+    let on_redis = spawn_redis_app(&redis).await;
+    on_redis.wait_ready(200).await;
+    for (tenant, key) in [("demo-a", DEMO_A_KEY), ("demo-b", DEMO_B_KEY)] {
+        for user in ["u1", "u42", "u299", "someone-new"] {
+            let query = format!("user_id={user}&limit=50");
+            let a: Value = memory.feed(tenant, key, &query).await.json().await.unwrap();
+            let b: Value = on_redis
+                .feed(tenant, key, &query)
+                .await
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(b["degraded"], false);
+            let (ia, ib) = (
+                a["items"].as_array().unwrap(),
+                b["items"].as_array().unwrap(),
+            );
+            assert_eq!(ia.len(), 50);
+            let ids = |v: &[Value]| v.iter().map(|i| i["item_id"].clone()).collect::<Vec<_>>();
+            assert_eq!(ids(ia), ids(ib), "{tenant}/{user}");
+            for (x, y) in ia.iter().zip(ib) {
+                let (sx, sy) = (x["score"].as_f64().unwrap(), y["score"].as_f64().unwrap());
+                assert!((sx - sy).abs() < 1e-4, "{tenant}/{user}: {sx} vs {sy}");
+                assert_eq!(x["sources"], y["sources"]);
+            }
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn the_item_cache_counts_misses_then_hits() {
+    let redis = RedisServer::start();
+    load_demo(&redis).await;
+    let app = spawn_redis_app(&redis).await;
+    let count = |m: &str, result: &str| {
+        metric_value(
+            m,
+            &format!(r#"eaglerank_feature_cache_requests_total{{cache="item",result="{result}"}}"#),
+        )
+        .unwrap_or(0.0)
+    };
+    // The watchdog's first fallback refresh reads items through the cache too.
+    wait_for(&app, |m| metric_value(m, "eaglerank_redis_up") == Some(1.0)).await;
+    let before = app.metrics().await;
+    assert_eq!(
+        app.feed("demo-a", DEMO_A_KEY, "user_id=u5").await.status(),
+        200
+    );
+    let first = app.metrics().await;
+    assert_eq!(
+        app.feed("demo-a", DEMO_A_KEY, "user_id=u5").await.status(),
+        200
+    );
+    let second = app.metrics().await;
+    let candidates = metric_value(
+        &first,
+        r#"eaglerank_candidates_fetched_sum{tenant="demo-a"}"#,
+    )
+    .unwrap();
+    let lookups = |m: &str| count(m, "hit") + count(m, "miss");
+    assert_eq!(lookups(&first) - lookups(&before), candidates);
+    assert!(
+        count(&first, "miss") > count(&before, "miss"),
+        "a new user's categories miss"
+    );
+    assert_eq!(
+        count(&second, "hit") - count(&first, "hit"),
+        candidates,
+        "the same feed again: all hits"
+    );
+    assert_eq!(count(&second, "miss"), count(&first, "miss"));
+    assert!(
+        second.contains(
+            r#"eaglerank_feature_store_request_seconds_count{backend="redis",op="items"}"#
+        )
+    );
+}
+
+async fn wait_for(app: &TestApp, ok: impl Fn(&str) -> bool) {
+    for _ in 0..250 {
+        if ok(&app.metrics().await) {
+            return;
+        }
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("condition not reached: {}", app.metrics().await);
+}
+
+#[actix_rt::test]
+async fn killing_redis_degrades_feeds_visibly_and_it_recovers_without_restart() {
+    let mut redis = RedisServer::start();
+    load_demo(&redis).await;
+    let app = spawn_redis_app(&redis).await;
+    app.wait_ready(200).await;
+    let healthy: Value = app
+        .feed("demo-a", DEMO_A_KEY, "user_id=u1")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(healthy["degraded"], false);
+
+    redis.kill();
+    // Requests keep being answered, from the fallback, flagged.
+    for i in 0..20 {
+        let res = app
+            .feed("demo-a", DEMO_A_KEY, &format!("user_id=u{i}&limit=10"))
+            .await;
+        assert_eq!(res.status(), 200);
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["degraded"], true, "{body}");
+        assert!(["redis_down", "store_error"].contains(&body["degraded_reason"].as_str().unwrap()));
+        assert_eq!(
+            body["items"].as_array().unwrap().len(),
+            10,
+            "the fallback serves trending items"
+        );
+        for item in body["items"].as_array().unwrap() {
+            assert_eq!(item["sources"], serde_json::json!(["trending"]));
+        }
+    }
+    let body = app.wait_ready(503).await;
+    assert_eq!(body["components"]["store"]["ok"], false);
+    assert!(
+        body["components"]["store"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("redis")
+    );
+    let health = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200, "liveness does not depend on Redis");
+    let m = app.metrics().await;
+    assert_eq!(metric_value(&m, "eaglerank_redis_up"), Some(0.0));
+    let degraded = metric_value(
+        &m,
+        r#"eaglerank_feed_degraded_total{reason="redis_down",tenant="demo-a"}"#,
+    )
+    .unwrap_or(0.0)
+        + metric_value(
+            &m,
+            r#"eaglerank_feed_degraded_total{reason="store_error",tenant="demo-a"}"#,
+        )
+        .unwrap_or(0.0);
+    assert_eq!(degraded, 20.0);
+
+    redis.restart();
+    app.wait_ready(200).await;
+    let recovered: Value = app
+        .feed("demo-a", DEMO_A_KEY, "user_id=u1")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(recovered["degraded"], false);
+    assert!(recovered.get("degraded_reason").is_none());
+    assert_eq!(
+        recovered["items"], healthy["items"],
+        "same data, same feed, no restart"
+    );
+    assert_eq!(
+        metric_value(&app.metrics().await, "eaglerank_redis_up"),
+        Some(1.0)
+    );
+}
+
+#[actix_rt::test]
+async fn a_hanging_redis_never_holds_a_request_past_its_deadline() {
+    let redis = RedisServer::start();
+    load_demo(&redis).await;
+    // A slow watchdog, so the request itself meets the hang; the command timeout (100 ms)
+    // well inside the request's deadline, so the fallback has time to answer.
+    let app = spawn_app_with(&[
+        ("redis.url", redis.url().into()),
+        ("redis.ping_interval_ms", 60_000.into()),
+        ("redis.command_timeout_ms", 100.into()),
+        ("server.request_deadline_ms", 2_000.into()),
+    ])
+    .await;
+    app.wait_ready(200).await;
+    redis.pause();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        let res = client
+            .get(app.url("/v1/tenants/demo-a/feed?user_id=u3"))
+            .bearer_auth(DEMO_A_KEY)
+            .send()
+            .await
+            .expect("answered while Redis hangs, not timed out by the client");
+        assert_eq!(res.status(), 200);
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["degraded_reason"], "store_error", "{body}");
+    }
+    redis.resume();
+}
+
+#[actix_rt::test]
+async fn redis_down_at_start_up_means_not_ready_but_alive() {
+    let mut redis = RedisServer::start();
+    let url = redis.url();
+    redis.kill();
+    let app = spawn_app_with(&[
+        ("redis.url", url.into()),
+        ("redis.ping_interval_ms", 100.into()),
+    ])
+    .await;
+    let body = app.wait_ready(503).await;
+    assert_eq!(body["components"]["store"]["backend"], "redis");
+    assert_eq!(
+        app.client
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let res = app.feed("demo-a", DEMO_A_KEY, "user_id=u1").await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["degraded"], true);
+    assert!(
+        body["items"].as_array().unwrap().is_empty(),
+        "nothing to fall back on yet"
+    );
+}

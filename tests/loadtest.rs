@@ -1,0 +1,133 @@
+//! The load-test tooling itself: the k6 scripts type-check against k6's API types, and the
+//! benchmark harness produces a complete report on a tiny run. No timing is asserted: figures
+//! go to reports, not to pass/fail.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+#[test]
+fn k6_scripts_type_check_against_the_k6_api() {
+    let out = Command::new("bash")
+        .arg(Path::new(ROOT).join("loadtest/k6/check.sh"))
+        .output()
+        .expect("bash runs");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "tsc found errors (or npm is missing: scripts/setup):\n{text}"
+    );
+    assert!(text.contains("OK, no type errors"), "{text}");
+}
+
+fn number(v: &Value, path: &str) -> f64 {
+    let mut cur = v;
+    for key in path.split('.') {
+        cur = &cur[key];
+    }
+    cur.as_f64()
+        .unwrap_or_else(|| panic!("{path} missing or not a number in the report"))
+}
+
+#[test]
+fn the_benchmark_harness_writes_a_complete_report() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = Command::new("python3")
+        .arg(Path::new(ROOT).join("loadtest/bench"))
+        .args([
+            "--smoke",
+            "--binary",
+            env!("CARGO_BIN_EXE_eaglerank"),
+            "--out",
+        ])
+        .arg(out_dir.path())
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "bench failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let md = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(md.ends_with("-smoke.md"), "{md}");
+    let json_path = md.replace(".md", ".json");
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+
+    for key in ["host", "cpu_model", "git_revision", "date", "wrk"] {
+        assert!(
+            report["machine"][key]
+                .as_str()
+                .is_some_and(|s| !s.is_empty()),
+            "machine.{key}"
+        );
+    }
+    assert!(number(&report, "machine.cores") >= 1.0);
+    let backends = report["backends"].as_array().unwrap();
+    let names: Vec<&str> = backends
+        .iter()
+        .map(|b| b["backend"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["memory", "redis"]);
+    for b in backends {
+        for run in ["healthz", "saturation"] {
+            assert!(number(b, &format!("{run}.rps")) > 0.0, "{run}");
+            assert_eq!(
+                number(b, &format!("{run}.error_count")),
+                0.0,
+                "{run} had errors"
+            );
+            for p in ["p50", "p90", "p99", "p999"] {
+                number(b, &format!("{run}.latency_ms.{p}"));
+            }
+        }
+        assert!(!b["fixed_rate"].as_array().unwrap().is_empty());
+        assert!(!b["saturation_timeline"].as_array().unwrap().is_empty());
+        for key in [
+            "idle_rss_mb",
+            "cpu_ms_per_request",
+            "components.inference.p50_ms",
+            "components.inference.p99_ms",
+            "components.feature_assembly.p50_ms",
+            "components.store_fetch.memory.p50_ms",
+            "ratios.inference_ceiling_rps",
+            "ratios.throughput_vs_inference_ceiling",
+            "ratios.throughput_vs_healthz",
+            "ratios.p99_at_half_vs_inference_p99",
+        ] {
+            assert!(number(b, key) > 0.0, "{key}");
+        }
+    }
+    number(&backends[1], "components.store_fetch.redis.p50_ms");
+    let text = std::fs::read_to_string(&md).unwrap();
+    for needle in [
+        "feed saturation",
+        "/healthz saturation",
+        "inference ceiling",
+        "idle RSS",
+    ] {
+        assert!(
+            text.contains(needle),
+            "{needle} missing from the markdown report"
+        );
+    }
+    let charts = std::fs::read_dir(out_dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "svg")
+        })
+        .count();
+    assert_eq!(
+        charts, 4,
+        "latency-over-time and throughput-vs-latency, per backend"
+    );
+}
