@@ -154,7 +154,12 @@ impl ActorSystem {
         let deadline = std::time::Instant::now() + timeout;
         while !self.health.all_up() {
             if std::time::Instant::now() >= deadline {
-                return Err(self.health.snapshot().into_iter().filter(|a| !a.up).collect());
+                return Err(self
+                    .health
+                    .snapshot()
+                    .into_iter()
+                    .filter(|a| !a.up)
+                    .collect());
             }
             actix_rt::time::sleep(Duration::from_millis(2)).await;
         }
