@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::candidates;
 use crate::catalog::ItemRecord;
 use crate::config::Settings;
-use crate::features::FeatureContext;
+use crate::features::{FeatureContext, FeatureHealth};
 use crate::model::LoadedModel;
 use crate::sim;
 use crate::store::{FeatureStore, MemoryStore, RedisStore};
@@ -129,16 +129,22 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<Compon
     let mut matrix = Vec::new();
     let assembly = time_async(args.iterations, || {
         matrix.clear();
-        model
-            .spec
-            .assemble(&ctx, records.iter().map(|r| &**r), &mut matrix);
+        model.spec.assemble(
+            &ctx,
+            records.iter().map(|r| &**r),
+            &mut matrix,
+            &mut FeatureHealth::default(),
+        );
         std::future::ready(Ok(()))
     })
     .await?;
     matrix.clear();
-    model
-        .spec
-        .assemble(&ctx, records.iter().map(|r| &**r), &mut matrix);
+    model.spec.assemble(
+        &ctx,
+        records.iter().map(|r| &**r),
+        &mut matrix,
+        &mut FeatureHealth::default(),
+    );
 
     let mut scorer = model.scorer()?;
     let rows = records.len();
@@ -221,6 +227,8 @@ pub async fn run_ingest(
     let history = market.history(settings.store.demo.history_sessions_per_user, anchor);
     anyhow::ensure!(!history.is_empty(), "the demo marketplace has no events");
     let now = crate::ingest::now_rfc3339();
+    // Ids unique to this run: a rerun within the dedup window must measure fresh events.
+    let run = format!("{:x}", (sim::unix_now() * 1e3) as u64);
     let payloads: Vec<(String, Vec<u8>)> = history
         .iter()
         .cycle()
@@ -230,7 +238,7 @@ pub async fn run_ingest(
             let msg = crate::kafka::EventMessage {
                 tenant: args.tenant.clone(),
                 event: crate::ingest::EventInput {
-                    event_id: format!("bench-{n}"),
+                    event_id: format!("bench-{run}-{n}"),
                     kind: e.kind,
                     user_id: e.user_id.clone(),
                     item_id: e.item_id.to_string(),
@@ -284,6 +292,10 @@ pub async fn run_ingest(
             + metrics
                 .events_rejected_total
                 .with_label_values(&["unknown_item"])
+                .get()
+            + metrics
+                .events_duplicates_total
+                .with_label_values(&[args.tenant.as_str()])
                 .get()
     };
     let deadline = Instant::now() + Duration::from_secs(600);

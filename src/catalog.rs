@@ -93,6 +93,10 @@ impl EventKind {
 /// One user interaction with one item.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
+    /// The client's id: a store applies an event id once within its dedup window. Events
+    /// without one (demo seeding, the simulator's offline log) are not deduplicated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<Arc<str>>,
     pub kind: EventKind,
     pub user_id: String,
     pub item_id: ItemId,
@@ -107,6 +111,63 @@ pub struct ItemStats {
     pub add_to_carts: f64,
     pub purchases: f64,
     pub trending: f64,
+    /// Counts per [`WINDOWS`] entry, in that order.
+    #[serde(default)]
+    pub windows: [WindowCounts; 3],
+}
+
+/// The sliding windows item counts are kept over, besides all-time: (label, length in s).
+pub const WINDOWS: [(&str, f64); 3] = [("1h", 3_600.0), ("24h", 86_400.0), ("7d", 604_800.0)];
+
+/// An item's event counts (in [`EventKind`] order) within one sliding window, estimated the
+/// way sliding-window rate limiters do: two fixed buckets as long as the window, the previous
+/// one weighted by the share of it the window still covers. Constant memory per window and
+/// an atomic update in Redis; exact when events arrive evenly, never off by more than the
+/// previous bucket's count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct WindowCounts {
+    /// `floor(t / length)` of the current bucket (0: nothing recorded yet).
+    pub bucket: i64,
+    pub current: [f64; 4],
+    pub previous: [f64; 4],
+}
+
+impl WindowCounts {
+    /// Must match the Lua in `store::redis` that does the same inside Redis.
+    pub fn record(&mut self, kind: EventKind, at: UnixSeconds, length: f64) {
+        let bucket = (at / length).floor() as i64;
+        let k = kind as usize;
+        match bucket - self.bucket {
+            0 => self.current[k] += 1.0,
+            1.. => {
+                self.previous = if bucket - self.bucket == 1 {
+                    self.current
+                } else {
+                    [0.0; 4]
+                };
+                self.current = [0.0; 4];
+                self.current[k] = 1.0;
+                self.bucket = bucket;
+            }
+            -1 => self.previous[k] += 1.0,
+            // Older than any window position can show: nothing to count it in.
+            _ => {}
+        }
+    }
+
+    /// The estimated counts of the window ending at `now`.
+    pub fn estimate(&self, now: UnixSeconds, length: f64) -> [f64; 4] {
+        let position = now / length;
+        let now_bucket = position.floor() as i64;
+        // The share of the previous bucket the window still covers.
+        let overlap = 1.0 - (position - now_bucket as f64);
+        std::array::from_fn(|k| match now_bucket - self.bucket {
+            // Events stamped slightly ahead of this clock (allowed skew) count in full.
+            ..=0 => self.current[k] + self.previous[k] * overlap,
+            1 => self.current[k] * overlap,
+            _ => 0.0,
+        })
+    }
 }
 
 fn growth(at: UnixSeconds) -> f64 {
@@ -124,6 +185,18 @@ impl ItemStats {
         if kind.trending_weight() > 0.0 {
             self.trending += kind.trending_increment(at);
         }
+        for (w, (_, length)) in self.windows.iter_mut().zip(WINDOWS) {
+            w.record(kind, at, length);
+        }
+    }
+
+    /// Counts per window as of `now`, in [`WINDOWS`] order.
+    pub fn windowed(&self, now: UnixSeconds) -> [[f64; 4]; 3] {
+        let mut out = [[0.0; 4]; 3];
+        for ((o, w), (_, length)) in out.iter_mut().zip(&self.windows).zip(WINDOWS) {
+            *o = w.estimate(now, length);
+        }
+        out
     }
 
     /// The trending score as of `now`: each event's weight halved once per half-life since.
@@ -276,5 +349,36 @@ mod tests {
             ["i1", "i2"]
         );
         assert!(p.has_seen("i2") && !p.has_seen("i0"));
+    }
+
+    #[test]
+    fn window_counts_slide_out_over_one_window_length() {
+        const HOUR: f64 = 3_600.0;
+        // T0 is a bucket boundary of every window.
+        let start = (T0 / WINDOWS[2].1).floor() * WINDOWS[2].1;
+        let mut s = ItemStats::default();
+        for _ in 0..10 {
+            s.record(EventKind::Click, start + 60.0);
+        }
+        s.record(EventKind::Impression, start + 120.0);
+        let [hour, day, week] = s.windowed(start + 600.0);
+        assert_eq!(hour, [1.0, 10.0, 0.0, 0.0]);
+        assert_eq!(day, hour);
+        assert_eq!(week, hour);
+        // Next hour, a quarter in: the old bucket still covers three quarters of the window.
+        s.record(EventKind::Purchase, start + HOUR + 900.0);
+        let [hour, day, _] = s.windowed(start + HOUR + 900.0);
+        assert_eq!(hour, [0.75, 7.5, 0.0, 1.0]);
+        assert_eq!(day, [1.0, 10.0, 0.0, 1.0]);
+        // Two hours on, the 1 h window has forgotten the clicks; the day has not.
+        let [hour, day, week] = s.windowed(start + 3.0 * HOUR);
+        assert_eq!(hour, [0.0; 4]);
+        assert_eq!(day, [1.0, 10.0, 0.0, 1.0]);
+        assert_eq!(week, day);
+        // A late event lands in the previous bucket; one older than that is not counted.
+        s.record(EventKind::Click, start + 30.0);
+        s.record(EventKind::Click, start - 2.0 * HOUR);
+        assert_eq!(s.windows[0].previous, [1.0, 11.0, 0.0, 0.0]);
+        assert_eq!(s.clicks, 12.0);
     }
 }

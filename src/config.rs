@@ -298,10 +298,8 @@ impl Settings {
             return invalid("redis.command_timeout_ms and redis.pool_size must be > 0".into());
         }
         for (id, tenant) in &self.tenants {
-            if !crate::validation::is_valid_id(id) {
-                return invalid(format!(
-                    "tenant id {id:?} must be 1-128 chars of [A-Za-z0-9_.:-]"
-                ));
+            if let Err(e) = crate::validation::check_id("tenant id", id) {
+                return invalid(format!("{e}: {id:?}"));
             }
             for digest in &tenant.api_key_sha256 {
                 if digest.len() != 64 || hex::decode(digest).is_err() {

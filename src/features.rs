@@ -11,17 +11,28 @@ pub struct FeatureContext<'a> {
     pub user: Option<&'a UserProfile>,
 }
 
-type FeatureFn = fn(&FeatureContext<'_>, &ItemRecord) -> f32;
+/// `None`: the input the feature needs is absent (an unknown user, no price history). The
+/// value is then the default the model was trained with (0), and the ranker counts it.
+type FeatureFn = fn(&FeatureContext<'_>, &ItemRecord) -> Option<f32>;
+
+/// What a missing or non-finite feature value is replaced with; training saw the same.
+pub const DEFAULT_VALUE: f32 = 0.0;
 
 // Beta prior for click-through rates: an item with no history starts at 2 %, and needs a few
 // hundred impressions before its own rate dominates.
 const CTR_PRIOR_CLICKS: f64 = 2.0;
 const CTR_PRIOR_IMPRESSIONS: f64 = 100.0;
+
+/// Click-through rate shrunk toward the prior (2 %) while impressions are few.
+pub fn smoothed_ctr(clicks: f64, impressions: f64) -> f64 {
+    (clicks + CTR_PRIOR_CLICKS) / (impressions + CTR_PRIOR_IMPRESSIONS)
+}
 const CONVERSION_PRIOR_PURCHASES: f64 = 1.0;
 const CONVERSION_PRIOR_CLICKS: f64 = 20.0;
 
-fn ln1p(x: f64) -> f32 {
-    x.max(0.0).ln_1p() as f32
+/// ln(1 + x) of a count; negatives clamp to 0, NaN stays NaN (and gets counted).
+fn ln1p(x: f64) -> Option<f32> {
+    Some(if x < 0.0 { 0.0 } else { x.ln_1p() as f32 })
 }
 
 /// Every feature the service can compute, by name, with a line of documentation.
@@ -43,17 +54,16 @@ pub const CATALOG: &[(&str, FeatureFn, &str)] = &[
     ),
     (
         "item_ctr",
-        |_, i| {
-            ((i.stats.clicks + CTR_PRIOR_CLICKS) / (i.stats.impressions + CTR_PRIOR_IMPRESSIONS))
-                as f32
-        },
+        |_, i| Some(smoothed_ctr(i.stats.clicks, i.stats.impressions) as f32),
         "click-through rate, smoothed with a Beta prior",
     ),
     (
         "item_conversion",
         |_, i| {
-            ((i.stats.purchases + CONVERSION_PRIOR_PURCHASES)
-                / (i.stats.clicks + CONVERSION_PRIOR_CLICKS)) as f32
+            Some(
+                ((i.stats.purchases + CONVERSION_PRIOR_PURCHASES)
+                    / (i.stats.clicks + CONVERSION_PRIOR_CLICKS)) as f32,
+            )
         },
         "purchases per click, smoothed",
     ),
@@ -65,27 +75,27 @@ pub const CATALOG: &[(&str, FeatureFn, &str)] = &[
     ("item_log_price", |_, i| ln1p(i.item.price), "ln(1 + price)"),
     (
         "item_age_days",
-        |c, i| ((c.now - i.item.created_at as f64) / 86_400.0).max(0.0) as f32,
+        |c, i| Some(((c.now - i.item.created_at as f64) / 86_400.0).max(0.0) as f32),
         "days since the item was listed",
     ),
     (
         "user_known",
-        |c, _| f32::from(u8::from(c.user.is_some())),
+        |c, _| Some(f32::from(u8::from(c.user.is_some()))),
         "1 when the user has history",
     ),
     (
         "user_log_interactions",
-        |c, _| c.user.map_or(0.0, |u| ln1p(u.interactions)),
+        |c, _| c.user.and_then(|u| ln1p(u.interactions)),
         "ln(1 + the user's clicks, carts and purchases)",
     ),
     (
         "user_category_affinity",
-        |c, i| c.user.map_or(0.0, |u| u.category_share(&i.item.category)),
+        |c, i| c.user.map(|u| u.category_share(&i.item.category)),
         "share of the user's activity in the item's category",
     ),
     (
         "user_brand_affinity",
-        |c, i| c.user.map_or(0.0, |u| u.brand_share(&i.item.brand)),
+        |c, i| c.user.map(|u| u.brand_share(&i.item.brand)),
         "share of the user's activity on the item's brand",
     ),
     (
@@ -93,7 +103,7 @@ pub const CATALOG: &[(&str, FeatureFn, &str)] = &[
         |c, i| {
             c.user
                 .and_then(|u| u.mean_price())
-                .map_or(0.0, |m| ((i.item.price + 1.0) / (m + 1.0)).ln() as f32)
+                .map(|m| ((i.item.price + 1.0) / (m + 1.0)).ln() as f32)
         },
         "ln of item price over the user's mean price (0 when unknown)",
     ),
@@ -101,7 +111,7 @@ pub const CATALOG: &[(&str, FeatureFn, &str)] = &[
         "user_seen_item",
         |c, i| {
             c.user
-                .map_or(0.0, |u| f32::from(u8::from(u.has_seen(&i.item.item_id))))
+                .map(|u| f32::from(u8::from(u.has_seen(&i.item.item_id))))
         },
         "1 when the user recently interacted with the item",
     ),
@@ -158,16 +168,47 @@ impl FeatureSpec {
         self.fns.is_empty()
     }
 
-    /// Appends one row per item to `out` (row-major, `len()` columns).
+    /// Appends one row per item to `out` (row-major, `len()` columns). Missing and
+    /// non-finite values become [`DEFAULT_VALUE`] and are tallied per column in `health`.
     pub fn assemble<'a>(
         &self,
         ctx: &FeatureContext<'_>,
         items: impl IntoIterator<Item = &'a ItemRecord>,
         out: &mut Vec<f32>,
+        health: &mut FeatureHealth,
     ) {
+        health.reset(self.len());
         for item in items {
-            out.extend(self.fns.iter().map(|f| f(ctx, item)));
+            for (j, f) in self.fns.iter().enumerate() {
+                out.push(match f(ctx, item) {
+                    Some(v) if v.is_finite() => v,
+                    Some(_) => {
+                        health.nan[j] += 1;
+                        DEFAULT_VALUE
+                    }
+                    None => {
+                        health.missing[j] += 1;
+                        DEFAULT_VALUE
+                    }
+                });
+            }
         }
+    }
+}
+
+/// Per column of one assembled matrix: how many values were missing, how many non-finite.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct FeatureHealth {
+    pub missing: Vec<u32>,
+    pub nan: Vec<u32>,
+}
+
+impl FeatureHealth {
+    fn reset(&mut self, width: usize) {
+        self.missing.clear();
+        self.missing.resize(width, 0);
+        self.nan.clear();
+        self.nan.resize(width, 0);
     }
 }
 
@@ -207,8 +248,11 @@ mod tests {
             now: 2.0 * 86_400.0,
             user: None,
         };
-        spec.assemble(&ctx, [&record(), &record()], &mut out);
+        let mut health = FeatureHealth::default();
+        spec.assemble(&ctx, [&record(), &record()], &mut out, &mut health);
         assert_eq!(out, vec![0.05, 0.0, 2.0, 0.05, 0.0, 2.0]);
+        assert_eq!(health.missing, [0, 0, 0]);
+        assert_eq!(health.nan, [0, 0, 0]);
     }
 
     #[test]
@@ -230,8 +274,35 @@ mod tests {
             },
             [&r],
             &mut out,
+            &mut FeatureHealth::default(),
         );
         assert_eq!(out, vec![1.0, 1.0, 0.0]);
+    }
+
+    #[test]
+    fn missing_and_nan_values_are_defaulted_and_tallied() {
+        let mut corrupt = record();
+        corrupt.stats.clicks = f64::NAN;
+        let spec = FeatureSpec::from_names(&[
+            "item_ctr".into(),
+            "item_log_clicks".into(),
+            "item_log_impressions".into(),
+            "user_category_affinity".into(),
+        ])
+        .unwrap();
+        let mut out = Vec::new();
+        let mut health = FeatureHealth::default();
+        let ctx = FeatureContext {
+            now: 0.0,
+            user: None,
+        };
+        spec.assemble(&ctx, [&corrupt, &record()], &mut out, &mut health);
+        assert_eq!(health.nan, [1, 1, 0, 0]);
+        assert_eq!(health.missing, [0, 0, 0, 2]);
+        assert_eq!(
+            out[..4],
+            [DEFAULT_VALUE, DEFAULT_VALUE, 101f32.ln(), DEFAULT_VALUE]
+        );
     }
 
     #[test]

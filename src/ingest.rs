@@ -1,14 +1,14 @@
 //! Event ingestion, the one code path that applies user events to features whatever their
 //! source (the REST endpoint in process, or the Kafka consumer): validate a batch as a whole,
-//! drop replays by `event_id` within the dedup window, write the rest to the store in one
-//! batched call, then remember their ids — only after the write succeeded, so that a failed
-//! batch can be retried (at-least-once) and a replayed one changes nothing.
+//! then write it to the store in one batched call. The store applies each `event_id` once
+//! within its dedup window, atomically with the event's writes (in Redis, shared by every
+//! replica), so a failed batch can be retried (at-least-once) and a replayed one — after a
+//! consumer restart or rebalance, or a client's retry — changes nothing.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use moka::sync::Cache;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -18,7 +18,7 @@ use crate::config::EventSettings;
 use crate::store::{SharedStore, StoreError};
 use crate::telemetry::events::{EventsApplied, EventsRejected};
 use crate::telemetry::{InternalEvent, Metrics};
-use crate::validation::{MAX_ID_LEN, is_valid_id};
+use crate::validation::{MAX_ID_LEN, check_id};
 
 /// An event as clients send it (REST body, Kafka message value).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,11 +87,7 @@ pub fn validate(
         ("user_id", &input.user_id),
         ("item_id", &input.item_id),
     ] {
-        if !is_valid_id(value) {
-            return Err(format!(
-                "{field} must be 1-{MAX_ID_LEN} characters of [A-Za-z0-9_.:-]"
-            ));
-        }
+        check_id(field, value)?;
     }
     if let Some(r) = &input.request_id
         && (r.is_empty() || r.len() > MAX_ID_LEN)
@@ -109,9 +105,10 @@ pub fn validate(
     }
     Ok(ValidEvent {
         input: original,
-        event_id: input.event_id,
+        event_id: input.event_id.clone(),
         request_id: input.request_id,
         event: Event {
+            event_id: Some(input.event_id.as_str().into()),
             kind: input.kind,
             user_id: input.user_id,
             item_id: input.item_id.as_str().into(),
@@ -155,20 +152,11 @@ pub struct Applied {
 pub struct Ingestor {
     store: SharedStore,
     metrics: Arc<Metrics>,
-    /// Per tenant: event ids applied within the window.
-    seen: Cache<(Arc<str>, String), ()>,
 }
 
 impl Ingestor {
-    pub fn new(store: SharedStore, settings: &EventSettings, metrics: Arc<Metrics>) -> Self {
-        Self {
-            store,
-            metrics,
-            seen: Cache::builder()
-                .max_capacity(settings.dedup_capacity)
-                .time_to_live(Duration::from_secs(settings.dedup_window_seconds))
-                .build(),
-        }
+    pub fn new(store: SharedStore, metrics: Arc<Metrics>) -> Self {
+        Self { store, metrics }
     }
 
     pub async fn apply(
@@ -178,37 +166,31 @@ impl Ingestor {
         source: Source,
     ) -> Result<Applied, StoreError> {
         let started = Instant::now();
-        let mut fresh: Vec<ValidEvent> = Vec::with_capacity(events.len());
-        let mut in_batch: HashMap<&str, ()> = HashMap::new();
         let total = events.len();
-        for e in &events {
-            let key = (tenant.clone(), e.event_id.clone());
-            if self.seen.contains_key(&key) || in_batch.insert(&e.event_id, ()).is_some() {
-                continue;
-            }
-            fresh.push(e.clone());
-        }
-        let duplicates = total - fresh.len();
-        let mut batch: Vec<Event> = fresh.iter().map(|e| e.event.clone()).collect();
-        let skipped = self.store.apply_events(tenant, &batch).await?;
-        let unknown_items = skipped.len();
-        // Metrics count what was written: events on unknown items are rejections only.
-        for i in skipped.into_iter().rev() {
-            batch.remove(i);
-        }
-        // Only now: a batch whose write failed is retried in full, not half-remembered.
-        for e in &fresh {
-            self.seen.insert((tenant.clone(), e.event_id.clone()), ());
-        }
+        let batch: Vec<Event> = events.into_iter().map(|e| e.event).collect();
+        let outcome = self.store.apply_events(tenant, &batch).await?;
+        let unknown_items = outcome.unknown_items.len();
         let applied = Applied {
-            applied: fresh.len() - unknown_items,
-            duplicates,
+            applied: outcome.applied(total),
+            duplicates: outcome.duplicates.len(),
             unknown_items,
         };
+        // Metrics count what was written: events on unknown items are rejections only.
+        let skipped: HashSet<usize> = outcome
+            .unknown_items
+            .iter()
+            .chain(&outcome.duplicates)
+            .copied()
+            .collect();
+        let written: Vec<Event> = batch
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, e)| (!skipped.contains(&i)).then_some(e))
+            .collect();
         EventsApplied {
             tenant,
             source: source.as_str(),
-            events: &batch,
+            events: &written,
             outcome: &applied,
             duration: started.elapsed(),
         }

@@ -16,7 +16,7 @@ use crate::config::Settings;
 use crate::http::{self, AppState, error};
 use crate::model::LoadedModel;
 use crate::store::{
-    CachedStore, Instrumented, MemoryStore, PopularityFallback, RedisStore, SharedStore,
+    CachedStore, Dedup, Instrumented, MemoryStore, PopularityFallback, RedisStore, SharedStore,
     StoreContext, StoreHealth,
 };
 use crate::telemetry::events::{self, ModelLoaded};
@@ -40,7 +40,9 @@ pub struct Application {
 async fn build_store(settings: &Settings, metrics: &Arc<Metrics>) -> anyhow::Result<StoreContext> {
     if settings.redis.enabled() {
         metrics.register_redis();
-        let redis: SharedStore = Arc::new(RedisStore::connect(&settings.redis)?);
+        let redis: SharedStore = Arc::new(
+            RedisStore::connect(&settings.redis)?.with_dedup(Dedup::from(&settings.events)),
+        );
         let timed: SharedStore = Arc::new(Instrumented::new(redis, metrics.clone()));
         let cached = CachedStore::new(
             timed,
@@ -58,7 +60,10 @@ async fn build_store(settings: &Settings, metrics: &Arc<Metrics>) -> anyhow::Res
             watched: true,
         });
     }
-    let store = MemoryStore::new(settings.tenants.keys().cloned());
+    let store = MemoryStore::with_dedup(
+        settings.tenants.keys().cloned(),
+        Dedup::from(&settings.events),
+    );
     if settings.store.demo.enabled {
         let anchor = settings
             .store

@@ -12,6 +12,17 @@ pub fn is_valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }
 
+/// `Ok` for a valid id, else the one message every caller shows for `field`.
+pub fn check_id(field: &str, id: &str) -> Result<(), String> {
+    if is_valid_id(id) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field} must be 1-{MAX_ID_LEN} characters of [A-Za-z0-9_.:-]"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,9 +10,9 @@ use actix::prelude::*;
 use super::{ActorHealth, FeedError, InjectPanic, panic_message};
 use crate::candidates::Sources;
 use crate::catalog::{ItemId, ItemRecord, UnixSeconds, UserProfile};
-use crate::features::{FeatureContext, FeatureSpec};
+use crate::features::{FeatureContext, FeatureHealth, FeatureSpec};
 use crate::model::OnnxScorer;
-use crate::telemetry::events::ModelScored;
+use crate::telemetry::events::{FeaturesInvalid, ModelScored};
 use crate::telemetry::{InternalEvent, Metrics};
 
 pub const NAME: &str = "ranker";
@@ -24,6 +24,7 @@ pub struct Ranker {
     health: Arc<ActorHealth>,
     /// Reused between requests: the matrix is the largest allocation of a request.
     matrix: Vec<f32>,
+    feature_health: FeatureHealth,
 }
 
 impl Ranker {
@@ -39,6 +40,7 @@ impl Ranker {
             metrics,
             health,
             matrix: Vec::new(),
+            feature_health: FeatureHealth::default(),
         }
     }
 }
@@ -107,8 +109,15 @@ impl Ranker {
                 &ctx,
                 msg.candidates.iter().map(|(_, _, r)| &**r),
                 &mut self.matrix,
+                &mut self.feature_health,
             )
         });
+        FeaturesInvalid {
+            model: &self.scorer.metadata().name,
+            features: self.spec.names(),
+            health: &self.feature_health,
+        }
+        .emit(&self.metrics);
         let assembled = Instant::now();
         let scores = tracing::info_span!(
             "model.inference",

@@ -97,7 +97,6 @@ impl ActorSystem {
         // One Ingestor for both paths: in process (the actor) and from Kafka (the consumer).
         let events = Arc::new(crate::ingest::Ingestor::new(
             store.store.clone(),
-            &settings.events,
             metrics.clone(),
         ));
         let ingestor = {

@@ -14,7 +14,7 @@ use crate::actors::{Feed, FeedOutcome, StageTimings};
 use crate::candidates::Sources;
 use crate::telemetry::InternalEvent;
 use crate::telemetry::events::{FeedFailed, FeedServed};
-use crate::validation::is_valid_id;
+use crate::validation::check_id;
 
 pub const DEFAULT_LIMIT: u32 = 20;
 pub const MAX_LIMIT: u32 = 100;
@@ -38,11 +38,7 @@ impl FeedQuery {
         let user_id = self
             .user_id
             .ok_or_else(|| ApiError::invalid("user_id is required"))?;
-        if !is_valid_id(&user_id) {
-            return Err(ApiError::invalid(
-                "user_id must be 1-128 characters of [A-Za-z0-9_.:-]",
-            ));
-        }
+        check_id("user_id", &user_id).map_err(ApiError::invalid)?;
         let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
         if !(1..=MAX_LIMIT).contains(&limit) {
             return Err(ApiError::invalid(format!(

@@ -1,22 +1,24 @@
 //! `POST /v1/tenants/{tenant}/items`: bulk upsert of catalog items. The whole batch is
 //! validated first; one bad item rejects the batch with every problem listed, and nothing of
-//! it is written.
+//! it is written. `GET /v1/tenants/{tenant}/items/{item_id}`: one item with the statistics
+//! events have given it, to watch features move.
 
 use std::collections::HashSet;
 
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::AppState;
 use super::auth::AuthorizedTenant;
 use super::error::{ApiError, Detail};
-use crate::catalog::Item;
+use crate::catalog::{EventKind, Item, ItemStats, UnixSeconds, WINDOWS, unix_now};
+use crate::features::smoothed_ctr;
 use crate::telemetry::InternalEvent;
 use crate::telemetry::events::ItemsUpserted;
-use crate::validation::is_valid_id;
+use crate::validation::check_id;
 
 pub const MAX_ITEMS_PER_CALL: usize = 1000;
 const MAX_LABEL_LEN: usize = 64;
@@ -49,9 +51,7 @@ fn label(field: &str, value: &str) -> Result<(), String> {
 
 fn parse_item(raw: Value, now: i64) -> Result<Item, String> {
     let input: ItemInput = serde_json::from_value(raw).map_err(|e| e.to_string())?;
-    if !is_valid_id(&input.item_id) {
-        return Err("item_id must be 1-128 characters of [A-Za-z0-9_.:-]".into());
-    }
+    check_id("item_id", &input.item_id)?;
     label("category", &input.category)?;
     label("brand", &input.brand)?;
     if !input.price.is_finite() || input.price < 0.0 {
@@ -115,5 +115,54 @@ pub async fn upsert_items(
         count,
     }
     .emit(&state.metrics);
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "upserted": count })))
+    Ok(HttpResponse::Ok().json(json!({ "upserted": count })))
+}
+
+/// Counts in [`EventKind`] order, as the API shows them.
+fn counts_json(c: [f64; 4]) -> Value {
+    let [impressions, clicks, add_to_carts, purchases] = c;
+    json!({
+        "impressions": impressions,
+        "clicks": clicks,
+        "add_to_carts": add_to_carts,
+        "purchases": purchases,
+        "ctr": smoothed_ctr(clicks, impressions),
+    })
+}
+
+fn stats_json(s: &ItemStats, now: UnixSeconds) -> Value {
+    let all_time = [s.impressions, s.clicks, s.add_to_carts, s.purchases];
+    debug_assert_eq!(EventKind::Purchase as usize, 3);
+    let windows: Map<String, Value> = WINDOWS
+        .iter()
+        .zip(s.windowed(now))
+        .map(|((label, _), c)| ((*label).to_owned(), counts_json(c)))
+        .collect();
+    json!({
+        "all_time": counts_json(all_time),
+        "windows": windows,
+        "trending": s.trending_score(now),
+    })
+}
+
+pub async fn get_item(
+    AuthorizedTenant(tenant): AuthorizedTenant,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, item_id) = path.into_inner();
+    check_id("item_id", &item_id).map_err(ApiError::invalid)?;
+    let found = state
+        .store
+        .items(&tenant.id, &[item_id.as_str().into()])
+        .await?
+        .pop()
+        .flatten()
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("no item {item_id:?} in tenant {:?}", tenant.id))
+        })?;
+    Ok(HttpResponse::Ok().json(json!({
+        "item": found.item,
+        "stats": stats_json(&found.stats, unix_now()),
+    })))
 }

@@ -51,6 +51,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .default_service(not_allowed()),
     )
     .service(
+        web::resource("/v1/tenants/{tenant}/items/{item_id}")
+            .route(web::get().to(items::get_item))
+            .default_service(not_allowed()),
+    )
+    .service(
         web::resource("/v1/tenants/{tenant}/events")
             .route(web::post().to(events::post_events))
             .default_service(not_allowed()),

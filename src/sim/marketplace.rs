@@ -142,6 +142,7 @@ impl Marketplace {
         at: UnixSeconds,
     ) -> Vec<Event> {
         let event = |kind, dt: f64| Event {
+            event_id: None,
             kind,
             user_id: user.to_owned(),
             item_id: self.items[i].item_id.clone(),

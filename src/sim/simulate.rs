@@ -16,7 +16,7 @@ use super::seed_tenant;
 use crate::candidates;
 use crate::catalog::{Event, EventKind, ItemRecord};
 use crate::config::Settings;
-use crate::features::{FeatureContext, FeatureSpec};
+use crate::features::{FeatureContext, FeatureHealth, FeatureSpec};
 use crate::model::LoadedModel;
 use crate::store::{FeatureStore, MemoryStore};
 use crate::telemetry::Metrics;
@@ -242,14 +242,24 @@ pub async fn run(settings: &Settings, args: &SimulateArgs) -> anyhow::Result<Sim
             user: profile.as_deref(),
         };
         matrix.clear();
-        logged.assemble(&ctx, records.iter().map(|r| &**r), &mut matrix);
+        logged.assemble(
+            &ctx,
+            records.iter().map(|r| &**r),
+            &mut matrix,
+            &mut FeatureHealth::default(),
+        );
 
         let mut order: Vec<usize> = (0..records.len()).collect();
         match &mut scorer {
             None => order.shuffle(&mut rng),
             Some((scorer, spec)) => {
                 let mut own = Vec::new();
-                spec.assemble(&ctx, records.iter().map(|r| &**r), &mut own);
+                spec.assemble(
+                    &ctx,
+                    records.iter().map(|r| &**r),
+                    &mut own,
+                    &mut FeatureHealth::default(),
+                );
                 let scores = scorer.score(&own, records.len())?;
                 order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]));
             }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use moka::sync::Cache;
 
-use super::{CandidateLists, CandidateQuery, FeatureStore, SharedStore, StoreError};
+use super::{ApplyOutcome, CandidateLists, CandidateQuery, FeatureStore, SharedStore, StoreError};
 use crate::catalog::{Event, Item, ItemId, ItemRecord, UserProfile};
 use crate::config::CacheSettings;
 use crate::telemetry::Metrics;
@@ -127,7 +127,11 @@ impl FeatureStore for CachedStore {
         result
     }
 
-    async fn apply_events(&self, tenant: &str, events: &[Event]) -> Result<Vec<usize>, StoreError> {
+    async fn apply_events(
+        &self,
+        tenant: &str,
+        events: &[Event],
+    ) -> Result<ApplyOutcome, StoreError> {
         let result = self.inner.apply_events(tenant, events).await;
         let cache = self.cache(tenant)?;
         for e in events {

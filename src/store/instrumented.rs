@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
-use super::{CandidateLists, CandidateQuery, FeatureStore, SharedStore, StoreError};
+use super::{ApplyOutcome, CandidateLists, CandidateQuery, FeatureStore, SharedStore, StoreError};
 use crate::catalog::{Event, Item, ItemId, ItemRecord, UserProfile};
 use crate::telemetry::Metrics;
 
@@ -72,7 +72,11 @@ impl FeatureStore for Instrumented {
             .await
     }
 
-    async fn apply_events(&self, tenant: &str, events: &[Event]) -> Result<Vec<usize>, StoreError> {
+    async fn apply_events(
+        &self,
+        tenant: &str,
+        events: &[Event],
+    ) -> Result<ApplyOutcome, StoreError> {
         self.timed("apply_events", self.inner.apply_events(tenant, events))
             .await
     }

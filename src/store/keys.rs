@@ -4,12 +4,13 @@
 //!
 //! | key                                 | type | content |
 //! |-------------------------------------|------|---------|
-//! | `er:{t}:item:<item_id>`             | hash | `item` (catalog JSON), `impressions`, `clicks`, `add_to_carts`, `purchases` |
+//! | `er:{t}:item:<item_id>`             | hash | `item` (catalog JSON), `impressions`, `clicks`, `add_to_carts`, `purchases`, `windows` (window counts, packed f64) |
 //! | `er:{t}:trending`                   | zset | item → trending score relative to `TRENDING_EPOCH` |
 //! | `er:{t}:cat:<category>`             | zset | item → all-time engagement (popularity) |
 //! | `er:{t}:new`                        | zset | item → `created_at` |
 //! | `er:{t}:user:<user_id>`             | hash | `interactions`, `affinity_total`, `price_sum`, `price_count`, `c:<category>`, `b:<brand>` |
 //! | `er:{t}:recent:<user_id>`           | list | recently interacted item ids, newest first |
+//! | `er:{t}:seen:<event_id>`            | string | an applied event id; expires after the dedup window |
 
 pub fn item(tenant: &str, id: &str) -> String {
     format!("er:{{{tenant}}}:item:{id}")
@@ -34,6 +35,13 @@ pub fn user(tenant: &str, user: &str) -> String {
 pub fn recent(tenant: &str, user: &str) -> String {
     format!("er:{{{tenant}}}:recent:{user}")
 }
+
+pub fn seen(tenant: &str, event_id: &str) -> String {
+    format!("er:{{{tenant}}}:seen:{event_id}")
+}
+
+/// The item hash field holding the window counts (binary, see `store::redis`).
+pub const WINDOWS_FIELD: &str = "windows";
 
 /// Hash fields of an item's statistics, in [`crate::catalog::ItemStats`] order.
 pub const ITEM_COUNTERS: [&str; 4] = ["impressions", "clicks", "add_to_carts", "purchases"];

@@ -6,7 +6,9 @@ use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 
-use super::{CandidateLists, CandidateQuery, FeatureStore, StoreError};
+use moka::sync::Cache;
+
+use super::{ApplyOutcome, CandidateLists, CandidateQuery, Dedup, FeatureStore, StoreError};
 use crate::catalog::{Event, Item, ItemId, ItemRecord, UserProfile};
 
 #[derive(Default)]
@@ -72,6 +74,9 @@ impl CandidateIndex {
 
 pub struct MemoryStore {
     tenants: HashMap<String, RwLock<TenantState>>,
+    /// (tenant, event id) applied within the dedup window; checked and filled under the
+    /// tenant's write lock, so an id is applied once however many callers race.
+    seen: Cache<(String, Arc<str>), ()>,
 }
 
 fn head(list: &[ItemId], n: usize) -> Vec<ItemId> {
@@ -81,11 +86,19 @@ fn head(list: &[ItemId], n: usize) -> Vec<ItemId> {
 impl MemoryStore {
     /// A store for exactly these tenants; others are rejected as unknown.
     pub fn new<I: IntoIterator<Item = String>>(tenants: I) -> Self {
+        Self::with_dedup(tenants, Dedup::default())
+    }
+
+    pub fn with_dedup<I: IntoIterator<Item = String>>(tenants: I, dedup: Dedup) -> Self {
         Self {
             tenants: tenants
                 .into_iter()
                 .map(|t| (t, RwLock::new(TenantState::default())))
                 .collect(),
+            seen: Cache::builder()
+                .max_capacity(dedup.capacity)
+                .time_to_live(dedup.window)
+                .build(),
         }
     }
 
@@ -182,19 +195,31 @@ impl FeatureStore for MemoryStore {
         Ok(())
     }
 
-    async fn apply_events(&self, tenant: &str, events: &[Event]) -> Result<Vec<usize>, StoreError> {
+    async fn apply_events(
+        &self,
+        tenant: &str,
+        events: &[Event],
+    ) -> Result<ApplyOutcome, StoreError> {
         let mut state = write(self.tenant(tenant)?);
         let TenantState {
             items,
             users,
             index,
         } = &mut *state;
-        let mut skipped = Vec::new();
+        let mut outcome = ApplyOutcome::default();
         for (i, event) in events.iter().enumerate() {
             let Some(record) = items.get_mut(&event.item_id) else {
-                skipped.push(i);
+                outcome.unknown_items.push(i);
                 continue;
             };
+            if let Some(id) = &event.event_id {
+                let key = (tenant.to_owned(), id.clone());
+                if self.seen.contains_key(&key) {
+                    outcome.duplicates.push(i);
+                    continue;
+                }
+                self.seen.insert(key, ());
+            }
             // Copy-on-write: readers holding the old Arc keep a consistent record.
             let record = Arc::make_mut(record);
             record.stats.record(event.kind, event.timestamp);
@@ -202,7 +227,7 @@ impl FeatureStore for MemoryStore {
             Arc::make_mut(profile).record(event.kind, &record.item);
         }
         *index = None;
-        Ok(skipped)
+        Ok(outcome)
     }
 }
 
@@ -224,6 +249,7 @@ mod tests {
 
     fn event(kind: EventKind, user: &str, item: &str) -> Event {
         Event {
+            event_id: None,
             kind,
             user_id: user.into(),
             item_id: item.into(),
@@ -241,7 +267,7 @@ mod tests {
             )
             .await
             .unwrap();
-        let skipped = store
+        let outcome = store
             .apply_events(
                 "t",
                 &[
@@ -252,7 +278,8 @@ mod tests {
             )
             .await
             .unwrap();
-        assert_eq!(skipped, [2]);
+        assert_eq!(outcome.unknown_items, [2]);
+        assert!(outcome.duplicates.is_empty());
         let q = CandidateQuery {
             trending: 2,
             categories: vec![("x".into(), 5), ("none".into(), 5)],
@@ -284,5 +311,30 @@ mod tests {
             store.user_profile("nope", "u").await,
             Err(StoreError::UnknownTenant(_))
         ));
+    }
+
+    #[actix_rt::test]
+    async fn an_event_id_is_applied_once_per_tenant() {
+        let store = MemoryStore::new(["t".to_string(), "s".to_string()]);
+        for tenant in ["t", "s"] {
+            store
+                .upsert_items(tenant, vec![item("a", "x", 1)])
+                .await
+                .unwrap();
+        }
+        let click = Event {
+            event_id: Some("e1".into()),
+            ..event(EventKind::Click, "u", "a")
+        };
+        let batch = [click.clone(), click.clone()];
+        let outcome = store.apply_events("t", &batch).await.unwrap();
+        assert_eq!(outcome.duplicates, [1]);
+        let again = store.apply_events("t", &batch).await.unwrap();
+        assert_eq!(again.duplicates, [0, 1]);
+        // Ids are the tenant's own: another shop may use the same.
+        let other = store.apply_events("s", &batch[..1]).await.unwrap();
+        assert_eq!(other.applied(1), 1);
+        let rec = store.items("t", &["a".into()]).await.unwrap();
+        assert_eq!(rec[0].as_ref().unwrap().stats.clicks, 1.0);
     }
 }

@@ -12,6 +12,7 @@ mod memory;
 mod redis;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -78,9 +79,54 @@ pub trait FeatureStore: Send + Sync + 'static {
     /// Inserts or replaces catalog fields; an existing item keeps its statistics.
     async fn upsert_items(&self, tenant: &str, items: Vec<Item>) -> Result<(), StoreError>;
 
-    /// Applies interaction events to item statistics and user profiles. Events on items the
-    /// store does not know are skipped; their indexes are returned.
-    async fn apply_events(&self, tenant: &str, events: &[Event]) -> Result<Vec<usize>, StoreError>;
+    /// Applies interaction events to item statistics and user profiles, each atomically with
+    /// its deduplication: an `event_id` applied within the store's dedup window is skipped,
+    /// so a batch retried after a failure (or replayed from Kafka, by any replica) changes
+    /// nothing twice. Events on items the store does not know are skipped too.
+    async fn apply_events(
+        &self,
+        tenant: &str,
+        events: &[Event],
+    ) -> Result<ApplyOutcome, StoreError>;
+}
+
+/// How long, and for how many events, a store remembers applied event ids.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Dedup {
+    pub window: Duration,
+    /// Bounds the embedded store's memory; Redis keeps one key per id for the window.
+    pub capacity: u64,
+}
+
+impl Default for Dedup {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(3_600),
+            capacity: 2_000_000,
+        }
+    }
+}
+
+impl From<&crate::config::EventSettings> for Dedup {
+    fn from(s: &crate::config::EventSettings) -> Self {
+        Self {
+            window: Duration::from_secs(s.dedup_window_seconds),
+            capacity: s.dedup_capacity,
+        }
+    }
+}
+
+/// Which events of a batch were not applied, by index.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ApplyOutcome {
+    pub unknown_items: Vec<usize>,
+    pub duplicates: Vec<usize>,
+}
+
+impl ApplyOutcome {
+    pub fn applied(&self, total: usize) -> usize {
+        total - self.unknown_items.len() - self.duplicates.len()
+    }
 }
 
 pub type SharedStore = Arc<dyn FeatureStore>;

@@ -2,7 +2,7 @@
 //! pipeline — one round trip — bounded by the command timeout. Key layout: `store::keys`.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -10,8 +10,10 @@ use deadpool_redis::redis::{self, FromRedisValue, Pipeline};
 use deadpool_redis::{Runtime, Timeouts};
 
 use super::keys::{self, BRAND_PREFIX, CATEGORY_PREFIX, ITEM_COUNTERS};
-use super::{CandidateLists, CandidateQuery, FeatureStore, StoreError};
-use crate::catalog::{Event, Item, ItemId, ItemRecord, ItemStats, RECENT_ITEMS, UserProfile};
+use super::{ApplyOutcome, CandidateLists, CandidateQuery, Dedup, FeatureStore, StoreError};
+use crate::catalog::{
+    Event, Item, ItemId, ItemRecord, ItemStats, RECENT_ITEMS, UserProfile, WINDOWS, WindowCounts,
+};
 use crate::config::RedisSettings;
 
 enum Pool {
@@ -22,6 +24,183 @@ enum Pool {
 pub struct RedisStore {
     pool: Pool,
     timeout: Duration,
+    dedup: Dedup,
+}
+
+/// Applies a chunk of events, each atomically with its deduplication: `SET NX PX` on the
+/// event id, and only if that took, the same updates as `ItemStats::record` and
+/// `UserProfile::record`. The updates of the applied events are summed in Lua and written
+/// once per key (calls from Lua into Redis are what a chunk costs); window counts rotate as
+/// `WindowCounts::record` does (the two must stay in step; the backend equivalence tests
+/// compare them). Every key carries the tenant's hash tag, so a chunk is one slot. Returns,
+/// per event, 1 if applied and 0 for a duplicate.
+///
+/// KEYS: trending, then 5 per event (seen, item, category, user, recent).
+/// ARGV: dedup ms, window lengths (JSON array), then 11 per event (see
+/// [`apply_events_invocation`]).
+const APPLY_EVENTS_LUA: &str = r"
+local dedup_ms = tonumber(ARGV[1])
+local lengths = cjson.decode(ARGV[2])
+local function add(t, key, field, delta)
+  local h = t[key]
+  if not h then h = {}; t[key] = h; t[#t + 1] = key end
+  h[field] = (h[field] or 0) + delta
+end
+local hashes, zsets, windows, recents, applied = {}, {}, {}, {}, {}
+for e = 0, (#KEYS - 1) / 5 - 1 do
+  local K, A = 1 + e * 5, 2 + e * 11
+  if ARGV[A + 1] == '1' and dedup_ms > 0
+      and not redis.call('SET', KEYS[K + 1], '1', 'NX', 'PX', dedup_ms) then
+    applied[e + 1] = 0
+  else
+    applied[e + 1] = 1
+    local item, id = KEYS[K + 2], ARGV[A + 3]
+    add(hashes, item, ARGV[A + 2], 1)
+    local k, at = tonumber(ARGV[A + 9]) + 1, tonumber(ARGV[A + 10])
+    -- Per window 9 numbers: bucket, current[4], previous[4] (offsets o+1, o+2.., o+6..).
+    local ws = windows[item]
+    if not ws then
+      local raw = redis.call('HGET', item, 'windows')
+      if raw and #raw == WINDOW_BYTES then
+        ws = {struct.unpack(WINDOW_FORMAT, raw)}
+      else
+        ws = {}
+        for i = 1, 9 * #lengths do ws[i] = 0 end
+      end
+      windows[item] = ws
+      windows[#windows + 1] = item
+    end
+    for i, length in ipairs(lengths) do
+      local o = (i - 1) * 9
+      local bucket = math.floor(at / length)
+      local d = bucket - ws[o + 1]
+      if d == 0 then
+        ws[o + 1 + k] = ws[o + 1 + k] + 1
+      elseif d > 0 then
+        for j = 2, 5 do
+          ws[o + 4 + j] = (d == 1) and ws[o + j] or 0
+          ws[o + j] = 0
+        end
+        ws[o + 1 + k] = 1
+        ws[o + 1] = bucket
+      elseif d == -1 then
+        ws[o + 5 + k] = ws[o + 5 + k] + 1
+      end
+    end
+    local trending, popularity = tonumber(ARGV[A + 4]), tonumber(ARGV[A + 5])
+    if trending > 0 then add(zsets, KEYS[1], id, trending) end
+    if popularity > 0 then add(zsets, KEYS[K + 3], id, popularity) end
+    local aw = tonumber(ARGV[A + 6])
+    if aw > 0 then
+      local user = KEYS[K + 4]
+      add(hashes, user, 'interactions', 1)
+      add(hashes, user, 'affinity_total', aw)
+      add(hashes, user, 'price_sum', tonumber(ARGV[A + 7]))
+      add(hashes, user, 'price_count', 1)
+      add(hashes, user, ARGV[A + 8], aw)
+      add(hashes, user, ARGV[A + 11], aw)
+      local r = recents[KEYS[K + 5]]
+      if not r then r = {}; recents[KEYS[K + 5]] = r; recents[#recents + 1] = KEYS[K + 5] end
+      r[#r + 1] = id
+    end
+  end
+end
+local function num(x) return string.format('%.17g', x) end
+for _, key in ipairs(hashes) do
+  for field, delta in pairs(hashes[key]) do redis.call('HINCRBYFLOAT', key, field, num(delta)) end
+end
+for _, key in ipairs(zsets) do
+  for member, delta in pairs(zsets[key]) do redis.call('ZINCRBY', key, num(delta), member) end
+end
+for _, item in ipairs(windows) do
+  redis.call('HSET', item, 'windows', struct.pack(WINDOW_FORMAT, unpack(windows[item], 1, WINDOW_VALUES)))
+end
+for _, key in ipairs(recents) do
+  -- Newest last in r: push each item once, at its latest position.
+  local r, last, push = recents[key], {}, {}
+  for i, id in ipairs(r) do last[id] = i end
+  for i, id in ipairs(r) do
+    if last[id] == i then
+      redis.call('LREM', key, 0, id)
+      push[#push + 1] = id
+    end
+  end
+  redis.call('LPUSH', key, unpack(push))
+  redis.call('LTRIM', key, 0, RECENT_LIMIT)
+end
+return applied
+";
+/// The `windows` field of an item: per window (in `WINDOWS` order) its bucket, current[4] and
+/// previous[4] counts, as little-endian f64 (Lua's `struct` packs them at C speed; JSON
+/// through `cjson` cost more than all the event's other writes together).
+const WINDOW_VALUES: usize = 9 * WINDOWS.len();
+
+fn decode_windows(raw: &[u8]) -> Option<[WindowCounts; 3]> {
+    if raw.len() != WINDOW_VALUES * 8 {
+        return None;
+    }
+    let v: Vec<f64> = raw
+        .chunks_exact(8)
+        .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .collect();
+    Some(std::array::from_fn(|w| {
+        let o = w * 9;
+        WindowCounts {
+            bucket: v[o] as i64,
+            current: std::array::from_fn(|k| v[o + 1 + k]),
+            previous: std::array::from_fn(|k| v[o + 5 + k]),
+        }
+    }))
+}
+
+/// Events per script call: amortizes the call and sums repeated keys, while keeping each
+/// call (which blocks the Redis thread) around a millisecond.
+const EVENTS_PER_CALL: usize = 200;
+
+static APPLY_EVENTS: LazyLock<(String, redis::Script)> = LazyLock::new(|| {
+    let code = APPLY_EVENTS_LUA
+        .replace("RECENT_LIMIT", &(RECENT_ITEMS - 1).to_string())
+        .replace(
+            "WINDOW_FORMAT",
+            &format!("'<{}'", "d".repeat(WINDOW_VALUES)),
+        )
+        .replace("WINDOW_BYTES", &(WINDOW_VALUES * 8).to_string())
+        .replace("WINDOW_VALUES", &WINDOW_VALUES.to_string());
+    let script = redis::Script::new(&code);
+    (code, script)
+});
+
+/// One script call for `events` (each with its catalog item).
+fn apply_events_invocation(
+    tenant: &str,
+    events: &[(&Event, &Item)],
+    dedup_ms: &str,
+) -> redis::ScriptInvocation<'static> {
+    let mut call = APPLY_EVENTS.1.prepare_invoke();
+    let lengths: Vec<f64> = WINDOWS.iter().map(|(_, length)| *length).collect();
+    call.key(keys::trending(tenant))
+        .arg(dedup_ms)
+        .arg(serde_json::to_string(&lengths).expect("numbers serialize"));
+    for (e, item) in events {
+        call.key(keys::seen(tenant, e.event_id.as_deref().unwrap_or("")))
+            .key(keys::item(tenant, &e.item_id))
+            .key(keys::category(tenant, &item.category))
+            .key(keys::user(tenant, &e.user_id))
+            .key(keys::recent(tenant, &e.user_id))
+            .arg(if e.event_id.is_some() { "1" } else { "0" })
+            // ITEM_COUNTERS lists the counters in EventKind order.
+            .arg(ITEM_COUNTERS[e.kind as usize])
+            .arg(&*e.item_id)
+            .arg(e.kind.trending_increment(e.timestamp))
+            .arg(e.kind.popularity_weight())
+            .arg(e.kind.affinity_weight())
+            .arg(item.price)
+            .arg(format!("{CATEGORY_PREFIX}{}", item.category))
+            .arg(e.kind as usize)
+            .arg(e.timestamp)
+            .arg(format!("{BRAND_PREFIX}{}", item.brand));
+    }
+    call
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -72,13 +251,26 @@ impl RedisStore {
         Ok(Self {
             pool,
             timeout: settings.command_timeout(),
+            dedup: Dedup::default(),
         })
+    }
+
+    pub fn with_dedup(self, dedup: Dedup) -> Self {
+        Self { dedup, ..self }
     }
 
     /// Runs one pipeline on a pooled connection. Getting the connection is bounded by the
     /// pool's timeouts (wait: the command timeout; a new connection: the connect timeout),
     /// the round trip by the command timeout.
     async fn query<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, StoreError> {
+        self.run(pipe).await?.map_err(unavailable)
+    }
+
+    /// [`Self::query`] that leaves the server's own errors to the caller.
+    async fn run<T: FromRedisValue>(
+        &self,
+        pipe: &Pipeline,
+    ) -> Result<redis::RedisResult<T>, StoreError> {
         let answer = match &self.pool {
             Pool::Single(p) => {
                 let mut c = p.get().await.map_err(unavailable)?;
@@ -87,6 +279,23 @@ impl RedisStore {
             Pool::Cluster(p) => {
                 let mut c = p.get().await.map_err(unavailable)?;
                 tokio::time::timeout(self.timeout, pipe.query_async(&mut *c)).await
+            }
+        };
+        answer.map_err(|_| unavailable(format!("no answer within {:?}", self.timeout)))
+    }
+
+    /// Loads the event script (on every primary of a cluster: the command is routed to all).
+    async fn load_script(&self) -> Result<(), StoreError> {
+        let mut load = redis::cmd("SCRIPT");
+        load.arg("LOAD").arg(&APPLY_EVENTS.0);
+        let answer = match &self.pool {
+            Pool::Single(p) => {
+                let mut c = p.get().await.map_err(unavailable)?;
+                tokio::time::timeout(self.timeout, load.query_async::<()>(&mut *c)).await
+            }
+            Pool::Cluster(p) => {
+                let mut c = p.get().await.map_err(unavailable)?;
+                tokio::time::timeout(self.timeout, load.query_async::<()>(&mut *c)).await
             }
         };
         answer
@@ -132,11 +341,19 @@ fn parse_f64(fields: &HashMap<String, String>, name: &str) -> f64 {
     fields.get(name).and_then(|v| v.parse().ok()).unwrap_or(0.0)
 }
 
-fn item_record(mut fields: HashMap<String, String>, trending: Option<f64>) -> Option<ItemRecord> {
+fn item_record(
+    mut fields: HashMap<String, String>,
+    windows: Option<Vec<u8>>,
+    trending: Option<f64>,
+) -> Option<ItemRecord> {
     // A hash without a parseable catalog entry is treated as missing (and counted as such).
     let item: Item = serde_json::from_str(&fields.remove("item")?).ok()?;
     let [impressions, clicks, add_to_carts, purchases] =
         ITEM_COUNTERS.map(|f| parse_f64(&fields, f));
+    let windows = windows
+        .as_deref()
+        .and_then(decode_windows)
+        .unwrap_or_default();
     Some(ItemRecord {
         item,
         stats: ItemStats {
@@ -145,6 +362,7 @@ fn item_record(mut fields: HashMap<String, String>, trending: Option<f64>) -> Op
             add_to_carts,
             purchases,
             trending: trending.unwrap_or(0.0),
+            windows,
         },
     })
 }
@@ -273,9 +491,15 @@ impl FeatureStore for RedisStore {
             .into_iter()
             .zip(trending)
             .map(|(v, t)| {
-                let fields: HashMap<String, String> =
+                let mut raw: HashMap<String, Vec<u8>> =
                     redis::from_redis_value(v).map_err(unavailable)?;
-                Ok(item_record(fields, t).map(Arc::new))
+                // The one binary field; every other one is text.
+                let windows = raw.remove(keys::WINDOWS_FIELD);
+                let fields = raw
+                    .into_iter()
+                    .filter_map(|(k, v)| Some((k, String::from_utf8(v).ok()?)))
+                    .collect();
+                Ok(item_record(fields, windows, t).map(Arc::new))
             })
             .collect()
     }
@@ -340,9 +564,14 @@ impl FeatureStore for RedisStore {
         self.query::<()>(&write).await
     }
 
-    async fn apply_events(&self, tenant: &str, events: &[Event]) -> Result<Vec<usize>, StoreError> {
+    async fn apply_events(
+        &self,
+        tenant: &str,
+        events: &[Event],
+    ) -> Result<ApplyOutcome, StoreError> {
+        let mut outcome = ApplyOutcome::default();
         if events.is_empty() {
-            return Ok(Vec::new());
+            return Ok(outcome);
         }
         let ids: Vec<&str> = events
             .iter()
@@ -361,68 +590,40 @@ impl FeatureStore for RedisStore {
             .filter_map(|(id, json)| Some((*id, serde_json::from_str(&json?).ok()?)))
             .collect();
 
-        // The same updates as ItemStats::record and UserProfile::record, as atomic increments.
-        let mut write = redis::pipe();
-        let mut skipped = Vec::new();
+        let dedup_ms = self.dedup.window.as_millis().to_string();
+        let mut sent = Vec::with_capacity(events.len());
+        let mut known = Vec::with_capacity(events.len());
         for (i, e) in events.iter().enumerate() {
-            let Some(item) = catalog.get(&*e.item_id) else {
-                skipped.push(i);
-                continue;
-            };
-            // ITEM_COUNTERS lists the counters in EventKind order.
-            let counter = ITEM_COUNTERS[e.kind as usize];
-            let item_key = keys::item(tenant, &e.item_id);
-            write
-                .cmd("HINCRBYFLOAT")
-                .arg(&item_key)
-                .arg(counter)
-                .arg(1)
-                .ignore();
-            let trending = e.kind.trending_increment(e.timestamp);
-            if trending > 0.0 {
-                write
-                    .zincr(keys::trending(tenant), &*e.item_id, trending)
-                    .ignore();
-            }
-            let popularity = e.kind.popularity_weight();
-            if popularity > 0.0 {
-                write
-                    .zincr(
-                        keys::category(tenant, &item.category),
-                        &*e.item_id,
-                        popularity,
-                    )
-                    .ignore();
-            }
-            let w = e.kind.affinity_weight();
-            if w > 0.0 {
-                let user = keys::user(tenant, &e.user_id);
-                for (field, delta) in [
-                    ("interactions".to_owned(), 1.0),
-                    ("affinity_total".to_owned(), f64::from(w)),
-                    ("price_sum".to_owned(), item.price),
-                    ("price_count".to_owned(), 1.0),
-                    (format!("{CATEGORY_PREFIX}{}", item.category), f64::from(w)),
-                    (format!("{BRAND_PREFIX}{}", item.brand), f64::from(w)),
-                ] {
-                    write
-                        .cmd("HINCRBYFLOAT")
-                        .arg(&user)
-                        .arg(field)
-                        .arg(delta)
-                        .ignore();
+            match catalog.get(&*e.item_id) {
+                Some(item) => {
+                    sent.push(i);
+                    known.push((e, item));
                 }
-                let recent = keys::recent(tenant, &e.user_id);
-                write
-                    .lrem(&recent, 0, &*e.item_id)
-                    .ignore()
-                    .lpush(&recent, &*e.item_id)
-                    .ignore()
-                    .ltrim(&recent, 0, RECENT_ITEMS as isize - 1)
-                    .ignore();
+                None => outcome.unknown_items.push(i),
             }
         }
-        self.query::<()>(&write).await?;
-        Ok(skipped)
+        if sent.is_empty() {
+            return Ok(outcome);
+        }
+        let mut write = redis::pipe();
+        for chunk in known.chunks(EVENTS_PER_CALL) {
+            write.invoke_script(&apply_events_invocation(tenant, chunk, &dedup_ms));
+        }
+        let answers: Vec<Vec<i64>> = match self.run(&write).await? {
+            // The server lost its scripts (restart, failover, SCRIPT FLUSH): no event of the
+            // batch ran, load and send again.
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                self.load_script().await?;
+                self.query(&write).await?
+            }
+            other => other.map_err(unavailable)?,
+        };
+        let applied = answers.into_iter().flatten();
+        outcome.duplicates = sent
+            .into_iter()
+            .zip(applied)
+            .filter_map(|(i, a)| (a == 0).then_some(i))
+            .collect();
+        Ok(outcome)
     }
 }

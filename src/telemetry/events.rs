@@ -142,6 +142,28 @@ impl InternalEvent for ModelScored<'_> {
     }
 }
 
+/// The missing and non-finite values of one assembled feature matrix.
+pub struct FeaturesInvalid<'a> {
+    pub model: &'a str,
+    pub features: &'a [String],
+    pub health: &'a crate::features::FeatureHealth,
+}
+
+impl InternalEvent for FeaturesInvalid<'_> {
+    fn emit(self, m: &Metrics) {
+        let kinds = [("missing", &self.health.missing), ("nan", &self.health.nan)];
+        for (kind, counts) in kinds {
+            for (feature, &n) in self.features.iter().zip(counts.iter()) {
+                if n > 0 {
+                    m.ml.feature_invalid_total
+                        .with_label_values(&[self.model, feature.as_str(), kind])
+                        .inc_by(u64::from(n));
+                }
+            }
+        }
+    }
+}
+
 pub struct ActorUp<'a> {
     pub actor: &'a str,
     pub up: bool,

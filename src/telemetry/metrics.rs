@@ -52,9 +52,11 @@ pub struct Metrics {
     pub kafka_assigned_partitions: IntGauge,
     pub redis_up: IntGauge,
     pub redis_ping_seconds: Histogram,
+    /// Model health (#9): feature validity, drift, canary, live ranking quality.
+    pub ml: super::ml_metrics::MlMetrics,
 }
 
-fn histogram(name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
+pub(super) fn histogram(name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
     HistogramVec::new(
         HistogramOpts::new(name, help).buckets(buckets.to_vec()),
         labels,
@@ -62,11 +64,11 @@ fn histogram(name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> Histog
     .expect("static metric definition")
 }
 
-fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+pub(super) fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition")
 }
 
-fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+pub(super) fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition")
 }
 
@@ -226,8 +228,12 @@ impl Metrics {
                 .buckets(STAGE_BUCKETS.to_vec()),
             )
             .expect("static metric definition"),
+            ml: super::ml_metrics::MlMetrics::new(),
         };
         m.register_all();
+        for c in m.ml.collectors() {
+            m.registry.register(c).expect("metric registered once");
+        }
         m
     }
 

@@ -3,6 +3,7 @@
 pub mod events;
 pub mod logging;
 mod metrics;
+mod ml_metrics;
 pub mod tracing;
 
 pub use events::InternalEvent;

@@ -323,3 +323,59 @@ async fn the_simulator_emits_its_events_to_a_running_service() {
         "every simulated event reached the service"
     );
 }
+
+/// `stats[path…]` as a number.
+fn num(v: &Value, path: &[&str]) -> f64 {
+    path.iter()
+        .fold(v, |v, k| &v[*k])
+        .as_f64()
+        .unwrap_or_else(|| panic!("{path:?} in {v}"))
+}
+
+#[actix_rt::test]
+async fn item_counts_over_time_windows_follow_events() {
+    let app = app().await;
+    let item = &market().items[7].item_id;
+    let before = app.item_stats("demo-a", DEMO_A_KEY, item).await;
+    let two_days_ago = time::OffsetDateTime::now_utc() - time::Duration::days(2);
+    let mut old = event("w-old", "click", "u1", item);
+    old["timestamp"] = json!(
+        two_days_ago
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    );
+    let res = post(
+        &app,
+        vec![
+            event("w1", "impression", "u1", item),
+            event("w2", "impression", "u2", item),
+            event("w3", "click", "u1", item),
+            event("w4", "click", "u2", item),
+            event("w5", "click", "u3", item),
+            old,
+        ],
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let after = app.item_stats("demo-a", DEMO_A_KEY, item).await;
+    let delta = |path: &[&str]| num(&after, path) - num(&before, path);
+    assert_eq!(delta(&["all_time", "clicks"]), 4.0);
+    assert_eq!(delta(&["all_time", "impressions"]), 2.0);
+    // The windows count the three new clicks; the two-day-old one is outside 1 h and 24 h.
+    // (Sliding windows are estimated from two buckets: allow for a bucket boundary passing
+    // between the post and the read.)
+    for window in ["1h", "24h"] {
+        let clicks = delta(&["windows", window, "clicks"]);
+        assert!((clicks - 3.0).abs() < 0.01, "{window}: {clicks} in {after}");
+    }
+    let week = delta(&["windows", "7d", "clicks"]);
+    assert!((2.99..=4.0).contains(&week), "7d: {week}");
+    assert!(delta(&["windows", "1h", "ctr"]) > 0.0, "{after}");
+
+    let res = app.item("demo-a", DEMO_A_KEY, "no-such-item").await;
+    assert_error(res, StatusCode::NOT_FOUND, "not_found").await;
+    let res = app.item("demo-a", DEMO_A_KEY, "bad%20id").await;
+    assert_error(res, StatusCode::BAD_REQUEST, "invalid_argument").await;
+    let res = app.item("demo-b", DEMO_A_KEY, item).await;
+    assert_error(res, StatusCode::FORBIDDEN, "permission_denied").await;
+}

@@ -36,6 +36,23 @@ impl TestApp {
         format!("{}{}", self.address, path)
     }
 
+    /// `GET /v1/tenants/{tenant}/items/{id}`.
+    pub async fn item(&self, tenant: &str, key: &str, id: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(&format!("/v1/tenants/{tenant}/items/{id}")))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// An item's statistics (`stats` of the item endpoint); the item must exist.
+    pub async fn item_stats(&self, tenant: &str, key: &str, id: &str) -> serde_json::Value {
+        let res = self.item(tenant, key, id).await;
+        assert_eq!(res.status(), 200);
+        res.json::<serde_json::Value>().await.unwrap()["stats"].clone()
+    }
+
     pub async fn feed(&self, tenant: &str, key: &str, query: &str) -> reqwest::Response {
         self.client
             .get(self.url(&format!("/v1/tenants/{tenant}/feed?{query}")))

@@ -13,4 +13,5 @@ mod kafka;
 mod lifecycle;
 mod logs;
 mod metrics;
+mod ml;
 mod redis;

@@ -12,9 +12,9 @@ use crate::helpers::{
 };
 
 /// Fixed, so that both backends get byte-identical demo data.
-const ANCHOR: f64 = 1_790_000_000.0;
+pub const ANCHOR: f64 = 1_790_000_000.0;
 
-fn demo() -> DemoSettings {
+pub fn demo() -> DemoSettings {
     let mut d = Settings::load(None).unwrap().store.demo;
     d.items = 1500;
     d.users = 300;
@@ -22,7 +22,14 @@ fn demo() -> DemoSettings {
     d
 }
 
-async fn load_demo(redis: &RedisServer) {
+/// An item of the loaded demo catalog.
+fn market_item() -> String {
+    eaglerank::sim::Marketplace::generate(&demo(), "demo-a", ANCHOR).items[3]
+        .item_id
+        .to_string()
+}
+
+pub async fn load_demo(redis: &RedisServer) {
     redis
         .load_demo(&demo(), &["demo-a", "demo-b"], ANCHOR)
         .await;
@@ -30,13 +37,21 @@ async fn load_demo(redis: &RedisServer) {
 
 /// Generous timeouts: a loaded CI machine must not make a healthy Redis look down.
 async fn spawn_redis_app(redis: &RedisServer) -> TestApp {
-    spawn_app_with(&[
+    spawn_redis_app_with(redis, &[]).await
+}
+
+pub async fn spawn_redis_app_with(
+    redis: &RedisServer,
+    overrides: &[(&'static str, config::Value)],
+) -> TestApp {
+    let mut all = vec![
         ("redis.url", redis.url().into()),
         ("redis.ping_interval_ms", 100.into()),
         ("redis.command_timeout_ms", 2000.into()),
         ("server.request_deadline_ms", 10_000.into()),
-    ])
-    .await
+    ];
+    all.extend(overrides.iter().cloned());
+    spawn_app_with(&all).await
 }
 
 fn close(a: f64, b: f64) -> bool {
@@ -55,6 +70,8 @@ fn assert_same_record(a: &ItemRecord, b: &ItemRecord) {
     ] {
         assert!(close(u, v), "{a:?} vs {b:?}");
     }
+    // Window counts are small integers: the Lua rotation must match WindowCounts::record.
+    assert_eq!(x.windows, y.windows);
 }
 
 fn assert_same_profile(a: &UserProfile, b: &UserProfile) {
@@ -78,8 +95,9 @@ async fn every_store_operation_round_trips_like_the_embedded_store() {
     let redis = RedisServer::start();
     let r = redis.store();
     assert_round_trips(&r).await;
-    // 3 item hashes, trending, new arrivals, 2 categories, and a hash and a list per user.
-    assert_eq!(r.clear_tenant("t").await.unwrap(), 11);
+    // 3 item hashes, trending, new arrivals, 2 categories, a hash and a list per user, and
+    // one dedup key per applied event id (8).
+    assert_eq!(r.clear_tenant("t").await.unwrap(), 11 + 8);
     assert!(r.user_profile("t", "u1").await.unwrap().is_none());
 }
 
@@ -110,6 +128,7 @@ async fn assert_round_trips(r: &RedisStore) {
         attributes: serde_json::from_str(r#"{"color":"red","sizes":[40,41]}"#).unwrap(),
     };
     let event = |kind, user: &str, item: &str, at| Event {
+        event_id: Some(format!("{user}-{item}-{at}").into()),
         kind,
         user_id: user.into(),
         item_id: item.into(),
@@ -126,15 +145,32 @@ async fn assert_round_trips(r: &RedisStore) {
         event(EventKind::Purchase, "u1", "c", 2.0),
         event(EventKind::AddToCart, "u2", "b", 3.0),
         event(EventKind::Click, "u2", "nope", 4.0),
+        // A replay of the click (same id): applied once.
+        event(EventKind::Click, "u1", "a", 1.0),
+        // Late events: one in each window's previous bucket or before, one too old to count
+        // in the hour or day.
+        event(EventKind::Click, "u2", "b", -3_700.0),
+        event(EventKind::Purchase, "u2", "b", -2.5 * 86_400.0),
+        Event {
+            event_id: None,
+            ..event(EventKind::Click, "u2", "c", 5.0)
+        },
+    ];
+    // The next hour and beyond: the windows rotate.
+    let later = [
+        event(EventKind::Impression, "u1", "a", 3_600.0),
+        event(EventKind::Click, "u1", "a", 3.0 * 86_400.0),
     ];
     for s in [r as &dyn FeatureStore, &m] {
         s.ping().await.unwrap();
         s.upsert_items("t", items.clone()).await.unwrap();
-        assert_eq!(
-            s.apply_events("t", &events).await.unwrap(),
-            [4],
-            "unknown item skipped"
-        );
+        let outcome = s.apply_events("t", &events).await.unwrap();
+        assert_eq!(outcome.unknown_items, [4], "unknown item skipped");
+        assert_eq!(outcome.duplicates, [5], "replayed id skipped");
+        let replay = s.apply_events("t", &events).await.unwrap();
+        assert_eq!(replay.duplicates, [0, 1, 2, 3, 5, 6, 7], "{replay:?}");
+        assert_eq!(replay.applied(events.len()), 1, "no id: applied again");
+        assert_eq!(s.apply_events("t", &later).await.unwrap().applied(2), 2);
         // "a" moves to bags, keeping its statistics and its engagement.
         s.upsert_items("t", vec![item("a", "bags", 10)])
             .await
@@ -172,7 +208,9 @@ async fn assert_round_trips(r: &RedisStore) {
         assert_same_record(x.as_ref().unwrap(), y.as_ref().unwrap());
     }
     assert!(ir[3].is_none() && im[3].is_none());
-    assert_eq!(im[0].as_ref().unwrap().stats.clicks, 1.0);
+    assert_eq!(im[0].as_ref().unwrap().stats.clicks, 2.0);
+    assert_eq!(im[2].as_ref().unwrap().stats.clicks, 2.0);
+    assert_eq!(im[1].as_ref().unwrap().stats.clicks, 1.0);
 
     for user in ["u1", "u2"] {
         let (pr, pm) = (
@@ -423,5 +461,43 @@ async fn redis_down_at_start_up_means_not_ready_but_alive() {
     assert!(
         body["items"].as_array().unwrap().is_empty(),
         "nothing to fall back on yet"
+    );
+}
+
+/// Deduplication lives in Redis, not in a replica: a batch replayed to another replica (a
+/// Kafka rebalance, a client retrying against another pod) is applied once.
+#[actix_rt::test]
+async fn an_event_replayed_to_another_replica_is_applied_once() {
+    let redis = RedisServer::start();
+    load_demo(&redis).await;
+    let (a, b) = (spawn_redis_app(&redis).await, spawn_redis_app(&redis).await);
+    for app in [&a, &b] {
+        app.wait_ready(200).await;
+    }
+    let item = market_item();
+    let before = b.item_stats("demo-a", DEMO_A_KEY, &item).await;
+    let events: Vec<Value> = (0..3)
+        .map(|i| {
+            serde_json::json!({"event_id": format!("r{i}"), "type": "click", "user_id": "u1",
+                               "item_id": item, "timestamp": eaglerank::ingest::now_rfc3339()})
+        })
+        .collect();
+    let post = |app: &TestApp| {
+        app.client
+            .post(app.url("/v1/tenants/demo-a/events"))
+            .bearer_auth(DEMO_A_KEY)
+            .json(&serde_json::json!({ "events": events }))
+            .send()
+    };
+    let first: Value = post(&a).await.unwrap().json().await.unwrap();
+    assert_eq!(first["accepted"], 3, "{first}");
+    assert_eq!(first["duplicates"], 0, "{first}");
+    let replay: Value = post(&b).await.unwrap().json().await.unwrap();
+    assert_eq!(replay["duplicates"], 3, "{replay}");
+    let after = b.item_stats("demo-a", DEMO_A_KEY, &item).await;
+    assert_eq!(
+        after["all_time"]["clicks"].as_f64().unwrap()
+            - before["all_time"]["clicks"].as_f64().unwrap(),
+        3.0
     );
 }
