@@ -24,7 +24,15 @@ pub struct Settings {
     pub cache: CacheSettings,
     pub events: EventSettings,
     pub kafka: KafkaSettings,
+    pub admin: AdminSettings,
     pub tenants: BTreeMap<String, TenantSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AdminSettings {
+    /// Hex SHA-256 digests of the admin API keys.
+    #[serde(default)]
+    pub api_key_sha256: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -86,6 +94,12 @@ pub struct ModelSettings {
     pub metadata: PathBuf,
     pub onnxruntime_library: PathBuf,
     pub ranker_threads: usize,
+    pub watchdog_interval_ms: u64,
+    pub drift_min_samples: u64,
+}
+
+fn is_digest(hex_digest: &str) -> bool {
+    hex_digest.len() == 64 && hex::decode(hex_digest).is_ok()
 }
 
 impl ModelSettings {
@@ -301,13 +315,17 @@ impl Settings {
             if let Err(e) = crate::validation::check_id("tenant id", id) {
                 return invalid(format!("{e}: {id:?}"));
             }
-            for digest in &tenant.api_key_sha256 {
-                if digest.len() != 64 || hex::decode(digest).is_err() {
-                    return invalid(format!(
-                        "tenants.{id}.api_key_sha256 must hold 64-char hex SHA-256 digests"
-                    ));
-                }
+            if !tenant.api_key_sha256.iter().all(|d| is_digest(d)) {
+                return invalid(format!(
+                    "tenants.{id}.api_key_sha256 must hold 64-char hex SHA-256 digests"
+                ));
             }
+        }
+        if !self.admin.api_key_sha256.iter().all(|d| is_digest(d)) {
+            return invalid("admin.api_key_sha256 must hold 64-char hex SHA-256 digests".into());
+        }
+        if self.model.watchdog_interval_ms == 0 {
+            return invalid("model.watchdog_interval_ms must be > 0".into());
         }
         Ok(())
     }

@@ -14,7 +14,7 @@ use tracing_actix_web::TracingLogger;
 use crate::actors::ActorSystem;
 use crate::config::Settings;
 use crate::http::{self, AppState, error};
-use crate::model::LoadedModel;
+use crate::model::{LoadedModel, ModelRegistry};
 use crate::store::{
     CachedStore, Dedup, Instrumented, MemoryStore, PopularityFallback, RedisStore, SharedStore,
     StoreContext, StoreHealth,
@@ -100,7 +100,8 @@ impl Application {
         for id in tenants.ids() {
             metrics.init_tenant(id);
         }
-        let actors = ActorSystem::start(&settings, &store, &model, metrics.clone());
+        let models = Arc::new(ModelRegistry::new(settings.model.clone(), model));
+        let actors = ActorSystem::start(&settings, &store, &models, metrics.clone());
         if let Err(down) = actors.wait_until_up(ACTOR_START_TIMEOUT).await {
             let names: Vec<&str> = down.iter().map(|a| a.name).collect();
             anyhow::bail!("actors did not start within {ACTOR_START_TIMEOUT:?}: {names:?}");
@@ -124,7 +125,7 @@ impl Application {
             store: store.store.clone(),
             store_health: store.health.clone(),
             tenants,
-            model: model.metadata.clone(),
+            models,
             metrics: metrics.clone(),
             events: settings.events.clone(),
             producer,

@@ -33,11 +33,20 @@ pub enum AuthError {
     UnknownTenant,
     #[error("this API key does not belong to the requested tenant")]
     WrongTenant,
+    #[error("this API key is not an admin key")]
+    NotAdmin,
 }
 
 pub struct Tenants {
     by_id: HashMap<Arc<str>, Arc<Tenant>>,
     by_key: HashMap<[u8; 32], Arc<str>>,
+    admin_keys: Vec<[u8; 32]>,
+}
+
+fn parse_digest(hex_digest: &str) -> Option<[u8; 32]> {
+    let mut d = [0u8; 32];
+    // Config validation already checked the digests are 64 hex chars.
+    hex::decode_to_slice(hex_digest, &mut d).ok().map(|()| d)
 }
 
 pub fn key_digest(key: &str) -> [u8; 32] {
@@ -60,15 +69,34 @@ impl Tenants {
                     limiter,
                 }),
             );
-            for digest in &t.api_key_sha256 {
-                let mut d = [0u8; 32];
-                // Config validation already checked the digests are 64 hex chars.
-                if hex::decode_to_slice(digest, &mut d).is_ok() {
-                    by_key.insert(d, id.clone());
-                }
+            for d in t.api_key_sha256.iter().filter_map(|h| parse_digest(h)) {
+                by_key.insert(d, id.clone());
             }
         }
-        Self { by_id, by_key }
+        let admin_keys = settings
+            .admin
+            .api_key_sha256
+            .iter()
+            .filter_map(|h| parse_digest(h))
+            .collect();
+        Self {
+            by_id,
+            by_key,
+            admin_keys,
+        }
+    }
+
+    /// Checks an admin key. A tenant's key is valid, but not for this.
+    pub fn authorize_admin(&self, key: Option<&str>) -> Result<(), AuthError> {
+        let key = key.filter(|k| !k.is_empty()).ok_or(AuthError::MissingKey)?;
+        let digest = key_digest(key);
+        if self.admin_keys.contains(&digest) {
+            Ok(())
+        } else if self.by_key.contains_key(&digest) {
+            Err(AuthError::NotAdmin)
+        } else {
+            Err(AuthError::InvalidKey)
+        }
     }
 
     pub fn ids(&self) -> impl Iterator<Item = &Arc<str>> {

@@ -7,7 +7,8 @@
 Reads the exact feature vectors the service served (no train/serve skew), trains a LightGBM
 LambdaRank model on 80 % of the users, evaluates NDCG@20 on the other 20 % against a popularity
 ranking, exports ONNX with the input/output names the service expects, and writes
-models/<name>.onnx plus models/<name>.json (feature order, probe rows, offline metrics).
+models/<name>.onnx plus models/<name>.json (feature order, probe rows, offline metrics, and
+the reference distributions the service's drift monitor compares served traffic with).
 """
 
 import argparse
@@ -27,6 +28,32 @@ from sklearn.metrics import ndcg_score
 
 SEED = 20261125
 INPUT, OUTPUT = "input", "variable"
+# Decile bins: PSI over ~10 bins is the usual industry reading (0.1 watch, 0.25 act).
+REFERENCE_BINS = 10
+
+
+def reference(values):
+    """Interior bin edges at the deciles (duplicates dropped: binary or sparse features get fewer
+    bins) and the share of values per bin. A value v falls in bin #{edges <= v}; the service
+    bins served values the same way (`partition_point(|e| e <= v)`)."""
+    values = np.asarray(values, dtype=np.float64)
+    edges = np.unique(np.quantile(values, np.linspace(0, 1, REFERENCE_BINS + 1)[1:-1]))
+    bins = np.searchsorted(edges, values, side="right")
+    counts = np.bincount(bins, minlength=len(edges) + 1)
+    return {
+        "edges": [float(e) for e in edges],
+        "proportions": [round(float(c) / len(values), 6) for c in counts],
+    }
+
+
+def reference_stats(names, x, scores):
+    """What serving should look like: every logged feature vector (shown items of an unbiased
+    logging policy, i.e. a random sample of the candidates the ranker scores) and its score."""
+    return {
+        "rows": int(len(x)),
+        "features": {n: reference(x[:, i]) for i, n in enumerate(names)},
+        "score": reference(scores),
+    }
 
 
 def load(path):
@@ -157,6 +184,8 @@ def write_model(args, schema, names, x, y, request, test, scores, onnx_model, mo
         timings.append(time.perf_counter() - t)
     timings.sort()
 
+    all_scores = sess.run([output_name], {INPUT: x})[0].reshape(-1)
+
     probe_rows = x[test][:8]
     probe_expected = sess.run([output_name], {INPUT: probe_rows})[0].reshape(-1)
 
@@ -172,6 +201,7 @@ def write_model(args, schema, names, x, y, request, test, scores, onnx_model, mo
             "expected": [float(v) for v in probe_expected],
             "tolerance": 1e-4,
         },
+        "reference": reference_stats(names, x, all_scores),
         "training": algorithm | {
             "data": {
                 "log": str(args.log),

@@ -13,6 +13,7 @@ use super::ranker::{self, Rank, RankedCandidate, Ranker};
 use super::{ActorHealth, FeedError, InjectPanic, Ping, Stop, ask, guarded};
 use crate::candidates::{Source, Sources};
 use crate::catalog::{ItemId, unix_now};
+use crate::model::{ModelMetadata, ModelRegistry};
 use crate::store::{PopularityFallback, SharedStore, StoreError, StoreHealth};
 use crate::telemetry::events::{FeaturesFetched, FeaturesMissing, FeedDegraded};
 use crate::telemetry::{InternalEvent, Metrics};
@@ -31,6 +32,7 @@ pub struct Deps {
     pub fallback: Arc<PopularityFallback>,
     pub candidates: Addr<CandidateFetcher>,
     pub ranker: Addr<Ranker>,
+    pub models: Arc<ModelRegistry>,
     pub metrics: Arc<Metrics>,
     pub health: Arc<ActorHealth>,
 }
@@ -90,6 +92,8 @@ pub struct StageTimings {
 
 #[derive(Debug)]
 pub struct FeedOutcome {
+    /// The model that ranked these items.
+    pub model: Arc<ModelMetadata>,
     pub items: Vec<RankedItem>,
     pub num_candidates: usize,
     pub timings: StageTimings,
@@ -165,6 +169,7 @@ async fn degraded(
     let t = Instant::now();
     let rank = Rank {
         span,
+        model: deps.models.current(),
         user: None,
         candidates,
         limit: msg.limit,
@@ -173,6 +178,7 @@ async fn degraded(
     };
     let ranking = ask(ranker::NAME, &deps.ranker, rank).await?;
     Ok(FeedOutcome {
+        model: ranking.model,
         items: ranking.items,
         num_candidates,
         timings: StageTimings {
@@ -246,6 +252,7 @@ async fn session(deps: &Deps, msg: &Feed) -> Result<FeedOutcome, FeedError> {
     let t = Instant::now();
     let rank = Rank {
         span: tracing::Span::current(),
+        model: deps.models.current(),
         user,
         candidates: joined,
         limit: msg.limit,
@@ -257,6 +264,7 @@ async fn session(deps: &Deps, msg: &Feed) -> Result<FeedOutcome, FeedError> {
     timings.assemble = ranking.assemble;
     timings.inference = ranking.inference;
     Ok(FeedOutcome {
+        model: ranking.model,
         items: ranking.items,
         num_candidates,
         timings,

@@ -1,5 +1,7 @@
 //! `Ranker`: a `SyncArbiter` pool, one ONNX session per thread. It assembles the feature
 //! matrix (CPU work belongs here, off the async threads), scores it and keeps the top items.
+//! Each request names the model to use: after a reload, a thread builds a session for the
+//! new model on its first request with it.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -10,16 +12,16 @@ use actix::prelude::*;
 use super::{ActorHealth, FeedError, InjectPanic, panic_message};
 use crate::candidates::Sources;
 use crate::catalog::{ItemId, ItemRecord, UnixSeconds, UserProfile};
-use crate::features::{FeatureContext, FeatureHealth, FeatureSpec};
-use crate::model::OnnxScorer;
+use crate::features::{FeatureContext, FeatureHealth};
+use crate::model::{LoadedModel, ModelError, ModelMetadata, OnnxScorer};
 use crate::telemetry::events::{FeaturesInvalid, ModelScored};
 use crate::telemetry::{InternalEvent, Metrics};
 
 pub const NAME: &str = "ranker";
 
 pub struct Ranker {
-    scorer: OnnxScorer,
-    spec: Arc<FeatureSpec>,
+    /// The session of the model this thread last ranked with, by model id.
+    session: Option<(u64, OnnxScorer)>,
     metrics: Arc<Metrics>,
     health: Arc<ActorHealth>,
     /// Reused between requests: the matrix is the largest allocation of a request.
@@ -28,15 +30,11 @@ pub struct Ranker {
 }
 
 impl Ranker {
-    pub fn new(
-        scorer: OnnxScorer,
-        spec: Arc<FeatureSpec>,
-        metrics: Arc<Metrics>,
-        health: Arc<ActorHealth>,
-    ) -> Self {
+    /// `model`: the one served at start, whose session is built now rather than on the
+    /// first request.
+    pub fn new(model: &LoadedModel, metrics: Arc<Metrics>, health: Arc<ActorHealth>) -> Self {
         Self {
-            scorer,
-            spec,
+            session: model.scorer().ok().map(|s| (model.id, s)),
             metrics,
             health,
             matrix: Vec::new(),
@@ -63,6 +61,7 @@ impl Actor for Ranker {
 pub struct Rank {
     /// The session's span: ranking (on a ranker thread) is its child.
     pub span: tracing::Span,
+    pub model: Arc<LoadedModel>,
     pub user: Option<Arc<UserProfile>>,
     pub candidates: Vec<(ItemId, Sources, Arc<ItemRecord>)>,
     pub limit: usize,
@@ -81,14 +80,24 @@ pub struct RankedCandidate {
 
 #[derive(Debug)]
 pub struct Ranking {
+    /// The model that ranked: the one served when the request reached the ranker.
+    pub model: Arc<ModelMetadata>,
     pub items: Vec<RankedCandidate>,
     pub assemble: Duration,
     pub inference: Duration,
 }
 
 impl Ranker {
+    fn scorer(&mut self, model: &LoadedModel) -> Result<&mut OnnxScorer, ModelError> {
+        if self.session.as_ref().is_none_or(|(id, _)| *id != model.id) {
+            self.session = Some((model.id, model.scorer()?));
+        }
+        Ok(&mut self.session.as_mut().expect("just set").1)
+    }
+
     fn rank(&mut self, msg: Rank) -> Result<Ranking, FeedError> {
-        let meta = self.scorer.metadata();
+        let model = msg.model.clone();
+        let meta = &model.metadata;
         let span = tracing::info_span!(
             parent: &msg.span,
             "ranker.rank",
@@ -104,8 +113,9 @@ impl Ranker {
             user: msg.user.as_deref(),
         };
         self.matrix.clear();
-        tracing::info_span!("features.assemble", num_features = self.spec.len()).in_scope(|| {
-            self.spec.assemble(
+        let spec = &model.spec;
+        tracing::info_span!("features.assemble", num_features = spec.len()).in_scope(|| {
+            spec.assemble(
                 &ctx,
                 msg.candidates.iter().map(|(_, _, r)| &**r),
                 &mut self.matrix,
@@ -113,29 +123,38 @@ impl Ranker {
             )
         });
         FeaturesInvalid {
-            model: &self.scorer.metadata().name,
-            features: self.spec.names(),
+            model: &meta.name,
+            features: spec.names(),
             health: &self.feature_health,
         }
         .emit(&self.metrics);
         let assembled = Instant::now();
+        let rows = msg.candidates.len();
         let scores = tracing::info_span!(
             "model.inference",
-            model.name = %self.scorer.metadata().name,
-            model.version = %self.scorer.metadata().version,
-            batch_size = msg.candidates.len(),
+            model.name = %meta.name,
+            model.version = %meta.version,
+            batch_size = rows,
         )
-        .in_scope(|| self.scorer.score(&self.matrix, msg.candidates.len()))?;
+        .in_scope(|| {
+            let matrix = std::mem::take(&mut self.matrix);
+            let scored = self.scorer(&model).and_then(|s| s.score(&matrix, rows));
+            self.matrix = matrix;
+            scored
+        })?;
         let inference = assembled.elapsed();
         ModelScored {
-            model: &self.scorer.metadata().name,
+            model: &meta.name,
             duration: inference,
             scores: &scores,
         }
         .emit(&self.metrics);
+        if let Some(drift) = &model.drift {
+            drift.observe(&self.matrix, &scores);
+        }
 
         let order = top_k(&scores, &msg.candidates, msg.limit);
-        let width = self.spec.len();
+        let width = spec.len();
         let mut candidates: Vec<Option<(ItemId, Sources)>> = msg
             .candidates
             .into_iter()
@@ -156,6 +175,7 @@ impl Ranker {
             })
             .collect();
         Ok(Ranking {
+            model: model.metadata.clone(),
             items,
             assemble: assembled - started,
             inference,

@@ -12,11 +12,12 @@ use super::candidates::{self, CandidateFetcher};
 use super::gateway::{self, Deps, Gateway};
 use super::ingest::{self, EventIngestor};
 use super::kafka_consumer::{self, KafkaConsumer};
+use super::model_watchdog::{self, ModelWatchdog};
 use super::ranker::{self, Ranker};
 use super::redis_watchdog::{self, RedisWatchdog};
 use super::{ActorHealth, ActorStatus, Ping, Stop};
 use crate::config::Settings;
-use crate::model::LoadedModel;
+use crate::model::ModelRegistry;
 use crate::store::StoreContext;
 use crate::telemetry::Metrics;
 
@@ -26,6 +27,7 @@ pub struct ActorSystem {
     pub candidates: Addr<CandidateFetcher>,
     pub ranker: Addr<Ranker>,
     pub redis_watchdog: Option<Addr<RedisWatchdog>>,
+    pub model_watchdog: Addr<ModelWatchdog>,
     pub ingestor: Addr<EventIngestor>,
     pub kafka_consumer: Option<Addr<KafkaConsumer>>,
     pub health: Arc<ActorHealth>,
@@ -37,7 +39,7 @@ impl ActorSystem {
     pub fn start(
         settings: &Settings,
         store: &StoreContext,
-        model: &LoadedModel,
+        models: &Arc<ModelRegistry>,
         metrics: Arc<Metrics>,
     ) -> Self {
         let ranker_threads = crate::config::threads_or_cores(settings.model.ranker_threads);
@@ -46,6 +48,7 @@ impl ActorSystem {
             (candidates::NAME, 1),
             (ranker::NAME, ranker_threads),
             (ingest::NAME, 1),
+            (model_watchdog::NAME, 1),
         ];
         if store.watched {
             actors.push((redis_watchdog::NAME, 1));
@@ -56,13 +59,9 @@ impl ActorSystem {
         let health = Arc::new(ActorHealth::new(metrics.clone(), &actors));
 
         let ranker = {
-            let (model, metrics, health) = (model.clone(), metrics.clone(), health.clone());
+            let (models, metrics, health) = (models.clone(), metrics.clone(), health.clone());
             SyncArbiter::start(ranker_threads, move || {
-                // The model loaded and passed its probe at start-up, so a session builds.
-                let scorer = model
-                    .scorer()
-                    .expect("an ONNX session for a model that loaded at start-up");
-                Ranker::new(scorer, model.spec.clone(), metrics.clone(), health.clone())
+                Ranker::new(&models.current(), metrics.clone(), health.clone())
             })
         };
 
@@ -93,6 +92,17 @@ impl ActorSystem {
             );
             Supervisor::start(move |_| watchdog)
         });
+
+        let model_watchdog = {
+            let watchdog = ModelWatchdog::new(
+                models.clone(),
+                Duration::from_millis(settings.model.watchdog_interval_ms),
+                settings.model.drift_min_samples,
+                metrics.clone(),
+                health.clone(),
+            );
+            Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| watchdog)
+        };
 
         // One Ingestor for both paths: in process (the actor) and from Kafka (the consumer).
         let events = Arc::new(crate::ingest::Ingestor::new(
@@ -129,6 +139,7 @@ impl ActorSystem {
                 fallback: store.fallback.clone(),
                 candidates: candidates.clone(),
                 ranker: ranker.clone(),
+                models: models.clone(),
                 metrics: metrics.clone(),
                 health: health.clone(),
             };
@@ -140,6 +151,7 @@ impl ActorSystem {
             candidates,
             ranker,
             redis_watchdog,
+            model_watchdog,
             ingestor,
             kafka_consumer,
             health,
@@ -179,6 +191,7 @@ impl ActorSystem {
             candidates,
             ranker,
             redis_watchdog,
+            model_watchdog,
             ingestor,
             kafka_consumer,
             ..
@@ -192,6 +205,7 @@ impl ActorSystem {
         if let Some(watchdog) = redis_watchdog {
             let _ = watchdog.send(Stop).await;
         }
+        let _ = model_watchdog.send(Stop).await;
         let _ = gateway.send(Stop).await;
         drop(gateway);
         let _ = candidates.send(Stop).await;

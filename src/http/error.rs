@@ -40,6 +40,9 @@ pub enum ApiError {
     RateLimited(String),
     #[error("{0}")]
     Unavailable(String),
+    /// New model files failed their checks; the serving model is unchanged.
+    #[error("model rejected, the serving model is unchanged: {0}")]
+    ModelRejected(String),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -54,6 +57,7 @@ const STATUS: &[(&str, StatusCode)] = &[
     ("payload_too_large", StatusCode::PAYLOAD_TOO_LARGE),
     ("rate_limited", StatusCode::TOO_MANY_REQUESTS),
     ("unavailable", StatusCode::SERVICE_UNAVAILABLE),
+    ("model_rejected", StatusCode::UNPROCESSABLE_ENTITY),
     ("internal", StatusCode::INTERNAL_SERVER_ERROR),
 ];
 
@@ -75,6 +79,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::RateLimited(_) => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::ModelRejected(_) => "model_rejected",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -134,7 +139,7 @@ impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
             AuthError::MissingKey | AuthError::InvalidKey => ApiError::Unauthenticated(e),
-            AuthError::WrongTenant => ApiError::PermissionDenied(e),
+            AuthError::WrongTenant | AuthError::NotAdmin => ApiError::PermissionDenied(e),
             AuthError::UnknownTenant => ApiError::NotFound(e.to_string()),
         }
     }
@@ -201,6 +206,7 @@ mod tests {
             ApiError::Unauthenticated(AuthError::MissingKey),
             ApiError::PermissionDenied(AuthError::WrongTenant),
             ApiError::NotFound("x".into()),
+            ApiError::ModelRejected("x".into()),
             ApiError::MethodNotAllowed,
             ApiError::PayloadTooLarge("x".into()),
             ApiError::RateLimited("t".into()),

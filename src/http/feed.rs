@@ -142,7 +142,7 @@ pub async fn get_feed(
         }
     };
 
-    let names = state.model.features.as_slice();
+    let names = outcome.model.features.as_slice();
     let items = outcome
         .items
         .iter()
@@ -165,7 +165,7 @@ pub async fn get_feed(
         tenant: &tenant.id,
         user: &q.user_id,
         request_id: &request_id,
-        model: &state.model.name,
+        model: &outcome.model.name,
         num_candidates: outcome.num_candidates,
         num_items: outcome.items.len(),
         latency,
@@ -177,8 +177,8 @@ pub async fn get_feed(
         user_id: &q.user_id,
         request_id,
         model: ModelRef {
-            name: &state.model.name,
-            version: &state.model.version,
+            name: &outcome.model.name,
+            version: &outcome.model.version,
         },
         degraded: outcome.degraded.is_some(),
         degraded_reason: outcome.degraded,

@@ -25,13 +25,18 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         Some(reason) => json!({ "ok": false, "backend": health.backend(), "reason": reason }),
     };
     let actors = state.actors.health.snapshot();
-    let ready = store["ok"] == true && actors.iter().all(|a| a.up);
+    let model = state.models.current();
+    let canary_ok = state.models.canary_ok();
+    let ready = store["ok"] == true && canary_ok && actors.iter().all(|a| a.up);
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
         "components": {
-            // The model is loaded and probed before the server starts; a server that
-            // answers has one.
-            "model": { "ok": true, "name": state.model.name, "version": state.model.version },
+            // Loaded and probed before the server starts; the canary re-checks it.
+            "model": {
+                "ok": canary_ok,
+                "name": model.metadata.name,
+                "version": model.metadata.version,
+            },
             "store": store,
             "actors": actors,
         }

@@ -1,5 +1,6 @@
 //! The REST API: routes, the auth extractor, and the error mapping.
 
+mod admin;
 mod auth;
 pub mod error;
 mod events;
@@ -14,7 +15,7 @@ use std::time::Duration;
 use actix_web::web;
 
 use crate::actors::ActorSystem;
-use crate::model::ModelMetadata;
+use crate::model::ModelRegistry;
 use crate::store::{SharedStore, StoreHealth};
 use crate::telemetry::Metrics;
 use crate::tenants::Tenants;
@@ -28,7 +29,7 @@ pub struct AppState {
     pub store: SharedStore,
     pub store_health: Arc<StoreHealth>,
     pub tenants: Arc<Tenants>,
-    pub model: Arc<ModelMetadata>,
+    pub models: Arc<ModelRegistry>,
     pub metrics: Arc<Metrics>,
     pub events: crate::config::EventSettings,
     /// Set when Kafka is configured: events go to the topic instead of the in-process path.
@@ -58,6 +59,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/v1/tenants/{tenant}/events")
             .route(web::post().to(events::post_events))
+            .default_service(not_allowed()),
+    )
+    .service(
+        web::resource("/v1/admin/models/reload")
+            .route(web::post().to(admin::reload_model))
             .default_service(not_allowed()),
     )
     .service(

@@ -5,17 +5,22 @@
 //! the metadata must be computable, and the probe rows recorded at training time must score
 //! as they did then.
 
+mod drift;
 mod onnx;
+mod registry;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::ModelSettings;
 use crate::features::{FeatureSpec, UnknownFeature};
 
+pub use drift::{Bins, DriftMonitor, DriftReport, Reference, psi};
 pub use onnx::OnnxScorer;
+pub use registry::{ModelRegistry, ReloadOutcome};
 
 /// `models/<name>.json`, written by `training/train.py` next to the `.onnx` file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -33,6 +38,10 @@ pub struct ModelMetadata {
     /// Free-form training facts (data, parameters, offline metrics), shown in the README.
     #[serde(default)]
     pub training: serde_json::Value,
+    /// Training-time distributions of every feature and of the score: what drift is
+    /// measured against. Without it, drift is not monitored.
+    #[serde(default)]
+    pub reference: Option<Reference>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -72,17 +81,33 @@ impl From<ort::Error> for ModelError {
     }
 }
 
+/// Every load gets a new id: ranker threads key their sessions by it, so a reloaded model
+/// gets new sessions while requests already holding the old one finish with it.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
 /// A model checked and ready to serve: its bytes (each ranker thread builds its own session
-/// from them), its metadata, and the feature spec its metadata describes.
-#[derive(Clone)]
+/// from them), its metadata, the feature spec its metadata describes, and the drift monitor
+/// its served traffic feeds.
 pub struct LoadedModel {
+    pub id: u64,
     pub metadata: Arc<ModelMetadata>,
     pub spec: Arc<FeatureSpec>,
+    pub drift: Option<DriftMonitor>,
     bytes: Arc<[u8]>,
 }
 
 impl LoadedModel {
+    /// Loads the model the settings name and checks it against its probe (the canary).
     pub fn load(settings: &ModelSettings) -> Result<Self, ModelError> {
+        let model = Self::load_unchecked(settings)?;
+        model.scorer()?.check_probe()?;
+        Ok(model)
+    }
+
+    /// Loads without running the probe: for tests of what happens when the probe fails
+    /// later, which a checked load never lets through.
+    #[doc(hidden)]
+    pub fn load_unchecked(settings: &ModelSettings) -> Result<Self, ModelError> {
         onnx::init_runtime(&settings.onnxruntime_library())?;
         let metadata = read_metadata(&settings.metadata)?;
         let bytes: Arc<[u8]> = std::fs::read(&settings.path)
@@ -91,14 +116,28 @@ impl LoadedModel {
                 source,
             })?
             .into();
+        Self::from_parts(metadata, bytes)
+    }
+
+    #[doc(hidden)]
+    pub fn from_parts(metadata: ModelMetadata, bytes: Arc<[u8]>) -> Result<Self, ModelError> {
         let spec = FeatureSpec::from_names(&metadata.features)?;
-        let model = Self {
+        let drift = metadata
+            .reference
+            .as_ref()
+            .and_then(|r| DriftMonitor::new(r, &metadata.features));
+        Ok(Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             metadata: Arc::new(metadata),
             spec: Arc::new(spec),
+            drift,
             bytes,
-        };
-        model.scorer()?.check_probe()?;
-        Ok(model)
+        })
+    }
+
+    /// Scores the probe rows with a fresh session: the canary, and the gate of every load.
+    pub fn canary(&self) -> Result<(), ModelError> {
+        self.scorer()?.check_probe()
     }
 
     /// A new ONNX session for one thread.

@@ -110,6 +110,13 @@ impl OnnxScorer {
         }
         let matrix: Vec<f32> = probe.rows.concat();
         let got = self.score(&matrix, probe.rows.len())?;
+        let constant = |v: &[f32]| v.windows(2).all(|w| w[0] == w[1]);
+        if got.len() > 1 && constant(&got) && !constant(&probe.expected) {
+            return Err(ModelError::Mismatch(format!(
+                "degenerate output: every probe row scores {}",
+                got[0]
+            )));
+        }
         for (i, (g, e)) in got.iter().zip(&probe.expected).enumerate() {
             if !g.is_finite() || (g - e).abs() > probe.tolerance {
                 return Err(ModelError::Mismatch(format!(

@@ -164,6 +164,88 @@ impl InternalEvent for FeaturesInvalid<'_> {
     }
 }
 
+/// A reload attempt and the model serving after it.
+pub struct ModelReloaded<'a> {
+    pub outcome: &'a crate::model::ReloadOutcome,
+    pub serving: &'a crate::model::LoadedModel,
+}
+
+impl InternalEvent for ModelReloaded<'_> {
+    fn emit(self, m: &Metrics) {
+        use crate::model::ReloadOutcome;
+        let serving = &self.serving.metadata;
+        match self.outcome {
+            ReloadOutcome::Loaded(_) => {
+                m.ml.model_reloads_total
+                    .with_label_values(&["loaded"])
+                    .inc();
+                ModelLoaded {
+                    name: &serving.name,
+                    version: &serving.version,
+                    features: serving.features.len(),
+                }
+                .emit(m);
+            }
+            ReloadOutcome::Rejected(error) => {
+                m.ml.model_reloads_total
+                    .with_label_values(&["rejected"])
+                    .inc();
+                tracing::error!(
+                    event = "ModelReloadRejected",
+                    error = %error,
+                    model = %serving.name,
+                    model_version = %serving.version,
+                    "the new model files were rejected; the old model keeps serving"
+                );
+            }
+        }
+    }
+}
+
+/// The canary's verdict on the served model.
+pub struct ModelCanaryChecked<'a> {
+    pub model: &'a str,
+    pub error: Option<&'a crate::model::ModelError>,
+}
+
+impl InternalEvent for ModelCanaryChecked<'_> {
+    fn emit(self, m: &Metrics) {
+        m.ml.model_canary_ok
+            .with_label_values(&[self.model])
+            .set(i64::from(self.error.is_none()));
+        if let Some(error) = self.error {
+            tracing::error!(
+                event = "ModelCanaryFailed",
+                model = %self.model,
+                error = %error,
+                "the served model no longer scores its probe rows as training recorded"
+            );
+        }
+    }
+}
+
+/// One drift window of the served model.
+pub struct ModelDriftMeasured<'a> {
+    pub model: &'a str,
+    pub report: &'a crate::model::DriftReport,
+}
+
+impl InternalEvent for ModelDriftMeasured<'_> {
+    fn emit(self, m: &Metrics) {
+        for (feature, psi) in &self.report.features {
+            m.ml.feature_drift_psi
+                .with_label_values(&[self.model, feature.as_str()])
+                .set(*psi);
+        }
+        m.ml.score_drift_psi
+            .with_label_values(&[self.model])
+            .set(self.report.score);
+        m.ml.drift_samples_total
+            .with_label_values(&[self.model])
+            .inc_by(self.report.samples);
+    }
+}
+
 pub struct ActorUp<'a> {
     pub actor: &'a str,
     pub up: bool,
@@ -267,6 +349,8 @@ pub struct ModelLoaded<'a> {
 
 impl InternalEvent for ModelLoaded<'_> {
     fn emit(self, m: &Metrics) {
+        // One series: the model serving now (a reload replaces it).
+        m.build_info.reset();
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION"), self.name, self.version])
             .set(1);

@@ -2,13 +2,22 @@
 //! training reference, whether the model still answers its canary, and how well it ranks live.
 //! Label values are bounded: models come from the config, features from the model metadata.
 
-use prometheus::IntCounterVec;
 use prometheus::core::Collector;
+use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts};
 
-use super::metrics::counter;
+use super::metrics::{counter, gauge};
 
 pub struct MlMetrics {
     pub feature_invalid_total: IntCounterVec,
+    pub feature_drift_psi: GaugeVec,
+    pub score_drift_psi: GaugeVec,
+    pub drift_samples_total: IntCounterVec,
+    pub model_canary_ok: IntGaugeVec,
+    pub model_reloads_total: IntCounterVec,
+}
+
+fn float_gauge(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    GaugeVec::new(Opts::new(name, help), labels).expect("static metric definition")
 }
 
 impl MlMetrics {
@@ -20,11 +29,44 @@ impl MlMetrics {
                  replaced by the default), per model and feature.",
                 &["model", "feature", "kind"],
             ),
+            feature_drift_psi: float_gauge(
+                "eaglerank_feature_drift_psi",
+                "Population stability index of served feature values against the training \
+                 reference, over the last drift window.",
+                &["model", "feature"],
+            ),
+            score_drift_psi: float_gauge(
+                "eaglerank_score_drift_psi",
+                "Population stability index of served scores against the training reference.",
+                &["model"],
+            ),
+            drift_samples_total: counter(
+                "eaglerank_drift_samples_total",
+                "Scored rows the drift monitor sampled (a strided sample of each request).",
+                &["model"],
+            ),
+            model_canary_ok: gauge(
+                "eaglerank_model_canary_ok",
+                "1 while the served model scores its probe rows as training recorded.",
+                &["model"],
+            ),
+            model_reloads_total: counter(
+                "eaglerank_model_reloads_total",
+                "Model reload attempts: loaded (now serving) or rejected (the old one kept).",
+                &["outcome"],
+            ),
         }
     }
 
     pub fn collectors(&self) -> Vec<Box<dyn Collector>> {
-        vec![Box::new(self.feature_invalid_total.clone())]
+        vec![
+            Box::new(self.feature_invalid_total.clone()),
+            Box::new(self.feature_drift_psi.clone()),
+            Box::new(self.score_drift_psi.clone()),
+            Box::new(self.drift_samples_total.clone()),
+            Box::new(self.model_canary_ok.clone()),
+            Box::new(self.model_reloads_total.clone()),
+        ]
     }
 }
 

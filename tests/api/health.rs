@@ -26,7 +26,16 @@ async fn readyz_reports_every_component() {
     );
     let actors = c["actors"].as_array().unwrap();
     let names: Vec<&str> = actors.iter().map(|a| a["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["gateway", "candidates", "ranker", "ingestor"]);
+    assert_eq!(
+        names,
+        [
+            "gateway",
+            "candidates",
+            "ranker",
+            "ingestor",
+            "model_watchdog"
+        ]
+    );
     assert!(
         actors.iter().all(|a| a["up"] == true && a["restarts"] == 0),
         "{actors:?}"

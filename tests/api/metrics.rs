@@ -68,7 +68,13 @@ async fn every_documented_metric_is_exported_after_a_request() {
     let candidates =
         metric_value(&m, r#"eaglerank_candidates_fetched_sum{tenant="demo-a"}"#).unwrap();
     assert_eq!(scored, candidates, "every candidate is scored once");
-    for actor in ["gateway", "candidates", "ranker", "ingestor"] {
+    for actor in [
+        "gateway",
+        "candidates",
+        "ranker",
+        "ingestor",
+        "model_watchdog",
+    ] {
         assert_eq!(
             metric_value(&m, &format!(r#"eaglerank_actor_up{{actor="{actor}"}}"#)),
             Some(1.0)

@@ -79,3 +79,226 @@ async fn missing_and_nan_features_are_counted_per_feature() {
         assert!(item["score"].as_f64().unwrap().is_finite(), "{item}");
     }
 }
+
+const ADMIN_KEY: &str = "er_admin_demo_Wq4Zt8Kp2Nx6";
+const LGBM: &str = "eaglerank-lgbm-lambdarank";
+
+/// The committed models' files copied where a test may replace them.
+struct ModelDir {
+    dir: tempfile::TempDir,
+}
+
+impl ModelDir {
+    fn new() -> Self {
+        let m = Self {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        m.install("ranker");
+        m
+    }
+
+    fn onnx(&self) -> String {
+        self.dir.path().join("model.onnx").display().to_string()
+    }
+
+    fn json(&self) -> String {
+        self.dir.path().join("model.json").display().to_string()
+    }
+
+    /// Replaces the served files with `models/<stem>.*` (the JSON last, as a deploy would).
+    fn install(&self, stem: &str) {
+        std::fs::copy(format!("models/{stem}.onnx"), self.onnx()).unwrap();
+        std::fs::copy(format!("models/{stem}.json"), self.json()).unwrap();
+    }
+
+    /// The committed model with its recorded probe scores shifted: a model whose outputs
+    /// differ from what its metadata recorded.
+    fn install_with_wrong_probe(&self) {
+        let mut meta: Value =
+            serde_json::from_str(&std::fs::read_to_string("models/ranker.json").unwrap()).unwrap();
+        for e in meta["probe"]["expected"].as_array_mut().unwrap() {
+            *e = (e.as_f64().unwrap() + 1.0).into();
+        }
+        std::fs::copy("models/ranker.onnx", self.onnx()).unwrap();
+        std::fs::write(self.json(), meta.to_string()).unwrap();
+    }
+
+    async fn spawn(&self, watchdog_ms: i64) -> TestApp {
+        crate::helpers::spawn_app_with(&[
+            ("model.path", self.onnx().into()),
+            ("model.metadata", self.json().into()),
+            ("model.watchdog_interval_ms", watchdog_ms.into()),
+        ])
+        .await
+    }
+}
+
+async fn reload(app: &TestApp, key: Option<&str>) -> reqwest::Response {
+    let mut req = app.client.post(app.url("/v1/admin/models/reload"));
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    req.send().await.unwrap()
+}
+
+async fn serving_model(app: &TestApp) -> String {
+    feed(app, "u1").await["model"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Feeds in a loop until told to stop; returns every status seen.
+fn hammer(
+    app: &TestApp,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> actix_rt::task::JoinHandle<Vec<u16>> {
+    let (client, url) = (app.client.clone(), app.url("/v1/tenants/demo-a/feed"));
+    actix_rt::spawn(async move {
+        let mut statuses = Vec::new();
+        let mut i = 0;
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            i += 1;
+            let res = client
+                .get(format!("{url}?user_id=u{}&limit=10", i % 300))
+                .bearer_auth(DEMO_A_KEY)
+                .send()
+                .await
+                .unwrap();
+            statuses.push(res.status().as_u16());
+        }
+        statuses
+    })
+}
+
+/// Reloads under traffic: a corrupt file is rejected (422) and the old model keeps serving;
+/// a good one is swapped in by the admin call, another one by replacing the files alone.
+/// No request fails meanwhile.
+#[actix_rt::test]
+async fn models_reload_under_traffic_and_bad_ones_are_rejected() {
+    let models = ModelDir::new();
+    let app = models.spawn(100).await;
+    assert_eq!(serving_model(&app).await, LGBM);
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic: Vec<_> = (0..3).map(|_| hammer(&app, stop.clone())).collect();
+
+    // Only an admin key may reload.
+    assert_eq!(reload(&app, None).await.status(), 401);
+    assert_eq!(reload(&app, Some(DEMO_A_KEY)).await.status(), 403);
+
+    std::fs::write(models.onnx(), b"not an onnx model").unwrap();
+    let res = reload(&app, Some(ADMIN_KEY)).await;
+    let body = crate::errors::assert_error(
+        res,
+        reqwest::StatusCode::UNPROCESSABLE_ENTITY,
+        "model_rejected",
+    )
+    .await;
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("ONNX"),
+        "{body}"
+    );
+    assert_eq!(
+        serving_model(&app).await,
+        LGBM,
+        "the old model keeps serving"
+    );
+
+    models.install("ranker-linear");
+    let res = reload(&app, Some(ADMIN_KEY)).await;
+    assert_eq!(res.status(), 200);
+    let report: Value = res.json().await.unwrap();
+    assert_eq!(report["loaded"], true);
+    let linear = report["model"].as_str().unwrap().to_owned();
+    assert_ne!(linear, LGBM);
+    assert_eq!(serving_model(&app).await, linear);
+
+    // Replacing the files is enough: the watchdog notices within its interval.
+    models.install("ranker");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while serving_model(&app).await != LGBM {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the watchdog never reloaded"
+        );
+        actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut served = 0;
+    for t in traffic {
+        let statuses = t.await.unwrap();
+        assert!(
+            statuses.iter().all(|s| *s == 200),
+            "a request failed during reloads: {statuses:?}"
+        );
+        served += statuses.len();
+    }
+    assert!(served > 0);
+    let m = app.metrics().await;
+    assert!(metric_value(&m, r#"eaglerank_model_reloads_total{outcome="loaded"}"#).unwrap() >= 2.0);
+    assert!(
+        metric_value(&m, r#"eaglerank_model_reloads_total{outcome="rejected"}"#).unwrap() >= 1.0
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            &format!(r#"eaglerank_model_canary_ok{{model="{LGBM}"}}"#)
+        ),
+        Some(1.0)
+    );
+}
+
+/// The canary: a model whose outputs differ from what its metadata recorded is refused when
+/// its files arrive, and — should it ever be the one serving — marks the service not ready.
+#[actix_rt::test]
+async fn the_canary_catches_a_model_whose_outputs_differ_from_the_recorded_ones() {
+    let models = ModelDir::new();
+    let app = models.spawn(100).await;
+    models.install_with_wrong_probe();
+    let res = reload(&app, Some(ADMIN_KEY)).await;
+    let body = crate::errors::assert_error(
+        res,
+        reqwest::StatusCode::UNPROCESSABLE_ENTITY,
+        "model_rejected",
+    )
+    .await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("probe row"),
+        "{body}"
+    );
+    app.wait_ready(200).await;
+
+    // Serving such a model can only happen if something changes under a loaded one (the
+    // runtime library, the machine): a check-free load stands in for that here.
+    let mut settings = eaglerank::config::Settings::load(None).unwrap().model;
+    settings.path = models.onnx().into();
+    settings.metadata = models.json().into();
+    let unchecked = eaglerank::model::LoadedModel::load_unchecked(&settings).unwrap();
+    let registry = std::sync::Arc::new(eaglerank::model::ModelRegistry::new(settings, unchecked));
+    let metrics = std::sync::Arc::new(eaglerank::telemetry::Metrics::new());
+    let health = std::sync::Arc::new(eaglerank::actors::ActorHealth::new(
+        metrics.clone(),
+        &[("model_watchdog", 1)],
+    ));
+    let watchdog = eaglerank::actors::ModelWatchdog::new(
+        registry.clone(),
+        std::time::Duration::from_secs(3600),
+        1000,
+        metrics.clone(),
+        health,
+    );
+    use actix::Actor;
+    let _addr = watchdog.start();
+    actix_rt::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!registry.canary_ok(), "readiness reads this");
+    assert_eq!(
+        metrics.ml.model_canary_ok.with_label_values(&[LGBM]).get(),
+        0,
+        "eaglerank_model_canary_ok"
+    );
+}
