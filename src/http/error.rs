@@ -216,6 +216,6 @@ mod tests {
         for e in samples {
             assert!(STATUS.iter().any(|(c, _)| *c == e.code()), "{}", e.code());
         }
-        assert_eq!(STATUS.len(), 9);
+        assert_eq!(STATUS.len(), 10);
     }
 }
