@@ -302,3 +302,60 @@ async fn the_canary_catches_a_model_whose_outputs_differ_from_the_recorded_ones(
         "eaglerank_model_canary_ok"
     );
 }
+
+fn gauge(metrics: &str, series: &str) -> Option<f64> {
+    metric_value(metrics, series)
+}
+
+/// Drift against the training reference: traffic like training's keeps PSI low; a shift (here
+/// every request from a user the service has never seen) sends it up, feature by feature.
+#[actix_rt::test]
+async fn served_traffic_that_shifts_moves_the_drift_psi() {
+    // Windows of >= 1000 sampled rows (~16+ requests): each mixes users as training did.
+    let app = crate::helpers::spawn_app_with(&[
+        ("model.watchdog_interval_ms", 50.into()),
+        ("model.drift_min_samples", 1000.into()),
+    ])
+    .await;
+    let user_known =
+        format!(r#"eaglerank_feature_drift_psi{{feature="user_known",model="{LGBM}"}}"#);
+    let samples = format!(r#"eaglerank_drift_samples_total{{model="{LGBM}"}}"#);
+    let settle = || actix_rt::time::sleep(std::time::Duration::from_millis(300));
+
+    // Training saw ~11 % of rows from users without history: one request in ten here.
+    for i in 0..60 {
+        let user = if i % 10 == 0 {
+            format!("new-{i}")
+        } else {
+            format!("u{i}")
+        };
+        feed(&app, &user).await;
+    }
+    settle().await;
+    let m = app.metrics().await;
+    let before = gauge(&m, &user_known).expect("a drift window was reported");
+    let reported = metric_value(&m, &samples).unwrap();
+    assert!(
+        gauge(
+            &m,
+            &format!(r#"eaglerank_score_drift_psi{{model="{LGBM}"}}"#)
+        )
+        .is_some()
+    );
+
+    for i in 0..60 {
+        feed(&app, &format!("stranger-{i}")).await;
+    }
+    settle().await;
+    let m = app.metrics().await;
+    let after = gauge(&m, &user_known).unwrap();
+    assert!(
+        metric_value(&m, &samples).unwrap() > reported,
+        "new windows"
+    );
+    assert!(before < 0.25, "traffic like training's: {before}");
+    assert!(
+        after > 1.0 && after > before + 0.25,
+        "before {before}, after {after}"
+    );
+}
