@@ -201,11 +201,15 @@ impl RedisSettings {
 pub struct EventSettings {
     /// A replayed `event_id` within this window changes nothing.
     pub dedup_window_seconds: u64,
-    /// Event ids remembered per process for deduplication.
+    /// Event ids the embedded store remembers at most (Redis keeps one key per id instead).
     pub dedup_capacity: u64,
     /// Timestamps further in the future than this are rejected (clock skew allowance).
     pub max_future_skew_seconds: u64,
     pub max_batch: usize,
+    /// How long a served feed can be joined with clicks and purchases that name its
+    /// `request_id` (live ranking quality), and how many feeds are remembered at most.
+    pub join_window_seconds: u64,
+    pub join_capacity: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -15,6 +15,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::catalog::{Event, EventKind, UnixSeconds};
 use crate::config::EventSettings;
+use crate::quality::ServedFeeds;
 use crate::store::{SharedStore, StoreError};
 use crate::telemetry::events::{EventsApplied, EventsRejected};
 use crate::telemetry::{InternalEvent, Metrics};
@@ -152,11 +153,17 @@ pub struct Applied {
 pub struct Ingestor {
     store: SharedStore,
     metrics: Arc<Metrics>,
+    /// Applied clicks and purchases are joined with the feeds they name.
+    served: Arc<ServedFeeds>,
 }
 
 impl Ingestor {
-    pub fn new(store: SharedStore, metrics: Arc<Metrics>) -> Self {
-        Self { store, metrics }
+    pub fn new(store: SharedStore, metrics: Arc<Metrics>, served: Arc<ServedFeeds>) -> Self {
+        Self {
+            store,
+            metrics,
+            served,
+        }
     }
 
     pub async fn apply(
@@ -167,7 +174,8 @@ impl Ingestor {
     ) -> Result<Applied, StoreError> {
         let started = Instant::now();
         let total = events.len();
-        let batch: Vec<Event> = events.into_iter().map(|e| e.event).collect();
+        let (request_ids, batch): (Vec<Option<String>>, Vec<Event>) =
+            events.into_iter().map(|e| (e.request_id, e.event)).unzip();
         let outcome = self.store.apply_events(tenant, &batch).await?;
         let unknown_items = outcome.unknown_items.len();
         let applied = Applied {
@@ -187,6 +195,16 @@ impl Ingestor {
             .enumerate()
             .filter_map(|(i, e)| (!skipped.contains(&i)).then_some(e))
             .collect();
+        let joinable = request_ids
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !skipped.contains(i))
+            .map(|(_, r)| r);
+        for (e, request_id) in written.iter().zip(joinable) {
+            if let Some(r) = request_id {
+                self.served.join(tenant, r, e.kind, &e.item_id);
+            }
+        }
         EventsApplied {
             tenant,
             source: source.as_str(),
@@ -217,6 +235,8 @@ mod tests {
             dedup_capacity: 100,
             max_future_skew_seconds: 300,
             max_batch: 1000,
+            join_window_seconds: 60,
+            join_capacity: 100,
         }
     }
 

@@ -14,6 +14,7 @@ pub mod http;
 pub mod ingest;
 pub mod kafka;
 pub mod model;
+pub mod quality;
 pub mod sim;
 pub mod startup;
 pub mod store;

@@ -15,6 +15,7 @@ use crate::actors::ActorSystem;
 use crate::config::Settings;
 use crate::http::{self, AppState, error};
 use crate::model::{LoadedModel, ModelRegistry};
+use crate::quality::ServedFeeds;
 use crate::store::{
     CachedStore, Dedup, Instrumented, MemoryStore, PopularityFallback, RedisStore, SharedStore,
     StoreContext, StoreHealth,
@@ -101,7 +102,8 @@ impl Application {
             metrics.init_tenant(id);
         }
         let models = Arc::new(ModelRegistry::new(settings.model.clone(), model));
-        let actors = ActorSystem::start(&settings, &store, &models, metrics.clone());
+        let served = Arc::new(ServedFeeds::new(&settings.events, metrics.clone()));
+        let actors = ActorSystem::start(&settings, &store, &models, &served, metrics.clone());
         if let Err(down) = actors.wait_until_up(ACTOR_START_TIMEOUT).await {
             let names: Vec<&str> = down.iter().map(|a| a.name).collect();
             anyhow::bail!("actors did not start within {ACTOR_START_TIMEOUT:?}: {names:?}");
@@ -126,6 +128,7 @@ impl Application {
             store_health: store.health.clone(),
             tenants,
             models,
+            served,
             metrics: metrics.clone(),
             events: settings.events.clone(),
             producer,

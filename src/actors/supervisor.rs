@@ -18,6 +18,7 @@ use super::redis_watchdog::{self, RedisWatchdog};
 use super::{ActorHealth, ActorStatus, Ping, Stop};
 use crate::config::Settings;
 use crate::model::ModelRegistry;
+use crate::quality::ServedFeeds;
 use crate::store::StoreContext;
 use crate::telemetry::Metrics;
 
@@ -40,6 +41,7 @@ impl ActorSystem {
         settings: &Settings,
         store: &StoreContext,
         models: &Arc<ModelRegistry>,
+        served: &Arc<ServedFeeds>,
         metrics: Arc<Metrics>,
     ) -> Self {
         let ranker_threads = crate::config::threads_or_cores(settings.model.ranker_threads);
@@ -108,6 +110,7 @@ impl ActorSystem {
         let events = Arc::new(crate::ingest::Ingestor::new(
             store.store.clone(),
             metrics.clone(),
+            served.clone(),
         ));
         let ingestor = {
             let (events, health) = (events.clone(), health.clone());

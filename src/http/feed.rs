@@ -161,6 +161,12 @@ pub async fn get_feed(
             }),
         })
         .collect();
+    state.served.record(
+        &tenant.id,
+        &request_id,
+        outcome.model.clone(),
+        outcome.items.iter().map(|i| i.item_id.clone()).collect(),
+    );
     FeedServed {
         tenant: &tenant.id,
         user: &q.user_id,

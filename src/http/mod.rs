@@ -30,6 +30,8 @@ pub struct AppState {
     pub store_health: Arc<StoreHealth>,
     pub tenants: Arc<Tenants>,
     pub models: Arc<ModelRegistry>,
+    /// Served feeds, for joining clicks and purchases with them (live ranking quality).
+    pub served: Arc<crate::quality::ServedFeeds>,
     pub metrics: Arc<Metrics>,
     pub events: crate::config::EventSettings,
     /// Set when Kafka is configured: events go to the topic instead of the in-process path.

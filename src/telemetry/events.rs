@@ -246,6 +246,63 @@ impl InternalEvent for ModelDriftMeasured<'_> {
     }
 }
 
+/// A feed remembered for the live-quality join.
+pub struct FeedRanked<'a> {
+    pub tenant: &'a str,
+    pub model: &'a crate::model::ModelMetadata,
+}
+
+impl InternalEvent for FeedRanked<'_> {
+    fn emit(self, m: &Metrics) {
+        m.ml.ranking_feeds_total
+            .with_label_values(&[&self.model.name, &self.model.version, self.tenant])
+            .inc();
+    }
+}
+
+/// A click or purchase joined with the feed it came from, `position` 0-based.
+pub struct FeedInteraction<'a> {
+    pub tenant: &'a str,
+    pub model: &'a crate::model::ModelMetadata,
+    pub kind: crate::catalog::EventKind,
+    pub position: usize,
+    pub first_click: bool,
+}
+
+impl InternalEvent for FeedInteraction<'_> {
+    fn emit(self, m: &Metrics) {
+        let (name, version) = (self.model.name.as_str(), self.model.version.as_str());
+        let kind = match self.kind {
+            crate::catalog::EventKind::Purchase => "purchase",
+            _ => "click",
+        };
+        for k in crate::quality::CUTOFFS {
+            if self.position < k {
+                m.ml.ranking_interactions_total
+                    .with_label_values(&[name, version, self.tenant, kind, &k.to_string()])
+                    .inc();
+            }
+        }
+        if self.first_click {
+            m.ml.ranking_reciprocal_rank_sum
+                .with_label_values(&[name, version, self.tenant])
+                .inc_by(1.0 / (self.position + 1) as f64);
+        }
+    }
+}
+
+pub struct InteractionUnjoined {
+    pub reason: &'static str,
+}
+
+impl InternalEvent for InteractionUnjoined {
+    fn emit(self, m: &Metrics) {
+        m.ml.ranking_unjoined_total
+            .with_label_values(&[self.reason])
+            .inc();
+    }
+}
+
 pub struct ActorUp<'a> {
     pub actor: &'a str,
     pub up: bool,

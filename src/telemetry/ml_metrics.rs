@@ -14,6 +14,10 @@ pub struct MlMetrics {
     pub drift_samples_total: IntCounterVec,
     pub model_canary_ok: IntGaugeVec,
     pub model_reloads_total: IntCounterVec,
+    pub ranking_feeds_total: IntCounterVec,
+    pub ranking_interactions_total: IntCounterVec,
+    pub ranking_reciprocal_rank_sum: prometheus::CounterVec,
+    pub ranking_unjoined_total: IntCounterVec,
 }
 
 fn float_gauge(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
@@ -55,6 +59,30 @@ impl MlMetrics {
                 "Model reload attempts: loaded (now serving) or rejected (the old one kept).",
                 &["outcome"],
             ),
+            ranking_feeds_total: counter(
+                "eaglerank_ranking_feeds_total",
+                "Feeds served and remembered for joining with clicks and purchases.",
+                &["model", "version", "tenant"],
+            ),
+            ranking_interactions_total: counter(
+                "eaglerank_ranking_interactions_total",
+                "Clicks and purchases joined with the feed they came from, counted at each \
+                 cutoff k their item's rank is within (CTR@k = clicks{k} / (k * feeds)).",
+                &["model", "version", "tenant", "type", "k"],
+            ),
+            ranking_reciprocal_rank_sum: prometheus::CounterVec::new(
+                Opts::new(
+                    "eaglerank_ranking_reciprocal_rank_sum",
+                    "Sum of 1/rank of each feed's first click (MRR = this / feeds).",
+                ),
+                &["model", "version", "tenant"],
+            )
+            .expect("static metric definition"),
+            ranking_unjoined_total: counter(
+                "eaglerank_ranking_unjoined_total",
+                "Clicks and purchases with a request_id that joined no served feed.",
+                &["reason"],
+            ),
         }
     }
 
@@ -66,6 +94,10 @@ impl MlMetrics {
             Box::new(self.drift_samples_total.clone()),
             Box::new(self.model_canary_ok.clone()),
             Box::new(self.model_reloads_total.clone()),
+            Box::new(self.ranking_feeds_total.clone()),
+            Box::new(self.ranking_interactions_total.clone()),
+            Box::new(self.ranking_reciprocal_rank_sum.clone()),
+            Box::new(self.ranking_unjoined_total.clone()),
         ]
     }
 }

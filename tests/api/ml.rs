@@ -359,3 +359,87 @@ async fn served_traffic_that_shifts_moves_the_drift_psi() {
         "before {before}, after {after}"
     );
 }
+
+/// Live ranking quality: clicks and purchases carrying a feed's request_id are joined with
+/// the feed, at the rank the item was shown.
+#[actix_rt::test]
+async fn clicks_joined_with_their_feeds_give_ctr_at_k_and_mrr() {
+    let app = crate::helpers::spawn_app().await;
+    let (a, b) = (feed(&app, "u1").await, feed(&app, "u2").await);
+    let id = |f: &Value, rank: usize| f["items"][rank - 1]["item_id"].as_str().unwrap().to_owned();
+    let rid = |f: &Value| f["request_id"].as_str().unwrap().to_owned();
+    let outsider = b["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["item_id"].as_str().unwrap().to_owned())
+        .find(|i| {
+            !a["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|j| j["item_id"] == *i)
+        })
+        .expect("an item of b's feed that a's lacks");
+    let event = |n: usize, kind: &str, user: &str, item: String, request_id: String| {
+        serde_json::json!({"event_id": format!("q{n}"), "type": kind, "user_id": user,
+            "item_id": item, "timestamp": eaglerank::ingest::now_rfc3339(), "request_id": request_id})
+    };
+    let events = vec![
+        event(1, "click", "u1", id(&a, 1), rid(&a)),
+        event(2, "click", "u2", id(&b, 3), rid(&b)),
+        event(3, "click", "u1", id(&a, 2), rid(&a)),
+        event(4, "purchase", "u2", id(&b, 3), rid(&b)),
+        event(5, "impression", "u2", id(&b, 4), rid(&b)),
+        event(6, "click", "u1", id(&a, 1), "no-such-request".into()),
+        event(7, "click", "u1", outsider, rid(&a)),
+    ];
+    let res = app
+        .client
+        .post(app.url("/v1/tenants/demo-a/events"))
+        .bearer_auth(DEMO_A_KEY)
+        .json(&serde_json::json!({ "events": events }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+
+    let m = app.metrics().await;
+    let version = a["model"]["version"].as_str().unwrap();
+    let labels = format!(r#"model="{LGBM}",tenant="demo-a",version="{version}""#);
+    let at = |kind: &str, k: usize| {
+        metric_value(
+            &m,
+            &format!(
+                r#"eaglerank_ranking_interactions_total{{k="{k}",model="{LGBM}",tenant="demo-a",type="{kind}",version="{version}"}}"#
+            ),
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!(
+        metric_value(&m, &format!("eaglerank_ranking_feeds_total{{{labels}}}")),
+        Some(2.0)
+    );
+    assert_eq!(
+        [at("click", 1), at("click", 5), at("click", 20)],
+        [1.0, 3.0, 3.0]
+    );
+    assert_eq!([at("purchase", 1), at("purchase", 5)], [0.0, 1.0]);
+    // First clicks only: rank 1 in a, rank 3 in b.
+    let rr = metric_value(
+        &m,
+        &format!("eaglerank_ranking_reciprocal_rank_sum{{{labels}}}"),
+    )
+    .unwrap();
+    assert!((rr - (1.0 + 1.0 / 3.0)).abs() < 1e-9, "{rr}");
+    for reason in ["unknown_request", "not_in_feed"] {
+        assert_eq!(
+            metric_value(
+                &m,
+                &format!(r#"eaglerank_ranking_unjoined_total{{reason="{reason}"}}"#)
+            ),
+            Some(1.0),
+            "{reason}"
+        );
+    }
+}
