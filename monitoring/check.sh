@@ -223,6 +223,8 @@ TENANT_FAMILIES = (
     "eaglerank_feature_fetch_seconds", "eaglerank_items_upserted_total",
     "eaglerank_feed_degraded_total", "eaglerank_feature_missing_total",
     "eaglerank_events_ingested_total", "eaglerank_events_duplicates_total",
+    "eaglerank_ranking_feeds_total", "eaglerank_ranking_interactions_total",
+    "eaglerank_ranking_reciprocal_rank_sum",
 )
 SELECTOR = re.compile(r"(?<![\w:$.])([a-zA-Z_:][\w:]*)(?![\w:])(\s*\{[^}]*\})?")
 

@@ -115,7 +115,38 @@ async fn traffic(apps: &[&TestApp], round: usize) {
                     .await;
             }
             app.feed(tenant, key, "user_id=u1&limit=0").await;
+            // A user without history: missing features for the invalid-values panel.
+            app.feed(tenant, key, &format!("user_id=new-{round}")).await;
         }
+        // Clicks joined with a served feed (live quality), and one that joins nothing.
+        let served: Value = app
+            .feed("demo-a", DEMO_A_KEY, "user_id=u2&limit=10")
+            .await
+            .json()
+            .await
+            .unwrap();
+        let joined: Vec<Value> = [(0, served["request_id"].clone()), (1, json!("gone"))]
+            .into_iter()
+            .map(|(i, request_id)| {
+                json!({"event_id": format!("j{round}-{i}"), "type": "click", "user_id": "u2",
+                       "item_id": served["items"][0]["item_id"], "request_id": request_id,
+                       "timestamp": eaglerank::ingest::now_rfc3339()})
+            })
+            .collect();
+        app.client
+            .post(app.url("/v1/tenants/demo-a/events"))
+            .bearer_auth(DEMO_A_KEY)
+            .json(&json!({ "events": joined }))
+            .send()
+            .await
+            .unwrap();
+        // A model reload (the same files: loaded).
+        app.client
+            .post(app.url("/v1/admin/models/reload"))
+            .bearer_auth("er_admin_demo_Wq4Zt8Kp2Nx6")
+            .send()
+            .await
+            .unwrap();
         let events: Vec<Value> = (0..5)
             .map(|i| {
                 json!({"event_id": format!("m{round}-{i}"), "type": "click", "user_id": "u1",
@@ -144,8 +175,15 @@ async fn traffic(apps: &[&TestApp], round: usize) {
 async fn every_metric_exists_and_every_dashboard_and_recording_query_returns_data() {
     let q = queries();
     let redis = RedisServer::start();
-    let memory = spawn_app_with(&[]).await;
+    // Drift windows small enough to be reported during the test.
+    let drift = [
+        ("model.watchdog_interval_ms", 200.into()),
+        ("model.drift_min_samples", 50.into()),
+    ];
+    let memory = spawn_app_with(&drift).await;
     let on_redis = spawn_app_with(&[
+        drift[0].clone(),
+        drift[1].clone(),
         ("redis.url", redis.url().into()),
         ("redis.ping_interval_ms", 200.into()),
         ("redis.command_timeout_ms", 100.into()),
@@ -163,6 +201,8 @@ async fn every_metric_exists_and_every_dashboard_and_recording_query_returns_dat
     let kafka = rdkafka::mocking::MockCluster::new(1).unwrap();
     kafka.create_topic("eaglerank-events", 2, 1).unwrap();
     let on_kafka = spawn_app_with(&[
+        drift[0].clone(),
+        drift[1].clone(),
         ("kafka.brokers", kafka.bootstrap_servers().into()),
         ("kafka.lag_interval_ms", 200.into()),
     ])
