@@ -25,7 +25,28 @@ pub struct Settings {
     pub events: EventSettings,
     pub kafka: KafkaSettings,
     pub admin: AdminSettings,
+    /// Models besides the default one (`[model]`), by name: `[models.<name>]`.
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelFiles>,
     pub tenants: BTreeMap<String, TenantSettings>,
+}
+
+/// The files of one model.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ModelFiles {
+    pub path: PathBuf,
+    pub metadata: PathBuf,
+}
+
+/// The name of the `[model]` section's model in `tenants.<id>.model`.
+pub const DEFAULT_MODEL: &str = "default";
+
+fn default_model() -> String {
+    DEFAULT_MODEL.to_owned()
+}
+
+fn default_shadow_sample_rate() -> f64 {
+    0.1
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -103,6 +124,15 @@ fn is_digest(hex_digest: &str) -> bool {
 }
 
 impl ModelSettings {
+    /// These settings for another model's files.
+    pub fn with_files(&self, files: &ModelFiles) -> Self {
+        Self {
+            path: files.path.clone(),
+            metadata: files.metadata.clone(),
+            ..self.clone()
+        }
+    }
+
     /// `ORT_DYLIB_PATH` is the variable `ort` users already know; it wins over the file setting.
     pub fn onnxruntime_library(&self) -> PathBuf {
         std::env::var_os("ORT_DYLIB_PATH")
@@ -262,6 +292,16 @@ pub struct TenantSettings {
     pub rate_limit_per_second: u32,
     #[serde(default)]
     pub candidates: CandidateOverrides,
+    /// The model that ranks this tenant's feeds: `default` or a `[models.<name>]`.
+    #[serde(default = "default_model")]
+    pub model: String,
+    /// A model scored beside the live one on a sample of requests, never served: its top-k
+    /// overlap with the live model is exported.
+    #[serde(default)]
+    pub shadow_model: Option<String>,
+    /// Share of the tenant's feeds the shadow model also scores (0–1).
+    #[serde(default = "default_shadow_sample_rate")]
+    pub shadow_sample_rate: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -273,6 +313,17 @@ pub enum ConfigError {
 }
 
 impl Settings {
+    /// Every model to load, by name: `default` (`[model]`) first, then `[models.*]`.
+    pub fn model_slots(&self) -> Vec<(String, ModelSettings)> {
+        std::iter::once((DEFAULT_MODEL.to_owned(), self.model.clone()))
+            .chain(
+                self.models
+                    .iter()
+                    .map(|(name, files)| (name.clone(), self.model.with_files(files))),
+            )
+            .collect()
+    }
+
     /// Loads the layered configuration. `extra_file` is the `--config` file, if any.
     pub fn load(extra_file: Option<&Path>) -> Result<Self, ConfigError> {
         Self::load_with(extra_file, &[])
@@ -327,6 +378,21 @@ impl Settings {
         }
         if !self.admin.api_key_sha256.iter().all(|d| is_digest(d)) {
             return invalid("admin.api_key_sha256 must hold 64-char hex SHA-256 digests".into());
+        }
+        for (id, t) in &self.tenants {
+            for name in std::iter::once(&t.model).chain(&t.shadow_model) {
+                if name != DEFAULT_MODEL && !self.models.contains_key(name) {
+                    return invalid(format!(
+                        "tenants.{id} names model {name:?}: not \"default\" nor a [models.<name>]"
+                    ));
+                }
+            }
+            if t.shadow_model.as_ref() == Some(&t.model) {
+                return invalid(format!("tenants.{id}.shadow_model is its live model"));
+            }
+            if !(0.0..=1.0).contains(&t.shadow_sample_rate) {
+                return invalid(format!("tenants.{id}.shadow_sample_rate must be in [0, 1]"));
+            }
         }
         if self.model.watchdog_interval_ms == 0 {
             return invalid("model.watchdog_interval_ms must be > 0".into());

@@ -14,7 +14,7 @@ use tracing_actix_web::TracingLogger;
 use crate::actors::ActorSystem;
 use crate::config::Settings;
 use crate::http::{self, AppState, error};
-use crate::model::{LoadedModel, ModelRegistry};
+use crate::model::ModelRegistry;
 use crate::quality::ServedFeeds;
 use crate::store::{
     CachedStore, Dedup, Instrumented, MemoryStore, PopularityFallback, RedisStore, SharedStore,
@@ -89,19 +89,22 @@ impl Application {
     /// Loads everything and binds the listener; must run inside an actix system.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::new());
-        let model = LoadedModel::load(&settings.model).context("loading the ranking model")?;
-        ModelLoaded {
-            name: &model.metadata.name,
-            version: &model.metadata.version,
-            features: model.spec.len(),
+        let models =
+            Arc::new(ModelRegistry::load(&settings).context("loading the ranking models")?);
+        for slot in models.slots() {
+            let model = slot.current();
+            ModelLoaded {
+                name: &model.metadata.name,
+                version: &model.metadata.version,
+                features: model.spec.len(),
+            }
+            .emit(&metrics);
         }
-        .emit(&metrics);
         let store = build_store(&settings, &metrics).await?;
         let tenants = Arc::new(Tenants::from_settings(&settings));
         for id in tenants.ids() {
             metrics.init_tenant(id);
         }
-        let models = Arc::new(ModelRegistry::new(settings.model.clone(), model));
         let served = Arc::new(ServedFeeds::new(&settings.events, metrics.clone()));
         let actors = ActorSystem::start(&settings, &store, &models, &served, metrics.clone());
         if let Err(down) = actors.wait_until_up(ACTOR_START_TIMEOUT).await {

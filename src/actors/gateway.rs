@@ -167,9 +167,11 @@ async fn degraded(
     let num_candidates = candidates.len();
     span.record("num_candidates", num_candidates);
     let t = Instant::now();
+    let (model, shadow) = deps.models.for_tenant(&msg.tenant);
     let rank = Rank {
         span,
-        model: deps.models.current(),
+        model,
+        shadow,
         user: None,
         candidates,
         limit: msg.limit,
@@ -250,9 +252,11 @@ async fn session(deps: &Deps, msg: &Feed) -> Result<FeedOutcome, FeedError> {
     .emit(&deps.metrics);
 
     let t = Instant::now();
+    let (model, shadow) = deps.models.for_tenant(&msg.tenant);
     let rank = Rank {
         span: tracing::Span::current(),
-        model: deps.models.current(),
+        model,
+        shadow,
         user,
         candidates: joined,
         limit: msg.limit,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use super::ActorHealth;
-use crate::model::{LoadedModel, ModelRegistry, ReloadOutcome};
+use crate::model::{ModelRegistry, ReloadOutcome, Slot};
 use crate::telemetry::events::{ModelCanaryChecked, ModelDriftMeasured, ModelReloaded};
 use crate::telemetry::{InternalEvent, Metrics};
 
@@ -43,27 +43,44 @@ impl ModelWatchdog {
     }
 
     fn tick(&mut self, _: &mut Context<Self>) {
-        if self.models.files_changed() {
-            self.reload();
+        for slot in self.models.slots() {
+            if slot.files_changed() {
+                self.reload(slot);
+            }
+            self.canary(slot);
+            self.drift(slot);
         }
-        self.canary(&self.models.current());
-        self.drift(&self.models.current());
     }
 
-    fn reload(&self) -> ReloadOutcome {
-        let outcome = self.models.reload();
+    fn reload(&self, slot: &Slot) -> ReloadReport {
+        let previous = slot.current();
+        let outcome = slot.reload();
+        let serving = slot.current();
         ModelReloaded {
+            slot: &slot.name,
+            previous: &previous,
             outcome: &outcome,
-            serving: &self.models.current(),
+            serving: &serving,
         }
         .emit(&self.metrics);
-        outcome
+        ReloadReport {
+            slot: slot.name.clone(),
+            loaded: matches!(outcome, ReloadOutcome::Loaded(_)),
+            model: serving.metadata.name.clone(),
+            version: serving.metadata.version.clone(),
+            error: match outcome {
+                ReloadOutcome::Rejected(e) => Some(e.to_string()),
+                ReloadOutcome::Loaded(_) => None,
+            },
+        }
     }
 
-    /// Checks `model` against its probe and publishes the verdict (gauge, readiness, log).
-    pub fn canary(&self, model: &LoadedModel) {
+    /// Checks the slot's model against its probe and publishes the verdict (gauge,
+    /// readiness, log).
+    fn canary(&self, slot: &Slot) {
+        let model = slot.current();
         let result = model.canary();
-        self.models.set_canary(result.is_ok());
+        slot.set_canary(result.is_ok());
         ModelCanaryChecked {
             model: &model.metadata.name,
             error: result.err().as_ref(),
@@ -71,7 +88,8 @@ impl ModelWatchdog {
         .emit(&self.metrics);
     }
 
-    fn drift(&self, model: &LoadedModel) {
+    fn drift(&self, slot: &Slot) {
+        let model = slot.current();
         let Some(report) = model
             .drift
             .as_ref()
@@ -108,14 +126,16 @@ impl Supervised for ModelWatchdog {
     }
 }
 
-/// Reload the model files now, whether or not they changed.
+/// Reload every model's files now, whether or not they changed.
 #[derive(Message)]
-#[rtype(result = "Result<ReloadReport, ()>")]
+#[rtype(result = "Vec<ReloadReport>")]
 pub struct ReloadModel;
 
-/// What a reload did, for the admin API.
+/// What a reload did to one model slot, for the admin API.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ReloadReport {
+    /// `default`, or the name of a `[models.<name>]`.
+    pub slot: String,
     pub loaded: bool,
     /// The model serving after the reload (the new one, or the old one kept).
     pub model: String,
@@ -125,20 +145,16 @@ pub struct ReloadReport {
 }
 
 impl Handler<ReloadModel> for ModelWatchdog {
-    type Result = Result<ReloadReport, ()>;
+    type Result = MessageResult<ReloadModel>;
 
     fn handle(&mut self, _: ReloadModel, _: &mut Context<Self>) -> Self::Result {
-        let outcome = self.reload();
-        let serving = self.models.current();
-        Ok(ReloadReport {
-            loaded: matches!(outcome, ReloadOutcome::Loaded(_)),
-            model: serving.metadata.name.clone(),
-            version: serving.metadata.version.clone(),
-            error: match outcome {
-                ReloadOutcome::Rejected(e) => Some(e.to_string()),
-                ReloadOutcome::Loaded(_) => None,
-            },
-        })
+        MessageResult(
+            self.models
+                .slots()
+                .iter()
+                .map(|slot| self.reload(slot))
+                .collect(),
+        )
     }
 }
 

@@ -3,6 +3,8 @@
 //! Each request names the model to use: after a reload, a thread builds a session for the
 //! new model on its first request with it.
 
+use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,18 +16,23 @@ use crate::candidates::Sources;
 use crate::catalog::{ItemId, ItemRecord, UnixSeconds, UserProfile};
 use crate::features::{FeatureContext, FeatureHealth};
 use crate::model::{LoadedModel, ModelError, ModelMetadata, OnnxScorer};
-use crate::telemetry::events::{FeaturesInvalid, ModelScored};
+use crate::telemetry::events::{FeaturesInvalid, ModelScored, ShadowCompared};
 use crate::telemetry::{InternalEvent, Metrics};
 
 pub const NAME: &str = "ranker";
 
+/// Sessions a ranker thread keeps: every configured model and a reload in progress.
+const MAX_SESSIONS: usize = 8;
+
 pub struct Ranker {
-    /// The session of the model this thread last ranked with, by model id.
-    session: Option<(u64, OnnxScorer)>,
+    /// Sessions by model id. Ids only grow, so the smallest is the oldest load: the first to
+    /// go when there are too many.
+    sessions: BTreeMap<u64, OnnxScorer>,
     metrics: Arc<Metrics>,
     health: Arc<ActorHealth>,
     /// Reused between requests: the matrix is the largest allocation of a request.
     matrix: Vec<f32>,
+    shadow_matrix: Vec<f32>,
     feature_health: FeatureHealth,
 }
 
@@ -34,10 +41,16 @@ impl Ranker {
     /// first request.
     pub fn new(model: &LoadedModel, metrics: Arc<Metrics>, health: Arc<ActorHealth>) -> Self {
         Self {
-            session: model.scorer().ok().map(|s| (model.id, s)),
+            sessions: model
+                .scorer()
+                .ok()
+                .map(|s| (model.id, s))
+                .into_iter()
+                .collect(),
             metrics,
             health,
             matrix: Vec::new(),
+            shadow_matrix: Vec::new(),
             feature_health: FeatureHealth::default(),
         }
     }
@@ -62,6 +75,8 @@ pub struct Rank {
     /// The session's span: ranking (on a ranker thread) is its child.
     pub span: tracing::Span,
     pub model: Arc<LoadedModel>,
+    /// Scored too, never served: its top-k is compared with the live model's.
+    pub shadow: Option<Arc<LoadedModel>>,
     pub user: Option<Arc<UserProfile>>,
     pub candidates: Vec<(ItemId, Sources, Arc<ItemRecord>)>,
     pub limit: usize,
@@ -89,10 +104,84 @@ pub struct Ranking {
 
 impl Ranker {
     fn scorer(&mut self, model: &LoadedModel) -> Result<&mut OnnxScorer, ModelError> {
-        if self.session.as_ref().is_none_or(|(id, _)| *id != model.id) {
-            self.session = Some((model.id, model.scorer()?));
+        if let Entry::Vacant(e) = self.sessions.entry(model.id) {
+            e.insert(model.scorer()?);
+            // Never the one just built: a request may still hold an old model.
+            while self.sessions.len() > MAX_SESSIONS {
+                let oldest = self.sessions.keys().copied().find(|id| *id != model.id);
+                oldest.map(|id| self.sessions.remove(&id));
+            }
         }
-        Ok(&mut self.session.as_mut().expect("just set").1)
+        Ok(self.sessions.get_mut(&model.id).expect("just inserted"))
+    }
+
+    /// Scores `candidates` with `model` from `matrix` (its spec's columns), recording the
+    /// scores and drift like the live model's.
+    fn score(
+        &mut self,
+        model: &LoadedModel,
+        matrix: &[f32],
+        rows: usize,
+    ) -> Result<(Vec<f32>, Duration), ModelError> {
+        let started = Instant::now();
+        let scores = tracing::info_span!(
+            "model.inference",
+            model.name = %model.metadata.name,
+            model.version = %model.metadata.version,
+            batch_size = rows,
+        )
+        .in_scope(|| self.scorer(model)?.score(matrix, rows))?;
+        let inference = started.elapsed();
+        ModelScored {
+            model: &model.metadata.name,
+            duration: inference,
+            scores: &scores,
+        }
+        .emit(&self.metrics);
+        if let Some(drift) = &model.drift {
+            drift.observe(matrix, &scores);
+        }
+        Ok((scores, inference))
+    }
+
+    /// Scores the shadow model on the same candidates and exports how much of the live top-k
+    /// it would have shown. Its failures are logged, never the request's.
+    fn shadow(&mut self, msg: &Rank, ctx: &FeatureContext<'_>, live_top: &[usize]) {
+        let Some(shadow) = &msg.shadow else {
+            return;
+        };
+        let live = &msg.model;
+        let rows = msg.candidates.len();
+        let mut matrix = std::mem::take(&mut self.shadow_matrix);
+        matrix.clear();
+        if shadow.spec.names() == live.spec.names() {
+            matrix.extend_from_slice(&self.matrix);
+        } else {
+            shadow.spec.assemble(
+                ctx,
+                msg.candidates.iter().map(|(_, _, r)| &**r),
+                &mut matrix,
+                &mut FeatureHealth::default(),
+            );
+        }
+        match self.score(shadow, &matrix, rows) {
+            Ok((scores, _)) => {
+                let shadow_top = top_k(&scores, &msg.candidates, live_top.len());
+                let shared = shadow_top.iter().filter(|i| live_top.contains(i)).count();
+                ShadowCompared {
+                    model: &live.metadata.name,
+                    shadow: &shadow.metadata.name,
+                    overlap: shared as f64 / live_top.len().max(1) as f64,
+                }
+                .emit(&self.metrics);
+            }
+            Err(e) => tracing::warn!(
+                shadow = %shadow.metadata.name,
+                error = %e,
+                "the shadow model failed to score; the live ranking is unaffected"
+            ),
+        }
+        self.shadow_matrix = matrix;
     }
 
     fn rank(&mut self, msg: Rank) -> Result<Ranking, FeedError> {
@@ -130,30 +219,15 @@ impl Ranker {
         .emit(&self.metrics);
         let assembled = Instant::now();
         let rows = msg.candidates.len();
-        let scores = tracing::info_span!(
-            "model.inference",
-            model.name = %meta.name,
-            model.version = %meta.version,
-            batch_size = rows,
-        )
-        .in_scope(|| {
-            let matrix = std::mem::take(&mut self.matrix);
-            let scored = self.scorer(&model).and_then(|s| s.score(&matrix, rows));
-            self.matrix = matrix;
-            scored
-        })?;
-        let inference = assembled.elapsed();
-        ModelScored {
-            model: &meta.name,
-            duration: inference,
-            scores: &scores,
-        }
-        .emit(&self.metrics);
-        if let Some(drift) = &model.drift {
-            drift.observe(&self.matrix, &scores);
-        }
+        let matrix = std::mem::take(&mut self.matrix);
+        let scored = self.score(&model, &matrix, rows);
+        self.matrix = matrix;
+        let (scores, inference) = scored?;
 
         let order = top_k(&scores, &msg.candidates, msg.limit);
+        if msg.shadow.is_some() {
+            self.shadow(&msg, &ctx, &order);
+        }
         let width = spec.len();
         let mut candidates: Vec<Option<(ItemId, Sources)>> = msg
             .candidates

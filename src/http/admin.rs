@@ -13,15 +13,19 @@ pub async fn reload_model(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     state.tenants.authorize_admin(super::auth::bearer(&req))?;
-    let report = state
+    let reports = state
         .actors
         .model_watchdog
         .send(ReloadModel)
         .await
-        .map_err(|e| ApiError::Unavailable(format!("the model watchdog is not running: {e}")))?
-        .map_err(|()| ApiError::Unavailable("the model watchdog failed".into()))?;
-    match report.error {
-        Some(e) => Err(ApiError::ModelRejected(e)),
-        None => Ok(HttpResponse::Ok().json(report)),
+        .map_err(|e| ApiError::Unavailable(format!("the model watchdog is not running: {e}")))?;
+    let rejected: Vec<String> = reports
+        .iter()
+        .filter_map(|r| Some(format!("{}: {}", r.slot, r.error.as_ref()?)))
+        .collect();
+    if rejected.is_empty() {
+        Ok(HttpResponse::Ok().json(serde_json::json!({ "models": reports })))
+    } else {
+        Err(ApiError::ModelRejected(rejected.join("; ")))
     }
 }

@@ -27,6 +27,20 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let actors = state.actors.health.snapshot();
     let model = state.models.current();
     let canary_ok = state.models.canary_ok();
+    let models: Vec<_> = state
+        .models
+        .slots()
+        .iter()
+        .map(|slot| {
+            let m = slot.current();
+            json!({
+                "slot": slot.name,
+                "ok": slot.canary_ok(),
+                "name": m.metadata.name,
+                "version": m.metadata.version,
+            })
+        })
+        .collect();
     let ready = store["ok"] == true && canary_ok && actors.iter().all(|a| a.up);
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
@@ -37,6 +51,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
                 "name": model.metadata.name,
                 "version": model.metadata.version,
             },
+            "models": models,
             "store": store,
             "actors": actors,
         }

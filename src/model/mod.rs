@@ -20,7 +20,7 @@ use crate::features::{FeatureSpec, UnknownFeature};
 
 pub use drift::{Bins, DriftMonitor, DriftReport, Reference, psi};
 pub use onnx::OnnxScorer;
-pub use registry::{ModelRegistry, ReloadOutcome};
+pub use registry::{ModelRegistry, ReloadOutcome, Slot, SlotError};
 
 /// `models/<name>.json`, written by `training/train.py` next to the `.onnx` file.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,13 +1,18 @@
-//! The model being served, and how it is replaced while serving: a new model is loaded and
+//! The models being served, and how one is replaced while serving: a new model is loaded and
 //! canary-checked beside the old one, then swapped in with one pointer write. Requests that
 //! already took the old model finish with it; a model that fails its checks never serves.
+//!
+//! Models live in named slots (`default` from `[model]`, others from `[models.<name>]`); each
+//! tenant is ranked by one slot, and may have another scored as a shadow on a sample of its
+//! requests.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
 use super::{LoadedModel, ModelError};
-use crate::config::ModelSettings;
+use crate::config::{DEFAULT_MODEL, ModelSettings, Settings};
 
 /// What identifies a version of the model files on disk.
 type FileStamp = Vec<Option<(SystemTime, u64)>>;
@@ -27,7 +32,9 @@ pub enum ReloadOutcome {
     Rejected(ModelError),
 }
 
-pub struct ModelRegistry {
+/// One named model and its files.
+pub struct Slot {
+    pub name: String,
     settings: ModelSettings,
     current: RwLock<Arc<LoadedModel>>,
     /// The files as last tried (loaded or rejected): a rejected version is not retried until
@@ -36,9 +43,10 @@ pub struct ModelRegistry {
     canary_ok: AtomicBool,
 }
 
-impl ModelRegistry {
-    pub fn new(settings: ModelSettings, model: LoadedModel) -> Self {
+impl Slot {
+    fn new(name: String, settings: ModelSettings, model: LoadedModel) -> Self {
         Self {
+            name,
             tried: Mutex::new(stamp(&settings)),
             settings,
             current: RwLock::new(Arc::new(model)),
@@ -46,7 +54,6 @@ impl ModelRegistry {
         }
     }
 
-    /// The model to serve this request with.
     pub fn current(&self) -> Arc<LoadedModel> {
         self.current
             .read()
@@ -74,12 +81,118 @@ impl ModelRegistry {
         }
     }
 
-    /// The last canary verdict on the served model (readiness reads it).
+    /// The last canary verdict on the served model.
     pub fn canary_ok(&self) -> bool {
         self.canary_ok.load(Ordering::SeqCst)
     }
 
     pub fn set_canary(&self, ok: bool) {
         self.canary_ok.store(ok, Ordering::SeqCst);
+    }
+}
+
+/// Which slots rank a tenant.
+struct TenantModels {
+    live: usize,
+    /// The shadow slot, scored on one request in `every`.
+    shadow: Option<(usize, u64)>,
+    requests: AtomicU64,
+}
+
+pub struct ModelRegistry {
+    /// `default` first.
+    slots: Vec<Slot>,
+    tenants: HashMap<String, TenantModels>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("model {slot:?}: {source}")]
+pub struct SlotError {
+    pub slot: String,
+    #[source]
+    pub source: ModelError,
+}
+
+impl ModelRegistry {
+    /// One model, `default`, for every tenant.
+    pub fn new(settings: ModelSettings, model: LoadedModel) -> Self {
+        Self {
+            slots: vec![Slot::new(DEFAULT_MODEL.to_owned(), settings, model)],
+            tenants: HashMap::new(),
+        }
+    }
+
+    /// Loads every configured model (each checked against its probe) and the tenants' choice.
+    /// Two models may not share a metadata name: metrics tell models apart by it.
+    pub fn load(settings: &Settings) -> Result<Self, SlotError> {
+        let mut slots = Vec::new();
+        for (name, model_settings) in settings.model_slots() {
+            let model = LoadedModel::load(&model_settings).map_err(|source| SlotError {
+                slot: name.clone(),
+                source,
+            })?;
+            if let Some(other) = slots
+                .iter()
+                .find(|s: &&Slot| s.current().metadata.name == model.metadata.name)
+            {
+                return Err(SlotError {
+                    slot: name,
+                    source: ModelError::Mismatch(format!(
+                        "its metadata name {:?} is also model {:?}'s; names label the metrics",
+                        model.metadata.name, other.name
+                    )),
+                });
+            }
+            slots.push(Slot::new(name, model_settings, model));
+        }
+        let index = |name: &str| slots.iter().position(|s| s.name == name);
+        let tenants = settings
+            .tenants
+            .iter()
+            .map(|(id, t)| {
+                // Config validation checked the names.
+                let live = index(&t.model).unwrap_or(0);
+                let shadow = t
+                    .shadow_model
+                    .as_deref()
+                    .and_then(index)
+                    .filter(|_| t.shadow_sample_rate > 0.0)
+                    .map(|s| (s, (1.0 / t.shadow_sample_rate).round().max(1.0) as u64));
+                let models = TenantModels {
+                    live,
+                    shadow,
+                    requests: AtomicU64::new(0),
+                };
+                (id.clone(), models)
+            })
+            .collect();
+        Ok(Self { slots, tenants })
+    }
+
+    /// The default model (warms the ranker threads; `/readyz`'s headline model).
+    pub fn current(&self) -> Arc<LoadedModel> {
+        self.slots[0].current()
+    }
+
+    pub fn slots(&self) -> &[Slot] {
+        &self.slots
+    }
+
+    /// The model that ranks this request of `tenant`, and the shadow to score beside it when
+    /// this request is in the tenant's shadow sample.
+    pub fn for_tenant(&self, tenant: &str) -> (Arc<LoadedModel>, Option<Arc<LoadedModel>>) {
+        let Some(t) = self.tenants.get(tenant) else {
+            return (self.current(), None);
+        };
+        let shadow = t.shadow.and_then(|(slot, every)| {
+            let n = t.requests.fetch_add(1, Ordering::Relaxed);
+            (n % every == 0).then(|| self.slots[slot].current())
+        });
+        (self.slots[t.live].current(), shadow)
+    }
+
+    /// Every served model passes its canary.
+    pub fn canary_ok(&self) -> bool {
+        self.slots.iter().all(Slot::canary_ok)
     }
 }

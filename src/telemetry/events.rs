@@ -166,6 +166,9 @@ impl InternalEvent for FeaturesInvalid<'_> {
 
 /// A reload attempt and the model serving after it.
 pub struct ModelReloaded<'a> {
+    pub slot: &'a str,
+    /// The model the slot served before.
+    pub previous: &'a crate::model::LoadedModel,
     pub outcome: &'a crate::model::ReloadOutcome,
     pub serving: &'a crate::model::LoadedModel,
 }
@@ -179,12 +182,26 @@ impl InternalEvent for ModelReloaded<'_> {
                 m.ml.model_reloads_total
                     .with_label_values(&["loaded"])
                     .inc();
-                ModelLoaded {
-                    name: &serving.name,
-                    version: &serving.version,
-                    features: serving.features.len(),
-                }
-                .emit(m);
+                // build_info names the models serving: the previous one's series goes.
+                let old = &self.previous.metadata;
+                let _ = m.build_info.remove_label_values(&[
+                    env!("CARGO_PKG_VERSION"),
+                    &old.name,
+                    &old.version,
+                ]);
+                m.build_info
+                    .with_label_values(&[
+                        env!("CARGO_PKG_VERSION"),
+                        &serving.name,
+                        &serving.version,
+                    ])
+                    .set(1);
+                info!(
+                    event = "ModelReloaded",
+                    slot = self.slot,
+                    model = %serving.name,
+                    model_version = %serving.version,
+                );
             }
             ReloadOutcome::Rejected(error) => {
                 m.ml.model_reloads_total
@@ -192,6 +209,7 @@ impl InternalEvent for ModelReloaded<'_> {
                     .inc();
                 tracing::error!(
                     event = "ModelReloadRejected",
+                    slot = self.slot,
                     error = %error,
                     model = %serving.name,
                     model_version = %serving.version,
@@ -243,6 +261,22 @@ impl InternalEvent for ModelDriftMeasured<'_> {
         m.ml.drift_samples_total
             .with_label_values(&[self.model])
             .inc_by(self.report.samples);
+    }
+}
+
+/// A shadow model scored beside the live one: the share of the live top-k it also ranks
+/// top-k.
+pub struct ShadowCompared<'a> {
+    pub model: &'a str,
+    pub shadow: &'a str,
+    pub overlap: f64,
+}
+
+impl InternalEvent for ShadowCompared<'_> {
+    fn emit(self, m: &Metrics) {
+        m.ml.shadow_topk_overlap_ratio
+            .with_label_values(&[self.model, self.shadow])
+            .observe(self.overlap);
     }
 }
 
@@ -406,8 +440,6 @@ pub struct ModelLoaded<'a> {
 
 impl InternalEvent for ModelLoaded<'_> {
     fn emit(self, m: &Metrics) {
-        // One series: the model serving now (a reload replaces it).
-        m.build_info.reset();
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION"), self.name, self.version])
             .set(1);

@@ -18,6 +18,7 @@ pub struct MlMetrics {
     pub ranking_interactions_total: IntCounterVec,
     pub ranking_reciprocal_rank_sum: prometheus::CounterVec,
     pub ranking_unjoined_total: IntCounterVec,
+    pub shadow_topk_overlap_ratio: prometheus::HistogramVec,
 }
 
 fn float_gauge(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
@@ -83,6 +84,13 @@ impl MlMetrics {
                 "Clicks and purchases with a request_id that joined no served feed.",
                 &["reason"],
             ),
+            shadow_topk_overlap_ratio: super::metrics::histogram(
+                "eaglerank_shadow_topk_overlap_ratio",
+                "Share of the live model's top-k that the shadow model also ranks in its top-k, \
+                 per sampled request.",
+                &[0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
+                &["model", "shadow"],
+            ),
         }
     }
 
@@ -98,6 +106,7 @@ impl MlMetrics {
             Box::new(self.ranking_interactions_total.clone()),
             Box::new(self.ranking_reciprocal_rank_sum.clone()),
             Box::new(self.ranking_unjoined_total.clone()),
+            Box::new(self.shadow_topk_overlap_ratio.clone()),
         ]
     }
 }

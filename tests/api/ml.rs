@@ -209,6 +209,8 @@ async fn models_reload_under_traffic_and_bad_ones_are_rejected() {
     let res = reload(&app, Some(ADMIN_KEY)).await;
     assert_eq!(res.status(), 200);
     let report: Value = res.json().await.unwrap();
+    let report = &report["models"][0];
+    assert_eq!(report["slot"], "default");
     assert_eq!(report["loaded"], true);
     let linear = report["model"].as_str().unwrap().to_owned();
     assert_ne!(linear, LGBM);
@@ -442,4 +444,69 @@ async fn clicks_joined_with_their_feeds_give_ctr_at_k_and_mrr() {
             "{reason}"
         );
     }
+}
+
+const LINEAR: &str = "eaglerank-linear";
+
+/// Several models: each tenant is ranked by the model its config names, and a shadow model
+/// scored beside the live one on a sample of requests reports its top-k overlap.
+#[actix_rt::test]
+async fn tenants_choose_their_model_and_a_shadow_model_is_compared() {
+    let app = crate::helpers::spawn_app_with(&[
+        ("models.linear.path", "models/ranker-linear.onnx".into()),
+        ("models.linear.metadata", "models/ranker-linear.json".into()),
+        ("tenants.demo-b.model", "linear".into()),
+        ("tenants.demo-a.shadow_model", "linear".into()),
+        ("tenants.demo-a.shadow_sample_rate", 0.5.into()),
+    ])
+    .await;
+    let b = app
+        .feed("demo-b", crate::helpers::DEMO_B_KEY, "user_id=u1")
+        .await;
+    assert_eq!(b.status(), 200);
+    let b: Value = b.json().await.unwrap();
+    assert_eq!(b["model"]["name"], LINEAR);
+    for u in 0..4 {
+        assert_eq!(feed(&app, &format!("u{u}")).await["model"]["name"], LGBM);
+    }
+
+    let m = app.metrics().await;
+    let overlap = |suffix: &str| {
+        metric_value(
+            &m,
+            &format!(
+                r#"eaglerank_shadow_topk_overlap_ratio_{suffix}{{model="{LGBM}",shadow="{LINEAR}"}}"#
+            ),
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!(overlap("count"), 2.0, "one request in two of demo-a's four");
+    let mean = overlap("sum") / 2.0;
+    assert!((0.0..=1.0).contains(&mean), "{mean}");
+    // Both models were scored and are labelled apart.
+    for model in [LGBM, LINEAR] {
+        assert!(
+            metric_value(
+                &m,
+                &format!(r#"eaglerank_model_inference_seconds_count{{model="{model}"}}"#)
+            )
+            .unwrap()
+                >= 1.0,
+            "{model}"
+        );
+    }
+    let ready: Value = app.wait_ready(200).await;
+    let slots: Vec<&str> = ready["components"]["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["slot"].as_str().unwrap())
+        .collect();
+    assert_eq!(slots, ["default", "linear"]);
+
+    // A tenant naming a model that is not configured is a configuration error.
+    let err =
+        eaglerank::config::Settings::load_with(None, &[("tenants.demo-a.model", "nope".into())])
+            .expect_err("refused");
+    assert!(err.to_string().contains("nope"), "{err}");
 }
