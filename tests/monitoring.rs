@@ -180,7 +180,16 @@ async fn every_metric_exists_and_every_dashboard_and_recording_query_returns_dat
         ("model.watchdog_interval_ms", 200.into()),
         ("model.drift_min_samples", 50.into()),
     ];
-    let memory = spawn_app_with(&drift).await;
+    // The embedded instance also scores a shadow model for demo-a.
+    let memory = spawn_app_with(&[
+        drift[0].clone(),
+        drift[1].clone(),
+        ("models.linear.path", "models/ranker-linear.onnx".into()),
+        ("models.linear.metadata", "models/ranker-linear.json".into()),
+        ("tenants.demo-a.shadow_model", "linear".into()),
+        ("tenants.demo-a.shadow_sample_rate", 1.0.into()),
+    ])
+    .await;
     let on_redis = spawn_app_with(&[
         drift[0].clone(),
         drift[1].clone(),
