@@ -1,4 +1,5 @@
-//! The `eaglerank` command line: `serve` (the default), `simulate`, `hash-key`.
+//! The `eaglerank` command line: `serve` (the default), `simulate`, `drive`, `load`, the
+//! benchmarks, `hash-key`.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -36,6 +37,10 @@ enum Command {
     Serve,
     /// Simulate users on the demo marketplace and log served feature vectors for training.
     Simulate(SimulateArgs),
+    /// Drive a running service with simulated users: feeds requested, the click model's
+    /// reactions posted back as events with the feed's request_id (live quality moves).
+    /// `--shift` rotates the users' preferences. Prints JSON.
+    Drive(sim::drive::DriveArgs),
     /// Load the demo marketplace (catalog, statistics, user profiles) into Redis (`redis.url`),
     /// so that serving from Redis gives the same feeds as the embedded store.
     Load(LoadArgs),
@@ -98,6 +103,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }),
         Command::Simulate(args) => system.block_on(async move {
             let report = simulate::run(&settings, &args).await?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }),
+        Command::Drive(args) => system.block_on(async move {
+            let report = sim::drive::run(&settings, &args).await?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }),

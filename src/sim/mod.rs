@@ -1,6 +1,7 @@
 //! The synthetic marketplace: demo data for the embedded store, and the simulator that
 //! produces the model's training data.
 
+pub mod drive;
 pub mod marketplace;
 pub mod simulate;
 

@@ -510,3 +510,68 @@ async fn tenants_choose_their_model_and_a_shadow_model_is_compared() {
             .expect_err("refused");
     assert!(err.to_string().contains("nope"), "{err}");
 }
+
+/// The simulated users drive a running service; when their preferences shift, the live
+/// CTR@20 the service measures (clicks joined with its feeds) falls.
+#[actix_rt::test]
+async fn shifting_the_simulated_preferences_moves_live_ctr() {
+    let app = crate::helpers::spawn_app().await;
+    let settings = eaglerank::config::Settings::load_with(
+        None,
+        &[
+            ("store.demo.items", 1500.into()),
+            ("store.demo.users", 300.into()),
+        ],
+    )
+    .unwrap();
+    let drive = |shift, seed| eaglerank::sim::drive::DriveArgs {
+        url: app.address.clone(),
+        key: DEMO_A_KEY.to_owned(),
+        tenant: "demo-a".into(),
+        requests: 150,
+        limit: 20,
+        seed,
+        shift,
+    };
+    let m0 = app.metrics().await;
+    let before = eaglerank::sim::drive::run(&settings, &drive(false, 1))
+        .await
+        .unwrap();
+    let m1 = app.metrics().await;
+    let after = eaglerank::sim::drive::run(&settings, &drive(true, 2))
+        .await
+        .unwrap();
+    let m2 = app.metrics().await;
+
+    // Sums every series of `name` whose labels contain all of `filters`.
+    let sum = |m: &str, name: &str, filters: &[&str]| -> f64 {
+        m.lines()
+            .filter(|l| l.starts_with(name) && filters.iter().all(|f| l.contains(f)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    // Live CTR@20 between two scrapes: clicks joined within the top 20, per 20 slots served.
+    let ctr = |a: &str, b: &str| {
+        let clicks = [r#"k="20""#, r#"type="click""#];
+        let feeds = ["demo-a"];
+        let joined = sum(b, "eaglerank_ranking_interactions_total{", &clicks)
+            - sum(a, "eaglerank_ranking_interactions_total{", &clicks);
+        let served = sum(b, "eaglerank_ranking_feeds_total{", &feeds)
+            - sum(a, "eaglerank_ranking_feeds_total{", &feeds);
+        joined / (20.0 * served)
+    };
+    let (live_before, live_after) = (ctr(&m0, &m1), ctr(&m1, &m2));
+    assert_eq!(before.requests, 150);
+    // Every simulated click was joined with its feed: the live figure is the simulated one.
+    assert!(
+        (live_before - before.ctr).abs() < 1e-9,
+        "{live_before} vs {before:?}"
+    );
+    assert!(before.clicks > 0 && live_before > 0.0, "{before:?}");
+    assert!(
+        live_after < 0.7 * live_before,
+        "live CTR@20 {live_before:.4} -> {live_after:.4} (simulated {:.4} -> {:.4})",
+        before.ctr,
+        after.ctr
+    );
+}

@@ -1,0 +1,141 @@
+//! `eaglerank drive`: simulated users on a *running* service. Each request asks the service
+//! for a user's feed, the click model reacts to the items in the order served, and the
+//! impressions, clicks and purchases go back to the events API with the feed's `request_id` —
+//! so live ranking quality (CTR@k, MRR) and drift move as they would in production.
+//! `--shift` rotates every user's favourite categories: their profiles (built from past
+//! behaviour) now point the wrong way, which is what a change in preferences looks like.
+
+use anyhow::Context as _;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::marketplace::{HiddenTaste, Marketplace};
+use crate::catalog::EventKind;
+use crate::config::Settings;
+use crate::ingest::{EventInput, now_rfc3339};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DriveArgs {
+    /// The running service.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// The tenant's API key.
+    #[arg(long, env = "EAGLERANK_API_KEY")]
+    pub key: String,
+    #[arg(long, default_value = "demo-a")]
+    pub tenant: String,
+    #[arg(long, default_value_t = 500)]
+    pub requests: usize,
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Rotate every user's category preferences before driving.
+    #[arg(long)]
+    pub shift: bool,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Serialize)]
+pub struct DriveReport {
+    pub requests: usize,
+    pub impressions: usize,
+    pub clicks: usize,
+    pub purchases: usize,
+    /// Clicks per impression: what the click model made of the feeds served.
+    pub ctr: f64,
+}
+
+#[derive(Deserialize)]
+struct FeedItem {
+    item_id: String,
+}
+
+#[derive(Deserialize)]
+struct FeedBody {
+    request_id: String,
+    items: Vec<FeedItem>,
+}
+
+/// The same tastes, with category weights moved to other categories.
+fn shifted(taste: &HiddenTaste) -> HiddenTaste {
+    let mut category = taste.category.clone();
+    let half = category.len() / 2;
+    category.rotate_right(half.max(1));
+    HiddenTaste {
+        category,
+        ..taste.clone()
+    }
+}
+
+pub async fn run(settings: &Settings, args: &DriveArgs) -> anyhow::Result<DriveReport> {
+    // The service's demo world: same settings, same seed, same users and items.
+    let anchor = settings
+        .store
+        .demo
+        .anchor
+        .unwrap_or_else(crate::catalog::unix_now);
+    let market = Marketplace::generate(&settings.store.demo, &args.tenant, anchor);
+    let base = args.url.trim_end_matches('/');
+    let client = reqwest::Client::new();
+    let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
+    let mut report = DriveReport::default();
+    let run = format!("{:x}", (crate::catalog::unix_now() * 1e3) as u64);
+    for request in 0..args.requests {
+        let (user, taste) = &market.users[rng.random_range(0..market.users.len())];
+        let taste = if args.shift {
+            shifted(taste)
+        } else {
+            taste.clone()
+        };
+        let res = client
+            .get(format!(
+                "{base}/v1/tenants/{}/feed?user_id={user}&limit={}",
+                args.tenant, args.limit
+            ))
+            .bearer_auth(&args.key)
+            .send()
+            .await
+            .with_context(|| format!("asking {base} for a feed"))?;
+        anyhow::ensure!(res.status().is_success(), "feed: {}", res.text().await?);
+        let feed: FeedBody = res.json().await?;
+        let now = now_rfc3339();
+        let mut events = Vec::new();
+        let mut event = |kind, item: &str| {
+            let n = events.len();
+            events.push(EventInput {
+                event_id: format!("drive-{run}-{request}-{n}"),
+                kind,
+                user_id: user.clone(),
+                item_id: item.to_owned(),
+                timestamp: now.clone(),
+                request_id: Some(feed.request_id.clone()),
+            });
+        };
+        for (position, item) in feed.items.iter().enumerate() {
+            let Some(i) = market.index_of(&item.item_id) else {
+                continue;
+            };
+            event(EventKind::Impression, &item.item_id);
+            report.impressions += 1;
+            if rng.random_bool(market.click_probability(&taste, i, position)) {
+                event(EventKind::Click, &item.item_id);
+                report.clicks += 1;
+                if rng.random_bool(market.purchase_probability(&taste, i)) {
+                    event(EventKind::Purchase, &item.item_id);
+                    report.purchases += 1;
+                }
+            }
+        }
+        let res = client
+            .post(format!("{base}/v1/tenants/{}/events", args.tenant))
+            .bearer_auth(&args.key)
+            .json(&serde_json::json!({ "events": events }))
+            .send()
+            .await?;
+        anyhow::ensure!(res.status().is_success(), "events: {}", res.text().await?);
+        report.requests += 1;
+    }
+    report.ctr = report.clicks as f64 / report.impressions.max(1) as f64;
+    Ok(report)
+}
