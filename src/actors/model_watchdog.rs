@@ -2,16 +2,20 @@
 //! one is loaded and canary-checked beside the serving one and swapped in only if it passes —,
 //! (2) re-runs the canary on the served model (its probe rows must still score as training
 //! recorded, and not degenerately), and (3) turns the drift monitor's window into PSI gauges.
-//! It runs on its own arbiter: loading a model takes milliseconds the feed sessions on the
-//! main arbiter must not wait for. `POST /v1/admin/models/reload` sends it [`ReloadModel`].
+//! It runs on the main arbiter, so that it stops with the actor system (a thread of its own
+//! outlived the system and ran ONNX Runtime while the process exited: a crash at exit). The
+//! canary reuses one session per model, so a tick costs a fraction of a millisecond; a reload
+//! (rare) holds the arbiter for the model's load time, tens of milliseconds.
+//! `POST /v1/admin/models/reload` sends it [`ReloadModel`].
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 
 use super::ActorHealth;
-use crate::model::{ModelRegistry, ReloadOutcome, Slot};
+use crate::model::{ModelRegistry, OnnxScorer, ReloadOutcome, Slot};
 use crate::telemetry::events::{ModelCanaryChecked, ModelDriftMeasured, ModelReloaded};
 use crate::telemetry::{InternalEvent, Metrics};
 
@@ -23,6 +27,8 @@ pub struct ModelWatchdog {
     drift_min_samples: u64,
     metrics: Arc<Metrics>,
     actors: Arc<ActorHealth>,
+    /// The canary's sessions, by model id (only the served models').
+    sessions: HashMap<u64, OnnxScorer>,
 }
 
 impl ModelWatchdog {
@@ -39,17 +45,21 @@ impl ModelWatchdog {
             drift_min_samples,
             metrics,
             actors,
+            sessions: HashMap::new(),
         }
     }
 
     fn tick(&mut self, _: &mut Context<Self>) {
-        for slot in self.models.slots() {
+        let models = self.models.clone();
+        for slot in models.slots() {
             if slot.files_changed() {
                 self.reload(slot);
             }
             self.canary(slot);
             self.drift(slot);
         }
+        let served: Vec<u64> = models.slots().iter().map(|s| s.current().id).collect();
+        self.sessions.retain(|id, _| served.contains(id));
     }
 
     fn reload(&self, slot: &Slot) -> ReloadReport {
@@ -77,9 +87,14 @@ impl ModelWatchdog {
 
     /// Checks the slot's model against its probe and publishes the verdict (gauge,
     /// readiness, log).
-    fn canary(&self, slot: &Slot) {
+    fn canary(&mut self, slot: &Slot) {
         let model = slot.current();
-        let result = model.canary();
+        let result = match self.sessions.entry(model.id) {
+            std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().check_probe(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                model.scorer().and_then(|s| e.insert(s).check_probe())
+            }
+        };
         slot.set_canary(result.is_ok());
         ModelCanaryChecked {
             model: &model.metadata.name,
@@ -148,8 +163,9 @@ impl Handler<ReloadModel> for ModelWatchdog {
     type Result = MessageResult<ReloadModel>;
 
     fn handle(&mut self, _: ReloadModel, _: &mut Context<Self>) -> Self::Result {
+        let models = self.models.clone();
         MessageResult(
-            self.models
+            models
                 .slots()
                 .iter()
                 .map(|slot| self.reload(slot))

@@ -103,7 +103,7 @@ impl ActorSystem {
                 metrics.clone(),
                 health.clone(),
             );
-            Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| watchdog)
+            Supervisor::start(move |_| watchdog)
         };
 
         // One Ingestor for both paths: in process (the actor) and from Kafka (the consumer).

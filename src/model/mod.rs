@@ -135,11 +135,6 @@ impl LoadedModel {
         })
     }
 
-    /// Scores the probe rows with a fresh session: the canary, and the gate of every load.
-    pub fn canary(&self) -> Result<(), ModelError> {
-        self.scorer()?.check_probe()
-    }
-
     /// A new ONNX session for one thread.
     pub fn scorer(&self) -> Result<OnnxScorer, ModelError> {
         OnnxScorer::new(&self.bytes, self.metadata.clone())
