@@ -192,6 +192,7 @@ pub struct RedisSettings {
     pub command_timeout_ms: u64,
     pub ping_interval_ms: u64,
     pub fallback_refresh_seconds: u64,
+    pub catalog_cache_ms: u64,
 }
 
 impl RedisSettings {

@@ -82,6 +82,15 @@ pub fn validate(
     settings: &EventSettings,
 ) -> Result<ValidEvent, String> {
     let input: EventInput = serde_json::from_value(raw).map_err(|e| e.to_string())?;
+    validate_input(input, now, settings)
+}
+
+/// [`validate`] for an event already in its typed form (a Kafka message).
+pub fn validate_input(
+    input: EventInput,
+    now: UnixSeconds,
+    settings: &EventSettings,
+) -> Result<ValidEvent, String> {
     let original = input.clone();
     for (field, value) in [
         ("event_id", &input.event_id),

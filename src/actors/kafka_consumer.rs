@@ -120,10 +120,7 @@ async fn apply_batch(
             unparseable += 1;
             continue;
         };
-        match serde_json::to_value(&msg.event)
-            .map_err(|e| e.to_string())
-            .and_then(|v| ingest::validate(v, now, events))
-        {
+        match ingest::validate_input(msg.event, now, events) {
             Ok(v) => by_tenant.entry(msg.tenant).or_default().push(v),
             Err(_) => invalid += 1,
         }

@@ -25,6 +25,8 @@ pub struct RedisStore {
     pool: Pool,
     timeout: Duration,
     dedup: Dedup,
+    /// (tenant, item id) → catalog entry, for event ingestion: saves a round trip per batch.
+    catalog: Option<moka::sync::Cache<(String, ItemId), Arc<Item>>>,
 }
 
 /// Applies a chunk of events, each atomically with its deduplication: `SET NX PX` on the
@@ -153,6 +155,9 @@ fn decode_windows(raw: &[u8]) -> Option<[WindowCounts; 3]> {
     }))
 }
 
+/// Catalog entries a replica keeps for ingestion (a few hundred bytes each).
+const CATALOG_CACHE_CAPACITY: u64 = 500_000;
+
 /// Events per script call: amortizes the call and sums repeated keys, while keeping each
 /// call (which blocks the Redis thread) around a millisecond.
 const EVENTS_PER_CALL: usize = 200;
@@ -252,11 +257,56 @@ impl RedisStore {
             pool,
             timeout: settings.command_timeout(),
             dedup: Dedup::default(),
+            catalog: (settings.catalog_cache_ms > 0).then(|| {
+                moka::sync::Cache::builder()
+                    .max_capacity(CATALOG_CACHE_CAPACITY)
+                    .time_to_live(Duration::from_millis(settings.catalog_cache_ms))
+                    .build()
+            }),
         })
     }
 
     pub fn with_dedup(self, dedup: Dedup) -> Self {
         Self { dedup, ..self }
+    }
+
+    /// The catalog entries of the items `events` name (absent: unknown items), from the
+    /// catalog cache, reading the misses in one round trip.
+    async fn catalog_entries(
+        &self,
+        tenant: &str,
+        events: &[Event],
+    ) -> Result<HashMap<ItemId, Arc<Item>>, StoreError> {
+        let mut found = HashMap::new();
+        let mut missing: Vec<ItemId> = Vec::new();
+        for id in events.iter().map(|e| &e.item_id).collect::<HashSet<_>>() {
+            let key = (tenant.to_owned(), id.clone());
+            match self.catalog.as_ref().and_then(|c| c.get(&key)) {
+                Some(item) => {
+                    found.insert(id.clone(), item);
+                }
+                None => missing.push(id.clone()),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let mut read = redis::pipe();
+        for id in &missing {
+            read.hget(keys::item(tenant, id), "item");
+        }
+        let answers: Vec<Option<String>> = self.query(&read).await?;
+        for (id, json) in missing.into_iter().zip(answers) {
+            let Some(item) = json.and_then(|j| serde_json::from_str::<Item>(&j).ok()) else {
+                continue;
+            };
+            let item = Arc::new(item);
+            if let Some(cache) = &self.catalog {
+                cache.insert((tenant.to_owned(), id.clone()), item.clone());
+            }
+            found.insert(id, item);
+        }
+        Ok(found)
     }
 
     /// Runs one pipeline on a pooled connection. Getting the connection is bounded by the
@@ -508,6 +558,11 @@ impl FeatureStore for RedisStore {
         if items.is_empty() {
             return Ok(());
         }
+        if let Some(cache) = &self.catalog {
+            for item in &items {
+                cache.invalidate(&(tenant.to_owned(), item.item_id.clone()));
+            }
+        }
         // Read what is there: an item that changes category takes its engagement along.
         let mut read = redis::pipe();
         for item in &items {
@@ -573,22 +628,7 @@ impl FeatureStore for RedisStore {
         if events.is_empty() {
             return Ok(outcome);
         }
-        let ids: Vec<&str> = events
-            .iter()
-            .map(|e| &*e.item_id)
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        let mut read = redis::pipe();
-        for id in &ids {
-            read.hget(keys::item(tenant, id), "item");
-        }
-        let found: Vec<Option<String>> = self.query(&read).await?;
-        let catalog: HashMap<&str, Item> = ids
-            .iter()
-            .zip(found)
-            .filter_map(|(id, json)| Some((*id, serde_json::from_str(&json?).ok()?)))
-            .collect();
+        let catalog = self.catalog_entries(tenant, events).await?;
 
         let dedup_ms = self.dedup.window.as_millis().to_string();
         let mut sent = Vec::with_capacity(events.len());
@@ -597,7 +637,7 @@ impl FeatureStore for RedisStore {
             match catalog.get(&*e.item_id) {
                 Some(item) => {
                     sent.push(i);
-                    known.push((e, item));
+                    known.push((e, &**item));
                 }
                 None => outcome.unknown_items.push(i),
             }
