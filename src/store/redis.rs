@@ -111,8 +111,12 @@ local function num(x) return string.format('%.17g', x) end
 for _, key in ipairs(hashes) do
   for field, delta in pairs(hashes[key]) do redis.call('HINCRBYFLOAT', key, field, num(delta)) end
 end
+-- XX: only members already listed. An item moved to another category was removed from the
+-- old one; a replica whose catalog cache still says the old category must not put it back.
 for _, key in ipairs(zsets) do
-  for member, delta in pairs(zsets[key]) do redis.call('ZINCRBY', key, num(delta), member) end
+  for member, delta in pairs(zsets[key]) do
+    redis.call('ZADD', key, 'XX', 'INCR', num(delta), member)
+  end
 end
 for _, item in ipairs(windows) do
   redis.call('HSET', item, 'windows', struct.pack(WINDOW_FORMAT, unpack(windows[item], 1, WINDOW_VALUES)))

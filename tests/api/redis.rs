@@ -501,3 +501,41 @@ async fn an_event_replayed_to_another_replica_is_applied_once() {
         3.0
     );
 }
+
+/// Each replica caches the catalog it needs for ingestion. A replica whose cache still has an
+/// item's old category must not put the item back into that category's list.
+#[actix_rt::test]
+async fn a_stale_catalog_cache_never_puts_a_moved_item_back_in_its_old_category() {
+    let redis = RedisServer::start();
+    let (a, b) = (redis.store(), redis.store());
+    let item = |category: &str| Item {
+        item_id: "x".into(),
+        category: category.into(),
+        brand: "acme".into(),
+        price: 10.0,
+        created_at: 1,
+        attributes: Default::default(),
+    };
+    let click = |id: &str| Event {
+        event_id: Some(id.into()),
+        kind: EventKind::Click,
+        user_id: "u".into(),
+        item_id: "x".into(),
+        timestamp: ANCHOR,
+    };
+    a.upsert_items("t", vec![item("shoes")]).await.unwrap();
+    a.apply_events("t", &[click("c1")]).await.unwrap();
+    // Another replica moves the item; a's cache still says "shoes".
+    b.upsert_items("t", vec![item("bags")]).await.unwrap();
+    a.apply_events("t", &[click("c2")]).await.unwrap();
+
+    let query = CandidateQuery {
+        categories: vec![("shoes".into(), 10), ("bags".into(), 10)],
+        ..Default::default()
+    };
+    let lists = b.candidate_lists("t", &query).await.unwrap();
+    assert!(lists.categories[0].is_empty(), "{lists:?}");
+    assert_eq!(&*lists.categories[1][0], "x");
+    let stats = b.items("t", &["x".into()]).await.unwrap();
+    assert_eq!(stats[0].as_ref().unwrap().stats.clicks, 2.0);
+}
