@@ -15,7 +15,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::catalog::{Event, EventKind, UnixSeconds};
 use crate::config::EventSettings;
-use crate::quality::ServedFeeds;
+use crate::quality::{Outcome, ServedFeeds};
 use crate::store::{SharedStore, StoreError};
 use crate::telemetry::events::{EventsApplied, EventsRejected};
 use crate::telemetry::{InternalEvent, Metrics};
@@ -209,11 +209,18 @@ impl Ingestor {
             .enumerate()
             .filter(|(i, _)| !skipped.contains(i))
             .map(|(_, r)| r);
-        for (e, request_id) in written.iter().zip(joinable) {
-            if let Some(r) = request_id {
-                self.served.join(tenant, r, e.kind, &e.item_id);
-            }
-        }
+        let outcomes: Vec<Outcome<'_>> = written
+            .iter()
+            .zip(joinable)
+            .filter_map(|(e, r)| {
+                Some(Outcome {
+                    request_id: r.as_deref()?,
+                    kind: e.kind,
+                    item_id: &e.item_id,
+                })
+            })
+            .collect();
+        self.served.join(tenant, &outcomes).await;
         EventsApplied {
             tenant,
             source: source.as_str(),

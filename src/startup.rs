@@ -15,7 +15,7 @@ use crate::actors::ActorSystem;
 use crate::config::Settings;
 use crate::http::{self, AppState, error};
 use crate::model::ModelRegistry;
-use crate::quality::ServedFeeds;
+use crate::quality::{FeedLog, MemoryFeedLog, ServedFeeds};
 use crate::store::{
     CachedStore, Dedup, Instrumented, MemoryStore, PopularityFallback, RedisStore, SharedStore,
     StoreContext, StoreHealth,
@@ -41,9 +41,10 @@ pub struct Application {
 async fn build_store(settings: &Settings, metrics: &Arc<Metrics>) -> anyhow::Result<StoreContext> {
     if settings.redis.enabled() {
         metrics.register_redis();
-        let redis: SharedStore = Arc::new(
+        let redis = Arc::new(
             RedisStore::connect(&settings.redis)?.with_dedup(Dedup::from(&settings.events)),
         );
+        let feed_log: Arc<dyn FeedLog> = redis.clone();
         let timed: SharedStore = Arc::new(Instrumented::new(redis, metrics.clone()));
         let cached = CachedStore::new(
             timed,
@@ -59,6 +60,7 @@ async fn build_store(settings: &Settings, metrics: &Arc<Metrics>) -> anyhow::Res
             health: Arc::new(health),
             fallback: Arc::new(PopularityFallback::default()),
             watched: true,
+            feed_log,
         });
     }
     let store = MemoryStore::with_dedup(
@@ -82,6 +84,7 @@ async fn build_store(settings: &Settings, metrics: &Arc<Metrics>) -> anyhow::Res
         health: Arc::new(StoreHealth::new("memory")),
         fallback: Arc::new(PopularityFallback::default()),
         watched: false,
+        feed_log: Arc::new(MemoryFeedLog::new(&settings.events)),
     })
 }
 
@@ -105,7 +108,11 @@ impl Application {
         for id in tenants.ids() {
             metrics.init_tenant(id);
         }
-        let served = Arc::new(ServedFeeds::new(&settings.events, metrics.clone()));
+        let served = Arc::new(ServedFeeds::new(
+            store.feed_log.clone(),
+            &settings.events,
+            metrics.clone(),
+        ));
         let actors = ActorSystem::start(&settings, &store, &models, &served, metrics.clone());
         if let Err(down) = actors.wait_until_up(ACTOR_START_TIMEOUT).await {
             let names: Vec<&str> = down.iter().map(|a| a.name).collect();

@@ -161,12 +161,17 @@ pub async fn get_feed(
             }),
         })
         .collect();
-    state.served.record(
-        &tenant.id,
-        &request_id,
-        outcome.model.clone(),
-        outcome.items.iter().map(|i| i.item_id.clone()).collect(),
-    );
+    // Awaited (one write, bounded by the store's timeout; failures only counted): a click
+    // sent right after the response must find its feed.
+    state
+        .served
+        .record(
+            &tenant.id,
+            &request_id,
+            &outcome.model,
+            outcome.items.iter().map(|i| i.item_id.clone()).collect(),
+        )
+        .await;
     FeedServed {
         tenant: &tenant.id,
         user: &q.user_id,

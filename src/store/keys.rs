@@ -11,6 +11,8 @@
 //! | `er:{t}:user:<user_id>`             | hash | `interactions`, `affinity_total`, `price_sum`, `price_count`, `c:<category>`, `b:<brand>` |
 //! | `er:{t}:recent:<user_id>`           | list | recently interacted item ids, newest first |
 //! | `er:{t}:seen:<event_id>`            | string | an applied event id; expires after the dedup window |
+//! | `er:{t}:feed:<request_id>`          | string | a served feed (model, version, items) as JSON; expires after the join window |
+//! | `er:{t}:feedclick:<request_id>`     | string | set by the feed's first joined click; expires with the feed |
 
 pub fn item(tenant: &str, id: &str) -> String {
     format!("er:{{{tenant}}}:item:{id}")
@@ -38,6 +40,14 @@ pub fn recent(tenant: &str, user: &str) -> String {
 
 pub fn seen(tenant: &str, event_id: &str) -> String {
     format!("er:{{{tenant}}}:seen:{event_id}")
+}
+
+pub fn feed(tenant: &str, request_id: &str) -> String {
+    format!("er:{{{tenant}}}:feed:{request_id}")
+}
+
+pub fn feed_click(tenant: &str, request_id: &str) -> String {
+    format!("er:{{{tenant}}}:feedclick:{request_id}")
 }
 
 /// The item hash field holding the window counts (binary, see `store::redis`).

@@ -140,4 +140,6 @@ pub struct StoreContext {
     pub fallback: Arc<PopularityFallback>,
     /// A networked store, watched by the Redis watchdog (the embedded one needs none).
     pub watched: bool,
+    /// Where served feeds are kept for the live-quality join (beside the features).
+    pub feed_log: Arc<dyn crate::quality::FeedLog>,
 }

@@ -15,6 +15,7 @@ use crate::catalog::{
     Event, Item, ItemId, ItemRecord, ItemStats, RECENT_ITEMS, UserProfile, WINDOWS, WindowCounts,
 };
 use crate::config::RedisSettings;
+use crate::quality::{FeedLog, ServedFeed};
 
 enum Pool {
     Single(deadpool_redis::Pool),
@@ -669,5 +670,68 @@ impl FeatureStore for RedisStore {
             .filter_map(|(i, a)| (a == 0).then_some(i))
             .collect();
         Ok(outcome)
+    }
+}
+
+/// The served-feed log of live ranking quality, shared by every replica.
+#[async_trait]
+impl FeedLog for RedisStore {
+    async fn record(
+        &self,
+        tenant: &str,
+        request_id: &str,
+        feed: &ServedFeed,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(feed).map_err(unavailable)?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(keys::feed(tenant, request_id))
+            .arg(json)
+            .arg("EX")
+            .arg(ttl.as_secs().max(1))
+            .ignore();
+        self.query(&pipe).await
+    }
+
+    async fn lookup(
+        &self,
+        tenant: &str,
+        request_ids: &[&str],
+    ) -> Result<Vec<Option<ServedFeed>>, StoreError> {
+        if request_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for r in request_ids {
+            pipe.get(keys::feed(tenant, r));
+        }
+        let found: Vec<Option<String>> = self.query(&pipe).await?;
+        Ok(found
+            .into_iter()
+            .map(|json| serde_json::from_str(&json?).ok())
+            .collect())
+    }
+
+    async fn claim_first_clicks(
+        &self,
+        tenant: &str,
+        request_ids: &[&str],
+        ttl: Duration,
+    ) -> Result<Vec<bool>, StoreError> {
+        if request_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for r in request_ids {
+            pipe.cmd("SET")
+                .arg(keys::feed_click(tenant, r))
+                .arg(1)
+                .arg("NX")
+                .arg("EX")
+                .arg(ttl.as_secs().max(1));
+        }
+        let set: Vec<Option<String>> = self.query(&pipe).await?;
+        Ok(set.into_iter().map(|s| s.is_some()).collect())
     }
 }

@@ -297,7 +297,8 @@ impl InternalEvent for FeedRanked<'_> {
 /// A click or purchase joined with the feed it came from, `position` 0-based.
 pub struct FeedInteraction<'a> {
     pub tenant: &'a str,
-    pub model: &'a crate::model::ModelMetadata,
+    pub model: &'a str,
+    pub version: &'a str,
     pub kind: crate::catalog::EventKind,
     pub position: usize,
     pub first_click: bool,
@@ -305,7 +306,7 @@ pub struct FeedInteraction<'a> {
 
 impl InternalEvent for FeedInteraction<'_> {
     fn emit(self, m: &Metrics) {
-        let (name, version) = (self.model.name.as_str(), self.model.version.as_str());
+        let (name, version) = (self.model, self.version);
         let kind = match self.kind {
             crate::catalog::EventKind::Purchase => "purchase",
             _ => "click",
@@ -322,6 +323,21 @@ impl InternalEvent for FeedInteraction<'_> {
                 .with_label_values(&[name, version, self.tenant])
                 .inc_by(1.0 / (self.position + 1) as f64);
         }
+    }
+}
+
+/// The served-feed log could not be written or read (Redis down): those feeds and events are
+/// not joined, and the live quality figures undercount until it recovers.
+pub struct FeedLogFailed<'a> {
+    pub error: &'a crate::store::StoreError,
+}
+
+impl InternalEvent for FeedLogFailed<'_> {
+    fn emit(self, m: &Metrics) {
+        m.ml.ranking_unjoined_total
+            .with_label_values(&["feed_log_unavailable"])
+            .inc();
+        tracing::warn!(event = "FeedLogFailed", error = %self.error);
     }
 }
 

@@ -81,7 +81,8 @@ impl MlMetrics {
             .expect("static metric definition"),
             ranking_unjoined_total: counter(
                 "eaglerank_ranking_unjoined_total",
-                "Clicks and purchases with a request_id that joined no served feed.",
+                "Clicks and purchases with a request_id that joined no served feed (and \
+                 feed-log failures: reason feed_log_unavailable).",
                 &["reason"],
             ),
             shadow_topk_overlap_ratio: super::metrics::histogram(

@@ -539,3 +539,51 @@ async fn a_stale_catalog_cache_never_puts_a_moved_item_back_in_its_old_category(
     let stats = b.items("t", &["x".into()]).await.unwrap();
     assert_eq!(stats[0].as_ref().unwrap().stats.clicks, 2.0);
 }
+
+/// With Redis, the served-feed log is shared: a click posted to another replica than the one
+/// that served the feed is joined all the same.
+#[actix_rt::test]
+async fn a_click_joins_its_feed_whichever_replica_served_it() {
+    let redis = RedisServer::start();
+    load_demo(&redis).await;
+    let (a, b) = (spawn_redis_app(&redis).await, spawn_redis_app(&redis).await);
+    for app in [&a, &b] {
+        app.wait_ready(200).await;
+    }
+    let res = a.feed("demo-a", DEMO_A_KEY, "user_id=u1&limit=10").await;
+    assert_eq!(res.status(), 200);
+    let feed: Value = res.json().await.unwrap();
+    let click = |n: usize, rank: usize| {
+        serde_json::json!({"event_id": format!("x{n}"), "type": "click", "user_id": "u1",
+            "item_id": feed["items"][rank - 1]["item_id"], "request_id": feed["request_id"],
+            "timestamp": eaglerank::ingest::now_rfc3339()})
+    };
+    // Two clicks on b, one more on a: only the first click of the feed counts for MRR.
+    for (app, events) in [
+        (&b, vec![click(1, 2), click(2, 1)]),
+        (&a, vec![click(3, 3)]),
+    ] {
+        let res = app
+            .client
+            .post(app.url("/v1/tenants/demo-a/events"))
+            .bearer_auth(DEMO_A_KEY)
+            .json(&serde_json::json!({ "events": events }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 202);
+    }
+    let sum = |m: &str, name: &str, filter: &str| -> f64 {
+        m.lines()
+            .filter(|l| l.starts_with(name) && l.contains(filter))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let (ma, mb) = (a.metrics().await, b.metrics().await);
+    assert_eq!(sum(&ma, "eaglerank_ranking_feeds_total{", "demo-a"), 1.0);
+    let clicks = |m: &str| sum(m, "eaglerank_ranking_interactions_total{", r#"k="20""#);
+    assert_eq!((clicks(&mb), clicks(&ma)), (2.0, 1.0), "every click joined");
+    let rr = |m: &str| sum(m, "eaglerank_ranking_reciprocal_rank_sum{", "demo-a");
+    assert_eq!(rr(&mb) + rr(&ma), 0.5, "the first click (rank 2) only");
+    assert_eq!(sum(&mb, "eaglerank_ranking_unjoined_total{", ""), 0.0);
+}
