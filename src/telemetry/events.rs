@@ -135,10 +135,12 @@ impl InternalEvent for ModelScored<'_> {
         m.model_inference_seconds
             .with_label_values(&[self.model])
             .observe(self.duration.as_secs_f64());
-        let h = m.model_score.with_label_values(&[self.model]);
+        // Hundreds of scores per request: accumulate locally, one atomic flush.
+        let h = m.model_score.with_label_values(&[self.model]).local();
         for s in self.scores {
             h.observe(f64::from(*s));
         }
+        h.flush();
     }
 }
 
