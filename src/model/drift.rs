@@ -73,10 +73,16 @@ impl Monitored {
         Self { bins, counts }
     }
 
-    fn observe(&self, v: f64) {
+    fn add(&self, values: impl Iterator<Item = f32>) {
+        let mut local = vec![0u64; self.counts.len()];
         // Non-finite values are the feature-health counters' business, not drift's.
-        if v.is_finite() {
-            self.counts[self.bin(v)].fetch_add(1, Ordering::Relaxed);
+        for v in values.map(f64::from).filter(|v| v.is_finite()) {
+            local[self.bin(v)] += 1;
+        }
+        for (count, n) in self.counts.iter().zip(local) {
+            if n > 0 {
+                count.fetch_add(n, Ordering::Relaxed);
+            }
         }
     }
 
@@ -135,15 +141,14 @@ impl DriftMonitor {
             return;
         }
         let stride = rows.div_ceil(ROWS_PER_REQUEST).max(1);
-        for row in (0..rows).step_by(stride) {
-            let values = &matrix[row * width..(row + 1) * width];
-            for ((_, monitored), v) in self.features.iter().zip(values) {
-                if let Some(m) = monitored {
-                    m.observe(f64::from(*v));
-                }
+        let sampled = (0..rows).step_by(stride);
+        // Counted locally first: one atomic add per touched bin, not per value.
+        for (column, (_, monitored)) in self.features.iter().enumerate() {
+            if let Some(m) = monitored {
+                m.add(sampled.clone().map(|row| matrix[row * width + column]));
             }
-            self.score.observe(f64::from(scores[row]));
         }
+        self.score.add(sampled.map(|row| scores[row]));
     }
 
     /// PSI of the window since the last call, which starts a new one. `None` (and the window
