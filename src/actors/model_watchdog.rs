@@ -64,7 +64,7 @@ impl ModelWatchdog {
 
     fn reload(&self, slot: &Slot) -> ReloadReport {
         let previous = slot.current();
-        let outcome = slot.reload();
+        let outcome = slot.reload(&self.models.names_besides(&slot.name));
         let serving = slot.current();
         ModelReloaded {
             slot: &slot.name,

@@ -67,10 +67,20 @@ impl Slot {
     }
 
     /// Loads the files as they are now and, if the model passes its checks (signature,
-    /// features, probe), serves it from the next request on.
-    pub fn reload(&self) -> ReloadOutcome {
+    /// features, probe, a name no other slot's model has: `taken`), serves it from the next
+    /// request on.
+    pub fn reload(&self, taken: &[String]) -> ReloadOutcome {
         *self.tried.lock().unwrap_or_else(|e| e.into_inner()) = stamp(&self.settings);
-        match LoadedModel::load(&self.settings) {
+        let loaded = LoadedModel::load(&self.settings).and_then(|model| {
+            if taken.contains(&model.metadata.name) {
+                return Err(ModelError::Mismatch(format!(
+                    "its metadata name {:?} is another model's; names label the metrics",
+                    model.metadata.name
+                )));
+            }
+            Ok(model)
+        });
+        match loaded {
             Ok(model) => {
                 let model = Arc::new(model);
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = model.clone();
@@ -189,6 +199,15 @@ impl ModelRegistry {
             (n % every == 0).then(|| self.slots[slot].current())
         });
         (self.slots[t.live].current(), shadow)
+    }
+
+    /// The names of the models the other slots serve.
+    pub fn names_besides(&self, slot: &str) -> Vec<String> {
+        self.slots
+            .iter()
+            .filter(|s| s.name != slot)
+            .map(|s| s.current().metadata.name.clone())
+            .collect()
     }
 
     /// Every served model passes its canary.

@@ -504,6 +504,33 @@ async fn tenants_choose_their_model_and_a_shadow_model_is_compared() {
         .collect();
     assert_eq!(slots, ["default", "linear"]);
 
+    // A reload may not bring a model whose name another slot's model has: metrics would mix
+    // them. (The default slot's files become the linear model's.)
+    let dir = ModelDir::new();
+    let app = crate::helpers::spawn_app_with(&[
+        ("model.path", dir.onnx().into()),
+        ("model.metadata", dir.json().into()),
+        ("models.linear.path", "models/ranker-linear.onnx".into()),
+        ("models.linear.metadata", "models/ranker-linear.json".into()),
+    ])
+    .await;
+    dir.install("ranker-linear");
+    let res = reload(&app, Some(ADMIN_KEY)).await;
+    let body = crate::errors::assert_error(
+        res,
+        reqwest::StatusCode::UNPROCESSABLE_ENTITY,
+        "model_rejected",
+    )
+    .await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("another model's"),
+        "{body}"
+    );
+    assert_eq!(serving_model(&app).await, LGBM);
+
     // A tenant naming a model that is not configured is a configuration error.
     let err =
         eaglerank::config::Settings::load_with(None, &[("tenants.demo-a.model", "nope".into())])
