@@ -133,13 +133,7 @@ async fn traffic(apps: &[&TestApp], round: usize) {
                        "timestamp": eaglerank::ingest::now_rfc3339()})
             })
             .collect();
-        app.client
-            .post(app.url("/v1/tenants/demo-a/events"))
-            .bearer_auth(DEMO_A_KEY)
-            .json(&json!({ "events": joined }))
-            .send()
-            .await
-            .unwrap();
+        app.post_events(&json!(joined)).await;
         // A model reload (the same files: loaded).
         app.client
             .post(app.url("/v1/admin/models/reload"))
@@ -153,21 +147,10 @@ async fn traffic(apps: &[&TestApp], round: usize) {
                             "item_id": format!("i{i}"), "timestamp": eaglerank::ingest::now_rfc3339()})
             })
             .collect();
-        app.client
-            .post(app.url("/v1/tenants/demo-a/events"))
-            .bearer_auth(DEMO_A_KEY)
-            .json(&json!({ "events": events }))
-            .send()
-            .await
-            .unwrap();
+        app.post_events(&json!(events)).await;
         // And one invalid batch, so rejections have a series.
-        app.client
-            .post(app.url("/v1/tenants/demo-a/events"))
-            .bearer_auth(DEMO_A_KEY)
-            .json(&json!({ "events": [{"event_id": "x", "type": "like"}] }))
-            .send()
-            .await
-            .unwrap();
+        app.post_events(&json!([{"event_id": "x", "type": "like"}]))
+            .await;
     }
 }
 

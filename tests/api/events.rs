@@ -35,13 +35,7 @@ fn event(id: &str, kind: &str, user: &str, item: &str) -> Value {
 }
 
 async fn post(app: &TestApp, events: Vec<Value>) -> reqwest::Response {
-    app.client
-        .post(app.url("/v1/tenants/demo-a/events"))
-        .bearer_auth(DEMO_A_KEY)
-        .json(&json!({ "events": events }))
-        .send()
-        .await
-        .unwrap()
+    app.post_events(&Value::from(events)).await
 }
 
 async fn feed_items(app: &TestApp, user: &str, limit: usize) -> Vec<Value> {

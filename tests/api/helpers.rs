@@ -36,6 +36,17 @@ impl TestApp {
         format!("{}{}", self.address, path)
     }
 
+    /// `POST /v1/tenants/demo-a/events` with `events` (JSON values), as demo-a.
+    pub async fn post_events(&self, events: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/tenants/demo-a/events"))
+            .bearer_auth(DEMO_A_KEY)
+            .json(&serde_json::json!({ "events": events }))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
     /// `GET /v1/tenants/{tenant}/items/{id}`.
     pub async fn item(&self, tenant: &str, key: &str, id: &str) -> reqwest::Response {
         self.client
@@ -120,6 +131,16 @@ pub fn metric_value(metrics: &str, series: &str) -> Option<f64> {
         .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+/// The sum of every series of `name` (e.g. `"eaglerank_x_total{"`) whose line contains all of
+/// `filters`.
+pub fn metric_sum(metrics: &str, name: &str, filters: &[&str]) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && filters.iter().all(|f| l.contains(f)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// The real `eaglerank` binary, serving on a random port with its stdout captured.

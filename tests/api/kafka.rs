@@ -10,7 +10,7 @@ use rdkafka::bindings as rdsys;
 use rdkafka::producer::{BaseProducer, FutureProducer, FutureRecord, Producer};
 use serde_json::{Value, json};
 
-use crate::helpers::{DEMO_A_KEY, TestApp, metric_value, spawn_app_with};
+use crate::helpers::{TestApp, metric_value, spawn_app_with};
 
 const TOPIC: &str = "eaglerank-events";
 
@@ -128,14 +128,7 @@ async fn events_posted_to_the_api_travel_through_kafka_into_the_features() {
                         "item_id": format!("i{i}"), "timestamp": eaglerank::ingest::now_rfc3339()})
         })
         .collect();
-    let res = app
-        .client
-        .post(app.url("/v1/tenants/demo-a/events"))
-        .bearer_auth(DEMO_A_KEY)
-        .json(&json!({ "events": events }))
-        .send()
-        .await
-        .unwrap();
+    let res = app.post_events(&json!(events)).await;
     assert_eq!(res.status(), 202);
     assert_eq!(res.json::<Value>().await.unwrap()["accepted"], 8);
     wait_ingested(&app, 8.0).await;

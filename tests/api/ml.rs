@@ -5,7 +5,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::helpers::{DEMO_A_KEY, RedisServer, TestApp, metric_value};
+use crate::helpers::{DEMO_A_KEY, RedisServer, TestApp, metric_sum, metric_value};
 use crate::redis::{load_demo, spawn_redis_app_with};
 
 const USER_FEATURES: [&str; 5] = [
@@ -141,6 +141,19 @@ async fn reload(app: &TestApp, key: Option<&str>) -> reqwest::Response {
     req.send().await.unwrap()
 }
 
+/// An admin reload answers 422 `model_rejected`, saying why (`reason`).
+async fn assert_reload_rejected(app: &TestApp, reason: &str) {
+    let res = reload(app, Some(ADMIN_KEY)).await;
+    let body = crate::errors::assert_error(
+        res,
+        reqwest::StatusCode::UNPROCESSABLE_ENTITY,
+        "model_rejected",
+    )
+    .await;
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains(reason), "{body}");
+}
+
 async fn serving_model(app: &TestApp) -> String {
     feed(app, "u1").await["model"]["name"]
         .as_str()
@@ -188,17 +201,7 @@ async fn models_reload_under_traffic_and_bad_ones_are_rejected() {
     assert_eq!(reload(&app, Some(DEMO_A_KEY)).await.status(), 403);
 
     std::fs::write(models.onnx(), b"not an onnx model").unwrap();
-    let res = reload(&app, Some(ADMIN_KEY)).await;
-    let body = crate::errors::assert_error(
-        res,
-        reqwest::StatusCode::UNPROCESSABLE_ENTITY,
-        "model_rejected",
-    )
-    .await;
-    assert!(
-        body["error"]["message"].as_str().unwrap().contains("ONNX"),
-        "{body}"
-    );
+    assert_reload_rejected(&app, "ONNX").await;
     assert_eq!(
         serving_model(&app).await,
         LGBM,
@@ -259,20 +262,7 @@ async fn the_canary_catches_a_model_whose_outputs_differ_from_the_recorded_ones(
     let models = ModelDir::new();
     let app = models.spawn(100).await;
     models.install_with_wrong_probe();
-    let res = reload(&app, Some(ADMIN_KEY)).await;
-    let body = crate::errors::assert_error(
-        res,
-        reqwest::StatusCode::UNPROCESSABLE_ENTITY,
-        "model_rejected",
-    )
-    .await;
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("probe row"),
-        "{body}"
-    );
+    assert_reload_rejected(&app, "probe row").await;
     app.wait_ready(200).await;
 
     // Serving such a model can only happen if something changes under a loaded one (the
@@ -396,14 +386,7 @@ async fn clicks_joined_with_their_feeds_give_ctr_at_k_and_mrr() {
         event(6, "click", "u1", id(&a, 1), "no-such-request".into()),
         event(7, "click", "u1", outsider, rid(&a)),
     ];
-    let res = app
-        .client
-        .post(app.url("/v1/tenants/demo-a/events"))
-        .bearer_auth(DEMO_A_KEY)
-        .json(&serde_json::json!({ "events": events }))
-        .send()
-        .await
-        .unwrap();
+    let res = app.post_events(&Value::from(events)).await;
     assert_eq!(res.status(), 202);
 
     let m = app.metrics().await;
@@ -515,20 +498,7 @@ async fn tenants_choose_their_model_and_a_shadow_model_is_compared() {
     ])
     .await;
     dir.install("ranker-linear");
-    let res = reload(&app, Some(ADMIN_KEY)).await;
-    let body = crate::errors::assert_error(
-        res,
-        reqwest::StatusCode::UNPROCESSABLE_ENTITY,
-        "model_rejected",
-    )
-    .await;
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("another model's"),
-        "{body}"
-    );
+    assert_reload_rejected(&app, "another model's").await;
     assert_eq!(serving_model(&app).await, LGBM);
 
     // A tenant naming a model that is not configured is a configuration error.
@@ -570,21 +540,14 @@ async fn shifting_the_simulated_preferences_moves_live_ctr() {
         .unwrap();
     let m2 = app.metrics().await;
 
-    // Sums every series of `name` whose labels contain all of `filters`.
-    let sum = |m: &str, name: &str, filters: &[&str]| -> f64 {
-        m.lines()
-            .filter(|l| l.starts_with(name) && filters.iter().all(|f| l.contains(f)))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
     // Live CTR@20 between two scrapes: clicks joined within the top 20, per 20 slots served.
     let ctr = |a: &str, b: &str| {
         let clicks = [r#"k="20""#, r#"type="click""#];
         let feeds = ["demo-a"];
-        let joined = sum(b, "eaglerank_ranking_interactions_total{", &clicks)
-            - sum(a, "eaglerank_ranking_interactions_total{", &clicks);
-        let served = sum(b, "eaglerank_ranking_feeds_total{", &feeds)
-            - sum(a, "eaglerank_ranking_feeds_total{", &feeds);
+        let joined = metric_sum(b, "eaglerank_ranking_interactions_total{", &clicks)
+            - metric_sum(a, "eaglerank_ranking_interactions_total{", &clicks);
+        let served = metric_sum(b, "eaglerank_ranking_feeds_total{", &feeds)
+            - metric_sum(a, "eaglerank_ranking_feeds_total{", &feeds);
         joined / (20.0 * served)
     };
     let (live_before, live_after) = (ctr(&m0, &m1), ctr(&m1, &m2));

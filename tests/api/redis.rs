@@ -8,7 +8,8 @@ use eaglerank::store::{CandidateQuery, FeatureStore, MemoryStore, RedisStore};
 use serde_json::Value;
 
 use crate::helpers::{
-    DEMO_A_KEY, DEMO_B_KEY, RedisCluster, RedisServer, TestApp, metric_value, spawn_app_with,
+    DEMO_A_KEY, DEMO_B_KEY, RedisCluster, RedisServer, TestApp, metric_sum, metric_value,
+    spawn_app_with,
 };
 
 /// Fixed, so that both backends get byte-identical demo data.
@@ -482,17 +483,11 @@ async fn an_event_replayed_to_another_replica_is_applied_once() {
                                "item_id": item, "timestamp": eaglerank::ingest::now_rfc3339()})
         })
         .collect();
-    let post = |app: &TestApp| {
-        app.client
-            .post(app.url("/v1/tenants/demo-a/events"))
-            .bearer_auth(DEMO_A_KEY)
-            .json(&serde_json::json!({ "events": events }))
-            .send()
-    };
-    let first: Value = post(&a).await.unwrap().json().await.unwrap();
+    let events = Value::from(events);
+    let first: Value = a.post_events(&events).await.json().await.unwrap();
     assert_eq!(first["accepted"], 3, "{first}");
     assert_eq!(first["duplicates"], 0, "{first}");
-    let replay: Value = post(&b).await.unwrap().json().await.unwrap();
+    let replay: Value = b.post_events(&events).await.json().await.unwrap();
     assert_eq!(replay["duplicates"], 3, "{replay}");
     let after = b.item_stats("demo-a", DEMO_A_KEY, &item).await;
     assert_eq!(
@@ -563,22 +558,9 @@ async fn a_click_joins_its_feed_whichever_replica_served_it() {
         (&b, vec![click(1, 2), click(2, 1)]),
         (&a, vec![click(3, 3)]),
     ] {
-        let res = app
-            .client
-            .post(app.url("/v1/tenants/demo-a/events"))
-            .bearer_auth(DEMO_A_KEY)
-            .json(&serde_json::json!({ "events": events }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 202);
+        assert_eq!(app.post_events(&Value::from(events)).await.status(), 202);
     }
-    let sum = |m: &str, name: &str, filter: &str| -> f64 {
-        m.lines()
-            .filter(|l| l.starts_with(name) && l.contains(filter))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
+    let sum = |m: &str, name: &str, filter: &str| metric_sum(m, name, &[filter]);
     let (ma, mb) = (a.metrics().await, b.metrics().await);
     assert_eq!(sum(&ma, "eaglerank_ranking_feeds_total{", "demo-a"), 1.0);
     let clicks = |m: &str| sum(m, "eaglerank_ranking_interactions_total{", r#"k="20""#);
