@@ -155,6 +155,23 @@ impl WindowCounts {
         }
     }
 
+    /// Adds counts recorded separately, as if their events had been recorded here: the
+    /// outcome of `record` does not depend on the order of events, so a batch can be summed
+    /// first and merged once. The Redis store does this merge in Lua (`store::redis::apply`).
+    pub fn merge(&mut self, other: &WindowCounts) {
+        let bucket = self.bucket.max(other.bucket);
+        // A side's counts as of `bucket`: current and previous.
+        let at = |w: &WindowCounts| match bucket - w.bucket {
+            0 => (w.current, w.previous),
+            1 => ([0.0; 4], w.current),
+            _ => ([0.0; 4], [0.0; 4]),
+        };
+        let ((c1, p1), (c2, p2)) = (at(self), at(other));
+        self.current = std::array::from_fn(|k| c1[k] + c2[k]);
+        self.previous = std::array::from_fn(|k| p1[k] + p2[k]);
+        self.bucket = bucket;
+    }
+
     /// The estimated counts of the window ending at `now`.
     pub fn estimate(&self, now: UnixSeconds, length: f64) -> [f64; 4] {
         let position = now / length;
@@ -349,6 +366,45 @@ mod tests {
             ["i1", "i2"]
         );
         assert!(p.has_seen("i2") && !p.has_seen("i0"));
+    }
+
+    #[test]
+    fn merging_a_batch_equals_recording_its_events() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let kinds = [
+            EventKind::Impression,
+            EventKind::Click,
+            EventKind::AddToCart,
+            EventKind::Purchase,
+        ];
+        let length = 3_600.0;
+        for _ in 0..500 {
+            // Events over a few buckets, in any order: late, early, far behind.
+            let events = |rng: &mut rand_chacha::ChaCha8Rng| -> Vec<(EventKind, f64)> {
+                (0..rng.random_range(0..6))
+                    .map(|_| {
+                        let at = T0 + rng.random_range(0.0..4.0 * length);
+                        (kinds[rng.random_range(0..4)], at)
+                    })
+                    .collect()
+            };
+            let stored = events(&mut rng);
+            let batch = events(&mut rng);
+            let mut sequential = WindowCounts::default();
+            let mut merged = WindowCounts::default();
+            let mut summed = WindowCounts::default();
+            for &(kind, at) in &stored {
+                sequential.record(kind, at, length);
+                merged.record(kind, at, length);
+            }
+            for &(kind, at) in &batch {
+                sequential.record(kind, at, length);
+                summed.record(kind, at, length);
+            }
+            merged.merge(&summed);
+            assert_eq!(merged, sequential, "stored {stored:?}, batch {batch:?}");
+        }
     }
 
     #[test]

@@ -232,7 +232,7 @@ impl RedisSettings {
 pub struct EventSettings {
     /// A replayed `event_id` within this window changes nothing.
     pub dedup_window_seconds: u64,
-    /// Event ids the embedded store remembers at most (Redis keeps one key per id instead).
+    /// Event ids the embedded store remembers at most (Redis is bounded by the window).
     pub dedup_capacity: u64,
     /// Timestamps further in the future than this are rejected (clock skew allowance).
     pub max_future_skew_seconds: u64,

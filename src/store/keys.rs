@@ -4,13 +4,13 @@
 //!
 //! | key                                 | type | content |
 //! |-------------------------------------|------|---------|
-//! | `er:{t}:item:<item_id>`             | hash | `item` (catalog JSON), `impressions`, `clicks`, `add_to_carts`, `purchases`, `windows` (window counts, packed f64) |
+//! | `er:{t}:item:<item_id>`             | hash | `item` (catalog JSON), `stats` (all-time and window counts, packed f64) |
 //! | `er:{t}:trending`                   | zset | item → trending score relative to `TRENDING_EPOCH` |
 //! | `er:{t}:cat:<category>`             | zset | item → all-time engagement (popularity) |
 //! | `er:{t}:new`                        | zset | item → `created_at` |
 //! | `er:{t}:user:<user_id>`             | hash | `interactions`, `affinity_total`, `price_sum`, `price_count`, `c:<category>`, `b:<brand>` |
 //! | `er:{t}:recent:<user_id>`           | list | recently interacted item ids, newest first |
-//! | `er:{t}:seen:<event_id>`            | string | an applied event id; expires after the dedup window |
+//! | `er:{t}:seen:<bucket>`              | set  | event ids applied in one time bucket (half the dedup window); unlinked once out of the window |
 //! | `er:{t}:feed:<request_id>`          | string | a served feed (model, version, items) as JSON; expires after the join window |
 //! | `er:{t}:feedclick:<request_id>`     | string | set by the feed's first joined click; expires with the feed |
 
@@ -38,8 +38,8 @@ pub fn recent(tenant: &str, user: &str) -> String {
     format!("er:{{{tenant}}}:recent:{user}")
 }
 
-pub fn seen(tenant: &str, event_id: &str) -> String {
-    format!("er:{{{tenant}}}:seen:{event_id}")
+pub fn seen_set(tenant: &str, bucket: u64) -> String {
+    format!("er:{{{tenant}}}:seen:{bucket}")
 }
 
 pub fn feed(tenant: &str, request_id: &str) -> String {
@@ -50,11 +50,9 @@ pub fn feed_click(tenant: &str, request_id: &str) -> String {
     format!("er:{{{tenant}}}:feedclick:{request_id}")
 }
 
-/// The item hash field holding the window counts (binary, see `store::redis`).
-pub const WINDOWS_FIELD: &str = "windows";
-
-/// Hash fields of an item's statistics, in [`crate::catalog::ItemStats`] order.
-pub const ITEM_COUNTERS: [&str; 4] = ["impressions", "clicks", "add_to_carts", "purchases"];
+/// The item hash field holding its counts and window counts (binary, see
+/// `store::redis::apply`).
+pub const STATS_FIELD: &str = "stats";
 /// Prefixes of a user's affinity fields.
 pub const CATEGORY_PREFIX: &str = "c:";
 pub const BRAND_PREFIX: &str = "b:";

@@ -94,7 +94,7 @@ pub trait FeatureStore: Send + Sync + 'static {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Dedup {
     pub window: Duration,
-    /// Bounds the embedded store's memory; Redis keeps one key per id for the window.
+    /// Bounds the embedded store's memory; Redis keeps ids in sets per time bucket.
     pub capacity: u64,
 }
 

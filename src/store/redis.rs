@@ -2,25 +2,29 @@
 //! pipeline — one round trip — bounded by the command timeout. Key layout: `store::keys`.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_redis::redis::{self, FromRedisValue, Pipeline};
 use deadpool_redis::{Runtime, Timeouts};
 
-use super::keys::{self, BRAND_PREFIX, CATEGORY_PREFIX, ITEM_COUNTERS};
+use super::keys::{self, BRAND_PREFIX, CATEGORY_PREFIX};
 use super::{ApplyOutcome, CandidateLists, CandidateQuery, Dedup, FeatureStore, StoreError};
-use crate::catalog::{
-    Event, Item, ItemId, ItemRecord, ItemStats, RECENT_ITEMS, UserProfile, WINDOWS, WindowCounts,
-};
+use crate::catalog::{Event, Item, ItemId, ItemRecord, ItemStats, RECENT_ITEMS, UserProfile};
 use crate::config::RedisSettings;
 use crate::quality::{FeedLog, ServedFeed};
+
+mod apply;
+use apply::{APPLY_EVENTS, EVENTS_PER_CALL, decode_stats};
 
 enum Pool {
     Single(deadpool_redis::Pool),
     Cluster(deadpool_redis::cluster::Pool),
 }
+
+/// Catalog entries a replica keeps for ingestion (a few hundred bytes each).
+const CATALOG_CACHE_CAPACITY: u64 = 500_000;
 
 pub struct RedisStore {
     pool: Pool,
@@ -28,189 +32,6 @@ pub struct RedisStore {
     dedup: Dedup,
     /// (tenant, item id) → catalog entry, for event ingestion: saves a round trip per batch.
     catalog: Option<moka::sync::Cache<(String, ItemId), Arc<Item>>>,
-}
-
-/// Applies a chunk of events, each atomically with its deduplication: `SET NX PX` on the
-/// event id, and only if that took, the same updates as `ItemStats::record` and
-/// `UserProfile::record`. The updates of the applied events are summed in Lua and written
-/// once per key (calls from Lua into Redis are what a chunk costs); window counts rotate as
-/// `WindowCounts::record` does (the two must stay in step; the backend equivalence tests
-/// compare them). Every key carries the tenant's hash tag, so a chunk is one slot. Returns,
-/// per event, 1 if applied and 0 for a duplicate.
-///
-/// KEYS: trending, then 5 per event (seen, item, category, user, recent).
-/// ARGV: dedup ms, window lengths (JSON array), then 11 per event (see
-/// [`apply_events_invocation`]).
-const APPLY_EVENTS_LUA: &str = r"
-local dedup_ms = tonumber(ARGV[1])
-local lengths = cjson.decode(ARGV[2])
-local function add(t, key, field, delta)
-  local h = t[key]
-  if not h then h = {}; t[key] = h; t[#t + 1] = key end
-  h[field] = (h[field] or 0) + delta
-end
-local hashes, zsets, windows, recents, applied = {}, {}, {}, {}, {}
-for e = 0, (#KEYS - 1) / 5 - 1 do
-  local K, A = 1 + e * 5, 2 + e * 11
-  if ARGV[A + 1] == '1' and dedup_ms > 0
-      and not redis.call('SET', KEYS[K + 1], '1', 'NX', 'PX', dedup_ms) then
-    applied[e + 1] = 0
-  else
-    applied[e + 1] = 1
-    local item, id = KEYS[K + 2], ARGV[A + 3]
-    add(hashes, item, ARGV[A + 2], 1)
-    local k, at = tonumber(ARGV[A + 9]) + 1, tonumber(ARGV[A + 10])
-    -- Per window 9 numbers: bucket, current[4], previous[4] (offsets o+1, o+2.., o+6..).
-    local ws = windows[item]
-    if not ws then
-      local raw = redis.call('HGET', item, 'windows')
-      if raw and #raw == WINDOW_BYTES then
-        ws = {struct.unpack(WINDOW_FORMAT, raw)}
-      else
-        ws = {}
-        for i = 1, 9 * #lengths do ws[i] = 0 end
-      end
-      windows[item] = ws
-      windows[#windows + 1] = item
-    end
-    for i, length in ipairs(lengths) do
-      local o = (i - 1) * 9
-      local bucket = math.floor(at / length)
-      local d = bucket - ws[o + 1]
-      if d == 0 then
-        ws[o + 1 + k] = ws[o + 1 + k] + 1
-      elseif d > 0 then
-        for j = 2, 5 do
-          ws[o + 4 + j] = (d == 1) and ws[o + j] or 0
-          ws[o + j] = 0
-        end
-        ws[o + 1 + k] = 1
-        ws[o + 1] = bucket
-      elseif d == -1 then
-        ws[o + 5 + k] = ws[o + 5 + k] + 1
-      end
-    end
-    local trending, popularity = tonumber(ARGV[A + 4]), tonumber(ARGV[A + 5])
-    if trending > 0 then add(zsets, KEYS[1], id, trending) end
-    if popularity > 0 then add(zsets, KEYS[K + 3], id, popularity) end
-    local aw = tonumber(ARGV[A + 6])
-    if aw > 0 then
-      local user = KEYS[K + 4]
-      add(hashes, user, 'interactions', 1)
-      add(hashes, user, 'affinity_total', aw)
-      add(hashes, user, 'price_sum', tonumber(ARGV[A + 7]))
-      add(hashes, user, 'price_count', 1)
-      add(hashes, user, ARGV[A + 8], aw)
-      add(hashes, user, ARGV[A + 11], aw)
-      local r = recents[KEYS[K + 5]]
-      if not r then r = {}; recents[KEYS[K + 5]] = r; recents[#recents + 1] = KEYS[K + 5] end
-      r[#r + 1] = id
-    end
-  end
-end
-local function num(x) return string.format('%.17g', x) end
-for _, key in ipairs(hashes) do
-  for field, delta in pairs(hashes[key]) do redis.call('HINCRBYFLOAT', key, field, num(delta)) end
-end
--- XX: only members already listed. An item moved to another category was removed from the
--- old one; a replica whose catalog cache still says the old category must not put it back.
-for _, key in ipairs(zsets) do
-  for member, delta in pairs(zsets[key]) do
-    redis.call('ZADD', key, 'XX', 'INCR', num(delta), member)
-  end
-end
-for _, item in ipairs(windows) do
-  redis.call('HSET', item, 'windows', struct.pack(WINDOW_FORMAT, unpack(windows[item], 1, WINDOW_VALUES)))
-end
-for _, key in ipairs(recents) do
-  -- Newest last in r: push each item once, at its latest position.
-  local r, last, push = recents[key], {}, {}
-  for i, id in ipairs(r) do last[id] = i end
-  for i, id in ipairs(r) do
-    if last[id] == i then
-      redis.call('LREM', key, 0, id)
-      push[#push + 1] = id
-    end
-  end
-  redis.call('LPUSH', key, unpack(push))
-  redis.call('LTRIM', key, 0, RECENT_LIMIT)
-end
-return applied
-";
-/// The `windows` field of an item: per window (in `WINDOWS` order) its bucket, current[4] and
-/// previous[4] counts, as little-endian f64 (Lua's `struct` packs them at C speed; JSON
-/// through `cjson` cost more than all the event's other writes together).
-const WINDOW_VALUES: usize = 9 * WINDOWS.len();
-
-fn decode_windows(raw: &[u8]) -> Option<[WindowCounts; 3]> {
-    if raw.len() != WINDOW_VALUES * 8 {
-        return None;
-    }
-    let v: Vec<f64> = raw
-        .chunks_exact(8)
-        .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
-        .collect();
-    Some(std::array::from_fn(|w| {
-        let o = w * 9;
-        WindowCounts {
-            bucket: v[o] as i64,
-            current: std::array::from_fn(|k| v[o + 1 + k]),
-            previous: std::array::from_fn(|k| v[o + 5 + k]),
-        }
-    }))
-}
-
-/// Catalog entries a replica keeps for ingestion (a few hundred bytes each).
-const CATALOG_CACHE_CAPACITY: u64 = 500_000;
-
-/// Events per script call: amortizes the call and sums repeated keys, while keeping each
-/// call (which blocks the Redis thread) around a millisecond.
-const EVENTS_PER_CALL: usize = 200;
-
-static APPLY_EVENTS: LazyLock<(String, redis::Script)> = LazyLock::new(|| {
-    let code = APPLY_EVENTS_LUA
-        .replace("RECENT_LIMIT", &(RECENT_ITEMS - 1).to_string())
-        .replace(
-            "WINDOW_FORMAT",
-            &format!("'<{}'", "d".repeat(WINDOW_VALUES)),
-        )
-        .replace("WINDOW_BYTES", &(WINDOW_VALUES * 8).to_string())
-        .replace("WINDOW_VALUES", &WINDOW_VALUES.to_string());
-    let script = redis::Script::new(&code);
-    (code, script)
-});
-
-/// One script call for `events` (each with its catalog item).
-fn apply_events_invocation(
-    tenant: &str,
-    events: &[(&Event, &Item)],
-    dedup_ms: &str,
-) -> redis::ScriptInvocation<'static> {
-    let mut call = APPLY_EVENTS.1.prepare_invoke();
-    let lengths: Vec<f64> = WINDOWS.iter().map(|(_, length)| *length).collect();
-    call.key(keys::trending(tenant))
-        .arg(dedup_ms)
-        .arg(serde_json::to_string(&lengths).expect("numbers serialize"));
-    for (e, item) in events {
-        call.key(keys::seen(tenant, e.event_id.as_deref().unwrap_or("")))
-            .key(keys::item(tenant, &e.item_id))
-            .key(keys::category(tenant, &item.category))
-            .key(keys::user(tenant, &e.user_id))
-            .key(keys::recent(tenant, &e.user_id))
-            .arg(if e.event_id.is_some() { "1" } else { "0" })
-            // ITEM_COUNTERS lists the counters in EventKind order.
-            .arg(ITEM_COUNTERS[e.kind as usize])
-            .arg(&*e.item_id)
-            .arg(e.kind.trending_increment(e.timestamp))
-            .arg(e.kind.popularity_weight())
-            .arg(e.kind.affinity_weight())
-            .arg(item.price)
-            .arg(format!("{CATEGORY_PREFIX}{}", item.category))
-            .arg(e.kind as usize)
-            .arg(e.timestamp)
-            .arg(format!("{BRAND_PREFIX}{}", item.brand));
-    }
-    call
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -398,28 +219,20 @@ fn parse_f64(fields: &HashMap<String, String>, name: &str) -> f64 {
 
 fn item_record(
     mut fields: HashMap<String, String>,
-    windows: Option<Vec<u8>>,
+    stats: Option<Vec<u8>>,
     trending: Option<f64>,
 ) -> Option<ItemRecord> {
     // A hash without a parseable catalog entry is treated as missing (and counted as such).
     let item: Item = serde_json::from_str(&fields.remove("item")?).ok()?;
-    let [impressions, clicks, add_to_carts, purchases] =
-        ITEM_COUNTERS.map(|f| parse_f64(&fields, f));
-    let windows = windows
-        .as_deref()
-        .and_then(decode_windows)
-        .unwrap_or_default();
-    Some(ItemRecord {
+    let mut record = ItemRecord {
         item,
         stats: ItemStats {
-            impressions,
-            clicks,
-            add_to_carts,
-            purchases,
             trending: trending.unwrap_or(0.0),
-            windows,
+            ..Default::default()
         },
-    })
+    };
+    decode_stats(stats.as_deref(), &mut record.stats);
+    Some(record)
 }
 
 fn user_profile(fields: HashMap<String, String>, recent: Vec<String>) -> UserProfile {
@@ -549,12 +362,12 @@ impl FeatureStore for RedisStore {
                 let mut raw: HashMap<String, Vec<u8>> =
                     redis::from_redis_value(v).map_err(unavailable)?;
                 // The one binary field; every other one is text.
-                let windows = raw.remove(keys::WINDOWS_FIELD);
+                let stats = raw.remove(keys::STATS_FIELD);
                 let fields = raw
                     .into_iter()
                     .filter_map(|(k, v)| Some((k, String::from_utf8(v).ok()?)))
                     .collect();
-                Ok(item_record(fields, windows, t).map(Arc::new))
+                Ok(item_record(fields, stats, t).map(Arc::new))
             })
             .collect()
     }
@@ -574,24 +387,14 @@ impl FeatureStore for RedisStore {
             read.cmd("HMGET")
                 .arg(keys::item(tenant, &item.item_id))
                 .arg("item")
-                .arg(&ITEM_COUNTERS[..]);
+                .arg(keys::STATS_FIELD);
         }
-        let existing: Vec<(
-            Option<String>,
-            Option<f64>,
-            Option<f64>,
-            Option<f64>,
-            Option<f64>,
-        )> = self.query(&read).await?;
+        let existing: Vec<(Option<String>, Option<Vec<u8>>)> = self.query(&read).await?;
 
         let mut write = redis::pipe();
-        for (item, (old, _impressions, clicks, carts, purchases)) in items.iter().zip(existing) {
-            let stats = ItemStats {
-                clicks: clicks.unwrap_or(0.0),
-                add_to_carts: carts.unwrap_or(0.0),
-                purchases: purchases.unwrap_or(0.0),
-                ..Default::default()
-            };
+        for (item, (old, raw_stats)) in items.iter().zip(existing) {
+            let mut stats = ItemStats::default();
+            decode_stats(raw_stats.as_deref(), &mut stats);
             let old_category = old
                 .and_then(|json| serde_json::from_str::<Item>(&json).ok())
                 .map(|i| i.category)
@@ -635,40 +438,73 @@ impl FeatureStore for RedisStore {
         }
         let catalog = self.catalog_entries(tenant, events).await?;
 
-        let dedup_ms = self.dedup.window.as_millis().to_string();
-        let mut sent = Vec::with_capacity(events.len());
+        let dedup = (self.dedup.window > Duration::ZERO).then(|| {
+            let now_ms = (crate::catalog::unix_now() * 1000.0) as u64;
+            apply::DedupBuckets::at(tenant, self.dedup.window, now_ms)
+        });
         let mut known = Vec::with_capacity(events.len());
+        let mut batch_ids = HashSet::new();
         for (i, e) in events.iter().enumerate() {
             match catalog.get(&*e.item_id) {
-                Some(item) => {
-                    sent.push(i);
-                    known.push((e, &**item));
+                // The script checks ids against earlier batches; a repeat within this one
+                // is settled here.
+                Some(_)
+                    if dedup.is_some()
+                        && e.event_id.as_ref().is_some_and(|id| !batch_ids.insert(id)) =>
+                {
+                    outcome.duplicates.push(i);
                 }
+                Some(item) => known.push((i, e, &**item)),
                 None => outcome.unknown_items.push(i),
             }
         }
-        if sent.is_empty() {
-            return Ok(outcome);
-        }
-        let mut write = redis::pipe();
-        for chunk in known.chunks(EVENTS_PER_CALL) {
-            write.invoke_script(&apply_events_invocation(tenant, chunk, &dedup_ms));
-        }
-        let answers: Vec<Vec<i64>> = match self.run(&write).await? {
-            // The server lost its scripts (restart, failover, SCRIPT FLUSH): no event of the
-            // batch ran, load and send again.
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                self.load_script().await?;
-                self.query(&write).await?
+        // A chunk with a replayed id is written by none of its events: it comes back with
+        // the duplicates' positions and goes again without them. Each round drops at least
+        // one event per returned chunk, so this ends.
+        let mut pending: Vec<Vec<(usize, &Event, &Item)>> =
+            known.chunks(EVENTS_PER_CALL).map(<[_]>::to_vec).collect();
+        while !pending.is_empty() {
+            let mut write = redis::pipe();
+            for chunk in &pending {
+                let events: Vec<(&Event, &Item)> = chunk.iter().map(|(_, e, i)| (*e, *i)).collect();
+                write.invoke_script(&apply::invocation(tenant, &events, dedup.as_ref()));
             }
-            other => other.map_err(unavailable)?,
-        };
-        let applied = answers.into_iter().flatten();
-        outcome.duplicates = sent
-            .into_iter()
-            .zip(applied)
-            .filter_map(|(i, a)| (a == 0).then_some(i))
-            .collect();
+            let answers: Vec<Vec<usize>> = match self.run(&write).await? {
+                // The server lost its scripts (restart, failover, SCRIPT FLUSH): no event of
+                // the batch ran, load and send again.
+                Err(e)
+                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
+                    self.load_script().await?;
+                    self.query(&write).await?
+                }
+                other => other.map_err(unavailable)?,
+            };
+            let mut again = Vec::new();
+            for (chunk, duplicates) in pending.into_iter().zip(answers) {
+                if duplicates.is_empty() {
+                    continue;
+                }
+                // Positions count the events that carry an id (only those were checked).
+                let with_id: Vec<usize> = (0..chunk.len())
+                    .filter(|&j| chunk[j].1.event_id.is_some())
+                    .collect();
+                let dropped: HashSet<usize> = duplicates.iter().map(|&d| with_id[d - 1]).collect();
+                let mut rest = Vec::with_capacity(chunk.len());
+                for (j, entry) in chunk.into_iter().enumerate() {
+                    if dropped.contains(&j) {
+                        outcome.duplicates.push(entry.0);
+                    } else {
+                        rest.push(entry);
+                    }
+                }
+                if !rest.is_empty() {
+                    again.push(rest);
+                }
+            }
+            pending = again;
+        }
+        outcome.duplicates.sort_unstable();
         Ok(outcome)
     }
 }

@@ -1,8 +1,6 @@
 //! Model health on the real request path: what the ranker is fed, drift against the training
 //! reference, the canary, live ranking quality, and model reloads.
 
-use std::process::Command;
-
 use serde_json::Value;
 
 use crate::helpers::{DEMO_A_KEY, RedisServer, TestApp, metric_sum, metric_value};
@@ -59,13 +57,24 @@ async fn missing_and_nan_features_are_counted_per_feature() {
     assert_eq!(invalid(&m, "item_ctr", "nan"), 0.0);
 
     let victim = first["items"][0]["item_id"].as_str().unwrap().to_owned();
-    let out = Command::new("redis-cli")
-        .args(["-p", &redis.port.to_string(), "HSET"])
-        .arg(format!("er:{{demo-a}}:item:{victim}"))
-        .args(["clicks", "nan"])
-        .output()
+    // The item's counts are packed f64 in its `stats` field (store::keys), clicks second.
+    let mut redis_cli = deadpool_redis::redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
         .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    let key = format!("er:{{demo-a}}:item:{victim}");
+    let mut stats: Vec<u8> = deadpool_redis::redis::cmd("HGET")
+        .arg(&key)
+        .arg("stats")
+        .query(&mut redis_cli)
+        .unwrap();
+    stats[8..16].copy_from_slice(&f64::NAN.to_le_bytes());
+    deadpool_redis::redis::cmd("HSET")
+        .arg(&key)
+        .arg("stats")
+        .arg(stats)
+        .exec(&mut redis_cli)
+        .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(20));
 
     let second = feed(&app, "nobody-knows-me").await;

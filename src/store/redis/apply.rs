@@ -1,0 +1,367 @@
+//! Applying events to Redis: one Lua script call per chunk of events, atomic with the
+//! chunk's deduplication.
+//!
+//! Redis is single-threaded and the ingestion rate's bottleneck, and what a script costs it
+//! is mostly the number of calls it makes into Redis (a few µs each, whatever the command).
+//! So the chunk's updates are computed here, in Rust, by the same `ItemStats::record` /
+//! `UserProfile::record` the embedded store uses, and summed per key; Redis checks the event
+//! ids and adds the sums, one call per touched key and field.
+//!
+//! Deduplication uses one set of event ids per tenant and time bucket (half the dedup
+//! window long): a chunk checks its ids against the last three buckets (which cover at least
+//! the whole window) in three calls, rather than a key per event. An id is remembered for
+//! 1–1.5 windows. If any id was seen, the script writes nothing and returns the duplicates'
+//! positions; the caller sums the chunk again without them and resends it. Replays are rare,
+//! so the common case is one call.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use deadpool_redis::redis;
+
+use super::super::keys::{self, BRAND_PREFIX, CATEGORY_PREFIX, STATS_FIELD};
+use crate::catalog::{Event, Item, ItemStats, RECENT_ITEMS, UserProfile, WINDOWS, WindowCounts};
+
+/// KEYS: with ids to check, the id sets of the current bucket and the three before it; then
+/// the keys the operations name by index. ARGV: the number of ids, the current set's expiry
+/// (Unix ms), the ids, then operations, each a code, a key index and its arguments:
+/// - `i field n` — `HINCRBY` (counts), `f field x` — `HINCRBYFLOAT`;
+/// - `s packed` — add an item's counts into its `stats` field and merge its window counts,
+///   as `WindowCounts::merge` does (the two must stay in step; the backend equivalence
+///   tests compare them);
+/// - `z member x` — `ZADD XX INCR`: only members already listed; an item moved to another
+///   category was removed from the old one, and a replica whose catalog cache still says
+///   the old category must not put it back;
+/// - `r n id…` — the user's recent items, newest first: each moves to the head of the list.
+///
+/// Returns an empty array when the chunk was applied, else the 1-based positions (among the
+/// ids) of the ids already seen, and nothing was written.
+const APPLY_EVENTS_LUA: &str = r"
+local ids = tonumber(ARGV[1])
+local dups, dup = {}, {}
+if ids > 0 then
+  local first, last = 3, 2 + ids
+  for b = 1, 3 do
+    local seen = redis.call('SMISMEMBER', KEYS[b], unpack(ARGV, first, last))
+    for s = 1, ids do
+      if seen[s] == 1 and not dup[s] then dup[s] = true; dups[#dups + 1] = s end
+    end
+  end
+  if #dups > 0 then
+    table.sort(dups)
+    return dups
+  end
+  redis.call('SADD', KEYS[1], unpack(ARGV, first, last))
+  redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+  -- Out of the window: freed in the background, where its expiry would block Redis.
+  redis.call('UNLINK', KEYS[4])
+end
+local i, n = 3 + ids, #ARGV
+while i <= n do
+  local op, key = ARGV[i], KEYS[tonumber(ARGV[i + 1])]
+  if op == 'i' then
+    redis.call('HINCRBY', key, ARGV[i + 2], ARGV[i + 3]); i = i + 4
+  elseif op == 'f' then
+    redis.call('HINCRBYFLOAT', key, ARGV[i + 2], ARGV[i + 3]); i = i + 4
+  elseif op == 'z' then
+    redis.call('ZADD', key, 'XX', 'INCR', ARGV[i + 3], ARGV[i + 2]); i = i + 4
+  elseif op == 's' then
+    local d = {struct.unpack(STATS_FORMAT, ARGV[i + 2])}
+    local raw = redis.call('HGET', key, 'STATS_FIELD')
+    if raw and #raw == STATS_BYTES then
+      local s = {struct.unpack(STATS_FORMAT, raw)}
+      for j = 1, 4 do d[j] = d[j] + s[j] end
+      -- Per window 9 numbers: bucket, current[4], previous[4]. Both sides move to the later
+      -- bucket; a side one bucket behind contributes its current counts as previous.
+      for o = 4, STATS_VALUES - 9, 9 do
+        local b = math.max(s[o + 1], d[o + 1])
+        for j = 2, 5 do
+          local cur, prev = 0, 0
+          for _, w in ipairs({s, d}) do
+            if w[o + 1] == b then
+              cur, prev = cur + w[o + j], prev + w[o + 4 + j]
+            elseif w[o + 1] == b - 1 then
+              prev = prev + w[o + j]
+            end
+          end
+          d[o + j], d[o + 4 + j] = cur, prev
+        end
+        d[o + 1] = b
+      end
+    end
+    redis.call('HSET', key, 'STATS_FIELD', struct.pack(STATS_FORMAT, unpack(d, 1, STATS_VALUES)))
+    i = i + 3
+  elseif op == 'r' then
+    local count = tonumber(ARGV[i + 2])
+    local push = {}
+    for j = 1, count do
+      local id = ARGV[i + 2 + j]
+      redis.call('LREM', key, 0, id)
+      push[count + 1 - j] = id
+    end
+    redis.call('LPUSH', key, unpack(push))
+    redis.call('LTRIM', key, 0, RECENT_LIMIT)
+    i = i + 3 + count
+  else
+    return redis.error_reply('unknown operation ' .. tostring(op))
+  end
+end
+return dups
+";
+
+/// Numbers in an item's `stats` field: its all-time counts (in `EventKind` order), then per
+/// window (in `WINDOWS` order) its bucket, current[4] and previous[4] — little-endian f64,
+/// which Lua's `struct` reads and writes at C speed. One field, so that an event costs its
+/// item one read and one write in Redis.
+const STATS_VALUES: usize = 4 + 9 * WINDOWS.len();
+
+/// Events per script call: amortizes the call and sums repeated keys, while keeping each
+/// call (which blocks the Redis thread) around a millisecond.
+pub(super) const EVENTS_PER_CALL: usize = 200;
+
+pub(super) static APPLY_EVENTS: LazyLock<(String, redis::Script)> = LazyLock::new(|| {
+    let code = APPLY_EVENTS_LUA
+        .replace("RECENT_LIMIT", &(RECENT_ITEMS - 1).to_string())
+        .replace("STATS_FORMAT", &format!("'<{}'", "d".repeat(STATS_VALUES)))
+        .replace("STATS_BYTES", &(STATS_VALUES * 8).to_string())
+        .replace("STATS_VALUES", &STATS_VALUES.to_string())
+        .replace("STATS_FIELD", STATS_FIELD);
+    let script = redis::Script::new(&code);
+    (code, script)
+});
+
+/// The `stats` field of an item's counts and windows (its trending score lives in a zset).
+pub(super) fn encode_stats(stats: &ItemStats) -> Vec<u8> {
+    let mut out = Vec::with_capacity(STATS_VALUES * 8);
+    let counts = [
+        stats.impressions,
+        stats.clicks,
+        stats.add_to_carts,
+        stats.purchases,
+    ];
+    for v in counts {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    for w in &stats.windows {
+        for v in [w.bucket as f64]
+            .iter()
+            .chain(&w.current)
+            .chain(&w.previous)
+        {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    out
+}
+
+/// The counts and windows of an `stats` field, into `stats` (all zero if the field is
+/// missing or malformed).
+pub(super) fn decode_stats(raw: Option<&[u8]>, stats: &mut ItemStats) {
+    let Some(raw) = raw.filter(|r| r.len() == STATS_VALUES * 8) else {
+        return;
+    };
+    let v: Vec<f64> = raw
+        .chunks_exact(8)
+        .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .collect();
+    [
+        stats.impressions,
+        stats.clicks,
+        stats.add_to_carts,
+        stats.purchases,
+    ] = [v[0], v[1], v[2], v[3]];
+    stats.windows = std::array::from_fn(|w| {
+        let o = 4 + w * 9;
+        WindowCounts {
+            bucket: v[o] as i64,
+            current: std::array::from_fn(|k| v[o + 1 + k]),
+            previous: std::array::from_fn(|k| v[o + 5 + k]),
+        }
+    });
+}
+
+/// The keys a call names, each once: operations refer to them by (1-based) position.
+#[derive(Default)]
+struct KeyTable {
+    keys: Vec<String>,
+    index: HashMap<String, usize>,
+}
+
+impl KeyTable {
+    fn position(&mut self, key: String) -> usize {
+        if let Some(&i) = self.index.get(&key) {
+            return i;
+        }
+        self.keys.push(key.clone());
+        let i = self.keys.len();
+        self.index.insert(key, i);
+        i
+    }
+}
+
+/// Where event ids are remembered, as of one instant.
+pub(super) struct DedupBuckets {
+    /// The current bucket's set first, then the three before it.
+    sets: [String; 4],
+    /// When the current set may go (Unix ms): once out of every window, plus a bucket.
+    expire_at_ms: u64,
+}
+
+impl DedupBuckets {
+    pub(super) fn at(tenant: &str, window: std::time::Duration, now_ms: u64) -> Self {
+        let length = (window.as_millis() as u64 / 2).max(1);
+        let bucket = now_ms / length;
+        Self {
+            sets: std::array::from_fn(|back| {
+                keys::seen_set(tenant, bucket.saturating_sub(back as u64))
+            }),
+            expire_at_ms: (bucket + 4) * length,
+        }
+    }
+}
+
+/// One script call applying `events` (each with its catalog item) of `tenant`. Events with
+/// an id are checked against `dedup` (none: deduplication is off); a chunk's ids must differ.
+pub(super) fn invocation(
+    tenant: &str,
+    events: &[(&Event, &Item)],
+    dedup: Option<&DedupBuckets>,
+) -> redis::ScriptInvocation<'static> {
+    let mut call = APPLY_EVENTS.1.prepare_invoke();
+    let mut table = KeyTable::default();
+    match dedup {
+        Some(buckets) => {
+            let ids: Vec<&str> = events
+                .iter()
+                .filter_map(|(e, _)| e.event_id.as_deref())
+                .collect();
+            call.arg(ids.len()).arg(buckets.expire_at_ms);
+            if !ids.is_empty() {
+                call.arg(ids);
+                for set in &buckets.sets {
+                    table.position(set.clone());
+                }
+            }
+        }
+        None => {
+            call.arg(0).arg(0);
+        }
+    }
+
+    // The chunk's sums, per item and per user, in first-seen order.
+    let mut items: Vec<(&Item, ItemStats)> = Vec::new();
+    let mut item_at: HashMap<&str, usize> = HashMap::new();
+    let mut users: Vec<(&str, UserProfile)> = Vec::new();
+    let mut user_at: HashMap<&str, usize> = HashMap::new();
+    for (e, item) in events {
+        let i = *item_at.entry(&*item.item_id).or_insert_with(|| {
+            items.push((item, ItemStats::default()));
+            items.len() - 1
+        });
+        items[i].1.record(e.kind, e.timestamp);
+        let u = *user_at.entry(&*e.user_id).or_insert_with(|| {
+            users.push((&e.user_id, UserProfile::default()));
+            users.len() - 1
+        });
+        users[u].1.record(e.kind, item);
+    }
+
+    let trending = table.position(keys::trending(tenant));
+    for (item, stats) in &items {
+        let key = table.position(keys::item(tenant, &item.item_id));
+        call.arg("s").arg(key).arg(encode_stats(stats));
+        if stats.trending > 0.0 {
+            call.arg("z")
+                .arg(trending)
+                .arg(&*item.item_id)
+                .arg(stats.trending);
+        }
+        if stats.popularity() > 0.0 {
+            let category = table.position(keys::category(tenant, &item.category));
+            call.arg("z")
+                .arg(category)
+                .arg(&*item.item_id)
+                .arg(stats.popularity());
+        }
+    }
+    for (user, profile) in &users {
+        // Impressions leave a profile as it is.
+        if profile.interactions == 0.0 {
+            continue;
+        }
+        let key = table.position(keys::user(tenant, user));
+        call.arg("i")
+            .arg(key)
+            .arg("interactions")
+            .arg(profile.interactions as i64);
+        call.arg("i")
+            .arg(key)
+            .arg("price_count")
+            .arg(profile.price_count as i64);
+        call.arg("f")
+            .arg(key)
+            .arg("affinity_total")
+            .arg(f64::from(profile.affinity_total));
+        call.arg("f")
+            .arg(key)
+            .arg("price_sum")
+            .arg(profile.price_sum);
+        let affinities = [
+            (CATEGORY_PREFIX, &profile.category_affinity),
+            (BRAND_PREFIX, &profile.brand_affinity),
+        ];
+        for (prefix, weights) in affinities {
+            for (name, w) in weights {
+                call.arg("f")
+                    .arg(key)
+                    .arg(format!("{prefix}{name}"))
+                    .arg(f64::from(*w));
+            }
+        }
+        let recent = table.position(keys::recent(tenant, user));
+        call.arg("r").arg(recent).arg(profile.recent_items.len());
+        for id in &profile.recent_items {
+            call.arg(&**id);
+        }
+    }
+    for key in table.keys {
+        call.key(key);
+    }
+    call
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_stays_checked_for_the_whole_window_and_is_dropped_after() {
+        let window = std::time::Duration::from_secs(3_600);
+        let added_at = 1_800_000_123_456;
+        let added_to = &DedupBuckets::at("t", window, added_at).sets[0];
+        for offset_s in [0, 1, 1_799, 1_800, 3_000, 3_600] {
+            let later = DedupBuckets::at("t", window, added_at + offset_s * 1_000);
+            assert!(later.sets[..3].contains(added_to), "+{offset_s} s");
+            assert_ne!(&later.sets[3], added_to, "+{offset_s} s");
+        }
+        let much_later = DedupBuckets::at("t", window, added_at + 5_400_000);
+        assert!(!much_later.sets[..3].contains(added_to));
+        assert!(much_later.expire_at_ms > added_at + 5_400_000);
+    }
+
+    #[test]
+    fn stats_round_trip_through_their_encoding() {
+        let mut stats = ItemStats::default();
+        stats.record(crate::catalog::EventKind::Click, 1_800_000_000.0);
+        stats.record(crate::catalog::EventKind::Impression, 1_800_003_700.0);
+        stats.trending = 0.0;
+        let encoded = encode_stats(&stats);
+        assert_eq!(encoded.len(), STATS_VALUES * 8);
+        let mut decoded = ItemStats::default();
+        decode_stats(Some(&encoded), &mut decoded);
+        assert_eq!(decoded, stats);
+        let mut short = ItemStats::default();
+        decode_stats(Some(&encoded[1..]), &mut short);
+        assert_eq!(short, ItemStats::default());
+    }
+}
