@@ -1,7 +1,7 @@
 //! Candidate generation: which store lists to ask for (the plan), and how to merge what comes
 //! back into one deduplicated, capped list in which every item remembers its sources.
 
-use std::collections::HashMap;
+use crate::FastMap;
 
 use serde::Serialize;
 
@@ -95,7 +95,8 @@ pub fn merge(lists: CandidateLists, max: usize) -> Vec<Candidate> {
     let longest = sourced.iter().map(|(_, l)| l.len()).max().unwrap_or(0);
     let total: usize = sourced.iter().map(|(_, l)| l.len()).sum();
     let mut out: Vec<Candidate> = Vec::with_capacity(max.min(total));
-    let mut position: HashMap<ItemId, usize> = HashMap::with_capacity(max.min(total));
+    let mut position: FastMap<ItemId, usize> =
+        FastMap::with_capacity_and_hasher(max.min(total), Default::default());
 
     for i in 0..longest {
         for (source, list) in &sourced {

@@ -3,10 +3,12 @@
 //! demo seeder and the simulator apply events through [`ItemStats::record`] and
 //! [`UserProfile::record`], so features mean the same thing everywhere.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+
+use crate::FastMap;
 
 /// Item identifiers are shared between indexes, candidates and responses without copying.
 pub type ItemId = Arc<str>;
@@ -241,8 +243,8 @@ pub struct ItemRecord {
 pub struct UserProfile {
     /// Clicks, carts and purchases seen (impressions excluded).
     pub interactions: f64,
-    pub category_affinity: HashMap<String, f32>,
-    pub brand_affinity: HashMap<String, f32>,
+    pub category_affinity: FastMap<String, f32>,
+    pub brand_affinity: FastMap<String, f32>,
     /// Sum of affinity weights, to normalise the maps into shares.
     pub affinity_total: f32,
     pub price_sum: f64,
@@ -302,7 +304,7 @@ impl UserProfile {
     }
 }
 
-fn share(map: &HashMap<String, f32>, key: &str, total: f32) -> f32 {
+fn share(map: &FastMap<String, f32>, key: &str, total: f32) -> f32 {
     if total <= 0.0 {
         return 0.0;
     }

@@ -2,6 +2,8 @@
 //! (no Redis needed), the demo's home, and the reference the other backends must match.
 
 use std::collections::HashMap;
+
+use crate::FastMap;
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
@@ -13,8 +15,8 @@ use crate::catalog::{Event, Item, ItemId, ItemRecord, UserProfile};
 
 #[derive(Default)]
 struct TenantState {
-    items: HashMap<ItemId, Arc<ItemRecord>>,
-    users: HashMap<String, Arc<UserProfile>>,
+    items: FastMap<ItemId, Arc<ItemRecord>>,
+    users: FastMap<String, Arc<UserProfile>>,
     /// Sorted candidate lists; dropped on every write and rebuilt by the next read.
     index: Option<Arc<CandidateIndex>>,
 }
@@ -26,7 +28,7 @@ struct CandidateIndex {
 }
 
 impl CandidateIndex {
-    fn build(items: &HashMap<ItemId, Arc<ItemRecord>>) -> Self {
+    fn build(items: &FastMap<ItemId, Arc<ItemRecord>>) -> Self {
         let mut all: Vec<&Arc<ItemRecord>> = items.values().collect();
         // Ties go to the greater id, as Redis's ZREVRANGE orders them: both backends must
         // give the same lists for the same data.
