@@ -121,10 +121,7 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<Compon
     let records = fetch_once(&memory, settings, &args.tenant, user).await?;
     anyhow::ensure!(!records.is_empty(), "the demo tenant has no candidates");
     let profile = memory.user_profile(&args.tenant, user).await?;
-    let ctx = FeatureContext {
-        now: sim::unix_now(),
-        user: profile.as_deref(),
-    };
+    let ctx = FeatureContext::new(sim::unix_now(), profile.as_deref());
 
     let mut matrix = Vec::new();
     let assembly = time_async(args.iterations, || {

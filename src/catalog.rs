@@ -298,10 +298,6 @@ impl UserProfile {
         cats.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
         cats.into_iter().take(n).map(|(c, _)| c).collect()
     }
-
-    pub fn has_seen(&self, item_id: &str) -> bool {
-        self.recent_items.iter().any(|id| &**id == item_id)
-    }
 }
 
 fn share(map: &FastMap<String, f32>, key: &str, total: f32) -> f32 {
@@ -367,7 +363,8 @@ mod tests {
             p.recent_items.iter().map(|i| &**i).collect::<Vec<_>>(),
             ["i1", "i2"]
         );
-        assert!(p.has_seen("i2") && !p.has_seen("i0"));
+        let seen = |id: &str| p.recent_items.iter().any(|r| &**r == id);
+        assert!(seen("i2") && !seen("i0"));
     }
 
     #[test]

@@ -3,12 +3,25 @@
 //! metadata file. Serving and the simulator (whose logs train the model) both assemble rows
 //! through [`FeatureSpec::assemble`], so training sees exactly what serving computes.
 
+use crate::FastSet;
 use crate::catalog::{ItemRecord, UnixSeconds, UserProfile};
 
 /// What a feature may look at besides the item.
 pub struct FeatureContext<'a> {
     pub now: UnixSeconds,
     pub user: Option<&'a UserProfile>,
+    /// The user's recent items, as a set: asked once per candidate, and a scan of the
+    /// profile's list (up to 50 string compares) was the costliest feature of a row.
+    recent: FastSet<&'a str>,
+}
+
+impl<'a> FeatureContext<'a> {
+    pub fn new(now: UnixSeconds, user: Option<&'a UserProfile>) -> Self {
+        let recent = user
+            .map(|u| u.recent_items.iter().map(|id| &**id).collect())
+            .unwrap_or_default();
+        Self { now, user, recent }
+    }
 }
 
 /// `None`: the input the feature needs is absent (an unknown user, no price history). The
@@ -111,7 +124,7 @@ pub const CATALOG: &[(&str, FeatureFn, &str)] = &[
         "user_seen_item",
         |c, i| {
             c.user
-                .map(|u| f32::from(u8::from(u.has_seen(&i.item.item_id))))
+                .map(|_| f32::from(u8::from(c.recent.contains(&*i.item.item_id))))
         },
         "1 when the user recently interacted with the item",
     ),
@@ -244,10 +257,7 @@ mod tests {
         ];
         let spec = FeatureSpec::from_names(&names).unwrap();
         let mut out = Vec::new();
-        let ctx = FeatureContext {
-            now: 2.0 * 86_400.0,
-            user: None,
-        };
+        let ctx = FeatureContext::new(2.0 * 86_400.0, None);
         let mut health = FeatureHealth::default();
         spec.assemble(&ctx, [&record(), &record()], &mut out, &mut health);
         assert_eq!(out, vec![0.05, 0.0, 2.0, 0.05, 0.0, 2.0]);
@@ -268,10 +278,7 @@ mod tests {
         .unwrap();
         let mut out = Vec::new();
         spec.assemble(
-            &FeatureContext {
-                now: 0.0,
-                user: Some(&u),
-            },
+            &FeatureContext::new(0.0, Some(&u)),
             [&r],
             &mut out,
             &mut FeatureHealth::default(),
@@ -292,10 +299,7 @@ mod tests {
         .unwrap();
         let mut out = Vec::new();
         let mut health = FeatureHealth::default();
-        let ctx = FeatureContext {
-            now: 0.0,
-            user: None,
-        };
+        let ctx = FeatureContext::new(0.0, None);
         spec.assemble(&ctx, [&corrupt, &record()], &mut out, &mut health);
         assert_eq!(health.nan, [1, 1, 0, 0]);
         assert_eq!(health.missing, [0, 0, 0, 2]);

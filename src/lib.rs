@@ -25,3 +25,4 @@ pub mod validation;
 /// The hash map of the request path (candidate merging, store lookups, affinities): SipHash,
 /// the standard one, was ~7 % of a cheap model's feed CPU. foldhash is still seeded per map.
 pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub type FastSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;

@@ -197,10 +197,7 @@ impl Ranker {
         );
         let _entered = span.enter();
         let started = Instant::now();
-        let ctx = FeatureContext {
-            now: msg.now,
-            user: msg.user.as_deref(),
-        };
+        let ctx = FeatureContext::new(msg.now, msg.user.as_deref());
         self.matrix.clear();
         let spec = &model.spec;
         tracing::info_span!("features.assemble", num_features = spec.len()).in_scope(|| {

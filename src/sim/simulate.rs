@@ -237,10 +237,7 @@ pub async fn run(settings: &Settings, args: &SimulateArgs) -> anyhow::Result<Sim
             .into_iter()
             .flatten()
             .collect();
-        let ctx = FeatureContext {
-            now,
-            user: profile.as_deref(),
-        };
+        let ctx = FeatureContext::new(now, profile.as_deref());
         matrix.clear();
         logged.assemble(
             &ctx,
