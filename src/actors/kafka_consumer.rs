@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use futures::FutureExt as _;
 use rdkafka::Message as _;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
@@ -183,13 +184,18 @@ impl Actor for KafkaConsumer {
             loop {
                 let first = consumer.recv().await.map_err(|e| e.to_string())?.detach();
                 let mut batch = vec![first];
-                // Whatever else is already there, up to a batch: writes are pipelined per batch.
+                // Whatever else arrives within 2 ms, up to a batch: writes are pipelined per
+                // batch. Messages already queued are taken without a timer each.
+                let deadline = tokio::time::Instant::now() + Duration::from_millis(2);
                 while batch.len() < max_batch {
-                    match tokio::time::timeout(Duration::from_millis(2), consumer.recv()).await {
-                        Ok(Ok(m)) => batch.push(m.detach()),
-                        Ok(Err(e)) => return Err(e.to_string()),
-                        Err(_) => break,
-                    }
+                    let next = match consumer.recv().now_or_never() {
+                        Some(next) => next,
+                        None => match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                            Ok(next) => next,
+                            Err(_) => break,
+                        },
+                    };
+                    batch.push(next.map_err(|e| e.to_string())?.detach());
                 }
                 apply_batch(&ingestor, &events, &metrics, &batch)
                     .await
