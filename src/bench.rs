@@ -296,7 +296,12 @@ pub async fn run_ingest(
                     .get()
             })
             .sum();
-        let rejected = |reason| metrics.events_rejected_total.with_label_values(&[reason]).get();
+        let rejected = |reason| {
+            metrics
+                .events_rejected_total
+                .with_label_values(&[reason])
+                .get()
+        };
         [
             ("applied", applied),
             (
