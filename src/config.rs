@@ -269,6 +269,8 @@ impl KafkaSettings {
 pub struct CacheSettings {
     pub item_capacity: u64,
     pub item_ttl_ms: u64,
+    /// How long a replica reuses a tenant's candidate lists (0: read them per request).
+    pub list_ttl_ms: u64,
 }
 
 /// Size and seed of the synthetic marketplace (see `sim::marketplace`).

@@ -19,11 +19,28 @@ use crate::telemetry::Metrics;
 /// the Redis backend. quick_cache has no TTL, so a read checks the age itself.
 type ItemCache = quick_cache::sync::Cache<ItemId, (Instant, Arc<ItemRecord>)>;
 
+/// A candidate list (trending, a category's best, new arrivals) of a given length.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum ListKey {
+    Trending(usize),
+    Category(String, usize),
+    NewArrivals(usize),
+}
+
+/// Candidate lists are per tenant, not per user: every feed of a second asks for the same
+/// few, so they are kept briefly rather than read (and parsed) from Redis per request.
+type ListCache = quick_cache::sync::Cache<ListKey, (Instant, Arc<Vec<ItemId>>)>;
+
+/// Distinct lists a tenant keeps: trending, new arrivals and a few lengths of each category.
+const LIST_CAPACITY: usize = 4_096;
+
 pub struct CachedStore {
     inner: SharedStore,
     /// One cache per tenant, so a lookup needs no key allocation.
     items: HashMap<String, ItemCache>,
     ttl: Duration,
+    lists: HashMap<String, ListCache>,
+    list_ttl: Duration,
     metrics: Arc<Metrics>,
 }
 
@@ -34,18 +51,32 @@ impl CachedStore {
         settings: &CacheSettings,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let items = tenants
+        let items: HashMap<String, ItemCache> = tenants
             .into_iter()
             .map(|t| {
                 let capacity = usize::try_from(settings.item_capacity).unwrap_or(usize::MAX);
                 (t.clone(), ItemCache::new(capacity.max(1)))
             })
             .collect();
+        let lists = items
+            .keys()
+            .map(|t| (t.clone(), ListCache::new(LIST_CAPACITY)))
+            .collect();
         Self {
             inner,
             items,
             ttl: Duration::from_millis(settings.item_ttl_ms),
+            lists,
+            list_ttl: Duration::from_millis(settings.list_ttl_ms),
             metrics,
+        }
+    }
+
+    /// Writes through this process show in its lists at once (other replicas': within the
+    /// TTL).
+    fn forget_lists(&self, tenant: &str) {
+        if let Some(lists) = self.lists.get(tenant) {
+            lists.clear();
         }
     }
 
@@ -55,11 +86,11 @@ impl CachedStore {
             .ok_or_else(|| StoreError::UnknownTenant(tenant.to_owned()))
     }
 
-    fn count(&self, result: &str, n: usize) {
+    fn count(&self, cache: &str, result: &str, n: usize) {
         if n > 0 {
             self.metrics
                 .feature_cache_requests_total
-                .with_label_values(&["item", result])
+                .with_label_values(&[cache, result])
                 .inc_by(n as u64);
         }
     }
@@ -88,7 +119,73 @@ impl FeatureStore for CachedStore {
         tenant: &str,
         query: &CandidateQuery,
     ) -> Result<CandidateLists, StoreError> {
-        self.inner.candidate_lists(tenant, query).await
+        let Some(cache) = self.lists.get(tenant).filter(|_| !self.list_ttl.is_zero()) else {
+            return self.inner.candidate_lists(tenant, query).await;
+        };
+        let now = Instant::now();
+        let keys: Vec<ListKey> = std::iter::once(ListKey::Trending(query.trending))
+            .chain(
+                query
+                    .categories
+                    .iter()
+                    .map(|(c, n)| ListKey::Category(c.clone(), *n)),
+            )
+            .chain(std::iter::once(ListKey::NewArrivals(query.new_arrivals)))
+            .collect();
+        let mut found: Vec<Option<Arc<Vec<ItemId>>>> = keys
+            .iter()
+            .map(|k| {
+                cache
+                    .get(k)
+                    .filter(|(at, _)| now.saturating_duration_since(*at) < self.list_ttl)
+                    .map(|(_, list)| list)
+            })
+            .collect();
+        let misses = found.iter().filter(|l| l.is_none()).count();
+        self.count("list", "hit", found.len() - misses);
+        self.count("list", "miss", misses);
+        if misses > 0 {
+            // One round trip for whatever is missing; a list found is asked with length 0.
+            let missing = |i: usize| found[i].is_none();
+            let last = keys.len() - 1;
+            let ask = CandidateQuery {
+                trending: if missing(0) { query.trending } else { 0 },
+                categories: query
+                    .categories
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| missing(i + 1))
+                    .map(|(_, c)| c.clone())
+                    .collect(),
+                new_arrivals: if missing(last) { query.new_arrivals } else { 0 },
+            };
+            let answer = self.inner.candidate_lists(tenant, &ask).await?;
+            let mut categories = answer.categories.into_iter();
+            for (i, key) in keys.iter().enumerate() {
+                if found[i].is_some() {
+                    continue;
+                }
+                let list = match key {
+                    ListKey::Trending(_) => answer.trending.clone(),
+                    ListKey::Category(..) => categories.next().unwrap_or_default(),
+                    ListKey::NewArrivals(_) => answer.new_arrivals.clone(),
+                };
+                let list = Arc::new(list);
+                cache.insert(key.clone(), (now, list.clone()));
+                found[i] = Some(list);
+            }
+        }
+        let mut lists = found
+            .into_iter()
+            .map(|l| l.map(|l| (*l).clone()).unwrap_or_default());
+        let trending = lists.next().unwrap_or_default();
+        let mut rest: Vec<Vec<ItemId>> = lists.collect();
+        let new_arrivals = rest.pop().unwrap_or_default();
+        Ok(CandidateLists {
+            trending,
+            categories: rest,
+            new_arrivals,
+        })
     }
 
     async fn items(
@@ -108,8 +205,8 @@ impl FeatureStore for CachedStore {
             })
             .collect();
         let missing: Vec<usize> = (0..ids.len()).filter(|i| out[*i].is_none()).collect();
-        self.count("hit", ids.len() - missing.len());
-        self.count("miss", missing.len());
+        self.count("item", "hit", ids.len() - missing.len());
+        self.count("item", "miss", missing.len());
         // Declared by the caller's `features.fetch` span, when there is one.
         let span = tracing::Span::current();
         span.record("cache.hits", ids.len() - missing.len());
@@ -132,6 +229,7 @@ impl FeatureStore for CachedStore {
         let ids: Vec<ItemId> = items.iter().map(|i| i.item_id.clone()).collect();
         let result = self.inner.upsert_items(tenant, items).await;
         // Invalidate even on error: a timed-out write may still have landed.
+        self.forget_lists(tenant);
         let cache = self.cache(tenant)?;
         for id in ids {
             cache.remove(&id);
@@ -145,6 +243,7 @@ impl FeatureStore for CachedStore {
         events: &[Event],
     ) -> Result<ApplyOutcome, StoreError> {
         let result = self.inner.apply_events(tenant, events).await;
+        self.forget_lists(tenant);
         let cache = self.cache(tenant)?;
         for e in events {
             cache.remove(&e.item_id);

@@ -274,13 +274,16 @@ async fn the_item_cache_counts_misses_then_hits() {
     let redis = RedisServer::start();
     load_demo(&redis).await;
     let app = spawn_redis_app(&redis).await;
-    let count = |m: &str, result: &str| {
+    let counter = |m: &str, cache: &str, result: &str| {
         metric_value(
             m,
-            &format!(r#"eaglerank_feature_cache_requests_total{{cache="item",result="{result}"}}"#),
+            &format!(
+                r#"eaglerank_feature_cache_requests_total{{cache="{cache}",result="{result}"}}"#
+            ),
         )
         .unwrap_or(0.0)
     };
+    let count = |m: &str, result: &str| counter(m, "item", result);
     // The watchdog's first fallback refresh reads items through the cache too.
     wait_for(&app, |m| metric_value(m, "eaglerank_redis_up") == Some(1.0)).await;
     let before = app.metrics().await;
@@ -311,6 +314,11 @@ async fn the_item_cache_counts_misses_then_hits() {
         "the same feed again: all hits"
     );
     assert_eq!(count(&second, "miss"), count(&first, "miss"));
+    // The candidate lists too: the same lists again within list_ttl_ms, all hits.
+    let lists = |m: &str, result: &str| counter(m, "list", result);
+    assert!(lists(&first, "miss") > lists(&before, "miss"));
+    assert!(lists(&second, "hit") > lists(&first, "hit"));
+    assert_eq!(lists(&second, "miss"), lists(&first, "miss"));
     assert!(
         second.contains(
             r#"eaglerank_feature_store_request_seconds_count{backend="redis",op="items"}"#
