@@ -34,6 +34,23 @@ type ListCache = quick_cache::sync::Cache<ListKey, (Instant, Arc<Vec<ItemId>>)>;
 /// Distinct lists a tenant keeps: trending, new arrivals and a few lengths of each category.
 const LIST_CAPACITY: usize = 4_096;
 
+/// The value under `key` unless older than `ttl` (quick_cache has no TTL of its own).
+fn fresh<K, V>(
+    cache: &quick_cache::sync::Cache<K, (Instant, V)>,
+    key: &K,
+    now: Instant,
+    ttl: Duration,
+) -> Option<V>
+where
+    K: Eq + std::hash::Hash + Clone,
+    V: Clone,
+{
+    cache
+        .get(key)
+        .filter(|(at, _)| now.saturating_duration_since(*at) < ttl)
+        .map(|(_, v)| v)
+}
+
 pub struct CachedStore {
     inner: SharedStore,
     /// One cache per tenant, so a lookup needs no key allocation.
@@ -134,12 +151,7 @@ impl FeatureStore for CachedStore {
             .collect();
         let mut found: Vec<Option<Arc<Vec<ItemId>>>> = keys
             .iter()
-            .map(|k| {
-                cache
-                    .get(k)
-                    .filter(|(at, _)| now.saturating_duration_since(*at) < self.list_ttl)
-                    .map(|(_, list)| list)
-            })
+            .map(|k| fresh(cache, k, now, self.list_ttl))
             .collect();
         let misses = found.iter().filter(|l| l.is_none()).count();
         self.count("list", "hit", found.len() - misses);
@@ -197,12 +209,7 @@ impl FeatureStore for CachedStore {
         let now = Instant::now();
         let mut out: Vec<Option<Arc<ItemRecord>>> = ids
             .iter()
-            .map(|id| {
-                cache
-                    .get(id)
-                    .filter(|(at, _)| now.saturating_duration_since(*at) < self.ttl)
-                    .map(|(_, record)| record)
-            })
+            .map(|id| fresh(cache, id, now, self.ttl))
             .collect();
         let missing: Vec<usize> = (0..ids.len()).filter(|i| out[*i].is_none()).collect();
         self.count("item", "hit", ids.len() - missing.len());
