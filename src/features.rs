@@ -43,8 +43,21 @@ pub fn smoothed_ctr(clicks: f64, impressions: f64) -> f64 {
 const CONVERSION_PRIOR_PURCHASES: f64 = 1.0;
 const CONVERSION_PRIOR_CLICKS: f64 = 20.0;
 
-/// ln(1 + x) of a count; negatives clamp to 0, NaN stays NaN (and gets counted).
+/// Counts below this take their logarithm from a table: three of a row's features are ln(1 +
+/// a count), and most counts are small integers.
+const LN1P_TABLE_SIZE: usize = 16_384;
+static LN1P_TABLE: std::sync::LazyLock<Vec<f32>> = std::sync::LazyLock::new(|| {
+    (0..LN1P_TABLE_SIZE)
+        .map(|n| (n as f64).ln_1p() as f32)
+        .collect()
+});
+
+/// ln(1 + x) of a count; negatives clamp to 0, NaN stays NaN (and gets counted). The table
+/// holds the very values the formula gives, so training and serving still agree bit for bit.
 fn ln1p(x: f64) -> Option<f32> {
+    if (0.0..LN1P_TABLE_SIZE as f64).contains(&x) && x.fract() == 0.0 {
+        return Some(LN1P_TABLE[x as usize]);
+    }
     Some(if x < 0.0 { 0.0 } else { x.ln_1p() as f32 })
 }
 
@@ -263,6 +276,18 @@ mod tests {
         assert_eq!(out, vec![0.05, 0.0, 2.0, 0.05, 0.0, 2.0]);
         assert_eq!(health.missing, [0, 0, 0]);
         assert_eq!(health.nan, [0, 0, 0]);
+    }
+
+    #[test]
+    fn tabled_logarithms_equal_the_formula() {
+        for x in (0..20_000)
+            .map(f64::from)
+            .chain([0.5, 16_383.5, 1e12, -3.0])
+        {
+            let want = if x < 0.0 { 0.0 } else { x.ln_1p() as f32 };
+            assert_eq!(ln1p(x).unwrap().to_bits(), want.to_bits(), "{x}");
+        }
+        assert!(ln1p(f64::NAN).unwrap().is_nan());
     }
 
     #[test]
