@@ -4,8 +4,10 @@
 //! recorded, and not degenerately), and (3) turns the drift monitor's window into PSI gauges.
 //! It runs on the main arbiter, so that it stops with the actor system (a thread of its own
 //! outlived the system and ran ONNX Runtime while the process exited: a crash at exit). The
-//! canary reuses one session per model, so a tick costs a fraction of a millisecond; a reload
-//! (rare) holds the arbiter for the model's load time, tens of milliseconds.
+//! canary reuses one session per model, so a tick costs a fraction of a millisecond. A reload
+//! (parse, session, probe: tens of milliseconds) runs on the runtime's blocking pool, so that
+//! the feed sessions sharing this arbiter do not wait for it; the runtime waits for it at
+//! shutdown.
 //! `POST /v1/admin/models/reload` sends it [`ReloadModel`].
 
 use std::collections::HashMap;
@@ -29,6 +31,8 @@ pub struct ModelWatchdog {
     actors: Arc<ActorHealth>,
     /// The canary's sessions, by model id (only the served models').
     sessions: HashMap<u64, OnnxScorer>,
+    /// A reload is running on the blocking pool: ticks do not start another.
+    reloading: bool,
 }
 
 impl ModelWatchdog {
@@ -46,15 +50,19 @@ impl ModelWatchdog {
             metrics,
             actors,
             sessions: HashMap::new(),
+            reloading: false,
         }
     }
 
-    fn tick(&mut self, _: &mut Context<Self>) {
+    fn tick(&mut self, ctx: &mut Context<Self>) {
         let models = self.models.clone();
+        let changed: Vec<usize> = (0..models.slots().len())
+            .filter(|&i| models.slots()[i].files_changed())
+            .collect();
+        if !changed.is_empty() && !self.reloading {
+            ctx.spawn(self.reload(changed).map(|_, _, _| ()));
+        }
         for slot in models.slots() {
-            if slot.files_changed() {
-                self.reload(slot);
-            }
             self.canary(slot);
             self.drift(slot);
         }
@@ -62,27 +70,27 @@ impl ModelWatchdog {
         self.sessions.retain(|id, _| served.contains(id));
     }
 
-    fn reload(&self, slot: &Slot) -> ReloadReport {
-        let previous = slot.current();
-        let outcome = slot.reload(&self.models.names_besides(&slot.name));
-        let serving = slot.current();
-        ModelReloaded {
-            slot: &slot.name,
-            previous: &previous,
-            outcome: &outcome,
-            serving: &serving,
-        }
-        .emit(&self.metrics);
-        ReloadReport {
-            slot: slot.name.clone(),
-            loaded: matches!(outcome, ReloadOutcome::Loaded(_)),
-            model: serving.metadata.name.clone(),
-            version: serving.metadata.version.clone(),
-            error: match outcome {
-                ReloadOutcome::Rejected(e) => Some(e.to_string()),
-                ReloadOutcome::Loaded(_) => None,
-            },
-        }
+    /// Reloads the slots at `indices` on the blocking pool.
+    fn reload(
+        &mut self,
+        indices: Vec<usize>,
+    ) -> impl ActorFuture<Self, Output = Vec<ReloadReport>> + use<> {
+        self.reloading = true;
+        let (models, metrics) = (self.models.clone(), self.metrics.clone());
+        let load = tokio::task::spawn_blocking(move || {
+            indices
+                .into_iter()
+                .map(|i| reload_slot(&models, &models.slots()[i], &metrics))
+                .collect()
+        });
+        load.into_actor(self).map(|reports, act, _| {
+            act.reloading = false;
+            reports.unwrap_or_else(|e| {
+                // The slots keep the models they had: a swap is the load's last step.
+                tracing::error!(event = "ModelReloadPanicked", error = %e);
+                Vec::new()
+            })
+        })
     }
 
     /// Checks the slot's model against its probe and publishes the verdict (gauge,
@@ -117,6 +125,29 @@ impl ModelWatchdog {
             report: &report,
         }
         .emit(&self.metrics);
+    }
+}
+
+fn reload_slot(models: &ModelRegistry, slot: &Slot, metrics: &Metrics) -> ReloadReport {
+    let previous = slot.current();
+    let outcome = slot.reload(&models.names_besides(&slot.name));
+    let serving = slot.current();
+    ModelReloaded {
+        slot: &slot.name,
+        previous: &previous,
+        outcome: &outcome,
+        serving: &serving,
+    }
+    .emit(metrics);
+    ReloadReport {
+        slot: slot.name.clone(),
+        loaded: matches!(outcome, ReloadOutcome::Loaded(_)),
+        model: serving.metadata.name.clone(),
+        version: serving.metadata.version.clone(),
+        error: match outcome {
+            ReloadOutcome::Rejected(e) => Some(e.to_string()),
+            ReloadOutcome::Loaded(_) => None,
+        },
     }
 }
 
@@ -160,17 +191,10 @@ pub struct ReloadReport {
 }
 
 impl Handler<ReloadModel> for ModelWatchdog {
-    type Result = MessageResult<ReloadModel>;
+    type Result = ResponseActFuture<Self, Vec<ReloadReport>>;
 
     fn handle(&mut self, _: ReloadModel, _: &mut Context<Self>) -> Self::Result {
-        let models = self.models.clone();
-        MessageResult(
-            models
-                .slots()
-                .iter()
-                .map(|slot| self.reload(slot))
-                .collect(),
-        )
+        Box::pin(self.reload((0..self.models.slots().len()).collect()))
     }
 }
 

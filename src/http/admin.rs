@@ -19,6 +19,12 @@ pub async fn reload_model(
         .send(ReloadModel)
         .await
         .map_err(|e| ApiError::Unavailable(format!("the model watchdog is not running: {e}")))?;
+    // There is always a default slot: no report at all means the load itself panicked.
+    if reports.is_empty() {
+        return Err(ApiError::Internal(anyhow::anyhow!(
+            "the model reload panicked (ModelReloadPanicked in the logs)"
+        )));
+    }
     let rejected: Vec<String> = reports
         .iter()
         .filter_map(|r| Some(format!("{}: {}", r.slot, r.error.as_ref()?)))
