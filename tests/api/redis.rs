@@ -581,3 +581,92 @@ async fn a_click_joins_its_feed_whichever_replica_served_it() {
     assert_eq!(rr(&mb) + rr(&ma), 0.5, "the first click (rank 2) only");
     assert_eq!(sum(&mb, "eaglerank_ranking_unjoined_total{", ""), 0.0);
 }
+
+/// Candidate lists are cached per replica for `cache.list_ttl_ms`: a burst of sales shows
+/// in the trending list of the replica that took it at once (its writes clear its lists), and
+/// in another replica's once that replica's lists are older than the TTL.
+#[actix_rt::test]
+async fn another_replicas_burst_reaches_trending_after_the_list_ttl() {
+    const TTL_MS: u64 = 5_000;
+    let redis = RedisServer::start();
+    load_demo(&redis).await;
+    // Item records always fresh: the lists are the only thing cached.
+    let ttl = [
+        ("cache.list_ttl_ms", TTL_MS.into()),
+        ("cache.item_ttl_ms", 1.into()),
+    ];
+    let (a, b) = (
+        spawn_redis_app_with(&redis, &ttl).await,
+        spawn_redis_app_with(&redis, &ttl).await,
+    );
+    for app in [&a, &b] {
+        app.wait_ready(200).await;
+    }
+    let trending = |feed: &Value| -> Vec<String> {
+        feed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| {
+                i["sources"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|s| s == "trending")
+            })
+            .map(|i| i["item_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    async fn feed(app: &TestApp) -> Value {
+        let res = app
+            .feed("demo-a", DEMO_A_KEY, "user_id=someone-new&limit=50")
+            .await;
+        assert_eq!(res.status(), 200);
+        res.json().await.unwrap()
+    }
+    // Both replicas cache the lists as they are now.
+    let warmed = std::time::Instant::now();
+    let before = trending(&feed(&a).await);
+    feed(&b).await;
+    // The least trending item: in no replica's cached trending list.
+    let everything = CandidateQuery {
+        trending: 100_000,
+        categories: Vec::new(),
+        new_arrivals: 0,
+    };
+    let order = redis
+        .store()
+        .candidate_lists("demo-a", &everything)
+        .await
+        .unwrap()
+        .trending;
+    let quiet = order.last().unwrap().to_string();
+    assert!(!before.contains(&quiet));
+    // Clicks and purchases: trending moves, and the model (which weighs the click rate) ranks
+    // the item into the feed.
+    let burst: Vec<Value> = (0..60)
+        .flat_map(|n| {
+            ["click", "purchase"].map(|kind| {
+                serde_json::json!({"event_id": format!("burst-{kind}-{n}"), "type": kind,
+                                   "user_id": format!("buyer-{n}"), "item_id": quiet,
+                                   "timestamp": eaglerank::ingest::now_rfc3339()})
+            })
+        })
+        .collect();
+    assert_eq!(b.post_events(&Value::from(burst)).await.status(), 202);
+
+    assert!(
+        trending(&feed(&b).await).contains(&quiet),
+        "the writer at once"
+    );
+    let stale = trending(&feed(&a).await);
+    if warmed.elapsed() < Duration::from_millis(TTL_MS) {
+        assert!(
+            !stale.contains(&quiet),
+            "the other replica: its cached lists"
+        );
+    }
+    let ttl = Duration::from_millis(TTL_MS);
+    actix_rt::time::sleep(ttl.saturating_sub(warmed.elapsed()) + Duration::from_millis(200)).await;
+    assert!(trending(&feed(&a).await).contains(&quiet), "after the TTL");
+}
