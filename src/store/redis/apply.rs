@@ -14,10 +14,10 @@
 //! positions; the caller sums the chunk again without them and resends it. Replays are rare,
 //! so the common case is one call.
 
-use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use deadpool_redis::redis;
+use indexmap::{IndexMap, IndexSet};
 
 use super::super::keys::{self, BRAND_PREFIX, CATEGORY_PREFIX, STATS_FIELD};
 use crate::catalog::{Event, Item, ItemStats, RECENT_ITEMS, UserProfile, WINDOWS, WindowCounts};
@@ -182,20 +182,11 @@ pub(super) fn decode_stats(raw: Option<&[u8]>, stats: &mut ItemStats) {
 
 /// The keys a call names, each once: operations refer to them by (1-based) position.
 #[derive(Default)]
-struct KeyTable {
-    keys: Vec<String>,
-    index: HashMap<String, usize>,
-}
+struct KeyTable(IndexSet<String>);
 
 impl KeyTable {
     fn position(&mut self, key: String) -> usize {
-        if let Some(&i) = self.index.get(&key) {
-            return i;
-        }
-        self.keys.push(key.clone());
-        let i = self.keys.len();
-        self.index.insert(key, i);
-        i
+        self.0.insert_full(key).0 + 1
     }
 }
 
@@ -249,25 +240,18 @@ pub(super) fn invocation(
     }
 
     // The chunk's sums, per item and per user, in first-seen order.
-    let mut items: Vec<(&Item, ItemStats)> = Vec::new();
-    let mut item_at: HashMap<&str, usize> = HashMap::new();
-    let mut users: Vec<(&str, UserProfile)> = Vec::new();
-    let mut user_at: HashMap<&str, usize> = HashMap::new();
+    let mut items: IndexMap<&str, (&Item, ItemStats)> = IndexMap::new();
+    let mut users: IndexMap<&str, UserProfile> = IndexMap::new();
     for (e, item) in events {
-        let i = *item_at.entry(&*item.item_id).or_insert_with(|| {
-            items.push((item, ItemStats::default()));
-            items.len() - 1
-        });
-        items[i].1.record(e.kind, e.timestamp);
-        let u = *user_at.entry(&*e.user_id).or_insert_with(|| {
-            users.push((&e.user_id, UserProfile::default()));
-            users.len() - 1
-        });
-        users[u].1.record(e.kind, item);
+        let (_, stats) = items
+            .entry(&*item.item_id)
+            .or_insert_with(|| (item, ItemStats::default()));
+        stats.record(e.kind, e.timestamp);
+        users.entry(&e.user_id).or_default().record(e.kind, item);
     }
 
     let trending = table.position(keys::trending(tenant));
-    for (item, stats) in &items {
+    for (item, stats) in items.values() {
         let key = table.position(keys::item(tenant, &item.item_id));
         call.arg("s").arg(key).arg(encode_stats(stats));
         if stats.trending > 0.0 {
@@ -324,7 +308,7 @@ pub(super) fn invocation(
             call.arg(&**id);
         }
     }
-    for key in table.keys {
+    for key in table.0 {
         call.key(key);
     }
     call
