@@ -51,12 +51,27 @@ where
         .map(|(_, v)| v)
 }
 
+/// One tenant's caches: per tenant, so a lookup needs no key allocation.
+struct TenantCache {
+    items: ItemCache,
+    lists: ListCache,
+}
+
+impl TenantCache {
+    /// After a write through this process: the items it touched, and every list (an event
+    /// moves trending and popularity, a catalog write categories and new arrivals).
+    fn forget<'a>(&self, items: impl IntoIterator<Item = &'a ItemId>) {
+        self.lists.clear();
+        for id in items {
+            self.items.remove(id);
+        }
+    }
+}
+
 pub struct CachedStore {
     inner: SharedStore,
-    /// One cache per tenant, so a lookup needs no key allocation.
-    items: HashMap<String, ItemCache>,
+    tenants: HashMap<String, TenantCache>,
     ttl: Duration,
-    lists: HashMap<String, ListCache>,
     list_ttl: Duration,
     metrics: Arc<Metrics>,
 }
@@ -68,37 +83,28 @@ impl CachedStore {
         settings: &CacheSettings,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let items: HashMap<String, ItemCache> = tenants
+        let capacity = usize::try_from(settings.item_capacity).unwrap_or(usize::MAX);
+        let tenants = tenants
             .into_iter()
             .map(|t| {
-                let capacity = usize::try_from(settings.item_capacity).unwrap_or(usize::MAX);
-                (t.clone(), ItemCache::new(capacity.max(1)))
+                let cache = TenantCache {
+                    items: ItemCache::new(capacity.max(1)),
+                    lists: ListCache::new(LIST_CAPACITY),
+                };
+                (t.clone(), cache)
             })
-            .collect();
-        let lists = items
-            .keys()
-            .map(|t| (t.clone(), ListCache::new(LIST_CAPACITY)))
             .collect();
         Self {
             inner,
-            items,
+            tenants,
             ttl: Duration::from_millis(settings.item_ttl_ms),
-            lists,
             list_ttl: Duration::from_millis(settings.list_ttl_ms),
             metrics,
         }
     }
 
-    /// Writes through this process show in its lists at once (other replicas': within the
-    /// TTL).
-    fn forget_lists(&self, tenant: &str) {
-        if let Some(lists) = self.lists.get(tenant) {
-            lists.clear();
-        }
-    }
-
-    fn cache(&self, tenant: &str) -> Result<&ItemCache, StoreError> {
-        self.items
+    fn cache(&self, tenant: &str) -> Result<&TenantCache, StoreError> {
+        self.tenants
             .get(tenant)
             .ok_or_else(|| StoreError::UnknownTenant(tenant.to_owned()))
     }
@@ -136,7 +142,8 @@ impl FeatureStore for CachedStore {
         tenant: &str,
         query: &CandidateQuery,
     ) -> Result<CandidateLists, StoreError> {
-        let Some(cache) = self.lists.get(tenant).filter(|_| !self.list_ttl.is_zero()) else {
+        let lists = self.tenants.get(tenant).map(|t| &t.lists);
+        let Some(cache) = lists.filter(|_| !self.list_ttl.is_zero()) else {
             return self.inner.candidate_lists(tenant, query).await;
         };
         let now = Instant::now();
@@ -171,16 +178,16 @@ impl FeatureStore for CachedStore {
                     .collect(),
                 new_arrivals: if missing(last) { query.new_arrivals } else { 0 },
             };
-            let answer = self.inner.candidate_lists(tenant, &ask).await?;
-            let mut categories = answer.categories.into_iter();
+            let mut answer = self.inner.candidate_lists(tenant, &ask).await?;
+            let mut categories = std::mem::take(&mut answer.categories).into_iter();
             for (i, key) in keys.iter().enumerate() {
                 if found[i].is_some() {
                     continue;
                 }
                 let list = match key {
-                    ListKey::Trending(_) => answer.trending.clone(),
+                    ListKey::Trending(_) => std::mem::take(&mut answer.trending),
                     ListKey::Category(..) => categories.next().unwrap_or_default(),
-                    ListKey::NewArrivals(_) => answer.new_arrivals.clone(),
+                    ListKey::NewArrivals(_) => std::mem::take(&mut answer.new_arrivals),
                 };
                 let list = Arc::new(list);
                 cache.insert(key.clone(), (now, list.clone()));
@@ -205,7 +212,7 @@ impl FeatureStore for CachedStore {
         tenant: &str,
         ids: &[ItemId],
     ) -> Result<Vec<Option<Arc<ItemRecord>>>, StoreError> {
-        let cache = self.cache(tenant)?;
+        let cache = &self.cache(tenant)?.items;
         let now = Instant::now();
         let mut out: Vec<Option<Arc<ItemRecord>>> = ids
             .iter()
@@ -236,11 +243,7 @@ impl FeatureStore for CachedStore {
         let ids: Vec<ItemId> = items.iter().map(|i| i.item_id.clone()).collect();
         let result = self.inner.upsert_items(tenant, items).await;
         // Invalidate even on error: a timed-out write may still have landed.
-        self.forget_lists(tenant);
-        let cache = self.cache(tenant)?;
-        for id in ids {
-            cache.remove(&id);
-        }
+        self.cache(tenant)?.forget(&ids);
         result
     }
 
@@ -250,11 +253,8 @@ impl FeatureStore for CachedStore {
         events: &[Event],
     ) -> Result<ApplyOutcome, StoreError> {
         let result = self.inner.apply_events(tenant, events).await;
-        self.forget_lists(tenant);
-        let cache = self.cache(tenant)?;
-        for e in events {
-            cache.remove(&e.item_id);
-        }
+        self.cache(tenant)?
+            .forget(events.iter().map(|e| &e.item_id));
         result
     }
 }
