@@ -322,11 +322,14 @@ pub async fn run_ingest(
     const STALL: Duration = Duration::from_secs(60);
     let mut first = None;
     let (mut last, mut moved) = (0, Instant::now());
-    while done() < args.events {
+    loop {
         let now_done = done();
         if now_done != last {
             (last, moved) = (now_done, Instant::now());
             first.get_or_insert_with(Instant::now);
+        }
+        if now_done >= args.events {
+            break;
         }
         anyhow::ensure!(
             moved.elapsed() < STALL,
