@@ -74,7 +74,7 @@ impl ModelWatchdog {
     fn reload(
         &mut self,
         indices: Vec<usize>,
-    ) -> impl ActorFuture<Self, Output = Vec<ReloadReport>> + use<> {
+    ) -> impl ActorFuture<Self, Output = Result<Vec<ReloadReport>, ReloadPanicked>> + use<> {
         self.reloading = true;
         let (models, metrics) = (self.models.clone(), self.metrics.clone());
         let load = tokio::task::spawn_blocking(move || {
@@ -85,10 +85,10 @@ impl ModelWatchdog {
         });
         load.into_actor(self).map(|reports, act, _| {
             act.reloading = false;
-            reports.unwrap_or_else(|e| {
+            reports.map_err(|e| {
                 // The slots keep the models they had: a swap is the load's last step.
                 tracing::error!(event = "ModelReloadPanicked", error = %e);
-                Vec::new()
+                ReloadPanicked(e.to_string())
             })
         })
     }
@@ -174,8 +174,13 @@ impl Supervised for ModelWatchdog {
 
 /// Reload every model's files now, whether or not they changed.
 #[derive(Message)]
-#[rtype(result = "Vec<ReloadReport>")]
+#[rtype(result = "Result<Vec<ReloadReport>, ReloadPanicked>")]
 pub struct ReloadModel;
+
+/// Loading panicked (on the blocking pool); no slot changed.
+#[derive(Debug, thiserror::Error)]
+#[error("the model reload panicked: {0}")]
+pub struct ReloadPanicked(String);
 
 /// What a reload did to one model slot, for the admin API.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -191,7 +196,7 @@ pub struct ReloadReport {
 }
 
 impl Handler<ReloadModel> for ModelWatchdog {
-    type Result = ResponseActFuture<Self, Vec<ReloadReport>>;
+    type Result = ResponseActFuture<Self, Result<Vec<ReloadReport>, ReloadPanicked>>;
 
     fn handle(&mut self, _: ReloadModel, _: &mut Context<Self>) -> Self::Result {
         Box::pin(self.reload((0..self.models.slots().len()).collect()))

@@ -18,13 +18,8 @@ pub async fn reload_model(
         .model_watchdog
         .send(ReloadModel)
         .await
-        .map_err(|e| ApiError::Unavailable(format!("the model watchdog is not running: {e}")))?;
-    // There is always a default slot: no report at all means the load itself panicked.
-    if reports.is_empty() {
-        return Err(ApiError::Internal(anyhow::anyhow!(
-            "the model reload panicked (ModelReloadPanicked in the logs)"
-        )));
-    }
+        .map_err(|e| ApiError::Unavailable(format!("the model watchdog is not running: {e}")))?
+        .map_err(|e| ApiError::Internal(e.into()))?;
     let rejected: Vec<String> = reports
         .iter()
         .filter_map(|r| Some(format!("{}: {}", r.slot, r.error.as_ref()?)))
