@@ -55,6 +55,19 @@ pub async fn spawn_redis_app_with(
     spawn_app_with(&all).await
 }
 
+/// Two replicas of the service on one Redis, both ready.
+async fn two_replicas(
+    redis: &RedisServer,
+    overrides: &[(&'static str, config::Value)],
+) -> (TestApp, TestApp) {
+    let a = spawn_redis_app_with(redis, overrides).await;
+    let b = spawn_redis_app_with(redis, overrides).await;
+    for app in [&a, &b] {
+        app.wait_ready(200).await;
+    }
+    (a, b)
+}
+
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
 }
@@ -483,10 +496,7 @@ async fn redis_down_at_start_up_means_not_ready_but_alive() {
 async fn an_event_replayed_to_another_replica_is_applied_once() {
     let redis = RedisServer::start();
     load_demo(&redis).await;
-    let (a, b) = (spawn_redis_app(&redis).await, spawn_redis_app(&redis).await);
-    for app in [&a, &b] {
-        app.wait_ready(200).await;
-    }
+    let (a, b) = two_replicas(&redis, &[]).await;
     let item = market_item();
     let before = b.item_stats("demo-a", DEMO_A_KEY, &item).await;
     let events: Vec<Value> = (0..3)
@@ -553,10 +563,7 @@ async fn a_stale_catalog_cache_never_puts_a_moved_item_back_in_its_old_category(
 async fn a_click_joins_its_feed_whichever_replica_served_it() {
     let redis = RedisServer::start();
     load_demo(&redis).await;
-    let (a, b) = (spawn_redis_app(&redis).await, spawn_redis_app(&redis).await);
-    for app in [&a, &b] {
-        app.wait_ready(200).await;
-    }
+    let (a, b) = two_replicas(&redis, &[]).await;
     let res = a.feed("demo-a", DEMO_A_KEY, "user_id=u1&limit=10").await;
     assert_eq!(res.status(), 200);
     let feed: Value = res.json().await.unwrap();
@@ -595,13 +602,7 @@ async fn another_replicas_burst_reaches_trending_after_the_list_ttl() {
         ("cache.list_ttl_ms", TTL_MS.into()),
         ("cache.item_ttl_ms", 1.into()),
     ];
-    let (a, b) = (
-        spawn_redis_app_with(&redis, &ttl).await,
-        spawn_redis_app_with(&redis, &ttl).await,
-    );
-    for app in [&a, &b] {
-        app.wait_ready(200).await;
-    }
+    let (a, b) = two_replicas(&redis, &ttl).await;
     let trending = |feed: &Value| -> Vec<String> {
         feed["items"]
             .as_array()
