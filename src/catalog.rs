@@ -189,7 +189,7 @@ impl WindowCounts {
     }
 }
 
-fn growth(at: UnixSeconds) -> f64 {
+pub fn growth(at: UnixSeconds) -> f64 {
     ((at - TRENDING_EPOCH) / TRENDING_HALF_LIFE_SECONDS).exp2()
 }
 
@@ -236,6 +236,74 @@ impl ItemStats {
 pub struct ItemRecord {
     pub item: Item,
     pub stats: ItemStats,
+    /// What features derive from `item` alone, computed on first use. Never serialized, and
+    /// not carried by a clone: a record's `item` is replaced, never edited, after a ranker saw
+    /// it (a catalog update builds a new record); only `stats` change in place.
+    #[serde(skip)]
+    derived: DerivedCell,
+}
+
+impl ItemRecord {
+    pub fn new(item: Item, stats: ItemStats) -> Self {
+        Self {
+            item,
+            stats,
+            derived: DerivedCell::default(),
+        }
+    }
+
+    /// Computed once per record, then read by every request that scores the item: a feed
+    /// scores 500 items, and hashing their strings and taking logarithms of their prices per
+    /// request was most of the feature assembly's cost.
+    pub fn derived(&self) -> &ItemDerived {
+        self.derived.0.get_or_init(|| ItemDerived {
+            log_price: self.item.price.ln_1p(),
+            id_key: key_hash(&self.item.item_id),
+            category_key: key_hash(&self.item.category),
+            brand_key: key_hash(&self.item.brand),
+        })
+    }
+}
+
+/// Values derived from an [`Item`] alone.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ItemDerived {
+    /// ln(1 + price)
+    pub log_price: f64,
+    /// [`key_hash`] of the item id, category and brand: a request looks the item up in its
+    /// user's affinities by these, and compares the strings only on a match.
+    pub id_key: u64,
+    pub category_key: u64,
+    pub brand_key: u64,
+}
+
+#[derive(Default)]
+struct DerivedCell(std::sync::OnceLock<ItemDerived>);
+
+impl Clone for DerivedCell {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+/// Equality of records is equality of their data; a cache is not data.
+impl PartialEq for DerivedCell {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for DerivedCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("..")
+    }
+}
+
+/// A stable 64-bit hash of an id, category or brand (fixed seed: the same in every thread and
+/// for every map, so that a key computed with an item can be looked up in a per-request map).
+pub fn key_hash(s: &str) -> u64 {
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::with_seed(0x9e37_79b9_7f4a_7c15).hash_one(s)
 }
 
 /// What the service knows of one user of one tenant.
@@ -277,11 +345,19 @@ impl UserProfile {
 
     /// Share of the user's affinity that falls on `category` (0 when unknown).
     pub fn category_share(&self, category: &str) -> f32 {
-        share(&self.category_affinity, category, self.affinity_total)
+        self.affinity_share(self.category_affinity.get(category).copied())
     }
 
     pub fn brand_share(&self, brand: &str) -> f32 {
-        share(&self.brand_affinity, brand, self.affinity_total)
+        self.affinity_share(self.brand_affinity.get(brand).copied())
+    }
+
+    /// The share of the user's affinity that an entry of weight `weight` holds.
+    pub fn affinity_share(&self, weight: Option<f32>) -> f32 {
+        if self.affinity_total <= 0.0 {
+            return 0.0;
+        }
+        weight.unwrap_or(0.0) / self.affinity_total
     }
 
     pub fn mean_price(&self) -> Option<f64> {
@@ -298,13 +374,6 @@ impl UserProfile {
         cats.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
         cats.into_iter().take(n).map(|(c, _)| c).collect()
     }
-}
-
-fn share(map: &FastMap<String, f32>, key: &str, total: f32) -> f32 {
-    if total <= 0.0 {
-        return 0.0;
-    }
-    map.get(key).copied().unwrap_or(0.0) / total
 }
 
 #[cfg(test)]

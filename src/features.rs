@@ -3,24 +3,83 @@
 //! metadata file. Serving and the simulator (whose logs train the model) both assemble rows
 //! through [`FeatureSpec::assemble`], so training sees exactly what serving computes.
 
-use crate::FastSet;
-use crate::catalog::{ItemRecord, UnixSeconds, UserProfile};
+use crate::FastMap;
+use crate::catalog::{ItemRecord, UnixSeconds, UserProfile, growth, key_hash};
 
-/// What a feature may look at besides the item.
+/// What a feature may look at besides the item: the request's clock and user, prepared once
+/// per request so that each of the (typically 500) rows costs lookups, not computations.
 pub struct FeatureContext<'a> {
     pub now: UnixSeconds,
     pub user: Option<&'a UserProfile>,
-    /// The user's recent items, as a set: asked once per candidate, and a scan of the
-    /// profile's list (up to 50 string compares) was the costliest feature of a row.
-    recent: FastSet<&'a str>,
+    /// What trending scores are divided by as of `now` (one `exp2` per request, not per row).
+    growth: f64,
+    user_side: Option<UserSide<'a>>,
+}
+
+/// The user's affinities keyed by [`key_hash`], as shares, and their recent items: a row then
+/// hashes no string (the item's keys are hashed once per record, [`ItemRecord::derived`]);
+/// the strings are compared only on a match, so a hash collision cannot mislead a feature.
+struct UserSide<'a> {
+    categories: FastMap<u64, (&'a str, f32)>,
+    brands: FastMap<u64, (&'a str, f32)>,
+    recent: FastMap<u64, &'a str>,
+    /// ln(1 + the mean price of what the user interacted with).
+    log_mean_price: Option<f64>,
 }
 
 impl<'a> FeatureContext<'a> {
     pub fn new(now: UnixSeconds, user: Option<&'a UserProfile>) -> Self {
-        let recent = user
-            .map(|u| u.recent_items.iter().map(|id| &**id).collect())
-            .unwrap_or_default();
-        Self { now, user, recent }
+        Self {
+            now,
+            user,
+            growth: growth(now),
+            user_side: user.map(UserSide::new),
+        }
+    }
+}
+
+impl<'a> UserSide<'a> {
+    fn new(u: &'a UserProfile) -> Self {
+        let shares = |map: &'a FastMap<String, f32>| -> FastMap<u64, (&'a str, f32)> {
+            map.iter()
+                .map(|(k, w)| (key_hash(k), (k.as_str(), u.affinity_share(Some(*w)))))
+                .collect()
+        };
+        Self {
+            categories: shares(&u.category_affinity),
+            brands: shares(&u.brand_affinity),
+            recent: u
+                .recent_items
+                .iter()
+                .map(|id| (key_hash(id), &**id))
+                .collect(),
+            log_mean_price: u.mean_price().map(f64::ln_1p),
+        }
+    }
+
+    fn lookup(map: &FastMap<u64, (&str, f32)>, key: u64, name: &str) -> f32 {
+        match map.get(&key) {
+            Some((k, share)) if *k == name => *share,
+            _ => 0.0,
+        }
+    }
+
+    fn category_share(&self, item: &ItemRecord) -> f32 {
+        Self::lookup(
+            &self.categories,
+            item.derived().category_key,
+            &item.item.category,
+        )
+    }
+
+    fn brand_share(&self, item: &ItemRecord) -> f32 {
+        Self::lookup(&self.brands, item.derived().brand_key, &item.item.brand)
+    }
+
+    fn has_seen(&self, item: &ItemRecord) -> bool {
+        self.recent
+            .get(&item.derived().id_key)
+            .is_some_and(|id| *id == &*item.item.item_id)
     }
 }
 
@@ -55,8 +114,10 @@ static LN1P_TABLE: std::sync::LazyLock<Vec<f32>> = std::sync::LazyLock::new(|| {
 /// ln(1 + x) of a count; negatives clamp to 0, NaN stays NaN (and gets counted). The table
 /// holds the very values the formula gives, so training and serving still agree bit for bit.
 fn ln1p(x: f64) -> Option<f32> {
-    if (0.0..LN1P_TABLE_SIZE as f64).contains(&x) && x.fract() == 0.0 {
-        return Some(LN1P_TABLE[x as usize]);
+    // `as` saturates (NaN → 0, negatives → 0), and the round trip is exact only for integers.
+    let n = x as usize;
+    if n < LN1P_TABLE_SIZE && n as f64 == x {
+        return Some(LN1P_TABLE[n]);
     }
     Some(if x < 0.0 { 0.0 } else { x.ln_1p() as f32 })
 }
@@ -95,10 +156,21 @@ pub const CATALOG: &[(&str, FeatureFn, &str)] = &[
     ),
     (
         "item_trending",
-        |c, i| ln1p(i.stats.trending_score(c.now)),
+        |c, i| ln1p(i.stats.trending / c.growth),
         "ln(1 + decayed trending score)",
     ),
-    ("item_log_price", |_, i| ln1p(i.item.price), "ln(1 + price)"),
+    (
+        "item_log_price",
+        // ln1p's clamp of negative prices, from the value computed once per record.
+        |_, i| {
+            Some(if i.item.price < 0.0 {
+                0.0
+            } else {
+                i.derived().log_price as f32
+            })
+        },
+        "ln(1 + price)",
+    ),
     (
         "item_age_days",
         |c, i| Some(((c.now - i.item.created_at as f64) / 86_400.0).max(0.0) as f32),
@@ -116,28 +188,28 @@ pub const CATALOG: &[(&str, FeatureFn, &str)] = &[
     ),
     (
         "user_category_affinity",
-        |c, i| c.user.map(|u| u.category_share(&i.item.category)),
+        |c, i| c.user_side.as_ref().map(|u| u.category_share(i)),
         "share of the user's activity in the item's category",
     ),
     (
         "user_brand_affinity",
-        |c, i| c.user.map(|u| u.brand_share(&i.item.brand)),
+        |c, i| c.user_side.as_ref().map(|u| u.brand_share(i)),
         "share of the user's activity on the item's brand",
     ),
     (
         "user_price_ratio",
         |c, i| {
-            c.user
-                .and_then(|u| u.mean_price())
-                .map(|m| ((i.item.price + 1.0) / (m + 1.0)).ln() as f32)
+            let user = c.user_side.as_ref()?.log_mean_price?;
+            Some((i.derived().log_price - user) as f32)
         },
         "ln of item price over the user's mean price (0 when unknown)",
     ),
     (
         "user_seen_item",
         |c, i| {
-            c.user
-                .map(|_| f32::from(u8::from(c.recent.contains(&*i.item.item_id))))
+            c.user_side
+                .as_ref()
+                .map(|u| f32::from(u8::from(u.has_seen(i))))
         },
         "1 when the user recently interacted with the item",
     ),
@@ -244,8 +316,8 @@ mod tests {
     use crate::catalog::{EventKind, Item, ItemStats};
 
     fn record() -> ItemRecord {
-        ItemRecord {
-            item: Item {
+        ItemRecord::new(
+            Item {
                 item_id: "i1".into(),
                 category: "shoes".into(),
                 brand: "acme".into(),
@@ -253,12 +325,12 @@ mod tests {
                 created_at: 0,
                 attributes: Default::default(),
             },
-            stats: ItemStats {
+            ItemStats {
                 impressions: 100.0,
                 clicks: 8.0,
                 ..Default::default()
             },
-        }
+        )
     }
 
     #[test]
@@ -309,6 +381,73 @@ mod tests {
             &mut FeatureHealth::default(),
         );
         assert_eq!(out, vec![1.0, 1.0, 0.0]);
+    }
+
+    /// The per-request lookups by key hash give what the profile's own definitions give, for
+    /// items the user knows and items they don't.
+    #[test]
+    fn prepared_lookups_agree_with_the_profile() {
+        let item = |id: &str, category: &str, brand: &str, price: f64| {
+            ItemRecord::new(
+                Item {
+                    item_id: id.into(),
+                    category: category.into(),
+                    brand: brand.into(),
+                    price,
+                    created_at: 0,
+                    attributes: Default::default(),
+                },
+                ItemStats::default(),
+            )
+        };
+        let seen = [
+            item("a", "shoes", "acme", 19.99),
+            item("b", "hats", "zeta", 250.5),
+            item("c", "shoes", "zeta", 3.0),
+        ];
+        let mut u = UserProfile::default();
+        for (r, kind) in
+            seen.iter()
+                .zip([EventKind::Click, EventKind::Purchase, EventKind::AddToCart])
+        {
+            u.record(kind, &r.item);
+        }
+        let unseen = [
+            item("d", "bags", "acme", 77.7),
+            item("e", "hats", "nova", 0.5),
+        ];
+        let spec = FeatureSpec::from_names(&[
+            "user_category_affinity".into(),
+            "user_brand_affinity".into(),
+            "user_seen_item".into(),
+            "user_price_ratio".into(),
+            "item_log_price".into(),
+        ])
+        .unwrap();
+        let records: Vec<&ItemRecord> = seen.iter().chain(&unseen).collect();
+        let mut out = Vec::new();
+        let ctx = FeatureContext::new(0.0, Some(&u));
+        spec.assemble(
+            &ctx,
+            records.iter().copied(),
+            &mut out,
+            &mut FeatureHealth::default(),
+        );
+        let mean = u.mean_price().unwrap();
+        for (row, r) in out.chunks(spec.len()).zip(&records) {
+            let price_ratio = ((r.item.price + 1.0) / (mean + 1.0)).ln() as f32;
+            let want = [
+                u.category_share(&r.item.category),
+                u.brand_share(&r.item.brand),
+                f32::from(u8::from(u.recent_items.contains(&r.item.item_id))),
+            ];
+            assert_eq!(row[..3], want, "{}", r.item.item_id);
+            assert!(
+                (row[3] - price_ratio).abs() <= 1e-6,
+                "{row:?} vs {price_ratio}"
+            );
+            assert_eq!(row[4], r.item.price.ln_1p() as f32);
+        }
     }
 
     #[test]

@@ -191,7 +191,7 @@ impl FeatureStore for MemoryStore {
                 .unwrap_or_default();
             state
                 .items
-                .insert(item.item_id.clone(), Arc::new(ItemRecord { item, stats }));
+                .insert(item.item_id.clone(), Arc::new(ItemRecord::new(item, stats)));
         }
         state.index = None;
         Ok(())

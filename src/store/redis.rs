@@ -225,13 +225,13 @@ fn item_record(
 ) -> Option<ItemRecord> {
     // A hash without a parseable catalog entry is treated as missing (and counted as such).
     let item: Item = serde_json::from_str(&fields.remove("item")?).ok()?;
-    let mut record = ItemRecord {
+    let mut record = ItemRecord::new(
         item,
-        stats: ItemStats {
+        ItemStats {
             trending: trending.unwrap_or(0.0),
             ..Default::default()
         },
-    };
+    );
     decode_stats(stats.as_deref(), &mut record.stats);
     Some(record)
 }

@@ -312,10 +312,11 @@ fn gauge(metrics: &str, series: &str) -> Option<f64> {
 /// every request from a user the service has never seen) sends it up, feature by feature.
 #[actix_rt::test]
 async fn served_traffic_that_shifts_moves_the_drift_psi() {
-    // Windows of >= 1000 sampled rows (~16+ requests): each mixes users as training did.
+    // Windows of >= 250 sampled rows (16 per request: ~16+ requests): each mixes users as
+    // training did.
     let app = crate::helpers::spawn_app_with(&[
         ("model.watchdog_interval_ms", 50.into()),
-        ("model.drift_min_samples", 1000.into()),
+        ("model.drift_min_samples", 250.into()),
     ])
     .await;
     let user_known =
