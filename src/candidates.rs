@@ -1,6 +1,8 @@
 //! Candidate generation: which store lists to ask for (the plan), and how to merge what comes
 //! back into one deduplicated, capped list in which every item remembers its sources.
 
+use std::collections::hash_map::Entry;
+
 use crate::FastMap;
 
 use serde::Serialize;
@@ -95,16 +97,19 @@ pub fn merge(lists: CandidateLists, max: usize) -> Vec<Candidate> {
     let longest = sourced.iter().map(|(_, l)| l.len()).max().unwrap_or(0);
     let total: usize = sourced.iter().map(|(_, l)| l.len()).sum();
     let mut out: Vec<Candidate> = Vec::with_capacity(max.min(total));
-    let mut position: FastMap<ItemId, usize> =
+    // Keyed by the lists' own strings: one lookup per listed id, and a reference count
+    // touched only for the ids kept.
+    let mut position: FastMap<&str, usize> =
         FastMap::with_capacity_and_hasher(max.min(total), Default::default());
 
     for i in 0..longest {
         for (source, list) in &sourced {
             let Some(id) = list.get(i) else { continue };
-            match position.get(id) {
-                Some(&at) => out[at].sources.insert(*source),
-                None if out.len() < max => {
-                    position.insert(id.clone(), out.len());
+            let next = out.len();
+            match position.entry(id) {
+                Entry::Occupied(at) => out[*at.get()].sources.insert(*source),
+                Entry::Vacant(slot) if next < max => {
+                    slot.insert(next);
                     let mut sources = Sources::default();
                     sources.insert(*source);
                     out.push(Candidate {
@@ -112,7 +117,7 @@ pub fn merge(lists: CandidateLists, max: usize) -> Vec<Candidate> {
                         sources,
                     });
                 }
-                None => {}
+                Entry::Vacant(_) => {}
             }
         }
     }
