@@ -141,7 +141,7 @@ def main():
 
 
 def train_linear(args, schema, names, x, y, request, train, test):
-    from sklearn.linear_model import Ridge
+    from sklearn.linear_model import LinearRegression, Ridge
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from skl2onnx import convert_sklearn
@@ -150,9 +150,17 @@ def train_linear(args, schema, names, x, y, request, train, test):
     model = make_pipeline(StandardScaler(), Ridge(alpha=1.0, random_state=SEED))
     model.fit(x[train], (y[train] > 0).astype(np.float32))
     scores = model.predict(x[test])
-    onnx_model = convert_sklearn(model, initial_types=[(INPUT, SklFloat([None, len(names)]))], target_opset=15)
+    # Exported as one linear function: ONNX Runtime's Scaler op took ~15 us of a 500-row batch
+    # and the LinearRegressor ~3 us. Standardising is linear, so it folds into the weights:
+    # w . (x - mean) / scale + b  =  (w / scale) . x + (b - w . mean / scale).
+    scaler, ridge = model.named_steps["standardscaler"], model.named_steps["ridge"]
+    folded = LinearRegression()
+    folded.coef_ = (ridge.coef_ / scaler.scale_).astype(np.float64)
+    folded.intercept_ = float(ridge.intercept_ - np.dot(ridge.coef_, scaler.mean_ / scaler.scale_))
+    folded.n_features_in_ = len(names)
+    onnx_model = convert_sklearn(folded, initial_types=[(INPUT, SklFloat([None, len(names)]))], target_opset=15)
     write_model(args, schema, names, x, y, request, test, scores, onnx_model, "eaglerank-linear", {
-        "algorithm": "StandardScaler + Ridge regression on the click label",
+        "algorithm": "StandardScaler + Ridge regression on the click label, the scaler folded into the weights",
     })
 
 
