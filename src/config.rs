@@ -114,7 +114,6 @@ pub struct ModelSettings {
     pub path: PathBuf,
     pub metadata: PathBuf,
     pub onnxruntime_library: PathBuf,
-    pub ranker_threads: usize,
     pub watchdog_interval_ms: u64,
     pub drift_min_samples: u64,
 }

@@ -113,11 +113,16 @@ impl Application {
             &settings.events,
             metrics.clone(),
         ));
-        let actors = ActorSystem::start(&settings, &store, &models, &served, metrics.clone());
-        if let Err(down) = actors.wait_until_up(ACTOR_START_TIMEOUT).await {
-            let names: Vec<&str> = down.iter().map(|a| a.name).collect();
-            anyhow::bail!("actors did not start within {ACTOR_START_TIMEOUT:?}: {names:?}");
-        }
+        let workers = crate::config::threads_or_cores(settings.server.workers);
+        // One feed lane per HTTP worker (actors::lanes): started by the app factory below.
+        let actors = ActorSystem::start(
+            &settings,
+            &store,
+            &models,
+            &served,
+            metrics.clone(),
+            workers,
+        );
 
         let prometheus = PrometheusMetricsBuilder::new("eaglerank")
             .registry(metrics.registry.clone())
@@ -152,14 +157,17 @@ impl Application {
                 format!("binding {}:{}", settings.server.host, settings.server.port)
             })?;
         let address = listener.local_addr()?;
-        let workers = crate::config::threads_or_cores(settings.server.workers);
+        let lanes = actors.lanes.clone();
         let server = HttpServer::new(move || {
+            // Runs on each worker's thread: its feeds are served there, by its own lane.
+            let lane = web::Data::new(lanes.start_here());
             App::new()
                 // Innermost first: trace headers need the root span TracingLogger creates.
                 .wrap(actix_web::middleware::from_fn(http::tracing::trace_headers))
                 .wrap(TracingLogger::<http::tracing::RootSpans>::new())
                 .wrap(prometheus.clone())
                 .app_data(state.clone())
+                .app_data(lane)
                 .app_data(
                     web::JsonConfig::default()
                         .limit(max_body)
@@ -177,6 +185,18 @@ impl Application {
         .disable_signals()
         .listen(listener)?
         .run();
+        // The workers start (and with them their lanes) once the server future is polled;
+        // nothing is announced, and tests get no app, until every actor runs, so readiness
+        // never reports a start-up as an outage.
+        let mut server = server;
+        tokio::select! {
+            up = actors.wait_until_up(ACTOR_START_TIMEOUT) => if let Err(down) = up {
+                server.handle().stop(false).await;
+                let names: Vec<&str> = down.iter().map(|a| a.name).collect();
+                anyhow::bail!("actors did not start within {ACTOR_START_TIMEOUT:?}: {names:?}");
+            },
+            stopped = &mut server => anyhow::bail!("the HTTP server stopped while starting: {stopped:?}"),
+        }
         let signals = ShutdownSignals::install()?;
         events::server_started(&address.to_string(), workers, store.health.backend());
         Ok(Self {

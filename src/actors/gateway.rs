@@ -1,6 +1,6 @@
 //! `Gateway`: runs one feed session per `Feed` message — user profile, candidates, features,
-//! ranking — under the request's deadline. Sessions run concurrently on the gateway's arbiter;
-//! the CPU-heavy part (features and inference) happens on the ranker threads.
+//! ranking — under the request's deadline. Sessions run concurrently on the gateway's arbiter
+//! (its lane's HTTP worker); the CPU-heavy part (features and inference) is the ranker's.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -117,11 +117,20 @@ impl Handler<Feed> for Gateway {
             otel.status_code = tracing::field::Empty,
         );
         guarded(NAME, self.deps.health.clone(), span, async move {
-            let budget = msg.deadline.saturating_duration_since(Instant::now());
-            let deadline = tokio::time::Instant::from_std(msg.deadline);
-            tokio::time::timeout_at(deadline, serve(&deps, msg))
-                .await
-                .map_err(|_| FeedError::DeadlineExceeded(budget))?
+            let deadline = msg.deadline;
+            let budget = deadline.saturating_duration_since(Instant::now());
+            let outcome = tokio::time::timeout_at(
+                tokio::time::Instant::from_std(deadline),
+                serve(&deps, msg),
+            )
+            .await
+            .map_err(|_| FeedError::DeadlineExceeded(budget))?;
+            // The timer interrupts waits, not work: the ranker runs on this thread, and a
+            // session that overran its deadline while it ranked is caught here.
+            if Instant::now() > deadline {
+                return Err(FeedError::DeadlineExceeded(budget));
+            }
+            outcome
         })
     }
 }

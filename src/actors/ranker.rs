@@ -1,7 +1,9 @@
-//! `Ranker`: a `SyncArbiter` pool, one ONNX session per thread. It assembles the feature
-//! matrix (CPU work belongs here, off the async threads), scores it and keeps the top items.
-//! Each request names the model to use: after a reload, a thread builds a session for the
-//! new model on its first request with it.
+//! `Ranker`: one per feed lane (see `lanes`), with its own ONNX session. It assembles the
+//! feature matrix, scores it and keeps the top items, synchronously, on its lane's thread: that
+//! thread has nothing else to do meanwhile that would not also need the CPU, and a hop to a
+//! separate ranker thread cost two wake-ups per feed and five runnable threads on two cores.
+//! Each request names the model to use: after a reload, a ranker builds a session for the new
+//! model on its first request with it.
 
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
@@ -11,23 +13,24 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use super::{ActorHealth, FeedError, InjectPanic, panic_message};
+use super::{ActorHealth, FeedError, InjectPanic, Stop, panic_message};
 use crate::candidates::Sources;
 use crate::catalog::{ItemId, ItemRecord, UnixSeconds, UserProfile};
 use crate::features::{FeatureContext, FeatureHealth};
-use crate::model::{LoadedModel, ModelError, ModelMetadata, OnnxScorer};
+use crate::model::{LoadedModel, ModelError, ModelMetadata, ModelRegistry, OnnxScorer};
 use crate::telemetry::events::{FeaturesInvalid, ModelScored, ShadowCompared};
 use crate::telemetry::{InternalEvent, Metrics};
 
 pub const NAME: &str = "ranker";
 
-/// Sessions a ranker thread keeps: every configured model and a reload in progress.
+/// Sessions a ranker keeps: every configured model and a reload in progress.
 const MAX_SESSIONS: usize = 8;
 
 pub struct Ranker {
     /// Sessions by model id. Ids only grow, so the smallest is the oldest load: the first to
     /// go when there are too many.
     sessions: BTreeMap<u64, OnnxScorer>,
+    models: Arc<ModelRegistry>,
     metrics: Arc<Metrics>,
     health: Arc<ActorHealth>,
     /// Reused between requests: the matrix is the largest allocation of a request.
@@ -37,34 +40,55 @@ pub struct Ranker {
 }
 
 impl Ranker {
-    /// `model`: the one served at start, whose session is built now rather than on the
-    /// first request.
-    pub fn new(model: &LoadedModel, metrics: Arc<Metrics>, health: Arc<ActorHealth>) -> Self {
-        Self {
-            sessions: model
-                .scorer()
-                .ok()
-                .map(|s| (model.id, s))
-                .into_iter()
-                .collect(),
+    /// The session of the model served now is built at start (and at every restart) rather
+    /// than on the first request.
+    pub fn new(
+        models: Arc<ModelRegistry>,
+        metrics: Arc<Metrics>,
+        health: Arc<ActorHealth>,
+    ) -> Self {
+        let mut ranker = Self {
+            sessions: BTreeMap::new(),
+            models,
             metrics,
             health,
             matrix: Vec::new(),
             shadow_matrix: Vec::new(),
             feature_health: FeatureHealth::default(),
-        }
+        };
+        ranker.fresh_session();
+        ranker
+    }
+
+    /// Drops every session and builds the served model's anew: what a restart after a panic
+    /// needs, since a session may be what panicked.
+    fn fresh_session(&mut self) {
+        let model = self.models.current();
+        self.sessions = model
+            .scorer()
+            .ok()
+            .map(|s| (model.id, s))
+            .into_iter()
+            .collect();
     }
 }
 
 impl Actor for Ranker {
-    type Context = SyncContext<Self>;
+    type Context = Context<Self>;
 
-    fn started(&mut self, _: &mut SyncContext<Self>) {
+    fn started(&mut self, _: &mut Context<Self>) {
         self.health.started(NAME);
     }
 
-    fn stopped(&mut self, _: &mut SyncContext<Self>) {
+    fn stopped(&mut self, _: &mut Context<Self>) {
         self.health.stopped(NAME);
+    }
+}
+
+impl Supervised for Ranker {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.health.restarted(NAME);
+        self.fresh_session();
     }
 }
 
@@ -72,7 +96,7 @@ impl Actor for Ranker {
 #[derive(Message)]
 #[rtype(result = "Result<Ranking, FeedError>")]
 pub struct Rank {
-    /// The session's span: ranking (on a ranker thread) is its child.
+    /// The session's span: ranking is its child.
     pub span: tracing::Span,
     pub model: Arc<LoadedModel>,
     /// Scored too, never served: its top-k is compared with the live model's.
@@ -289,7 +313,7 @@ fn top_k(
 impl Handler<Rank> for Ranker {
     type Result = Result<Ranking, FeedError>;
 
-    fn handle(&mut self, msg: Rank, ctx: &mut SyncContext<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Rank, ctx: &mut Context<Self>) -> Self::Result {
         self.guarded(ctx, |ranker| ranker.rank(msg))
     }
 }
@@ -297,24 +321,31 @@ impl Handler<Rank> for Ranker {
 impl Handler<InjectPanic> for Ranker {
     type Result = Result<(), FeedError>;
 
-    fn handle(&mut self, _: InjectPanic, ctx: &mut SyncContext<Self>) -> Self::Result {
+    fn handle(&mut self, _: InjectPanic, ctx: &mut Context<Self>) -> Self::Result {
         self.guarded(ctx, |_| panic!("injected panic"))
     }
 }
 
+impl Handler<Stop> for Ranker {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
 impl Ranker {
-    /// The sync twin of `actors::guarded`: a panic stops this actor, and `SyncArbiter`
-    /// replaces a stopped actor with a fresh one from its factory (a new ONNX session).
+    /// The synchronous twin of `actors::guarded`: a panic stops this actor, and its
+    /// supervisor restarts it in place with fresh sessions (`restarting`).
     fn guarded<T>(
         &mut self,
-        ctx: &mut SyncContext<Self>,
+        ctx: &mut Context<Self>,
         work: impl FnOnce(&mut Self) -> Result<T, FeedError>,
     ) -> Result<T, FeedError> {
         match catch_unwind(AssertUnwindSafe(|| work(self))) {
             Ok(result) => result,
             Err(panic) => {
                 self.health.panicked(NAME, &panic_message(&*panic));
-                self.health.restarted(NAME);
                 ctx.stop();
                 Err(FeedError::Crashed(NAME))
             }

@@ -1,6 +1,8 @@
 //! Starts every actor under supervision and stops them in order. Supervised actors
 //! (`actix::Supervisor`) are restarted in place when they stop, keeping their address and
-//! mailbox; the ranker's `SyncArbiter` replaces a stopped actor from its factory.
+//! mailbox. The feed path's actors (gateway, candidates, ranker) come in lanes, one per HTTP
+//! worker, started by the app factory on that worker's thread (`lanes`); the rest live on the
+//! main arbiter (the Kafka consumer on its own).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,14 +10,12 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use super::candidates::{self, CandidateFetcher};
-use super::gateway::{self, Deps, Gateway};
 use super::ingest::{self, EventIngestor};
 use super::kafka_consumer::{self, KafkaConsumer};
+use super::lanes::Lanes;
 use super::model_watchdog::{self, ModelWatchdog};
-use super::ranker::{self, Ranker};
 use super::redis_watchdog::{self, RedisWatchdog};
-use super::{ActorHealth, ActorStatus, Ping, Stop};
+use super::{ActorHealth, ActorStatus, Stop, candidates, gateway, ranker};
 use crate::config::Settings;
 use crate::model::ModelRegistry;
 use crate::quality::ServedFeeds;
@@ -24,9 +24,8 @@ use crate::telemetry::Metrics;
 
 #[derive(Clone)]
 pub struct ActorSystem {
-    pub gateway: Addr<Gateway>,
-    pub candidates: Addr<CandidateFetcher>,
-    pub ranker: Addr<Ranker>,
+    /// The feed lanes, filled in as the HTTP workers start.
+    pub lanes: Arc<Lanes>,
     pub redis_watchdog: Option<Addr<RedisWatchdog>>,
     pub model_watchdog: Addr<ModelWatchdog>,
     pub ingestor: Addr<EventIngestor>,
@@ -35,20 +34,20 @@ pub struct ActorSystem {
 }
 
 impl ActorSystem {
-    /// Must run inside an actix system; actors live on the current arbiter, the ranker on
-    /// its own threads.
+    /// Must run inside an actix system; actors live on the current arbiter. The lanes are
+    /// started by the HTTP workers (`Lanes::start_here`): `lanes` of them are expected.
     pub fn start(
         settings: &Settings,
         store: &StoreContext,
         models: &Arc<ModelRegistry>,
         served: &Arc<ServedFeeds>,
         metrics: Arc<Metrics>,
+        lanes: usize,
     ) -> Self {
-        let ranker_threads = crate::config::threads_or_cores(settings.model.ranker_threads);
         let mut actors = vec![
-            (gateway::NAME, 1),
-            (candidates::NAME, 1),
-            (ranker::NAME, ranker_threads),
+            (gateway::NAME, lanes),
+            (candidates::NAME, lanes),
+            (ranker::NAME, lanes),
             (ingest::NAME, 1),
             (model_watchdog::NAME, 1),
         ];
@@ -59,13 +58,6 @@ impl ActorSystem {
             actors.push((kafka_consumer::NAME, 1));
         }
         let health = Arc::new(ActorHealth::new(metrics.clone(), &actors));
-
-        let ranker = {
-            let (models, metrics, health) = (models.clone(), metrics.clone(), health.clone());
-            SyncArbiter::start(ranker_threads, move || {
-                Ranker::new(&models.current(), metrics.clone(), health.clone())
-            })
-        };
 
         let limits: Arc<HashMap<_, _>> = Arc::new(
             settings
@@ -125,34 +117,21 @@ impl ActorSystem {
                 metrics.clone(),
                 health.clone(),
             );
-            // Its own thread: draining a backlog must not starve the feed sessions, which
-            // share the main arbiter.
+            // Its own thread: draining a backlog must not starve the watchdogs and the
+            // event ingestor on the main arbiter.
             Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| consumer)
         });
 
-        let candidates = {
-            let (store, metrics, health) = (store.store.clone(), metrics.clone(), health.clone());
-            Supervisor::start(move |_| CandidateFetcher::new(store, limits, metrics, health))
-        };
-
-        let gateway = {
-            let deps = Deps {
-                store: store.store.clone(),
-                store_health: store.health.clone(),
-                fallback: store.fallback.clone(),
-                candidates: candidates.clone(),
-                ranker: ranker.clone(),
-                models: models.clone(),
-                metrics: metrics.clone(),
-                health: health.clone(),
-            };
-            Supervisor::start(move |_| Gateway::new(deps))
-        };
+        let lanes = Arc::new(Lanes::new(
+            store.clone(),
+            limits,
+            models.clone(),
+            metrics.clone(),
+            health.clone(),
+        ));
 
         Self {
-            gateway,
-            candidates,
-            ranker,
+            lanes,
             redis_watchdog,
             model_watchdog,
             ingestor,
@@ -180,9 +159,9 @@ impl ActorSystem {
         Ok(())
     }
 
-    /// Liveness: the entry actor answers within `timeout`.
+    /// Liveness: every lane's entry actor answers within `timeout`.
     pub async fn ping(&self, timeout: Duration) -> bool {
-        matches!(self.gateway.send(Ping).timeout(timeout).await, Ok(()))
+        self.lanes.ping(timeout).await
     }
 
     /// Stops the actors front to back: no new sessions, then their helpers. An actor stops
@@ -190,9 +169,7 @@ impl ActorSystem {
     pub async fn shutdown(self) {
         self.health.begin_shutdown();
         let Self {
-            gateway,
-            candidates,
-            ranker,
+            lanes,
             redis_watchdog,
             model_watchdog,
             ingestor,
@@ -209,11 +186,6 @@ impl ActorSystem {
             let _ = watchdog.send(Stop).await;
         }
         let _ = model_watchdog.send(Stop).await;
-        let _ = gateway.send(Stop).await;
-        drop(gateway);
-        let _ = candidates.send(Stop).await;
-        drop(candidates);
-        // The ranker threads end when no address to them is left.
-        drop(ranker);
+        lanes.shutdown().await;
     }
 }

@@ -10,7 +10,7 @@ use tracing_actix_web::RequestId;
 use super::AppState;
 use super::auth::AuthorizedTenant;
 use super::error::ApiError;
-use crate::actors::{Feed, FeedOutcome, StageTimings};
+use crate::actors::{Feed, FeedOutcome, Lane, StageTimings};
 use crate::candidates::Sources;
 use crate::telemetry::InternalEvent;
 use crate::telemetry::events::{FeedFailed, FeedServed};
@@ -104,6 +104,8 @@ pub async fn get_feed(
     query: web::Query<FeedQuery>,
     request_id: RequestId,
     state: web::Data<AppState>,
+    // This worker's lane: the feed never leaves the thread that received it.
+    lane: web::Data<Lane>,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
     let q = query.into_inner().validate()?;
@@ -118,7 +120,7 @@ pub async fn get_feed(
         explain: q.explain,
         deadline: started + state.request_deadline,
     };
-    let outcome: Result<FeedOutcome, ApiError> = match state.actors.gateway.send(feed).await {
+    let outcome: Result<FeedOutcome, ApiError> = match lane.gateway.send(feed).await {
         Ok(result) => result.map_err(ApiError::from),
         Err(mailbox) => Err(ApiError::from(crate::actors::FeedError::Mailbox {
             actor: "gateway",

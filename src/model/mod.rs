@@ -81,11 +81,11 @@ impl From<ort::Error> for ModelError {
     }
 }
 
-/// Every load gets a new id: ranker threads key their sessions by it, so a reloaded model
+/// Every load gets a new id: rankers key their sessions by it, so a reloaded model
 /// gets new sessions while requests already holding the old one finish with it.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// A model checked and ready to serve: its bytes (each ranker thread builds its own session
+/// A model checked and ready to serve: its bytes (each ranker builds its own session
 /// from them), its metadata, the feature spec its metadata describes, and the drift monitor
 /// its served traffic feeds.
 pub struct LoadedModel {

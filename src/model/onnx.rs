@@ -41,8 +41,8 @@ fn environment() -> Result<&'static ort::environment::Environment, ModelError> {
     }
 }
 
-/// One ONNX session. `Session::run` takes `&mut self`, so each ranker thread owns one, with
-/// one intra-op thread: parallelism comes from the number of ranker threads.
+/// One ONNX session. `Session::run` takes `&mut self`, so each ranker owns one, with one
+/// intra-op thread: parallelism comes from the number of rankers (one per HTTP worker).
 pub struct OnnxScorer {
     session: Session,
     metadata: Arc<ModelMetadata>,

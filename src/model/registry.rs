@@ -179,7 +179,7 @@ impl ModelRegistry {
         Ok(Self { slots, tenants })
     }
 
-    /// The default model (warms the ranker threads; `/readyz`'s headline model).
+    /// The default model (warms the rankers; `/readyz`'s headline model).
     pub fn current(&self) -> Arc<LoadedModel> {
         self.slots[0].current()
     }

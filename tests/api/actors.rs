@@ -1,7 +1,7 @@
 //! Supervision: a panic inside a real actor's handler becomes a restart, counted, and the
 //! service keeps serving.
 
-use eaglerank::actors::{FeedError, InjectPanic};
+use eaglerank::actors::{Feed, FeedError, InjectPanic};
 
 use crate::helpers::{DEMO_A_KEY, TestApp, metric_value, spawn_app};
 
@@ -43,7 +43,7 @@ async fn a_panicking_candidate_fetcher_is_restarted_and_the_next_request_served(
     assert_eq!(restarts(&app, "candidates").await, Some(0.0));
 
     let reply = app
-        .actors
+        .lane()
         .candidates
         .send(InjectPanic)
         .await
@@ -65,10 +65,10 @@ async fn a_panicking_candidate_fetcher_is_restarted_and_the_next_request_served(
 }
 
 #[actix_rt::test]
-async fn a_panicking_ranker_thread_gets_a_fresh_session() {
+async fn a_panicking_ranker_gets_a_fresh_session() {
     let app = spawn_app().await;
     let reply = app
-        .actors
+        .lane()
         .ranker
         .send(InjectPanic)
         .await
@@ -94,7 +94,7 @@ async fn a_panicking_ranker_thread_gets_a_fresh_session() {
 async fn a_panicking_gateway_keeps_its_address_and_serves_on() {
     let app = spawn_app().await;
     let reply = app
-        .actors
+        .lane()
         .gateway
         .send(InjectPanic)
         .await
@@ -108,4 +108,33 @@ async fn a_panicking_gateway_keeps_its_address_and_serves_on() {
     );
     let res = app.client.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(res.status(), 200);
+}
+
+/// The feed path runs as one lane (gateway, candidate fetcher, ranker) per HTTP worker; each
+/// actor is counted once per lane, and all of them are up before the app is handed out.
+#[actix_rt::test]
+async fn every_http_worker_gets_its_own_supervised_feed_lane() {
+    let app = spawn_app().await; // two workers (tests/api/helpers.rs)
+    let lanes = app.actors.lanes.all();
+    assert_eq!(lanes.len(), 2);
+    let snapshot = app.actors.health.snapshot();
+    for name in ["gateway", "candidates", "ranker"] {
+        let a = snapshot.iter().find(|a| a.name == name).unwrap();
+        assert_eq!((a.instances, a.running, a.up), (2, 2, true), "{a:?}");
+    }
+    // Each lane serves a whole feed on its own.
+    for lane in &lanes {
+        let feed = Feed {
+            tenant: "demo-a".into(),
+            user_id: "u1".into(),
+            limit: 5,
+            explain: false,
+            deadline: std::time::Instant::now() + std::time::Duration::from_secs(30),
+            span: tracing::Span::none(),
+        };
+        let outcome = lane.gateway.send(feed).await.expect("mailbox open");
+        let outcome = outcome.expect("feed served");
+        assert_eq!(outcome.items.len(), 5);
+        assert!(outcome.num_candidates > 5 && outcome.degraded.is_none());
+    }
 }

@@ -19,7 +19,6 @@ fn test_overrides() -> Vec<(&'static str, config::Value)> {
     vec![
         ("server.port", 0.into()),
         ("server.workers", 2.into()),
-        ("model.ranker_threads", 1.into()),
         ("store.demo.items", 1500.into()),
         ("store.demo.users", 300.into()),
     ]
@@ -34,6 +33,16 @@ pub struct TestApp {
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
+    }
+
+    /// The first HTTP worker's feed lane (gateway, candidate fetcher, ranker).
+    pub fn lane(&self) -> eaglerank::actors::Lane {
+        self.actors
+            .lanes
+            .all()
+            .into_iter()
+            .next()
+            .expect("a lane per worker")
     }
 
     /// `POST /v1/tenants/demo-a/events` with `events` (JSON values), as demo-a.
