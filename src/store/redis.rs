@@ -106,7 +106,7 @@ impl RedisStore {
     /// runtime of the thread that opened it; each HTTP worker runs its own runtime and, with
     /// its feed lane, ranks on it for a millisecond at a time. A connection shared across
     /// threads made every command wait for the opening thread to be free (seen: twice the CPU
-    /// per feed, 4x the p99), so each thread opens and uses its own, up to
+    /// per feed, 2-4x the p99 at half load), so each thread opens and uses its own, up to
     /// `redis.pool_size` per thread.
     fn pool(&self) -> Result<&Pool, StoreError> {
         self.pools.get_or_try(|| build_pool(&self.settings))
