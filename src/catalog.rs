@@ -220,7 +220,12 @@ impl ItemStats {
 
     /// The trending score as of `now`: each event's weight halved once per half-life since.
     pub fn trending_score(&self, now: UnixSeconds) -> f64 {
-        self.trending / growth(now)
+        self.trending_score_at(growth(now))
+    }
+
+    /// [`Self::trending_score`] with `growth(now)` taken by the caller, once for many items.
+    pub fn trending_score_at(&self, growth: f64) -> f64 {
+        self.trending / growth
     }
 
     /// All-time engagement (the sum of the events' popularity weights).

@@ -156,7 +156,7 @@ pub const CATALOG: &[(&str, FeatureFn, &str)] = &[
     ),
     (
         "item_trending",
-        |c, i| ln1p(i.stats.trending / c.growth),
+        |c, i| ln1p(i.stats.trending_score_at(c.growth)),
         "ln(1 + decayed trending score)",
     ),
     (

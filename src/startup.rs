@@ -158,7 +158,7 @@ impl Application {
             })?;
         let address = listener.local_addr()?;
         let lanes = actors.lanes.clone();
-        let server = HttpServer::new(move || {
+        let mut server = HttpServer::new(move || {
             // Runs on each worker's thread: its feeds are served there, by its own lane.
             let lane = web::Data::new(lanes.start_here());
             App::new()
@@ -188,7 +188,6 @@ impl Application {
         // The workers start (and with them their lanes) once the server future is polled;
         // nothing is announced, and tests get no app, until every actor runs, so readiness
         // never reports a start-up as an outage.
-        let mut server = server;
         tokio::select! {
             up = actors.wait_until_up(ACTOR_START_TIMEOUT) => if let Err(down) = up {
                 server.handle().stop(false).await;

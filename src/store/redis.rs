@@ -31,7 +31,6 @@ pub struct RedisStore {
     /// One pool per thread that talks to Redis: see [`RedisStore::pool`].
     pools: ThreadLocal<Pool>,
     settings: RedisSettings,
-    timeout: Duration,
     dedup: Dedup,
     /// (tenant, item id) → catalog entry, for event ingestion: saves a round trip per batch.
     catalog: Option<moka::sync::Cache<(String, ItemId), Arc<Item>, foldhash::fast::RandomState>>,
@@ -88,7 +87,6 @@ impl RedisStore {
         let store = Self {
             pools: ThreadLocal::new(),
             settings: settings.clone(),
-            timeout: settings.command_timeout(),
             dedup: Dedup::default(),
             catalog: (settings.catalog_cache_ms > 0).then(|| {
                 moka::sync::Cache::builder()
@@ -167,35 +165,37 @@ impl RedisStore {
         &self,
         pipe: &Pipeline,
     ) -> Result<redis::RedisResult<T>, StoreError> {
+        let timeout = self.settings.command_timeout();
         let answer = match self.pool()? {
             Pool::Single(p) => {
                 let mut c = p.get().await.map_err(unavailable)?;
-                tokio::time::timeout(self.timeout, pipe.query_async(&mut *c)).await
+                tokio::time::timeout(timeout, pipe.query_async(&mut *c)).await
             }
             Pool::Cluster(p) => {
                 let mut c = p.get().await.map_err(unavailable)?;
-                tokio::time::timeout(self.timeout, pipe.query_async(&mut *c)).await
+                tokio::time::timeout(timeout, pipe.query_async(&mut *c)).await
             }
         };
-        answer.map_err(|_| unavailable(format!("no answer within {:?}", self.timeout)))
+        answer.map_err(|_| unavailable(format!("no answer within {timeout:?}")))
     }
 
     /// Loads the event script (on every primary of a cluster: the command is routed to all).
     async fn load_script(&self) -> Result<(), StoreError> {
         let mut load = redis::cmd("SCRIPT");
         load.arg("LOAD").arg(&APPLY_EVENTS.0);
+        let timeout = self.settings.command_timeout();
         let answer = match self.pool()? {
             Pool::Single(p) => {
                 let mut c = p.get().await.map_err(unavailable)?;
-                tokio::time::timeout(self.timeout, load.query_async::<()>(&mut *c)).await
+                tokio::time::timeout(timeout, load.query_async::<()>(&mut *c)).await
             }
             Pool::Cluster(p) => {
                 let mut c = p.get().await.map_err(unavailable)?;
-                tokio::time::timeout(self.timeout, load.query_async::<()>(&mut *c)).await
+                tokio::time::timeout(timeout, load.query_async::<()>(&mut *c)).await
             }
         };
         answer
-            .map_err(|_| unavailable(format!("no answer within {:?}", self.timeout)))?
+            .map_err(|_| unavailable(format!("no answer within {timeout:?}")))?
             .map_err(unavailable)
     }
 
