@@ -10,12 +10,11 @@ use clap::{Parser, Subcommand};
 use anyhow::Context as _;
 
 use crate::config::Settings;
-use crate::sim;
-use crate::sim::simulate::{self, SimulateArgs};
 use crate::startup::Application;
 use crate::store::RedisStore;
 use crate::telemetry;
 use crate::telemetry::Metrics;
+use crate::tools::simulate::{self, SimulateArgs};
 
 /// EagleRank: real-time feed ranking for marketplaces.
 ///
@@ -40,16 +39,16 @@ enum Command {
     /// Drive a running service with simulated users: feeds requested, the click model's
     /// reactions posted back as events with the feed's request_id (live quality moves).
     /// `--shift` rotates the users' preferences. Prints JSON.
-    Drive(sim::drive::DriveArgs),
+    Drive(crate::tools::drive::DriveArgs),
     /// Load the demo marketplace (catalog, statistics, user profiles) into Redis (`redis.url`),
     /// so that serving from Redis gives the same feeds as the embedded store.
     Load(LoadArgs),
     /// Measure each part of a feed alone: model inference per batch, feature assembly, the
     /// store reads of one request (memory, and Redis when `redis.url` is set). Prints JSON.
-    BenchComponents(crate::bench::BenchArgs),
+    BenchComponents(crate::tools::bench::BenchArgs),
     /// Measure event ingestion end to end: events produced to a topic on librdkafka's mock
     /// cluster, consumed and applied to the store (Redis when `redis.url` is set). Prints JSON.
-    BenchIngest(crate::bench::IngestBenchArgs),
+    BenchIngest(crate::tools::bench::IngestBenchArgs),
     /// Print the SHA-256 digest of an API key read from stdin, for `api_key_sha256`.
     HashKey,
 }
@@ -83,7 +82,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         std::io::stdin().read_to_string(&mut key)?;
         println!(
             "{}",
-            hex::encode(crate::tenants::key_digest(
+            hex::encode(crate::domain::tenants::key_digest(
                 key.trim_end_matches(['\r', '\n'])
             ))
         );
@@ -91,8 +90,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let settings = Settings::load(cli.config.as_deref())?;
     // Kept until the end: dropping it flushes the spans still queued for export.
-    let _tracing =
-        telemetry::tracing::init(&settings.log, &settings.tracing, &settings.service_name);
+    let _tracing = telemetry::otel::init(&settings.log, &settings.tracing, &settings.service_name);
     let system = actix_web::rt::System::new();
     match command {
         Command::Serve => system.block_on(async move {
@@ -107,18 +105,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }),
         Command::Drive(args) => system.block_on(async move {
-            let report = sim::drive::run(&settings, &args).await?;
+            let report = crate::tools::drive::run(&settings, &args).await?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }),
         Command::Load(args) => system.block_on(load(&settings, &args)),
         Command::BenchComponents(args) => system.block_on(async move {
-            let costs = crate::bench::run(&settings, &args).await?;
+            let costs = crate::tools::bench::run(&settings, &args).await?;
             println!("{}", serde_json::to_string_pretty(&costs)?);
             Ok(())
         }),
         Command::BenchIngest(args) => system.block_on(async move {
-            let costs = crate::bench::run_ingest(settings, &args).await?;
+            let costs = crate::tools::bench::run_ingest(settings, &args).await?;
             println!("{}", serde_json::to_string_pretty(&costs)?);
             Ok(())
         }),
@@ -136,7 +134,11 @@ async fn load(settings: &Settings, args: &LoadArgs) -> anyhow::Result<()> {
     redis.command_timeout_ms = redis.command_timeout_ms.max(30_000);
     let store = RedisStore::connect(&redis)?;
     let metrics = Metrics::new();
-    let anchor = settings.store.demo.anchor.unwrap_or_else(sim::unix_now);
+    let anchor = settings
+        .store
+        .demo
+        .anchor
+        .unwrap_or_else(crate::domain::unix_now);
     let tenants: Vec<&String> = match &args.tenant {
         Some(t) => vec![
             settings
@@ -151,7 +153,7 @@ async fn load(settings: &Settings, args: &LoadArgs) -> anyhow::Result<()> {
         if args.replace {
             store.clear_tenant(tenant).await?;
         }
-        sim::seed_tenant(&store, &settings.store.demo, tenant, anchor, &metrics)
+        crate::demo::seed_tenant(&store, &settings.store.demo, tenant, anchor, &metrics)
             .await
             .with_context(|| format!("loading {tenant} into Redis"))?;
     }

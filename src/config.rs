@@ -272,7 +272,7 @@ pub struct CacheSettings {
     pub list_ttl_ms: u64,
 }
 
-/// Size and seed of the synthetic marketplace (see `sim::marketplace`).
+/// Size and seed of the synthetic marketplace (see `demo::marketplace`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct DemoSettings {
     pub enabled: bool,
@@ -369,7 +369,7 @@ impl Settings {
             return invalid("redis.command_timeout_ms and redis.pool_size must be > 0".into());
         }
         for (id, tenant) in &self.tenants {
-            if let Err(e) = crate::validation::check_id("tenant id", id) {
+            if let Err(e) = crate::domain::ids::check_id("tenant id", id) {
                 return invalid(format!("{e}: {id:?}"));
             }
             if !tenant.api_key_sha256.iter().all(|d| is_digest(d)) {

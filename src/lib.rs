@@ -4,23 +4,17 @@
 //! `features`, `model`, `catalog`) → `store` → `telemetry`; plus `config`, `tenants`, `sim`.
 
 pub mod actors;
-pub mod bench;
-pub mod candidates;
-pub mod catalog;
 pub mod cli;
 pub mod config;
-pub mod features;
+pub mod demo;
+pub mod domain;
 pub mod http;
 pub mod ingest;
-pub mod kafka;
-pub mod model;
-pub mod quality;
-pub mod sim;
+pub mod ranking;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
-pub mod tenants;
-pub mod validation;
+pub mod tools;
 
 /// The hash map of the request path (candidate merging, store lookups, affinities): SipHash,
 /// the standard one, was ~7 % of a cheap model's feed CPU. foldhash is still seeded per map.

@@ -13,16 +13,17 @@ use tracing_actix_web::TracingLogger;
 
 use crate::actors::ActorSystem;
 use crate::config::Settings;
+use crate::domain::tenants::Tenants;
 use crate::http::{self, AppState, error};
-use crate::model::ModelRegistry;
-use crate::quality::{FeedLog, MemoryFeedLog, ServedFeeds};
+use crate::ingest::feed_join::ServedFeeds;
+use crate::ranking::model::ModelRegistry;
 use crate::store::{
     CachedStore, Dedup, Instrumented, MemoryStore, PopularityFallback, RedisStore, SharedStore,
     StoreContext, StoreHealth,
 };
+use crate::store::{FeedLog, MemoryFeedLog};
 use crate::telemetry::events::{self, ModelLoaded};
 use crate::telemetry::{InternalEvent, Metrics};
-use crate::tenants::Tenants;
 
 /// Generous: actors start in microseconds; only a wedged machine takes longer.
 const ACTOR_START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -72,9 +73,9 @@ async fn build_store(settings: &Settings, metrics: &Arc<Metrics>) -> anyhow::Res
             .store
             .demo
             .anchor
-            .unwrap_or_else(crate::catalog::unix_now);
+            .unwrap_or_else(crate::domain::unix_now);
         for tenant in settings.tenants.keys() {
-            crate::sim::seed_tenant(&store, &settings.store.demo, tenant, anchor, metrics)
+            crate::demo::seed_tenant(&store, &settings.store.demo, tenant, anchor, metrics)
                 .await
                 .with_context(|| format!("seeding the demo data of {tenant}"))?;
         }
@@ -132,7 +133,7 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("building the metrics middleware: {e}"))?;
         let producer = match settings.kafka.enabled() {
             true => Some(Arc::new(
-                crate::kafka::EventProducer::new(&settings.kafka)
+                crate::ingest::kafka::EventProducer::new(&settings.kafka)
                     .context("creating the Kafka producer")?,
             )),
             false => None,
@@ -163,8 +164,10 @@ impl Application {
             let lane = web::Data::new(lanes.start_here());
             App::new()
                 // Innermost first: trace headers need the root span TracingLogger creates.
-                .wrap(actix_web::middleware::from_fn(http::tracing::trace_headers))
-                .wrap(TracingLogger::<http::tracing::RootSpans>::new())
+                .wrap(actix_web::middleware::from_fn(
+                    http::request_span::trace_headers,
+                ))
+                .wrap(TracingLogger::<http::request_span::RootSpans>::new())
                 .wrap(prometheus.clone())
                 .app_data(state.clone())
                 .app_data(lane)

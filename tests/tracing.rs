@@ -30,9 +30,8 @@ fn tracer() -> &'static (InMemorySpanExporter, SdkTracerProvider) {
         settings.tracing.sample_ratio = 1.0;
         settings.tracing.export_delay_ms = 10;
         let exporter = InMemorySpanExporter::default();
-        let provider =
-            telemetry::tracing::provider(exporter.clone(), &settings.tracing, "eaglerank");
-        std::mem::forget(telemetry::tracing::install(
+        let provider = telemetry::otel::provider(exporter.clone(), &settings.tracing, "eaglerank");
+        std::mem::forget(telemetry::otel::install(
             &settings.log,
             "eaglerank",
             Some(provider.clone()),

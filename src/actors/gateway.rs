@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use tracing::Instrument;
 
-use super::candidates::{self, CandidateFetcher, FetchCandidates};
+use super::candidate_fetcher::{self, CandidateFetcher, FetchCandidates};
 use super::ranker::{self, Rank, RankedCandidate, Ranker};
 use super::{ActorHealth, FeedError, InjectPanic, Ping, Stop, ask, guarded};
-use crate::candidates::{Source, Sources};
-use crate::catalog::{ItemId, unix_now};
-use crate::model::{ModelMetadata, ModelRegistry};
+use crate::domain::unix_now;
+use crate::ranking::candidates::{Source, Sources};
+use crate::ranking::model::{ModelMetadata, ModelRegistry};
+use crate::ranking::pipeline::{self, Scorable};
 use crate::store::{PopularityFallback, SharedStore, StoreError, StoreHealth};
 use crate::telemetry::events::{FeaturesFetched, FeaturesMissing, FeedDegraded};
 use crate::telemetry::{InternalEvent, Metrics};
@@ -171,7 +171,11 @@ async fn degraded(
         .fallback
         .items(&msg.tenant)
         .iter()
-        .map(|(id, record)| (id.clone(), trending, record.clone()))
+        .map(|(id, record)| Scorable {
+            item_id: id.clone(),
+            sources: trending,
+            record: record.clone(),
+        })
         .collect();
     let num_candidates = candidates.len();
     span.record("num_candidates", num_candidates);
@@ -205,13 +209,7 @@ async fn degraded(
 async fn session(deps: &Deps, msg: &Feed) -> Result<FeedOutcome, FeedError> {
     let mut timings = StageTimings::default();
     let t = Instant::now();
-    let user_span = tracing::info_span!("store.user_profile", user.known = tracing::field::Empty);
-    let user = deps
-        .store
-        .user_profile(&msg.tenant, &msg.user_id)
-        .instrument(user_span.clone())
-        .await?;
-    user_span.record("user.known", user.is_some());
+    let user = pipeline::user_profile(&*deps.store, &msg.tenant, &msg.user_id).await?;
     timings.user = t.elapsed();
 
     let t = Instant::now();
@@ -220,43 +218,23 @@ async fn session(deps: &Deps, msg: &Feed) -> Result<FeedOutcome, FeedError> {
         user: user.clone(),
         span: tracing::Span::current(),
     };
-    let candidates = ask(candidates::NAME, &deps.candidates, fetch).await?;
+    let candidates = ask(candidate_fetcher::NAME, &deps.candidates, fetch).await?;
     timings.candidates = t.elapsed();
 
     let t = Instant::now();
-    let ids: Vec<ItemId> = candidates.iter().map(|c| c.item_id.clone()).collect();
-    // The cache layer records its hits and misses on this span.
-    let records = deps
-        .store
-        .items(&msg.tenant, &ids)
-        .instrument(tracing::info_span!(
-            "features.fetch",
-            backend = deps.store.backend(),
-            num_items = ids.len(),
-            cache.hits = tracing::field::Empty,
-            cache.misses = tracing::field::Empty,
-        ))
-        .await?;
+    let (scorable, missing) = pipeline::item_records(&*deps.store, &msg.tenant, candidates).await?;
     timings.features = t.elapsed();
     FeaturesFetched {
         tenant: &msg.tenant,
         duration: timings.user + timings.features,
     }
     .emit(&deps.metrics);
-
-    // A listed item without a record (deleted meanwhile) cannot be scored: drop it.
-    let listed = candidates.len();
-    let joined: Vec<_> = candidates
-        .into_iter()
-        .zip(records)
-        .filter_map(|(c, r)| Some((c.item_id, c.sources, r?)))
-        .collect();
-    let num_candidates = joined.len();
+    let num_candidates = scorable.len();
     tracing::Span::current().record("num_candidates", num_candidates);
     FeaturesMissing {
         tenant: &msg.tenant,
         kind: "item",
-        count: listed - num_candidates,
+        count: missing,
     }
     .emit(&deps.metrics);
 
@@ -267,7 +245,7 @@ async fn session(deps: &Deps, msg: &Feed) -> Result<FeedOutcome, FeedError> {
         model,
         shadow,
         user,
-        candidates: joined,
+        candidates: scorable,
         limit: msg.limit,
         now: unix_now(),
         explain: msg.explain,

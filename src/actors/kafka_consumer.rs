@@ -17,8 +17,8 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::{ActorHealth, FeedError, InjectPanic, Stop, guarded};
 use crate::config::{EventSettings, KafkaSettings};
+use crate::ingest::kafka::{EventMessage, client_config};
 use crate::ingest::{self, Ingestor, Source};
-use crate::kafka::{EventMessage, client_config};
 use crate::telemetry::events::{EventsRejected, KafkaConsumerFailed};
 use crate::telemetry::{InternalEvent, Metrics};
 
@@ -110,7 +110,7 @@ async fn apply_batch(
     metrics: &Metrics,
     batch: &[OwnedMessage],
 ) -> Result<(), FeedError> {
-    let now = crate::catalog::unix_now();
+    let now = crate::domain::unix_now();
     let mut by_tenant: BTreeMap<String, Vec<ingest::ValidEvent>> = BTreeMap::new();
     let (mut unparseable, mut invalid) = (0, 0);
     for m in batch {

@@ -10,12 +10,12 @@ use std::sync::{Arc, Mutex};
 
 use actix::prelude::*;
 
-use super::candidates::CandidateFetcher;
+use super::candidate_fetcher::CandidateFetcher;
 use super::gateway::{Deps, Gateway};
 use super::ranker::Ranker;
 use super::{ActorHealth, Ping, Stop};
 use crate::config::CandidateLimits;
-use crate::model::ModelRegistry;
+use crate::ranking::model::ModelRegistry;
 use crate::store::StoreContext;
 use crate::telemetry::Metrics;
 

@@ -1,10 +1,10 @@
 //! The actor layer: concurrency, supervision, deadlines and message flow around the plain
 //! domain code. See `supervisor` for who starts whom.
 
-mod candidates;
+mod actor_health;
+mod candidate_fetcher;
+mod event_ingestor;
 mod gateway;
-mod health;
-mod ingest;
 mod kafka_consumer;
 mod lanes;
 mod model_watchdog;
@@ -22,13 +22,13 @@ use actix::prelude::*;
 use futures::FutureExt;
 use tracing::{Instrument, Span};
 
-use crate::model::ModelError;
+use crate::ranking::model::ModelError;
 use crate::store::StoreError;
 
-pub use candidates::{CandidateFetcher, FetchCandidates};
+pub use actor_health::{ActorHealth, ActorStatus};
+pub use candidate_fetcher::{CandidateFetcher, FetchCandidates};
+pub use event_ingestor::{EventIngestor, IngestEvents};
 pub use gateway::{Feed, FeedOutcome, Gateway, RankedItem, StageTimings};
-pub use health::{ActorHealth, ActorStatus};
-pub use ingest::{EventIngestor, IngestEvents};
 pub use kafka_consumer::{KafkaConsumer, Pause};
 pub use lanes::{Lane, Lanes};
 pub use model_watchdog::{ModelWatchdog, ReloadModel, ReloadReport};

@@ -17,7 +17,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use super::ActorHealth;
-use crate::model::{ModelRegistry, OnnxScorer, ReloadOutcome, Slot};
+use crate::ranking::model::{ModelRegistry, OnnxScorer, ReloadOutcome, Slot};
 use crate::telemetry::events::{ModelCanaryChecked, ModelDriftMeasured, ModelReloaded};
 use crate::telemetry::{InternalEvent, Metrics};
 
@@ -106,7 +106,10 @@ impl ModelWatchdog {
         slot.set_canary(result.is_ok());
         ModelCanaryChecked {
             model: &model.metadata.name,
-            error: result.err().as_ref(),
+            error: result
+                .as_ref()
+                .err()
+                .map(|e| e as &(dyn std::error::Error + 'static)),
         }
         .emit(&self.metrics);
     }
@@ -122,7 +125,9 @@ impl ModelWatchdog {
         };
         ModelDriftMeasured {
             model: &model.metadata.name,
-            report: &report,
+            features: &report.features,
+            score: report.score,
+            samples: report.samples,
         }
         .emit(&self.metrics);
     }
@@ -134,9 +139,12 @@ fn reload_slot(models: &ModelRegistry, slot: &Slot, metrics: &Metrics) -> Reload
     let serving = slot.current();
     ModelReloaded {
         slot: &slot.name,
-        previous: &previous,
-        outcome: &outcome,
-        serving: &serving,
+        previous: (&previous.metadata.name, &previous.metadata.version),
+        serving: (&serving.metadata.name, &serving.metadata.version),
+        rejected: match &outcome {
+            ReloadOutcome::Rejected(e) => Some(e as &(dyn std::error::Error + 'static)),
+            ReloadOutcome::Loaded(_) => None,
+        },
     }
     .emit(metrics);
     ReloadReport {

@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use super::{ActorHealth, FeedError, InjectPanic, Stop, panic_message};
-use crate::candidates::Sources;
-use crate::catalog::{ItemId, ItemRecord, UnixSeconds, UserProfile};
-use crate::features::{FeatureContext, FeatureHealth};
-use crate::model::{LoadedModel, ModelError, ModelMetadata, ModelRegistry, OnnxScorer};
+use crate::domain::{ItemId, UnixSeconds, UserProfile};
+use crate::ranking::candidates::Sources;
+use crate::ranking::features::FeatureHealth;
+use crate::ranking::model::{LoadedModel, ModelError, ModelMetadata, ModelRegistry, OnnxScorer};
+use crate::ranking::pipeline::{self, RankRequest, Scorable};
 use crate::telemetry::events::{FeaturesInvalid, ModelScored, ShadowCompared};
 use crate::telemetry::{InternalEvent, Metrics};
 
@@ -102,7 +103,7 @@ pub struct Rank {
     /// Scored too, never served: its top-k is compared with the live model's.
     pub shadow: Option<Arc<LoadedModel>>,
     pub user: Option<Arc<UserProfile>>,
-    pub candidates: Vec<(ItemId, Sources, Arc<ItemRecord>)>,
+    pub candidates: Vec<Scorable>,
     pub limit: usize,
     pub now: UnixSeconds,
     /// Return each item's feature values too.
@@ -146,7 +147,7 @@ impl Ranker {
         model: &LoadedModel,
         matrix: &[f32],
         rows: usize,
-    ) -> Result<(Vec<f32>, Duration), ModelError> {
+    ) -> Result<Vec<f32>, ModelError> {
         let started = Instant::now();
         let scores = tracing::info_span!(
             "model.inference",
@@ -165,32 +166,43 @@ impl Ranker {
         if let Some(drift) = &model.drift {
             drift.observe(matrix, &scores);
         }
-        Ok((scores, inference))
+        Ok(scores)
     }
 
     /// Scores the shadow model on the same candidates and exports how much of the live top-k
     /// it would have shown. Its failures are logged, never the request's.
-    fn shadow(&mut self, msg: &Rank, ctx: &FeatureContext<'_>, live_top: &[usize]) {
+    fn shadow(&mut self, msg: &Rank, live_top: &[usize]) {
         let Some(shadow) = &msg.shadow else {
             return;
         };
         let live = &msg.model;
         let rows = msg.candidates.len();
         let mut matrix = std::mem::take(&mut self.shadow_matrix);
-        matrix.clear();
-        if shadow.spec.names() == live.spec.names() {
-            matrix.extend_from_slice(&self.matrix);
+        let scored = if shadow.spec.names() == live.spec.names() {
+            // The live rows are the shadow's too.
+            let live_rows = std::mem::take(&mut self.matrix);
+            let scored = self.score(shadow, &live_rows, rows);
+            self.matrix = live_rows;
+            scored.map(|scores| pipeline::order(&scores, &msg.candidates, live_top.len()))
         } else {
-            shadow.spec.assemble(
-                ctx,
-                msg.candidates.iter().map(|(_, _, r)| &**r),
+            let request = RankRequest {
+                now: msg.now,
+                user: msg.user.as_deref(),
+                candidates: &msg.candidates,
+                limit: live_top.len(),
+            };
+            pipeline::rank(
+                &shadow.spec,
+                &request,
                 &mut matrix,
                 &mut FeatureHealth::default(),
-            );
-        }
-        match self.score(shadow, &matrix, rows) {
-            Ok((scores, _)) => {
-                let shadow_top = top_k(&scores, &msg.candidates, live_top.len());
+                |m, n| self.score(shadow, m, n),
+            )
+            .map(|ranked| ranked.order)
+        };
+        self.shadow_matrix = matrix;
+        match scored {
+            Ok(shadow_top) => {
                 let shared = shadow_top.iter().filter(|i| live_top.contains(i)).count();
                 ShadowCompared {
                     model: &live.metadata.name,
@@ -205,7 +217,6 @@ impl Ranker {
                 "the shadow model failed to score; the live ranking is unaffected"
             ),
         }
-        self.shadow_matrix = matrix;
     }
 
     fn rank(&mut self, msg: Rank) -> Result<Ranking, FeedError> {
@@ -220,94 +231,57 @@ impl Ranker {
             model.version = %meta.version,
         );
         let _entered = span.enter();
-        let started = Instant::now();
-        let ctx = FeatureContext::new(msg.now, msg.user.as_deref());
-        self.matrix.clear();
-        let spec = &model.spec;
-        tracing::info_span!("features.assemble", num_features = spec.len()).in_scope(|| {
-            spec.assemble(
-                &ctx,
-                msg.candidates.iter().map(|(_, _, r)| &**r),
-                &mut self.matrix,
-                &mut self.feature_health,
-            )
-        });
+        let request = RankRequest {
+            now: msg.now,
+            user: msg.user.as_deref(),
+            candidates: &msg.candidates,
+            limit: msg.limit,
+        };
+        let mut matrix = std::mem::take(&mut self.matrix);
+        let mut feature_health = std::mem::take(&mut self.feature_health);
+        let ranked = pipeline::rank(
+            &model.spec,
+            &request,
+            &mut matrix,
+            &mut feature_health,
+            |rows, n| self.score(&model, rows, n),
+        );
         FeaturesInvalid {
             model: &meta.name,
-            features: spec.names(),
-            health: &self.feature_health,
+            features: model.spec.names(),
+            missing: &feature_health.missing,
+            nan: &feature_health.nan,
         }
         .emit(&self.metrics);
-        let assembled = Instant::now();
-        let rows = msg.candidates.len();
-        let matrix = std::mem::take(&mut self.matrix);
-        let scored = self.score(&model, &matrix, rows);
         self.matrix = matrix;
-        let (scores, inference) = scored?;
-
-        let order = top_k(&scores, &msg.candidates, msg.limit);
+        self.feature_health = feature_health;
+        let ranked = ranked?;
         if msg.shadow.is_some() {
-            self.shadow(&msg, &ctx, &order);
+            self.shadow(&msg, &ranked.order);
         }
-        let width = spec.len();
-        let mut candidates: Vec<Option<(ItemId, Sources)>> = msg
-            .candidates
-            .into_iter()
-            .map(|(id, sources, _)| Some((id, sources)))
-            .collect();
-        let items = order
-            .into_iter()
-            .filter_map(|i| {
-                let (item_id, sources) = candidates[i].take()?;
-                Some(RankedCandidate {
-                    item_id,
-                    sources,
-                    score: scores[i],
+        let width = model.spec.len();
+        let items = ranked
+            .order
+            .iter()
+            .map(|&i| {
+                let c = &msg.candidates[i];
+                RankedCandidate {
+                    item_id: c.item_id.clone(),
+                    sources: c.sources,
+                    score: ranked.scores[i],
                     features: msg
                         .explain
                         .then(|| self.matrix[i * width..(i + 1) * width].to_vec()),
-                })
+                }
             })
             .collect();
         Ok(Ranking {
             model: model.metadata.clone(),
             items,
-            assemble: assembled - started,
-            inference,
+            assemble: ranked.assemble,
+            inference: ranked.inference,
         })
     }
-}
-
-/// Indices of the `k` best scores, best first. NaN ranks last; ties go to the smaller item id
-/// so that the same data always gives the same feed.
-fn top_k(
-    scores: &[f32],
-    candidates: &[(ItemId, Sources, Arc<ItemRecord>)],
-    k: usize,
-) -> Vec<usize> {
-    let key = |i: usize| {
-        if scores[i].is_nan() {
-            f32::NEG_INFINITY
-        } else {
-            scores[i]
-        }
-    };
-    let better = |a: &usize, b: &usize| {
-        key(*b)
-            .total_cmp(&key(*a))
-            .then_with(|| candidates[*a].0.cmp(&candidates[*b].0))
-    };
-    let mut idx: Vec<usize> = (0..scores.len()).collect();
-    let k = k.min(idx.len());
-    if k == 0 {
-        return Vec::new();
-    }
-    if k < idx.len() {
-        idx.select_nth_unstable_by(k - 1, better);
-        idx.truncate(k);
-    }
-    idx.sort_unstable_by(better);
-    idx
 }
 
 impl Handler<Rank> for Ranker {

@@ -105,7 +105,9 @@ impl RedisWatchdog {
                         }
                         FallbackRefreshed {
                             items,
-                            error: failure.as_ref(),
+                            error: failure
+                                .as_ref()
+                                .map(|e| e as &(dyn std::error::Error + 'static)),
                         }
                         .emit(&act.metrics);
                     }

@@ -10,15 +10,15 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use super::ingest::{self, EventIngestor};
+use super::event_ingestor::{self, EventIngestor};
 use super::kafka_consumer::{self, KafkaConsumer};
 use super::lanes::Lanes;
 use super::model_watchdog::{self, ModelWatchdog};
 use super::redis_watchdog::{self, RedisWatchdog};
-use super::{ActorHealth, ActorStatus, Stop, candidates, gateway, ranker};
+use super::{ActorHealth, ActorStatus, Stop, candidate_fetcher, gateway, ranker};
 use crate::config::Settings;
-use crate::model::ModelRegistry;
-use crate::quality::ServedFeeds;
+use crate::ingest::feed_join::ServedFeeds;
+use crate::ranking::model::ModelRegistry;
 use crate::store::StoreContext;
 use crate::telemetry::Metrics;
 
@@ -46,9 +46,9 @@ impl ActorSystem {
     ) -> Self {
         let mut actors = vec![
             (gateway::NAME, lanes),
-            (candidates::NAME, lanes),
+            (candidate_fetcher::NAME, lanes),
             (ranker::NAME, lanes),
-            (ingest::NAME, 1),
+            (event_ingestor::NAME, 1),
             (model_watchdog::NAME, 1),
         ];
         if store.watched {

@@ -9,7 +9,7 @@ use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 
 use super::AppState;
 use super::error::ApiError;
-use crate::tenants::Tenant;
+use crate::domain::tenants::Tenant;
 
 pub struct AuthorizedTenant(pub Arc<Tenant>);
 

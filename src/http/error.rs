@@ -9,8 +9,8 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
 
 use crate::actors::FeedError;
+use crate::domain::tenants::AuthError;
 use crate::store::StoreError;
-use crate::tenants::AuthError;
 
 /// One problem in a batch: which element, and what is wrong with it.
 #[derive(Debug, Clone, Serialize, PartialEq)]

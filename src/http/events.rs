@@ -40,7 +40,7 @@ pub async fn post_events(
         )));
     }
     let events =
-        ingest::validate_batch(raw, crate::catalog::unix_now(), &state.events).map_err(|bad| {
+        ingest::validate_batch(raw, crate::domain::unix_now(), &state.events).map_err(|bad| {
             EventsRejected {
                 reason: "invalid",
                 count: bad.len(),

@@ -11,10 +11,10 @@ use super::AppState;
 use super::auth::AuthorizedTenant;
 use super::error::ApiError;
 use crate::actors::{Feed, FeedOutcome, Lane, StageTimings};
-use crate::candidates::Sources;
+use crate::domain::ids::check_id;
+use crate::ranking::candidates::Sources;
 use crate::telemetry::InternalEvent;
 use crate::telemetry::events::{FeedFailed, FeedServed};
-use crate::validation::check_id;
 
 pub const DEFAULT_LIMIT: u32 = 20;
 pub const MAX_LIMIT: u32 = 100;
@@ -170,7 +170,8 @@ pub async fn get_feed(
         .record(
             &tenant.id,
             &request_id,
-            &outcome.model,
+            &outcome.model.name,
+            &outcome.model.version,
             outcome.items.iter().map(|i| i.item_id.clone()).collect(),
         )
         .await;

@@ -14,11 +14,11 @@ use time::format_description::well_known::Rfc3339;
 use super::AppState;
 use super::auth::AuthorizedTenant;
 use super::error::{ApiError, Detail};
-use crate::catalog::{EventKind, Item, ItemStats, UnixSeconds, WINDOWS, unix_now};
-use crate::features::smoothed_ctr;
+use crate::domain::ids::check_id;
+use crate::domain::{EventKind, Item, ItemStats, UnixSeconds, WINDOWS, unix_now};
+use crate::ranking::features::smoothed_ctr;
 use crate::telemetry::InternalEvent;
 use crate::telemetry::events::ItemsUpserted;
-use crate::validation::check_id;
 
 pub const MAX_ITEMS_PER_CALL: usize = 1000;
 const MAX_LABEL_LEN: usize = 64;

@@ -5,9 +5,9 @@ mod auth;
 pub mod error;
 mod events;
 mod feed;
-mod health;
 mod items;
-pub mod tracing;
+mod probes;
+pub mod request_span;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,10 +15,10 @@ use std::time::Duration;
 use actix_web::web;
 
 use crate::actors::ActorSystem;
-use crate::model::ModelRegistry;
+use crate::domain::tenants::Tenants;
+use crate::ranking::model::ModelRegistry;
 use crate::store::{SharedStore, StoreHealth};
 use crate::telemetry::Metrics;
-use crate::tenants::Tenants;
 
 pub use feed::{DEFAULT_LIMIT, MAX_LIMIT};
 pub use items::MAX_ITEMS_PER_CALL;
@@ -31,11 +31,11 @@ pub struct AppState {
     pub tenants: Arc<Tenants>,
     pub models: Arc<ModelRegistry>,
     /// Served feeds, for joining clicks and purchases with them (live ranking quality).
-    pub served: Arc<crate::quality::ServedFeeds>,
+    pub served: Arc<crate::ingest::feed_join::ServedFeeds>,
     pub metrics: Arc<Metrics>,
     pub events: crate::config::EventSettings,
     /// Set when Kafka is configured: events go to the topic instead of the in-process path.
-    pub producer: Option<Arc<crate::kafka::EventProducer>>,
+    pub producer: Option<Arc<crate::ingest::kafka::EventProducer>>,
     pub request_deadline: Duration,
     pub ping_timeout: Duration,
 }
@@ -70,12 +70,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     )
     .service(
         web::resource("/healthz")
-            .route(web::get().to(health::healthz))
+            .route(web::get().to(probes::healthz))
             .default_service(not_allowed()),
     )
     .service(
         web::resource("/readyz")
-            .route(web::get().to(health::readyz))
+            .route(web::get().to(probes::readyz))
             .default_service(not_allowed()),
     );
 }

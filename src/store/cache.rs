@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::{ApplyOutcome, CandidateLists, CandidateQuery, FeatureStore, SharedStore, StoreError};
-use crate::catalog::{Event, Item, ItemId, ItemRecord, UserProfile};
 use crate::config::CacheSettings;
+use crate::domain::{Event, Item, ItemId, ItemRecord, UserProfile};
 use crate::telemetry::Metrics;
 
 /// Items with the time they were fetched. `quick_cache` rather than `moka` (used elsewhere):

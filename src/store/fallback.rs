@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use super::{CandidateQuery, FeatureStore, StoreError};
-use crate::catalog::{ItemId, ItemRecord};
+use crate::domain::{ItemId, ItemRecord};
 
 pub type FallbackItems = Arc<Vec<(ItemId, Arc<ItemRecord>)>>;
 

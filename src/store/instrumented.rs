@@ -7,7 +7,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 
 use super::{ApplyOutcome, CandidateLists, CandidateQuery, FeatureStore, SharedStore, StoreError};
-use crate::catalog::{Event, Item, ItemId, ItemRecord, UserProfile};
+use crate::domain::{Event, Item, ItemId, ItemRecord, UserProfile};
 use crate::telemetry::Metrics;
 
 pub struct Instrumented {

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use moka::sync::Cache;
 
 use super::{ApplyOutcome, CandidateLists, CandidateQuery, Dedup, FeatureStore, StoreError};
-use crate::catalog::{Event, Item, ItemId, ItemRecord, UserProfile};
+use crate::domain::{Event, Item, ItemId, ItemRecord, UserProfile};
 
 #[derive(Default)]
 struct TenantState {
@@ -236,7 +236,7 @@ impl FeatureStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::EventKind;
+    use crate::domain::EventKind;
 
     fn item(id: &str, category: &str, created_at: i64) -> Item {
         Item {
@@ -255,7 +255,7 @@ mod tests {
             kind,
             user_id: user.into(),
             item_id: item.into(),
-            timestamp: crate::catalog::unix_now(),
+            timestamp: crate::domain::unix_now(),
         }
     }
 

@@ -3,9 +3,10 @@
 //! backend-agnostic. A read for one feed request is a handful of batched calls, so that a
 //! networked backend costs a handful of round trips.
 
+mod availability;
 mod cache;
 mod fallback;
-mod health;
+mod feed_log;
 mod instrumented;
 pub mod keys;
 mod memory;
@@ -16,11 +17,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::catalog::{Event, Item, ItemId, ItemRecord, UserProfile};
+use crate::domain::{Event, Item, ItemId, ItemRecord, UserProfile};
 
+pub use availability::StoreHealth;
 pub use cache::CachedStore;
 pub use fallback::{FallbackItems, PopularityFallback};
-pub use health::StoreHealth;
+pub use feed_log::{FeedLog, MemoryFeedLog, ServedFeed};
 pub use instrumented::Instrumented;
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
@@ -141,5 +143,5 @@ pub struct StoreContext {
     /// A networked store, watched by the Redis watchdog (the embedded one needs none).
     pub watched: bool,
     /// Where served feeds are kept for the live-quality join (beside the features).
-    pub feed_log: Arc<dyn crate::quality::FeedLog>,
+    pub feed_log: Arc<dyn crate::store::FeedLog>,
 }

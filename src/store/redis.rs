@@ -12,9 +12,9 @@ use thread_local::ThreadLocal;
 
 use super::keys::{self, BRAND_PREFIX, CATEGORY_PREFIX};
 use super::{ApplyOutcome, CandidateLists, CandidateQuery, Dedup, FeatureStore, StoreError};
-use crate::catalog::{Event, Item, ItemId, ItemRecord, ItemStats, RECENT_ITEMS, UserProfile};
 use crate::config::RedisSettings;
-use crate::quality::{FeedLog, ServedFeed};
+use crate::domain::{Event, Item, ItemId, ItemRecord, ItemStats, RECENT_ITEMS, UserProfile};
+use crate::store::{FeedLog, ServedFeed};
 
 mod apply;
 use apply::{APPLY_EVENTS, EVENTS_PER_CALL, decode_stats};
@@ -459,7 +459,7 @@ impl FeatureStore for RedisStore {
         let catalog = self.catalog_entries(tenant, events).await?;
 
         let dedup = (self.dedup.window > Duration::ZERO).then(|| {
-            let now_ms = (crate::catalog::unix_now() * 1000.0) as u64;
+            let now_ms = (crate::domain::unix_now() * 1000.0) as u64;
             apply::DedupBuckets::at(tenant, self.dedup.window, now_ms)
         });
         let mut known = Vec::with_capacity(events.len());

@@ -262,9 +262,9 @@ impl Metrics {
             Box::new(self.last_event_processed_timestamp_seconds.clone()),
             Box::new(self.feature_freshness_seconds.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
-            Box::new(super::tracing::SPANS_ENDED.clone()),
-            Box::new(super::tracing::SPANS_EXPORTED.clone()),
-            Box::new(super::tracing::SPANS_DROPPED.clone()),
+            Box::new(super::otel::SPANS_ENDED.clone()),
+            Box::new(super::otel::SPANS_EXPORTED.clone()),
+            Box::new(super::otel::SPANS_DROPPED.clone()),
         ];
         for c in collectors {
             self.registry.register(c).expect("metric registered once");

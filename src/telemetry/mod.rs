@@ -4,7 +4,7 @@ pub mod events;
 pub mod logging;
 mod metrics;
 mod ml_metrics;
-pub mod tracing;
+pub mod otel;
 
 pub use events::InternalEvent;
 pub use metrics::Metrics;

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use eaglerank::config::Settings;
-use eaglerank::sim::Marketplace;
+use eaglerank::demo::Marketplace;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -279,12 +279,12 @@ async fn the_simulator_emits_its_events_to_a_running_service() {
     )
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let args = eaglerank::sim::simulate::SimulateArgs {
+    let args = eaglerank::tools::simulate::SimulateArgs {
         tenant: "demo-a".into(),
         requests: 100,
         shown: 20,
         new_user_share: 0.1,
-        policy: eaglerank::sim::simulate::Policy::Random,
+        policy: eaglerank::tools::simulate::Policy::Random,
         seed: 7,
         anchor: Some(ANCHOR),
         out: dir.path().join("log.jsonl"),
@@ -292,7 +292,7 @@ async fn the_simulator_emits_its_events_to_a_running_service() {
         emit_key: Some(DEMO_A_KEY.into()),
         emit_kafka: false,
     };
-    let report = eaglerank::sim::simulate::run(&settings, &args)
+    let report = eaglerank::tools::simulate::run(&settings, &args)
         .await
         .unwrap();
     assert!(

@@ -15,7 +15,7 @@ pub const DEMO_A_KEY: &str = "er_demo_a_7Qk2mV9xLp4sT8wZ";
 pub const DEMO_B_KEY: &str = "er_demo_b_3Hn6rB1yKc5dF0jU";
 
 /// A smaller demo marketplace than the default, so every test starts quickly.
-fn test_overrides() -> Vec<(&'static str, config::Value)> {
+pub fn test_overrides() -> Vec<(&'static str, config::Value)> {
     vec![
         ("server.port", 0.into()),
         ("server.workers", 2.into()),
@@ -269,7 +269,7 @@ impl RedisServer {
         let store = self.store();
         let metrics = eaglerank::telemetry::Metrics::new();
         for tenant in tenants {
-            eaglerank::sim::seed_tenant(&store, demo, tenant, anchor, &metrics)
+            eaglerank::demo::seed_tenant(&store, demo, tenant, anchor, &metrics)
                 .await
                 .expect("demo loads into redis");
         }

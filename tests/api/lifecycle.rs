@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use eaglerank::config::Settings;
-use eaglerank::model::{LoadedModel, ModelError, read_metadata};
+use eaglerank::ranking::model::{LoadedModel, ModelError, read_metadata};
 
 use crate::helpers::{DEMO_A_KEY, binary_command, spawn_binary};
 

@@ -14,4 +14,5 @@ mod lifecycle;
 mod logs;
 mod metrics;
 mod ml;
+mod pipeline;
 mod redis;

@@ -279,8 +279,10 @@ async fn the_canary_catches_a_model_whose_outputs_differ_from_the_recorded_ones(
     let mut settings = eaglerank::config::Settings::load(None).unwrap().model;
     settings.path = models.onnx().into();
     settings.metadata = models.json().into();
-    let unchecked = eaglerank::model::LoadedModel::load_unchecked(&settings).unwrap();
-    let registry = std::sync::Arc::new(eaglerank::model::ModelRegistry::new(settings, unchecked));
+    let unchecked = eaglerank::ranking::model::LoadedModel::load_unchecked(&settings).unwrap();
+    let registry = std::sync::Arc::new(eaglerank::ranking::model::ModelRegistry::new(
+        settings, unchecked,
+    ));
     let metrics = std::sync::Arc::new(eaglerank::telemetry::Metrics::new());
     let health = std::sync::Arc::new(eaglerank::actors::ActorHealth::new(
         metrics.clone(),
@@ -531,7 +533,7 @@ async fn shifting_the_simulated_preferences_moves_live_ctr() {
         ],
     )
     .unwrap();
-    let drive = |shift, seed| eaglerank::sim::drive::DriveArgs {
+    let drive = |shift, seed| eaglerank::tools::drive::DriveArgs {
         url: app.address.clone(),
         key: DEMO_A_KEY.to_owned(),
         tenant: "demo-a".into(),
@@ -541,11 +543,11 @@ async fn shifting_the_simulated_preferences_moves_live_ctr() {
         shift,
     };
     let m0 = app.metrics().await;
-    let before = eaglerank::sim::drive::run(&settings, &drive(false, 1))
+    let before = eaglerank::tools::drive::run(&settings, &drive(false, 1))
         .await
         .unwrap();
     let m1 = app.metrics().await;
-    let after = eaglerank::sim::drive::run(&settings, &drive(true, 2))
+    let after = eaglerank::tools::drive::run(&settings, &drive(true, 2))
         .await
         .unwrap();
     let m2 = app.metrics().await;

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use eaglerank::catalog::{Event, EventKind, Item, ItemRecord, UserProfile};
 use eaglerank::config::{DemoSettings, Settings};
+use eaglerank::domain::{Event, EventKind, Item, ItemRecord, UserProfile};
 use eaglerank::store::{CandidateQuery, FeatureStore, MemoryStore, RedisStore};
 use serde_json::Value;
 
@@ -25,7 +25,7 @@ pub fn demo() -> DemoSettings {
 
 /// An item of the loaded demo catalog.
 fn market_item() -> String {
-    eaglerank::sim::Marketplace::generate(&demo(), "demo-a", ANCHOR).items[3]
+    eaglerank::demo::Marketplace::generate(&demo(), "demo-a", ANCHOR).items[3]
         .item_id
         .to_string()
 }

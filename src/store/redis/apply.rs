@@ -20,7 +20,7 @@ use deadpool_redis::redis;
 use indexmap::{IndexMap, IndexSet};
 
 use super::super::keys::{self, BRAND_PREFIX, CATEGORY_PREFIX, STATS_FIELD};
-use crate::catalog::{Event, Item, ItemStats, RECENT_ITEMS, UserProfile, WINDOWS, WindowCounts};
+use crate::domain::{Event, Item, ItemStats, RECENT_ITEMS, UserProfile, WINDOWS, WindowCounts};
 
 /// KEYS: with ids to check, the id sets of the current bucket and the three before it; then
 /// the keys the operations name by index. ARGV: the number of ids, the current set's expiry
@@ -336,8 +336,8 @@ mod tests {
     #[test]
     fn stats_round_trip_through_their_encoding() {
         let mut stats = ItemStats::default();
-        stats.record(crate::catalog::EventKind::Click, 1_800_000_000.0);
-        stats.record(crate::catalog::EventKind::Impression, 1_800_003_700.0);
+        stats.record(crate::domain::EventKind::Click, 1_800_000_000.0);
+        stats.record(crate::domain::EventKind::Impression, 1_800_003_700.0);
         stats.trending = 0.0;
         let encoded = encode_stats(&stats);
         assert_eq!(encoded.len(), STATS_VALUES * 8);

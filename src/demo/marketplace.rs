@@ -7,8 +7,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, LogNormal, Normal};
 
-use crate::catalog::{Event, EventKind, Item, UnixSeconds};
 use crate::config::DemoSettings;
+use crate::domain::{Event, EventKind, Item, UnixSeconds};
 
 const DAY: f64 = 86_400.0;
 

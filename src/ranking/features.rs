@@ -4,7 +4,7 @@
 //! through [`FeatureSpec::assemble`], so training sees exactly what serving computes.
 
 use crate::FastMap;
-use crate::catalog::{ItemRecord, UnixSeconds, UserProfile, growth, key_hash};
+use crate::domain::{ItemRecord, UnixSeconds, UserProfile, growth, key_hash};
 
 /// What a feature may look at besides the item: the request's clock and user, prepared once
 /// per request so that each of the (typically 500) rows costs lookups, not computations.
@@ -313,7 +313,7 @@ impl FeatureHealth {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{EventKind, Item, ItemStats};
+    use crate::domain::{EventKind, Item, ItemStats};
 
     fn record() -> ItemRecord {
         ItemRecord::new(

@@ -13,13 +13,13 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::catalog::{Event, EventKind, UnixSeconds};
 use crate::config::EventSettings;
-use crate::quality::{Outcome, ServedFeeds};
+use crate::domain::ids::{MAX_ID_LEN, check_id};
+use crate::domain::{Event, EventKind, UnixSeconds};
+use crate::ingest::feed_join::{Outcome, ServedFeeds};
 use crate::store::{SharedStore, StoreError};
 use crate::telemetry::events::{EventsApplied, EventsRejected};
 use crate::telemetry::{InternalEvent, Metrics};
-use crate::validation::{MAX_ID_LEN, check_id};
 
 /// An event as clients send it (REST body, Kafka message value).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -224,8 +224,10 @@ impl Ingestor {
         EventsApplied {
             tenant,
             source: source.as_str(),
-            events: &written,
-            outcome: &applied,
+            events: written.iter().map(|e| (e.kind.as_str(), e.timestamp)),
+            applied: applied.applied,
+            duplicates: applied.duplicates,
+            unknown_items: applied.unknown_items,
             duration: started.elapsed(),
         }
         .emit(&self.metrics);

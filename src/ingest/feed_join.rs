@@ -1,133 +1,18 @@
 //! Live ranking quality: each served feed is logged for a while (its model and the items in
-//! rank order), and clicks and purchases that carry its `request_id` are joined with it.
-//! From the counters (`eaglerank_ranking_*`) PromQL derives CTR@k and the mean reciprocal
-//! rank of the first click, per model version and tenant — offline NDCG's live counterpart.
-//!
-//! The log lives where the features do: in process for the embedded store, in Redis otherwise
-//! (one key per feed for the join window), so that with several replicas an event joins
-//! whichever replica served the feed and whichever applies the event.
+//! rank order, in the store's [`FeedLog`]), and clicks and purchases that carry its
+//! `request_id` are joined with it. From the counters (`eaglerank_ranking_*`) PromQL derives
+//! CTR@k and the mean reciprocal rank of the first click, per model version and tenant —
+//! offline NDCG's live counterpart.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use moka::sync::Cache;
-use serde::{Deserialize, Serialize};
-
-use crate::catalog::{EventKind, ItemId};
 use crate::config::EventSettings;
-use crate::model::ModelMetadata;
-use crate::store::StoreError;
+use crate::domain::{EventKind, ItemId};
+use crate::store::{FeedLog, ServedFeed, StoreError};
 use crate::telemetry::events::{FeedInteraction, FeedLogFailed, FeedRanked, InteractionUnjoined};
 use crate::telemetry::{InternalEvent, Metrics};
-
-/// The ranks CTR@k is counted at.
-pub const CUTOFFS: [usize; 4] = [1, 5, 10, 20];
-
-/// One served feed, as the join needs it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ServedFeed {
-    pub model: String,
-    pub version: String,
-    pub items: Vec<ItemId>,
-}
-
-/// Where served feeds are kept for the join window.
-#[async_trait]
-pub trait FeedLog: Send + Sync + 'static {
-    async fn record(
-        &self,
-        tenant: &str,
-        request_id: &str,
-        feed: &ServedFeed,
-        ttl: Duration,
-    ) -> Result<(), StoreError>;
-
-    /// The feeds `request_ids` name; `None` where unknown or expired.
-    async fn lookup(
-        &self,
-        tenant: &str,
-        request_ids: &[&str],
-    ) -> Result<Vec<Option<ServedFeed>>, StoreError>;
-
-    /// For each feed, whether this is its first click (claimed once, atomically).
-    async fn claim_first_clicks(
-        &self,
-        tenant: &str,
-        request_ids: &[&str],
-        ttl: Duration,
-    ) -> Result<Vec<bool>, StoreError>;
-}
-
-/// The embedded store's log: bounded, TTL'd, in process.
-pub struct MemoryFeedLog {
-    feeds: Cache<(String, String), Arc<ServedFeed>>,
-    clicked: Cache<(String, String), ()>,
-}
-
-impl MemoryFeedLog {
-    pub fn new(settings: &EventSettings) -> Self {
-        let window = Duration::from_secs(settings.join_window_seconds);
-        Self {
-            feeds: Cache::builder()
-                .max_capacity(settings.join_capacity)
-                .time_to_live(window)
-                .build(),
-            clicked: Cache::builder()
-                .max_capacity(settings.join_capacity)
-                .time_to_live(window)
-                .build(),
-        }
-    }
-}
-
-#[async_trait]
-impl FeedLog for MemoryFeedLog {
-    async fn record(
-        &self,
-        tenant: &str,
-        request_id: &str,
-        feed: &ServedFeed,
-        _: Duration,
-    ) -> Result<(), StoreError> {
-        let key = (tenant.to_owned(), request_id.to_owned());
-        self.feeds.insert(key, Arc::new(feed.clone()));
-        Ok(())
-    }
-
-    async fn lookup(
-        &self,
-        tenant: &str,
-        request_ids: &[&str],
-    ) -> Result<Vec<Option<ServedFeed>>, StoreError> {
-        Ok(request_ids
-            .iter()
-            .map(|r| {
-                let feed = self.feeds.get(&(tenant.to_owned(), (*r).to_owned()))?;
-                Some((*feed).clone())
-            })
-            .collect())
-    }
-
-    async fn claim_first_clicks(
-        &self,
-        tenant: &str,
-        request_ids: &[&str],
-        _: Duration,
-    ) -> Result<Vec<bool>, StoreError> {
-        Ok(request_ids
-            .iter()
-            .map(|r| {
-                let entry = self
-                    .clicked
-                    .entry((tenant.to_owned(), (*r).to_owned()))
-                    .or_insert(());
-                entry.is_fresh()
-            })
-            .collect())
-    }
-}
 
 /// An applied event the join looks at.
 pub struct Outcome<'a> {
@@ -157,13 +42,19 @@ impl ServedFeeds {
         &self,
         tenant: &str,
         request_id: &str,
-        model: &ModelMetadata,
+        model: &str,
+        version: &str,
         items: Vec<ItemId>,
     ) {
-        FeedRanked { tenant, model }.emit(&self.metrics);
+        FeedRanked {
+            tenant,
+            model,
+            version,
+        }
+        .emit(&self.metrics);
         let feed = ServedFeed {
-            model: model.name.clone(),
-            version: model.version.clone(),
+            model: model.to_owned(),
+            version: version.to_owned(),
             items,
         };
         if let Err(error) = self
@@ -239,7 +130,7 @@ impl ServedFeeds {
                 tenant,
                 model: &feed.model,
                 version: &feed.version,
-                kind: e.kind,
+                kind: e.kind.as_str(),
                 position,
                 first_click: candidate && first.get(e.request_id).copied().unwrap_or(false),
             }

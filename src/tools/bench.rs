@@ -3,18 +3,15 @@
 //! feature assembly, and the store reads of one request. `loadtest/bench` puts these next to
 //! the service's measured throughput to show where the time goes.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use serde::Serialize;
 
-use crate::candidates;
-use crate::catalog::ItemRecord;
 use crate::config::Settings;
-use crate::features::{FeatureContext, FeatureHealth};
-use crate::model::LoadedModel;
-use crate::sim;
+use crate::ranking::features::{FeatureContext, FeatureHealth};
+use crate::ranking::model::LoadedModel;
+use crate::ranking::pipeline::{self, Scorable};
 use crate::store::{FeatureStore, MemoryStore, RedisStore};
 use crate::telemetry::Metrics;
 
@@ -79,36 +76,27 @@ pub struct ComponentCosts {
     pub store_fetch: std::collections::BTreeMap<&'static str, Summary>,
 }
 
-/// One request's reads, as a feed session makes them.
+/// One request's reads, through the pipeline's store stages as a feed session runs them.
 async fn fetch_once(
     store: &dyn FeatureStore,
     settings: &Settings,
     tenant: &str,
     user: &str,
-) -> anyhow::Result<Vec<Arc<ItemRecord>>> {
+) -> anyhow::Result<Vec<Scorable>> {
     let limits = settings.candidate_limits(tenant);
-    let profile = store.user_profile(tenant, user).await?;
-    let lists = store
-        .candidate_lists(tenant, &candidates::plan(&limits, profile.as_deref()))
-        .await?;
-    let ids: Vec<_> = candidates::merge(lists, limits.max_candidates)
-        .into_iter()
-        .map(|c| c.item_id)
-        .collect();
-    Ok(store
-        .items(tenant, &ids)
-        .await?
-        .into_iter()
-        .flatten()
-        .collect())
+    Ok(pipeline::gather(store, tenant, user, &limits).await?.1)
 }
 
 pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<ComponentCosts> {
     let model = LoadedModel::load(&settings.model)?;
     let metrics = Metrics::new();
     let memory = MemoryStore::new([args.tenant.clone()]);
-    let anchor = settings.store.demo.anchor.unwrap_or_else(sim::unix_now);
-    sim::seed_tenant(
+    let anchor = settings
+        .store
+        .demo
+        .anchor
+        .unwrap_or_else(crate::domain::unix_now);
+    crate::demo::seed_tenant(
         &memory,
         &settings.store.demo,
         &args.tenant,
@@ -121,27 +109,16 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<Compon
     let records = fetch_once(&memory, settings, &args.tenant, user).await?;
     anyhow::ensure!(!records.is_empty(), "the demo tenant has no candidates");
     let profile = memory.user_profile(&args.tenant, user).await?;
-    let ctx = FeatureContext::new(sim::unix_now(), profile.as_deref());
+    let ctx = FeatureContext::new(crate::domain::unix_now(), profile.as_deref());
 
     let mut matrix = Vec::new();
+    let mut health = FeatureHealth::default();
     let assembly = time_async(args.iterations, || {
-        matrix.clear();
-        model.spec.assemble(
-            &ctx,
-            records.iter().map(|r| &**r),
-            &mut matrix,
-            &mut FeatureHealth::default(),
-        );
+        pipeline::feature_rows(&model.spec, &ctx, &records, &mut matrix, &mut health);
         std::future::ready(Ok(()))
     })
     .await?;
-    matrix.clear();
-    model.spec.assemble(
-        &ctx,
-        records.iter().map(|r| &**r),
-        &mut matrix,
-        &mut FeatureHealth::default(),
-    );
+    pipeline::feature_rows(&model.spec, &ctx, &records, &mut matrix, &mut health);
 
     let mut scorer = model.scorer()?;
     let rows = records.len();
@@ -216,20 +193,24 @@ pub async fn run_ingest(
 
     settings.server.port = 0;
 
-    let anchor = settings.store.demo.anchor.unwrap_or_else(sim::unix_now);
-    let market = sim::Marketplace::generate(&settings.store.demo, &args.tenant, anchor);
+    let anchor = settings
+        .store
+        .demo
+        .anchor
+        .unwrap_or_else(crate::domain::unix_now);
+    let market = crate::demo::Marketplace::generate(&settings.store.demo, &args.tenant, anchor);
     let history = market.history(settings.store.demo.history_sessions_per_user, anchor);
     anyhow::ensure!(!history.is_empty(), "the demo marketplace has no events");
     let now = crate::ingest::now_rfc3339();
     // Ids unique to this run: a rerun within the dedup window must measure fresh events.
-    let run = format!("{:x}", (sim::unix_now() * 1e3) as u64);
+    let run = format!("{:x}", (crate::domain::unix_now() * 1e3) as u64);
     let payloads: Vec<(String, Vec<u8>)> = history
         .iter()
         .cycle()
         .take(args.events)
         .enumerate()
         .map(|(n, e)| {
-            let msg = crate::kafka::EventMessage {
+            let msg = crate::ingest::kafka::EventMessage {
                 tenant: args.tenant.clone(),
                 event: crate::ingest::EventInput {
                     event_id: format!("bench-{run}-{n}"),
@@ -259,7 +240,7 @@ pub async fn run_ingest(
     mock.create_topic(&settings.kafka.topic, partitions, 1)?;
     settings.kafka.brokers = mock.bootstrap_servers();
 
-    let producer: FutureProducer = crate::kafka::client_config(&settings.kafka)
+    let producer: FutureProducer = crate::ingest::kafka::client_config(&settings.kafka)
         .set("linger.ms", "5")
         .set("batch.num.messages", "10000")
         .set("queue.buffering.max.messages", "2000000")

@@ -1,16 +1,16 @@
-//! `CandidateFetcher`: reads the candidate lists of one request from the store and merges them.
+//! `CandidateFetcher`: runs the pipeline's candidate stage (plan, lists, merge) for one
+//! request, on its lane's thread.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use actix::prelude::*;
-use tracing::Instrument;
 
 use super::{ActorHealth, FeedError, InjectPanic, Stop, guarded};
-use crate::candidates::{self, Candidate};
-use crate::catalog::UserProfile;
 use crate::config::CandidateLimits;
+use crate::domain::UserProfile;
+use crate::ranking::candidates::Candidate;
+use crate::ranking::pipeline;
 use crate::store::SharedStore;
 use crate::telemetry::events::CandidatesFetched;
 use crate::telemetry::{InternalEvent, Metrics};
@@ -85,29 +85,14 @@ impl Handler<FetchCandidates> for CandidateFetcher {
         guarded(NAME, self.health.clone(), span, async move {
             let limits = limits
                 .ok_or_else(|| crate::store::StoreError::UnknownTenant(msg.tenant.to_string()))?;
-            let started = Instant::now();
-            let query = candidates::plan(&limits, msg.user.as_deref());
-            // All sources come back in one store call (one pipelined round trip for Redis):
-            // one span, with what each source asked for.
-            let lists = store
-                .candidate_lists(&msg.tenant, &query)
-                .instrument(tracing::info_span!(
-                    "store.candidate_lists",
-                    source.trending = query.trending,
-                    source.affinity = query.categories.iter().map(|(_, n)| n).sum::<usize>(),
-                    source.affinity_categories = query.categories.len(),
-                    source.new_arrivals = query.new_arrivals,
-                ))
-                .await?;
-            let fetched = Instant::now();
-            let merged = tracing::info_span!("candidates.merge")
-                .in_scope(|| candidates::merge(lists, limits.max_candidates));
+            let (merged, stats) =
+                pipeline::candidates(&*store, &msg.tenant, &limits, msg.user.as_deref()).await?;
             tracing::Span::current().record("num_candidates", merged.len());
             CandidatesFetched {
                 tenant: &msg.tenant,
                 count: merged.len(),
-                fetch: fetched - started,
-                merge: fetched.elapsed(),
+                fetch: stats.fetch,
+                merge: stats.merge,
             }
             .emit(&metrics);
             Ok(merged)

@@ -7,8 +7,8 @@ use crate::FastMap;
 
 use serde::Serialize;
 
-use crate::catalog::{ItemId, UserProfile};
 use crate::config::CandidateLimits;
+use crate::domain::{ItemId, UserProfile};
 use crate::store::{CandidateLists, CandidateQuery};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -127,7 +127,7 @@ pub fn merge(lists: CandidateLists, max: usize) -> Vec<Candidate> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{EventKind, Item};
+    use crate::domain::{EventKind, Item};
 
     fn ids(v: &[&str]) -> Vec<ItemId> {
         v.iter().map(|s| ItemId::from(*s)).collect()

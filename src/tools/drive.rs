@@ -10,9 +10,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::marketplace::{HiddenTaste, Marketplace};
-use crate::catalog::EventKind;
 use crate::config::Settings;
+use crate::demo::marketplace::{HiddenTaste, Marketplace};
+use crate::domain::EventKind;
 use crate::ingest::{EventInput, now_rfc3339};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -74,13 +74,13 @@ pub async fn run(settings: &Settings, args: &DriveArgs) -> anyhow::Result<DriveR
         .store
         .demo
         .anchor
-        .unwrap_or_else(crate::catalog::unix_now);
+        .unwrap_or_else(crate::domain::unix_now);
     let market = Marketplace::generate(&settings.store.demo, &args.tenant, anchor);
     let base = args.url.trim_end_matches('/');
     let client = reqwest::Client::new();
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
     let mut report = DriveReport::default();
-    let run = format!("{:x}", (crate::catalog::unix_now() * 1e3) as u64);
+    let run = format!("{:x}", (crate::domain::unix_now() * 1e3) as u64);
     for request in 0..args.requests {
         let (user, taste) = &market.users[rng.random_range(0..market.users.len())];
         let taste = if args.shift {

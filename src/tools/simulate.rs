@@ -12,12 +12,12 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use super::seed_tenant;
-use crate::candidates;
-use crate::catalog::{Event, EventKind, ItemRecord};
 use crate::config::Settings;
-use crate::features::{FeatureContext, FeatureHealth, FeatureSpec};
-use crate::model::LoadedModel;
+use crate::demo::seed_tenant;
+use crate::domain::{Event, EventKind, ItemId, UnixSeconds};
+use crate::ranking::features::{FeatureContext, FeatureHealth, FeatureSpec};
+use crate::ranking::model::{LoadedModel, OnnxScorer};
+use crate::ranking::pipeline::{self, RankRequest};
 use crate::store::{FeatureStore, MemoryStore};
 use crate::telemetry::Metrics;
 
@@ -73,7 +73,7 @@ enum Emitter {
         url: String,
         key: String,
     },
-    Kafka(crate::kafka::EventProducer),
+    Kafka(crate::ingest::kafka::EventProducer),
 }
 
 impl Emitter {
@@ -96,7 +96,7 @@ impl Emitter {
         }
         if args.emit_kafka {
             anyhow::ensure!(settings.kafka.enabled(), "--emit-kafka needs kafka.brokers");
-            out.push(Emitter::Kafka(crate::kafka::EventProducer::new(
+            out.push(Emitter::Kafka(crate::ingest::kafka::EventProducer::new(
                 &settings.kafka,
             )?));
         }
@@ -178,11 +178,54 @@ const APPLY_EVERY: usize = 50;
 /// Simulated seconds between two requests.
 const REQUEST_INTERVAL: f64 = 2.0;
 
+/// The model policy's order: the pipeline's ranking with the bare model (no metrics, drift or
+/// shadow), exactly what serving computes for the same store state, user and clock.
+fn model_order(
+    scorer: &mut OnnxScorer,
+    spec: &FeatureSpec,
+    request: &RankRequest<'_>,
+    matrix: &mut Vec<f32>,
+) -> anyhow::Result<Vec<usize>> {
+    let ranked = pipeline::rank(
+        spec,
+        request,
+        matrix,
+        &mut FeatureHealth::default(),
+        |m, rows| scorer.score(m, rows),
+    )?;
+    Ok(ranked.order)
+}
+
+/// The feed the model policy shows `user_id` at `now`: its first `shown` items, best first.
+pub async fn model_feed(
+    settings: &Settings,
+    store: &dyn FeatureStore,
+    model: &LoadedModel,
+    tenant: &str,
+    user_id: &str,
+    now: UnixSeconds,
+    shown: usize,
+) -> anyhow::Result<Vec<ItemId>> {
+    let limits = settings.candidate_limits(tenant);
+    let (profile, candidates) = pipeline::gather(store, tenant, user_id, &limits).await?;
+    let request = RankRequest {
+        now,
+        user: profile.as_deref(),
+        candidates: &candidates,
+        limit: shown,
+    };
+    let order = model_order(&mut model.scorer()?, &model.spec, &request, &mut Vec::new())?;
+    Ok(order
+        .into_iter()
+        .map(|i| candidates[i].item_id.clone())
+        .collect())
+}
+
 pub async fn run(settings: &Settings, args: &SimulateArgs) -> anyhow::Result<SimulationReport> {
     let limits = settings.candidate_limits(&args.tenant);
     let metrics = Metrics::new();
     let store = MemoryStore::new([args.tenant.clone()]);
-    let anchor = args.anchor.unwrap_or_else(super::unix_now);
+    let anchor = args.anchor.unwrap_or_else(crate::domain::unix_now);
     let market = seed_tenant(&store, &settings.store.demo, &args.tenant, anchor, &metrics).await?;
     let mut scorer = match args.policy {
         Policy::Random => None,
@@ -212,7 +255,8 @@ pub async fn run(settings: &Settings, args: &SimulateArgs) -> anyhow::Result<Sim
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
     let mut report = SimulationReport::default();
     let mut pending: Vec<Event> = Vec::new();
-    let mut matrix = Vec::new();
+    // The logged rows (every feature) and the model's own rows.
+    let (mut matrix, mut own) = (Vec::new(), Vec::new());
     for request in 0..args.requests {
         let now = anchor + request as f64 * REQUEST_INTERVAL;
         let (user_id, taste) = if rng.random_bool(args.new_user_share) {
@@ -225,47 +269,41 @@ pub async fn run(settings: &Settings, args: &SimulateArgs) -> anyhow::Result<Sim
                 .context("the demo has no users")?
         };
 
-        // The same steps as a feed session, through the same domain code.
-        let profile = store.user_profile(&args.tenant, &user_id).await?;
-        let query = candidates::plan(&limits, profile.as_deref());
-        let lists = store.candidate_lists(&args.tenant, &query).await?;
-        let merged = candidates::merge(lists, limits.max_candidates);
-        let ids: Vec<_> = merged.iter().map(|c| c.item_id.clone()).collect();
-        let records: Vec<std::sync::Arc<ItemRecord>> = store
-            .items(&args.tenant, &ids)
-            .await?
-            .into_iter()
-            .flatten()
-            .collect();
+        // The same stages as a served feed, through the same pipeline functions.
+        let (profile, candidates) =
+            pipeline::gather(&store, &args.tenant, &user_id, &limits).await?;
         let ctx = FeatureContext::new(now, profile.as_deref());
-        matrix.clear();
-        logged.assemble(
+        pipeline::feature_rows(
+            &logged,
             &ctx,
-            records.iter().map(|r| &**r),
+            &candidates,
             &mut matrix,
             &mut FeatureHealth::default(),
         );
 
-        let mut order: Vec<usize> = (0..records.len()).collect();
-        match &mut scorer {
-            None => order.shuffle(&mut rng),
-            Some((scorer, spec)) => {
-                let mut own = Vec::new();
-                spec.assemble(
-                    &ctx,
-                    records.iter().map(|r| &**r),
-                    &mut own,
-                    &mut FeatureHealth::default(),
-                );
-                let scores = scorer.score(&own, records.len())?;
-                order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]));
+        let order: Vec<usize> = match &mut scorer {
+            None => {
+                let mut order: Vec<usize> = (0..candidates.len()).collect();
+                order.shuffle(&mut rng);
+                order
             }
-        }
+            Some((scorer, spec)) => model_order(
+                scorer,
+                spec,
+                &RankRequest {
+                    now,
+                    user: profile.as_deref(),
+                    candidates: &candidates,
+                    limit: args.shown,
+                },
+                &mut own,
+            )?,
+        };
 
         report.requests += 1;
         let width = logged.len();
         for (position, &row) in order.iter().take(args.shown).enumerate() {
-            let item_id = &records[row].item.item_id;
+            let item_id = &candidates[row].item_id;
             let Some(i) = market.index_of(item_id) else {
                 continue;
             };
@@ -305,7 +343,7 @@ pub async fn run(settings: &Settings, args: &SimulateArgs) -> anyhow::Result<Sim
 
 #[cfg(test)]
 mod tests {
-    use super::super::Marketplace;
+    use crate::demo::Marketplace;
 
     #[test]
     fn marketplace_ids_round_trip() {

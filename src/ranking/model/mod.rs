@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 
 use crate::config::ModelSettings;
-use crate::features::{FeatureSpec, UnknownFeature};
+use crate::ranking::features::{FeatureSpec, UnknownFeature};
 
 pub use drift::{Bins, DriftMonitor, DriftReport, Reference, psi};
 pub use onnx::OnnxScorer;

@@ -1,21 +1,19 @@
 //! The synthetic marketplace: demo data for the embedded store, and the simulator that
 //! produces the model's training data.
 
-pub mod drive;
 pub mod marketplace;
-pub mod simulate;
 
 use std::time::Instant;
 
-use crate::catalog::UnixSeconds;
 use crate::config::DemoSettings;
+use crate::domain::UnixSeconds;
 use crate::store::{FeatureStore, StoreError};
 use crate::telemetry::events::DemoSeeded;
 use crate::telemetry::{InternalEvent, Metrics};
 
 pub use marketplace::Marketplace;
 
-pub use crate::catalog::unix_now;
+pub use crate::domain::unix_now;
 
 /// Writes a tenant's demo catalog and its browsing history into `store`.
 pub async fn seed_tenant(

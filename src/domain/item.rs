@@ -1,0 +1,233 @@
+//! Catalog items, their interaction statistics (all-time, sliding windows, trending) and the
+//! values derived once per record. Plain data and pure functions: every store backend, the
+//! demo seeder and the simulator apply events through [`ItemStats::record`], so item
+//! features mean the same thing everywhere.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::event::EventKind;
+use super::{TRENDING_EPOCH, TRENDING_HALF_LIFE_SECONDS, UnixSeconds};
+
+/// Item identifiers are shared between indexes, candidates and responses without copying.
+pub type ItemId = Arc<str>;
+
+/// A catalog item as the API accepts it and the store keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Item {
+    pub item_id: ItemId,
+    pub category: String,
+    pub brand: String,
+    pub price: f64,
+    /// Unix seconds.
+    pub created_at: i64,
+    #[serde(default)]
+    pub attributes: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Interaction counts of one item, and its trending score (relative to [`TRENDING_EPOCH`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ItemStats {
+    pub impressions: f64,
+    pub clicks: f64,
+    pub add_to_carts: f64,
+    pub purchases: f64,
+    pub trending: f64,
+    /// Counts per [`WINDOWS`] entry, in that order.
+    #[serde(default)]
+    pub windows: [WindowCounts; 3],
+}
+
+/// The sliding windows item counts are kept over, besides all-time: (label, length in s).
+pub const WINDOWS: [(&str, f64); 3] = [("1h", 3_600.0), ("24h", 86_400.0), ("7d", 604_800.0)];
+
+/// An item's event counts (in [`EventKind`] order) within one sliding window, estimated the
+/// way sliding-window rate limiters do: two fixed buckets as long as the window, the previous
+/// one weighted by the share of it the window still covers. Constant memory per window and
+/// an atomic update in Redis; exact when events arrive evenly, never off by more than the
+/// previous bucket's count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct WindowCounts {
+    /// `floor(t / length)` of the current bucket (0: nothing recorded yet).
+    pub bucket: i64,
+    pub current: [f64; 4],
+    pub previous: [f64; 4],
+}
+
+impl WindowCounts {
+    /// Must match the Lua in `store::redis` that does the same inside Redis.
+    pub fn record(&mut self, kind: EventKind, at: UnixSeconds, length: f64) {
+        let bucket = (at / length).floor() as i64;
+        let k = kind as usize;
+        match bucket - self.bucket {
+            0 => self.current[k] += 1.0,
+            1.. => {
+                self.previous = if bucket - self.bucket == 1 {
+                    self.current
+                } else {
+                    [0.0; 4]
+                };
+                self.current = [0.0; 4];
+                self.current[k] = 1.0;
+                self.bucket = bucket;
+            }
+            -1 => self.previous[k] += 1.0,
+            // Older than any window position can show: nothing to count it in.
+            _ => {}
+        }
+    }
+
+    /// Adds counts recorded separately, as if their events had been recorded here: the
+    /// outcome of `record` does not depend on the order of events, so a batch can be summed
+    /// first and merged once. The Redis store does this merge in Lua (`store::redis::apply`).
+    pub fn merge(&mut self, other: &WindowCounts) {
+        let bucket = self.bucket.max(other.bucket);
+        // A side's counts as of `bucket`: current and previous.
+        let at = |w: &WindowCounts| match bucket - w.bucket {
+            0 => (w.current, w.previous),
+            1 => ([0.0; 4], w.current),
+            _ => ([0.0; 4], [0.0; 4]),
+        };
+        let ((c1, p1), (c2, p2)) = (at(self), at(other));
+        self.current = std::array::from_fn(|k| c1[k] + c2[k]);
+        self.previous = std::array::from_fn(|k| p1[k] + p2[k]);
+        self.bucket = bucket;
+    }
+
+    /// The estimated counts of the window ending at `now`.
+    pub fn estimate(&self, now: UnixSeconds, length: f64) -> [f64; 4] {
+        let position = now / length;
+        let now_bucket = position.floor() as i64;
+        // The share of the previous bucket the window still covers.
+        let overlap = 1.0 - (position - now_bucket as f64);
+        std::array::from_fn(|k| match now_bucket - self.bucket {
+            // Events stamped slightly ahead of this clock (allowed skew) count in full.
+            ..=0 => self.current[k] + self.previous[k] * overlap,
+            1 => self.current[k] * overlap,
+            _ => 0.0,
+        })
+    }
+}
+
+pub fn growth(at: UnixSeconds) -> f64 {
+    ((at - TRENDING_EPOCH) / TRENDING_HALF_LIFE_SECONDS).exp2()
+}
+
+impl ItemStats {
+    pub fn record(&mut self, kind: EventKind, at: UnixSeconds) {
+        match kind {
+            EventKind::Impression => self.impressions += 1.0,
+            EventKind::Click => self.clicks += 1.0,
+            EventKind::AddToCart => self.add_to_carts += 1.0,
+            EventKind::Purchase => self.purchases += 1.0,
+        }
+        if kind.trending_weight() > 0.0 {
+            self.trending += kind.trending_increment(at);
+        }
+        for (w, (_, length)) in self.windows.iter_mut().zip(WINDOWS) {
+            w.record(kind, at, length);
+        }
+    }
+
+    /// Counts per window as of `now`, in [`WINDOWS`] order.
+    pub fn windowed(&self, now: UnixSeconds) -> [[f64; 4]; 3] {
+        let mut out = [[0.0; 4]; 3];
+        for ((o, w), (_, length)) in out.iter_mut().zip(&self.windows).zip(WINDOWS) {
+            *o = w.estimate(now, length);
+        }
+        out
+    }
+
+    /// The trending score as of `now`: each event's weight halved once per half-life since.
+    pub fn trending_score(&self, now: UnixSeconds) -> f64 {
+        self.trending_score_at(growth(now))
+    }
+
+    /// [`Self::trending_score`] with `growth(now)` taken by the caller, once for many items.
+    pub fn trending_score_at(&self, growth: f64) -> f64 {
+        self.trending / growth
+    }
+
+    /// All-time engagement (the sum of the events' popularity weights).
+    pub fn popularity(&self) -> f64 {
+        self.clicks * EventKind::Click.popularity_weight()
+            + self.add_to_carts * EventKind::AddToCart.popularity_weight()
+            + self.purchases * EventKind::Purchase.popularity_weight()
+    }
+}
+
+/// An item with its statistics: everything the item features are computed from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ItemRecord {
+    pub item: Item,
+    pub stats: ItemStats,
+    /// What features derive from `item` alone, computed on first use. Never serialized, and
+    /// not carried by a clone: a record's `item` is replaced, never edited, after a ranker saw
+    /// it (a catalog update builds a new record); only `stats` change in place.
+    #[serde(skip)]
+    derived: DerivedCell,
+}
+
+impl ItemRecord {
+    pub fn new(item: Item, stats: ItemStats) -> Self {
+        Self {
+            item,
+            stats,
+            derived: DerivedCell::default(),
+        }
+    }
+
+    /// Computed once per record, then read by every request that scores the item: a feed
+    /// scores 500 items, and hashing their strings and taking logarithms of their prices per
+    /// request was most of the feature assembly's cost.
+    pub fn derived(&self) -> &ItemDerived {
+        self.derived.0.get_or_init(|| ItemDerived {
+            log_price: self.item.price.ln_1p(),
+            id_key: key_hash(&self.item.item_id),
+            category_key: key_hash(&self.item.category),
+            brand_key: key_hash(&self.item.brand),
+        })
+    }
+}
+
+/// Values derived from an [`Item`] alone.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ItemDerived {
+    /// ln(1 + price)
+    pub log_price: f64,
+    /// [`key_hash`] of the item id, category and brand: a request looks the item up in its
+    /// user's affinities by these, and compares the strings only on a match.
+    pub id_key: u64,
+    pub category_key: u64,
+    pub brand_key: u64,
+}
+
+#[derive(Default)]
+struct DerivedCell(std::sync::OnceLock<ItemDerived>);
+
+impl Clone for DerivedCell {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+/// Equality of records is equality of their data; a cache is not data.
+impl PartialEq for DerivedCell {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for DerivedCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("..")
+    }
+}
+
+/// A stable 64-bit hash of an id, category or brand (fixed seed: the same in every thread and
+/// for every map, so that a key computed with an item can be looked up in a per-request map).
+pub fn key_hash(s: &str) -> u64 {
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::with_seed(0x9e37_79b9_7f4a_7c15).hash_one(s)
+}

@@ -1,0 +1,106 @@
+//! Events of ingestion: catalog upserts, event batches applied or rejected, the Kafka consumer.
+
+use std::time::Duration;
+
+use tracing::{error, info};
+
+use super::InternalEvent;
+use crate::telemetry::Metrics;
+
+pub struct ItemsUpserted<'a> {
+    pub tenant: &'a str,
+    pub count: usize,
+}
+
+impl InternalEvent for ItemsUpserted<'_> {
+    fn emit(self, m: &Metrics) {
+        m.items_upserted_total
+            .with_label_values(&[self.tenant])
+            .inc_by(self.count as u64);
+        info!(
+            event = "ItemsUpserted",
+            tenant = self.tenant,
+            count = self.count as u64
+        );
+    }
+}
+
+/// A batch written to the store: `events` yields each written event's kind (its label) and
+/// timestamp.
+pub struct EventsApplied<'a, I> {
+    pub tenant: &'a str,
+    pub source: &'static str,
+    /// The events written (duplicates excluded): (kind, Unix seconds).
+    pub events: I,
+    pub applied: usize,
+    pub duplicates: usize,
+    pub unknown_items: usize,
+    pub duration: Duration,
+}
+
+impl<I: Iterator<Item = (&'static str, f64)>> InternalEvent for EventsApplied<'_, I> {
+    fn emit(self, m: &Metrics) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        // Four kinds at most: a small vector beats a map.
+        let mut by_kind: Vec<(&str, u64)> = Vec::with_capacity(4);
+        for (kind, at) in self.events {
+            match by_kind.iter_mut().find(|(k, _)| *k == kind) {
+                Some((_, n)) => *n += 1,
+                None => by_kind.push((kind, 1)),
+            }
+            m.feature_freshness_seconds.observe((now - at).max(0.0));
+        }
+        for (kind, n) in by_kind {
+            m.events_ingested_total
+                .with_label_values(&[self.tenant, kind, self.source])
+                .inc_by(n);
+        }
+        m.events_duplicates_total
+            .with_label_values(&[self.tenant])
+            .inc_by(self.duplicates as u64);
+        m.event_apply_seconds.observe(self.duration.as_secs_f64());
+        m.last_event_processed_timestamp_seconds.set(now);
+        tracing::debug!(
+            event = "EventsApplied",
+            tenant = self.tenant,
+            source = self.source,
+            applied = self.applied as u64,
+            duplicates = self.duplicates as u64,
+            unknown_items = self.unknown_items as u64,
+            duration_ms = self.duration.as_secs_f64() * 1e3
+        );
+    }
+}
+
+pub struct EventsRejected {
+    /// Bounded: `invalid`, `unknown_item`, `unparseable`.
+    pub reason: &'static str,
+    pub count: usize,
+}
+
+impl InternalEvent for EventsRejected {
+    fn emit(self, m: &Metrics) {
+        m.events_rejected_total
+            .with_label_values(&[self.reason])
+            .inc_by(self.count as u64);
+        if self.count > 0 {
+            tracing::info!(
+                event = "EventsRejected",
+                reason = self.reason,
+                count = self.count as u64
+            );
+        }
+    }
+}
+
+pub struct KafkaConsumerFailed<'a> {
+    pub error: &'a dyn std::fmt::Display,
+}
+
+impl InternalEvent for KafkaConsumerFailed<'_> {
+    fn emit(self, _m: &Metrics) {
+        error!(event = "KafkaConsumerFailed", error = %self.error);
+    }
+}

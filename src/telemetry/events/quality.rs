@@ -1,0 +1,79 @@
+//! Events of live ranking quality: feeds logged for the join, clicks and purchases joined with them.
+
+use super::InternalEvent;
+use crate::telemetry::Metrics;
+
+/// The ranks CTR@k is counted at (`eaglerank_ranking_clicks_at_k_total`'s `k`).
+pub const CUTOFFS: [usize; 4] = [1, 5, 10, 20];
+
+/// A feed remembered for the live-quality join.
+pub struct FeedRanked<'a> {
+    pub tenant: &'a str,
+    pub model: &'a str,
+    pub version: &'a str,
+}
+
+impl InternalEvent for FeedRanked<'_> {
+    fn emit(self, m: &Metrics) {
+        m.ml.ranking_feeds_total
+            .with_label_values(&[self.model, self.version, self.tenant])
+            .inc();
+    }
+}
+
+/// A click or purchase joined with the feed it came from, `position` 0-based.
+pub struct FeedInteraction<'a> {
+    pub tenant: &'a str,
+    pub model: &'a str,
+    pub version: &'a str,
+    /// `click` or `purchase`.
+    pub kind: &'static str,
+    pub position: usize,
+    pub first_click: bool,
+}
+
+impl InternalEvent for FeedInteraction<'_> {
+    fn emit(self, m: &Metrics) {
+        let (name, version) = (self.model, self.version);
+        let kind = self.kind;
+        for k in CUTOFFS {
+            if self.position < k {
+                m.ml.ranking_interactions_total
+                    .with_label_values(&[name, version, self.tenant, kind, &k.to_string()])
+                    .inc();
+            }
+        }
+        if self.first_click {
+            m.ml.ranking_reciprocal_rank_sum
+                .with_label_values(&[name, version, self.tenant])
+                .inc_by(1.0 / (self.position + 1) as f64);
+        }
+    }
+}
+
+/// The served-feed log could not be written or read (Redis down): those feeds and events are
+/// not joined, and the live quality figures undercount until it recovers.
+pub struct FeedLogFailed<'a> {
+    pub error: &'a (dyn std::error::Error + 'static),
+}
+
+impl InternalEvent for FeedLogFailed<'_> {
+    fn emit(self, m: &Metrics) {
+        m.ml.ranking_unjoined_total
+            .with_label_values(&["feed_log_unavailable"])
+            .inc();
+        tracing::warn!(event = "FeedLogFailed", error = %self.error);
+    }
+}
+
+pub struct InteractionUnjoined {
+    pub reason: &'static str,
+}
+
+impl InternalEvent for InteractionUnjoined {
+    fn emit(self, m: &Metrics) {
+        m.ml.ranking_unjoined_total
+            .with_label_values(&[self.reason])
+            .inc();
+    }
+}
