@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use super::{ActorHealth, FeedError, InjectPanic, Stop, guarded};
+use super::lifecycle::{Lifecycle, guarded, supervised_actor};
+use super::{ActorHealth, FeedError};
 use crate::config::CandidateLimits;
 use crate::domain::UserProfile;
 use crate::ranking::candidates::Candidate;
@@ -41,23 +42,15 @@ impl CandidateFetcher {
     }
 }
 
-impl Actor for CandidateFetcher {
-    type Context = Context<Self>;
+impl Lifecycle for CandidateFetcher {
+    const NAME: &'static str = NAME;
 
-    fn started(&mut self, _: &mut Context<Self>) {
-        self.health.started(NAME);
-    }
-
-    fn stopped(&mut self, _: &mut Context<Self>) {
-        self.health.stopped(NAME);
+    fn health(&self) -> &Arc<ActorHealth> {
+        &self.health
     }
 }
 
-impl Supervised for CandidateFetcher {
-    fn restarting(&mut self, _: &mut Context<Self>) {
-        self.health.restarted(NAME);
-    }
-}
+supervised_actor!(CandidateFetcher, panics = async);
 
 #[derive(Message)]
 #[rtype(result = "Result<Vec<Candidate>, FeedError>")]
@@ -82,7 +75,7 @@ impl Handler<FetchCandidates> for CandidateFetcher {
             num_candidates = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
         );
-        guarded(NAME, self.health.clone(), span, async move {
+        guarded(self, span, async move {
             let limits = limits
                 .ok_or_else(|| crate::store::StoreError::UnknownTenant(msg.tenant.to_string()))?;
             let (merged, stats) =
@@ -97,23 +90,5 @@ impl Handler<FetchCandidates> for CandidateFetcher {
             .emit(&metrics);
             Ok(merged)
         })
-    }
-}
-
-impl Handler<InjectPanic> for CandidateFetcher {
-    type Result = ResponseActFuture<Self, Result<(), FeedError>>;
-
-    fn handle(&mut self, _: InjectPanic, _: &mut Context<Self>) -> Self::Result {
-        guarded(NAME, self.health.clone(), tracing::Span::none(), async {
-            panic!("injected panic")
-        })
-    }
-}
-
-impl Handler<Stop> for CandidateFetcher {
-    type Result = ();
-
-    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
-        ctx.stop();
     }
 }

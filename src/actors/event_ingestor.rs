@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use super::{ActorHealth, FeedError, InjectPanic, Stop, guarded};
+use super::lifecycle::{Lifecycle, guarded, supervised_actor};
+use super::{ActorHealth, FeedError};
 use crate::ingest::{Applied, Ingestor, Source, ValidEvent};
 
 pub const NAME: &str = "ingestor";
@@ -21,23 +22,15 @@ impl EventIngestor {
     }
 }
 
-impl Actor for EventIngestor {
-    type Context = Context<Self>;
+impl Lifecycle for EventIngestor {
+    const NAME: &'static str = NAME;
 
-    fn started(&mut self, _: &mut Context<Self>) {
-        self.health.started(NAME);
-    }
-
-    fn stopped(&mut self, _: &mut Context<Self>) {
-        self.health.stopped(NAME);
+    fn health(&self) -> &Arc<ActorHealth> {
+        &self.health
     }
 }
 
-impl Supervised for EventIngestor {
-    fn restarting(&mut self, _: &mut Context<Self>) {
-        self.health.restarted(NAME);
-    }
-}
+supervised_actor!(EventIngestor, panics = async);
 
 #[derive(Message)]
 #[rtype(result = "Result<Applied, FeedError>")]
@@ -61,26 +54,8 @@ impl Handler<IngestEvents> for EventIngestor {
             source = msg.source.as_str(),
             otel.status_code = tracing::field::Empty,
         );
-        AtomicResponse::new(guarded(NAME, self.health.clone(), span, async move {
+        AtomicResponse::new(guarded(self, span, async move {
             Ok(ingestor.apply(&msg.tenant, msg.events, msg.source).await?)
         }))
-    }
-}
-
-impl Handler<InjectPanic> for EventIngestor {
-    type Result = ResponseActFuture<Self, Result<(), FeedError>>;
-
-    fn handle(&mut self, _: InjectPanic, _: &mut Context<Self>) -> Self::Result {
-        guarded(NAME, self.health.clone(), tracing::Span::none(), async {
-            panic!("injected panic")
-        })
-    }
-}
-
-impl Handler<Stop> for EventIngestor {
-    type Result = ();
-
-    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
-        ctx.stop();
     }
 }

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use super::candidate_fetcher::{self, CandidateFetcher, FetchCandidates};
+use super::lifecycle::{Lifecycle, guarded, supervised_actor};
 use super::ranker::{self, Rank, RankedCandidate, Ranker};
-use super::{ActorHealth, FeedError, InjectPanic, Ping, Stop, ask, guarded};
+use super::{ActorHealth, FeedError, ask};
 use crate::domain::unix_now;
 use crate::ranking::candidates::{Source, Sources};
 use crate::ranking::model::{ModelMetadata, ModelRegistry};
@@ -45,25 +46,20 @@ impl Gateway {
     }
 }
 
-impl Actor for Gateway {
-    type Context = Context<Self>;
+impl Lifecycle for Gateway {
+    const NAME: &'static str = NAME;
 
-    fn started(&mut self, ctx: &mut Context<Self>) {
+    fn health(&self) -> &Arc<ActorHealth> {
+        &self.deps.health
+    }
+
+    fn on_started(&mut self, ctx: &mut Context<Self>) {
         // Sessions wait on other actors; a burst must queue here rather than bounce.
         ctx.set_mailbox_capacity(1024);
-        self.deps.health.started(NAME);
-    }
-
-    fn stopped(&mut self, _: &mut Context<Self>) {
-        self.deps.health.stopped(NAME);
     }
 }
 
-impl Supervised for Gateway {
-    fn restarting(&mut self, _: &mut Context<Self>) {
-        self.deps.health.restarted(NAME);
-    }
-}
+supervised_actor!(Gateway, panics = async);
 
 /// One feed request, already authenticated and validated.
 #[derive(Message)]
@@ -116,7 +112,7 @@ impl Handler<Feed> for Gateway {
             degraded_reason = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
         );
-        guarded(NAME, self.deps.health.clone(), span, async move {
+        guarded(self, span, async move {
             let deadline = msg.deadline;
             let budget = deadline.saturating_duration_since(Instant::now());
             let outcome = tokio::time::timeout_at(
@@ -261,31 +257,4 @@ async fn session(deps: &Deps, msg: &Feed) -> Result<FeedOutcome, FeedError> {
         timings,
         degraded: None,
     })
-}
-
-impl Handler<Ping> for Gateway {
-    type Result = ();
-
-    fn handle(&mut self, _: Ping, _: &mut Context<Self>) {}
-}
-
-impl Handler<InjectPanic> for Gateway {
-    type Result = ResponseActFuture<Self, Result<(), FeedError>>;
-
-    fn handle(&mut self, _: InjectPanic, _: &mut Context<Self>) -> Self::Result {
-        guarded(
-            NAME,
-            self.deps.health.clone(),
-            tracing::Span::none(),
-            async { panic!("injected panic") },
-        )
-    }
-}
-
-impl Handler<Stop> for Gateway {
-    type Result = ();
-
-    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
-        ctx.stop();
-    }
 }

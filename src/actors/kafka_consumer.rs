@@ -15,7 +15,8 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{ActorHealth, FeedError, InjectPanic, Stop, guarded};
+use super::lifecycle::{Lifecycle, supervised_actor};
+use super::{ActorHealth, FeedError};
 use crate::config::{EventSettings, KafkaSettings};
 use crate::ingest::kafka::{EventMessage, client_config};
 use crate::ingest::{self, Ingestor, Source};
@@ -160,11 +161,14 @@ fn next_offsets(batch: &[OwnedMessage]) -> TopicPartitionList {
     tpl
 }
 
-impl Actor for KafkaConsumer {
-    type Context = Context<Self>;
+impl Lifecycle for KafkaConsumer {
+    const NAME: &'static str = NAME;
 
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        self.health.started(NAME);
+    fn health(&self) -> &Arc<ActorHealth> {
+        &self.health
+    }
+
+    fn on_started(&mut self, ctx: &mut Context<Self>) {
         let consumer = match self.connect() {
             Ok(c) => Arc::new(c),
             Err(e) => {
@@ -221,18 +225,16 @@ impl Actor for KafkaConsumer {
         );
     }
 
-    fn stopped(&mut self, _: &mut Context<Self>) {
+    fn on_stopped(&mut self) {
         self.consumer = None;
-        self.health.stopped(NAME);
+    }
+
+    fn on_restarting(&mut self) {
+        self.consumer = None;
     }
 }
 
-impl Supervised for KafkaConsumer {
-    fn restarting(&mut self, _: &mut Context<Self>) {
-        self.consumer = None;
-        self.health.restarted(NAME);
-    }
-}
+supervised_actor!(KafkaConsumer, panics = async);
 
 /// Pauses (true) or resumes (false) consumption of every assigned partition: an operator's
 /// brake, and how the tests make lag build up.
@@ -256,23 +258,5 @@ impl Handler<Pause> for KafkaConsumer {
         } else {
             consumer.resume(&assigned).map_err(failure)
         }
-    }
-}
-
-impl Handler<InjectPanic> for KafkaConsumer {
-    type Result = ResponseActFuture<Self, Result<(), FeedError>>;
-
-    fn handle(&mut self, _: InjectPanic, _: &mut Context<Self>) -> Self::Result {
-        guarded(NAME, self.health.clone(), tracing::Span::none(), async {
-            panic!("injected panic")
-        })
-    }
-}
-
-impl Handler<Stop> for KafkaConsumer {
-    type Result = ();
-
-    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
-        ctx.stop();
     }
 }

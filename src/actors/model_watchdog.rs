@@ -17,6 +17,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use super::ActorHealth;
+use super::lifecycle::{Lifecycle, supervised_actor};
 use crate::ranking::model::{ModelRegistry, OnnxScorer, ReloadOutcome, Slot};
 use crate::telemetry::events::{ModelCanaryChecked, ModelDriftMeasured, ModelReloaded};
 use crate::telemetry::{InternalEvent, Metrics};
@@ -159,26 +160,21 @@ fn reload_slot(models: &ModelRegistry, slot: &Slot, metrics: &Metrics) -> Reload
     }
 }
 
-impl Actor for ModelWatchdog {
-    type Context = Context<Self>;
+impl Lifecycle for ModelWatchdog {
+    const NAME: &'static str = NAME;
 
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        self.actors.started(NAME);
+    fn health(&self) -> &Arc<ActorHealth> {
+        &self.actors
+    }
+
+    fn on_started(&mut self, ctx: &mut Context<Self>) {
         // The canary's first verdict (and the gauge) at once, not one interval later.
         self.tick(ctx);
         ctx.run_interval(self.interval, Self::tick);
     }
-
-    fn stopped(&mut self, _: &mut Context<Self>) {
-        self.actors.stopped(NAME);
-    }
 }
 
-impl Supervised for ModelWatchdog {
-    fn restarting(&mut self, _: &mut Context<Self>) {
-        self.actors.restarted(NAME);
-    }
-}
+supervised_actor!(ModelWatchdog);
 
 /// Reload every model's files now, whether or not they changed.
 #[derive(Message)]
@@ -208,19 +204,5 @@ impl Handler<ReloadModel> for ModelWatchdog {
 
     fn handle(&mut self, _: ReloadModel, _: &mut Context<Self>) -> Self::Result {
         Box::pin(self.reload((0..self.models.slots().len()).collect()))
-    }
-}
-
-impl Handler<super::Ping> for ModelWatchdog {
-    type Result = ();
-
-    fn handle(&mut self, _: super::Ping, _: &mut Context<Self>) {}
-}
-
-impl Handler<super::Stop> for ModelWatchdog {
-    type Result = ();
-
-    fn handle(&mut self, _: super::Stop, ctx: &mut Context<Self>) {
-        ctx.stop();
     }
 }

@@ -7,13 +7,13 @@
 
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use super::{ActorHealth, FeedError, InjectPanic, Stop, panic_message};
+use super::lifecycle::{Lifecycle, guarded_sync, supervised_actor};
+use super::{ActorHealth, FeedError};
 use crate::domain::{ItemId, UnixSeconds, UserProfile};
 use crate::ranking::candidates::Sources;
 use crate::ranking::features::FeatureHealth;
@@ -74,24 +74,19 @@ impl Ranker {
     }
 }
 
-impl Actor for Ranker {
-    type Context = Context<Self>;
+impl Lifecycle for Ranker {
+    const NAME: &'static str = NAME;
 
-    fn started(&mut self, _: &mut Context<Self>) {
-        self.health.started(NAME);
+    fn health(&self) -> &Arc<ActorHealth> {
+        &self.health
     }
 
-    fn stopped(&mut self, _: &mut Context<Self>) {
-        self.health.stopped(NAME);
-    }
-}
-
-impl Supervised for Ranker {
-    fn restarting(&mut self, _: &mut Context<Self>) {
-        self.health.restarted(NAME);
+    fn on_restarting(&mut self) {
         self.fresh_session();
     }
 }
+
+supervised_actor!(Ranker, panics = sync);
 
 /// Score `candidates` for `user` and return the best `limit`.
 #[derive(Message)]
@@ -288,41 +283,6 @@ impl Handler<Rank> for Ranker {
     type Result = Result<Ranking, FeedError>;
 
     fn handle(&mut self, msg: Rank, ctx: &mut Context<Self>) -> Self::Result {
-        self.guarded(ctx, |ranker| ranker.rank(msg))
-    }
-}
-
-impl Handler<InjectPanic> for Ranker {
-    type Result = Result<(), FeedError>;
-
-    fn handle(&mut self, _: InjectPanic, ctx: &mut Context<Self>) -> Self::Result {
-        self.guarded(ctx, |_| panic!("injected panic"))
-    }
-}
-
-impl Handler<Stop> for Ranker {
-    type Result = ();
-
-    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
-        ctx.stop();
-    }
-}
-
-impl Ranker {
-    /// The synchronous twin of `actors::guarded`: a panic stops this actor, and its
-    /// supervisor restarts it in place with fresh sessions (`restarting`).
-    fn guarded<T>(
-        &mut self,
-        ctx: &mut Context<Self>,
-        work: impl FnOnce(&mut Self) -> Result<T, FeedError>,
-    ) -> Result<T, FeedError> {
-        match catch_unwind(AssertUnwindSafe(|| work(self))) {
-            Ok(result) => result,
-            Err(panic) => {
-                self.health.panicked(NAME, &panic_message(&*panic));
-                ctx.stop();
-                Err(FeedError::Crashed(NAME))
-            }
-        }
+        guarded_sync(self, ctx, |ranker| ranker.rank(msg))
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use super::ActorHealth;
+use super::lifecycle::{Lifecycle, supervised_actor};
 use crate::store::{PopularityFallback, SharedStore, StoreHealth};
 use crate::telemetry::events::{FallbackRefreshed, RedisStateChanged};
 use crate::telemetry::{InternalEvent, Metrics};
@@ -116,31 +117,18 @@ impl RedisWatchdog {
     }
 }
 
-impl Actor for RedisWatchdog {
-    type Context = Context<Self>;
+impl Lifecycle for RedisWatchdog {
+    const NAME: &'static str = NAME;
 
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        self.actors.started(NAME);
+    fn health(&self) -> &Arc<ActorHealth> {
+        &self.actors
+    }
+
+    fn on_started(&mut self, ctx: &mut Context<Self>) {
         self.in_flight = false;
         self.tick(ctx);
         ctx.run_interval(self.interval, Self::tick);
     }
-
-    fn stopped(&mut self, _: &mut Context<Self>) {
-        self.actors.stopped(NAME);
-    }
 }
 
-impl Supervised for RedisWatchdog {
-    fn restarting(&mut self, _: &mut Context<Self>) {
-        self.actors.restarted(NAME);
-    }
-}
-
-impl Handler<super::Stop> for RedisWatchdog {
-    type Result = ();
-
-    fn handle(&mut self, _: super::Stop, ctx: &mut Context<Self>) {
-        ctx.stop();
-    }
-}
+supervised_actor!(RedisWatchdog);

@@ -19,7 +19,7 @@ pub async fn reload_model(
         .send(ReloadModel)
         .await
         .map_err(|e| ApiError::Unavailable(format!("the model watchdog is not running: {e}")))?
-        .map_err(|e| ApiError::Internal(e.into()))?;
+        .map_err(ApiError::internal)?;
     let rejected: Vec<String> = reports
         .iter()
         .filter_map(|r| Some(format!("{}: {}", r.slot, r.error.as_ref()?)))

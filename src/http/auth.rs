@@ -31,7 +31,7 @@ impl FromRequest for AuthorizedTenant {
 fn authorize(req: &HttpRequest) -> Result<AuthorizedTenant, ApiError> {
     let state = req
         .app_data::<web::Data<AppState>>()
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("application state missing")))?;
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("application state missing")))?;
     let tenant = req.match_info().get("tenant").unwrap_or_default();
     let tenant = state.tenants.authorize(tenant, bearer(req))?;
     if !tenant.admit() {

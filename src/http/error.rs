@@ -44,22 +44,56 @@ pub enum ApiError {
     #[error("model rejected, the serving model is unchanged: {0}")]
     ModelRejected(String),
     #[error("internal error")]
-    Internal(#[source] anyhow::Error),
+    Internal {
+        #[source]
+        source: anyhow::Error,
+        /// Already logged with its request's context (the feed path's `FeedFailed`): the
+        /// response must not log it a second time.
+        logged: bool,
+    },
 }
 
-/// The one table from error code to HTTP status.
-const STATUS: &[(&str, StatusCode)] = &[
-    ("invalid_argument", StatusCode::BAD_REQUEST),
-    ("unauthenticated", StatusCode::UNAUTHORIZED),
-    ("permission_denied", StatusCode::FORBIDDEN),
-    ("not_found", StatusCode::NOT_FOUND),
-    ("method_not_allowed", StatusCode::METHOD_NOT_ALLOWED),
-    ("payload_too_large", StatusCode::PAYLOAD_TOO_LARGE),
-    ("rate_limited", StatusCode::TOO_MANY_REQUESTS),
-    ("unavailable", StatusCode::SERVICE_UNAVAILABLE),
-    ("model_rejected", StatusCode::UNPROCESSABLE_ENTITY),
-    ("internal", StatusCode::INTERNAL_SERVER_ERROR),
-];
+/// Declares the error codes, each with its wire name and HTTP status in one line: a code
+/// cannot exist without a status, and `Code::status` is an exhaustive `match`.
+macro_rules! error_codes {
+    ($($code:ident => $name:literal, $status:ident;)*) => {
+        /// The API's error codes: the `code` field of every error body.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Code {
+            $($code,)*
+        }
+
+        impl Code {
+            pub const ALL: &[Code] = &[$(Code::$code,)*];
+
+            /// The wire name, also the `status` label of the feed metrics.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Code::$code => $name,)*
+                }
+            }
+
+            pub fn status(self) -> StatusCode {
+                match self {
+                    $(Code::$code => StatusCode::$status,)*
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    InvalidArgument => "invalid_argument", BAD_REQUEST;
+    Unauthenticated => "unauthenticated", UNAUTHORIZED;
+    PermissionDenied => "permission_denied", FORBIDDEN;
+    NotFound => "not_found", NOT_FOUND;
+    MethodNotAllowed => "method_not_allowed", METHOD_NOT_ALLOWED;
+    PayloadTooLarge => "payload_too_large", PAYLOAD_TOO_LARGE;
+    RateLimited => "rate_limited", TOO_MANY_REQUESTS;
+    Unavailable => "unavailable", SERVICE_UNAVAILABLE;
+    ModelRejected => "model_rejected", UNPROCESSABLE_ENTITY;
+    Internal => "internal", INTERNAL_SERVER_ERROR;
+}
 
 impl ApiError {
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -69,18 +103,37 @@ impl ApiError {
         }
     }
 
-    pub fn code(&self) -> &'static str {
+    /// A bug: logged at ERROR with its cause chain when the response is built.
+    pub fn internal(source: impl Into<anyhow::Error>) -> Self {
+        ApiError::Internal {
+            source: source.into(),
+            logged: false,
+        }
+    }
+
+    /// The same error, marked as logged by the caller, who had the request's context.
+    pub fn logged(self) -> Self {
         match self {
-            ApiError::InvalidArgument { .. } => "invalid_argument",
-            ApiError::Unauthenticated(_) => "unauthenticated",
-            ApiError::PermissionDenied(_) => "permission_denied",
-            ApiError::NotFound(_) => "not_found",
-            ApiError::MethodNotAllowed => "method_not_allowed",
-            ApiError::PayloadTooLarge(_) => "payload_too_large",
-            ApiError::RateLimited(_) => "rate_limited",
-            ApiError::Unavailable(_) => "unavailable",
-            ApiError::ModelRejected(_) => "model_rejected",
-            ApiError::Internal(_) => "internal",
+            ApiError::Internal { source, .. } => ApiError::Internal {
+                source,
+                logged: true,
+            },
+            other => other,
+        }
+    }
+
+    pub fn code(&self) -> Code {
+        match self {
+            ApiError::InvalidArgument { .. } => Code::InvalidArgument,
+            ApiError::Unauthenticated(_) => Code::Unauthenticated,
+            ApiError::PermissionDenied(_) => Code::PermissionDenied,
+            ApiError::NotFound(_) => Code::NotFound,
+            ApiError::MethodNotAllowed => Code::MethodNotAllowed,
+            ApiError::PayloadTooLarge(_) => Code::PayloadTooLarge,
+            ApiError::RateLimited(_) => Code::RateLimited,
+            ApiError::Unavailable(_) => Code::Unavailable,
+            ApiError::ModelRejected(_) => Code::ModelRejected,
+            ApiError::Internal { .. } => Code::Internal,
         }
     }
 }
@@ -100,16 +153,16 @@ struct BodyInner<'a> {
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        let code = self.code();
-        STATUS
-            .iter()
-            .find(|(c, _)| *c == code)
-            .map_or(StatusCode::INTERNAL_SERVER_ERROR, |(_, s)| *s)
+        self.code().status()
     }
 
     fn error_response(&self) -> HttpResponse {
-        if let ApiError::Internal(e) = self {
-            crate::telemetry::events::request_failed(self.code(), e.as_ref());
+        if let ApiError::Internal {
+            source,
+            logged: false,
+        } = self
+        {
+            crate::telemetry::events::request_failed(self.code().name(), source.as_ref());
         }
         let details = match self {
             ApiError::InvalidArgument { details, .. } => details.as_slice(),
@@ -127,7 +180,7 @@ impl ResponseError for ApiError {
         }
         response.json(Body {
             error: BodyInner {
-                code: self.code(),
+                code: self.code().name(),
                 message: self.to_string(),
                 details,
             },
@@ -149,7 +202,7 @@ impl From<FeedError> for ApiError {
     fn from(e: FeedError) -> Self {
         match e {
             FeedError::Model(_) | FeedError::Store(StoreError::UnknownTenant(_)) => {
-                ApiError::Internal(e.into())
+                ApiError::internal(e)
             }
             FeedError::DeadlineExceeded(_)
             | FeedError::Mailbox { .. }
@@ -211,11 +264,11 @@ mod tests {
             ApiError::PayloadTooLarge("x".into()),
             ApiError::RateLimited("t".into()),
             ApiError::Unavailable("x".into()),
-            ApiError::Internal(anyhow::anyhow!("x")),
+            ApiError::internal(anyhow::anyhow!("x")),
         ];
         for e in samples {
-            assert!(STATUS.iter().any(|(c, _)| *c == e.code()), "{}", e.code());
+            assert!(Code::ALL.contains(&e.code()), "{}", e.code().name());
         }
-        assert_eq!(STATUS.len(), 10);
+        assert_eq!(Code::ALL.len(), 10);
     }
 }

@@ -135,12 +135,12 @@ pub async fn get_feed(
                 tenant: &tenant.id,
                 user: &q.user_id,
                 request_id: &request_id,
-                code: e.code(),
+                code: e.code().name(),
                 error: &e,
                 latency,
             }
             .emit(&state.metrics);
-            return Err(e);
+            return Err(e.logged());
         }
     };
 
