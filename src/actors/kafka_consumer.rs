@@ -20,7 +20,7 @@ use super::{ActorHealth, FeedError};
 use crate::config::{EventSettings, KafkaSettings};
 use crate::ingest::kafka::{EventMessage, client_config};
 use crate::ingest::{self, Ingestor, Source};
-use crate::telemetry::events::{EventsRejected, KafkaConsumerFailed};
+use crate::telemetry::events::{EventsRejected, KafkaConsumerFailed, KafkaLagMeasured};
 use crate::telemetry::{InternalEvent, Metrics};
 
 pub const NAME: &str = "kafka_consumer";
@@ -89,15 +89,11 @@ impl KafkaConsumer {
         });
         ctx.spawn(actix::fut::wrap_future::<_, Self>(lag).map(|lag, act, _| {
             if let Ok(Some(lag)) = lag {
-                act.metrics.kafka_assigned_partitions.set(lag.len() as i64);
-                // Partitions moved to another replica must not keep their last value here.
-                act.metrics.kafka_consumer_lag.reset();
-                for (partition, n) in lag {
-                    act.metrics
-                        .kafka_consumer_lag
-                        .with_label_values(&[&act.kafka.topic, &partition.to_string()])
-                        .set(n);
+                KafkaLagMeasured {
+                    topic: &act.kafka.topic,
+                    lag: &lag,
                 }
+                .emit(&act.metrics);
             }
         }));
     }

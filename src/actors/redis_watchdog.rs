@@ -10,7 +10,7 @@ use actix::prelude::*;
 use super::ActorHealth;
 use super::lifecycle::{Lifecycle, supervised_actor};
 use crate::store::{PopularityFallback, SharedStore, StoreHealth};
-use crate::telemetry::events::{FallbackRefreshed, RedisStateChanged};
+use crate::telemetry::events::{FallbackRefreshed, RedisPinged, RedisStateChanged};
 use crate::telemetry::{InternalEvent, Metrics};
 
 pub const NAME: &str = "redis_watchdog";
@@ -90,10 +90,10 @@ impl RedisWatchdog {
                 .map(|(ping, rtt, refreshed), act, _| {
                     act.in_flight = false;
                     let down = ping.err().map(|e| e.to_string());
-                    act.metrics.redis_up.set(i64::from(down.is_none()));
-                    if down.is_none() {
-                        act.metrics.redis_ping_seconds.observe(rtt.as_secs_f64());
+                    RedisPinged {
+                        round_trip: down.is_none().then_some(rtt),
                     }
+                    .emit(&act.metrics);
                     if act.health.set(down.clone()) {
                         RedisStateChanged {
                             down: down.as_deref(),

@@ -12,7 +12,8 @@ use async_trait::async_trait;
 use super::{ApplyOutcome, CandidateLists, CandidateQuery, FeatureStore, SharedStore, StoreError};
 use crate::config::CacheSettings;
 use crate::domain::{Event, Item, ItemId, ItemRecord, UserProfile};
-use crate::telemetry::Metrics;
+use crate::telemetry::events::CacheLookedUp;
+use crate::telemetry::{InternalEvent, Metrics};
 
 /// Items with the time they were fetched. `quick_cache` rather than `moka` (used elsewhere):
 /// a feed looks up ~500 items, and moka's per-read bookkeeping was 13 % of a feed's CPU on
@@ -109,13 +110,13 @@ impl CachedStore {
             .ok_or_else(|| StoreError::UnknownTenant(tenant.to_owned()))
     }
 
-    fn count(&self, cache: &str, result: &str, n: usize) {
-        if n > 0 {
-            self.metrics
-                .feature_cache_requests_total
-                .with_label_values(&[cache, result])
-                .inc_by(n as u64);
+    fn count(&self, cache: &'static str, result: &'static str, count: usize) {
+        CacheLookedUp {
+            cache,
+            result,
+            count,
         }
+        .emit(&self.metrics);
     }
 }
 

@@ -8,7 +8,8 @@ use async_trait::async_trait;
 
 use super::{ApplyOutcome, CandidateLists, CandidateQuery, FeatureStore, SharedStore, StoreError};
 use crate::domain::{Event, Item, ItemId, ItemRecord, UserProfile};
-use crate::telemetry::Metrics;
+use crate::telemetry::events::StoreCalled;
+use crate::telemetry::{InternalEvent, Metrics};
 
 pub struct Instrumented {
     inner: SharedStore,
@@ -23,10 +24,12 @@ impl Instrumented {
     async fn timed<T>(&self, op: &str, call: impl Future<Output = T>) -> T {
         let started = Instant::now();
         let out = call.await;
-        self.metrics
-            .feature_store_request_seconds
-            .with_label_values(&[self.inner.backend(), op])
-            .observe(started.elapsed().as_secs_f64());
+        StoreCalled {
+            backend: self.inner.backend(),
+            op,
+            duration: started.elapsed(),
+        }
+        .emit(&self.metrics);
         out
     }
 }

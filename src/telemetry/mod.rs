@@ -2,8 +2,7 @@
 
 pub mod events;
 pub mod logging;
-mod metrics;
-mod ml_metrics;
+pub mod metrics;
 pub mod otel;
 
 pub use events::InternalEvent;

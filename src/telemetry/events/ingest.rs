@@ -104,3 +104,22 @@ impl InternalEvent for KafkaConsumerFailed<'_> {
         error!(event = "KafkaConsumerFailed", error = %self.error);
     }
 }
+
+/// The consumer's lag on each partition assigned to it: (partition, messages behind).
+pub struct KafkaLagMeasured<'a> {
+    pub topic: &'a str,
+    pub lag: &'a [(i32, i64)],
+}
+
+impl InternalEvent for KafkaLagMeasured<'_> {
+    fn emit(self, m: &Metrics) {
+        m.kafka_assigned_partitions.set(self.lag.len() as i64);
+        // Partitions moved to another replica must not keep their last value here.
+        m.kafka_consumer_lag.reset();
+        for (partition, n) in self.lag {
+            m.kafka_consumer_lag
+                .with_label_values(&[self.topic, &partition.to_string()])
+                .set(*n);
+        }
+    }
+}

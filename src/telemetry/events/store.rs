@@ -1,4 +1,7 @@
-//! Events of the feature store: Redis up or down, the popularity fallback refreshed.
+//! Events of the feature store: calls and their time, the local caches, Redis up or down, the
+//! popularity fallback refreshed.
+
+use std::time::Duration;
 
 use tracing::{info, warn};
 
@@ -33,6 +36,55 @@ impl InternalEvent for FallbackRefreshed<'_> {
                 items = self.items as u64,
                 error = e
             ),
+        }
+    }
+}
+
+/// One call into the feature store backend returned.
+pub struct StoreCalled<'a> {
+    pub backend: &'a str,
+    /// Bounded: the store operation's name.
+    pub op: &'a str,
+    pub duration: Duration,
+}
+
+impl InternalEvent for StoreCalled<'_> {
+    fn emit(self, m: &Metrics) {
+        m.feature_store_request_seconds
+            .with_label_values(&[self.backend, self.op])
+            .observe(self.duration.as_secs_f64());
+    }
+}
+
+/// Lookups in a local feature cache: `count` of them with one result.
+pub struct CacheLookedUp {
+    /// `item` or `list`.
+    pub cache: &'static str,
+    /// `hit` or `miss`.
+    pub result: &'static str,
+    pub count: usize,
+}
+
+impl InternalEvent for CacheLookedUp {
+    fn emit(self, m: &Metrics) {
+        if self.count > 0 {
+            m.feature_cache_requests_total
+                .with_label_values(&[self.cache, self.result])
+                .inc_by(self.count as u64);
+        }
+    }
+}
+
+/// The watchdog's PING: its round trip when Redis answered.
+pub struct RedisPinged {
+    pub round_trip: Option<Duration>,
+}
+
+impl InternalEvent for RedisPinged {
+    fn emit(self, m: &Metrics) {
+        m.redis_up.set(i64::from(self.round_trip.is_some()));
+        if let Some(rtt) = self.round_trip {
+            m.redis_ping_seconds.observe(rtt.as_secs_f64());
         }
     }
 }

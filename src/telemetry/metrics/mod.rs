@@ -1,10 +1,17 @@
 //! Every Prometheus metric of the service, registered in one registry per running app (so that
-//! tests running several apps in one process never share counters). Only internal events
-//! (`telemetry::events`) update them.
+//! tests running several apps in one process never share counters). A metric is registered
+//! where it is defined ([`Registrar`]): there is no list of collectors to forget one in. Only
+//! internal events (`telemetry::events`) update them.
+
+mod define;
+mod ml;
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Registry,
 };
+
+use define::Registrar;
+pub use ml::MlMetrics;
 
 /// Feed latency from 0.5 ms to 1 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -52,164 +59,171 @@ pub struct Metrics {
     pub kafka_assigned_partitions: IntGauge,
     pub redis_up: IntGauge,
     pub redis_ping_seconds: Histogram,
-    /// Model health (#9): feature validity, drift, canary, live ranking quality.
-    pub ml: super::ml_metrics::MlMetrics,
-}
-
-pub(super) fn histogram(name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
-    HistogramVec::new(
-        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
-        labels,
-    )
-    .expect("static metric definition")
-}
-
-pub(super) fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition")
-}
-
-pub(super) fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition")
+    /// Model health: feature validity, drift, canary, live ranking quality.
+    pub ml: MlMetrics,
 }
 
 impl Metrics {
     pub fn new() -> Self {
-        let m = Self {
-            registry: Registry::new(),
-            feed_requests_total: counter(
+        let registry = Registry::new();
+        let r = Registrar(&registry);
+        for c in [
+            Box::new(prometheus::process_collector::ProcessCollector::for_self())
+                as Box<dyn prometheus::core::Collector>,
+            Box::new(super::otel::SPANS_ENDED.clone()),
+            Box::new(super::otel::SPANS_EXPORTED.clone()),
+            Box::new(super::otel::SPANS_DROPPED.clone()),
+        ] {
+            registry.register(c).expect("metric registered once");
+        }
+        Self {
+            feed_requests_total: r.counter(
                 "eaglerank_feed_requests_total",
                 "Feed requests by tenant and outcome (ok or the error code).",
                 &["tenant", "status"],
             ),
-            feed_latency_seconds: histogram(
+            feed_latency_seconds: r.histogram(
                 "eaglerank_feed_latency_seconds",
                 "Time to answer a feed request, from validated request to response.",
                 LATENCY_BUCKETS,
                 &["tenant"],
             ),
-            candidates_fetched: histogram(
+            candidates_fetched: r.histogram(
                 "eaglerank_candidates_fetched",
                 "Candidates per feed request after merging.",
                 CANDIDATE_COUNT_BUCKETS,
                 &["tenant"],
             ),
-            candidate_fetch_seconds: histogram(
+            candidate_fetch_seconds: r.histogram(
                 "eaglerank_candidate_fetch_seconds",
                 "Candidate generation time by stage (fetch from the store, merge).",
                 STAGE_BUCKETS,
                 &["tenant", "stage"],
             ),
-            feature_fetch_seconds: histogram(
+            feature_fetch_seconds: r.histogram(
                 "eaglerank_feature_fetch_seconds",
                 "Time to read the user's and the candidates' features from the store.",
                 STAGE_BUCKETS,
                 &["tenant"],
             ),
-            model_inference_seconds: histogram(
+            model_inference_seconds: r.histogram(
                 "eaglerank_model_inference_seconds",
                 "ONNX Runtime time to score one request's candidates.",
                 STAGE_BUCKETS,
                 &["model"],
             ),
-            model_score: histogram(
+            model_score: r.histogram(
                 "eaglerank_model_score",
                 "Distribution of model scores over all scored candidates.",
                 SCORE_BUCKETS,
                 &["model"],
             ),
-            actor_restarts_total: counter(
+            actor_restarts_total: r.counter(
                 "eaglerank_actor_restarts_total",
                 "Actor restarts by their supervisor after a failure.",
                 &["actor"],
             ),
-            actor_up: gauge(
+            actor_up: r.gauge(
                 "eaglerank_actor_up",
                 "1 while every instance of the actor is running.",
                 &["actor"],
             ),
-            items_upserted_total: counter(
+            items_upserted_total: r.counter(
                 "eaglerank_items_upserted_total",
                 "Catalog items inserted or updated through the API.",
                 &["tenant"],
             ),
-            build_info: gauge(
+            build_info: r.gauge(
                 "eaglerank_build_info",
                 "Always 1; labels tell the running version and model.",
                 &["version", "model", "model_version"],
             ),
-            demo_seed_seconds: Histogram::with_opts(
-                HistogramOpts::new(
-                    "eaglerank_demo_seed_seconds",
-                    "Time to seed the embedded store with the demo marketplace, per tenant.",
+            demo_seed_seconds: r.add(
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "eaglerank_demo_seed_seconds",
+                        "Time to seed the embedded store with the demo marketplace, per tenant.",
+                    )
+                    .buckets(vec![0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
                 )
-                .buckets(vec![0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
-            )
-            .expect("static metric definition"),
-            feature_store_request_seconds: histogram(
+                .expect("static metric definition"),
+            ),
+            feature_store_request_seconds: r.histogram(
                 "eaglerank_feature_store_request_seconds",
                 "Time of one call into the feature store backend, by operation.",
                 STAGE_BUCKETS,
                 &["backend", "op"],
             ),
-            feature_cache_requests_total: counter(
+            feature_cache_requests_total: r.counter(
                 "eaglerank_feature_cache_requests_total",
                 "Local feature cache lookups by result (hit or miss).",
                 &["cache", "result"],
             ),
-            feature_missing_total: counter(
+            feature_missing_total: r.counter(
                 "eaglerank_feature_missing_total",
                 "Keys a request expected in the store but did not find (stale lists or a bug).",
                 &["tenant", "kind"],
             ),
-            feed_degraded_total: counter(
+            feed_degraded_total: r.counter(
                 "eaglerank_feed_degraded_total",
                 "Feeds served in degraded mode (popularity fallback), by reason.",
                 &["tenant", "reason"],
             ),
-            events_ingested_total: counter(
+            events_ingested_total: r.counter(
                 "eaglerank_events_ingested_total",
                 "User events applied to features, by tenant, type and source (http or kafka).",
                 &["tenant", "type", "source"],
             ),
-            events_rejected_total: counter(
+            events_rejected_total: r.counter(
                 "eaglerank_events_rejected_total",
                 "Events not applied, by reason (invalid, unknown_item, unparseable).",
                 &["reason"],
             ),
-            events_duplicates_total: counter(
+            events_duplicates_total: r.counter(
                 "eaglerank_events_duplicates_total",
                 "Replayed events (same event_id within the dedup window), not applied again.",
                 &["tenant"],
             ),
-            event_apply_seconds: Histogram::with_opts(
-                HistogramOpts::new(
-                    "eaglerank_event_apply_seconds",
-                    "Time to apply one batch of events to the store.",
+            event_apply_seconds: r.add(
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "eaglerank_event_apply_seconds",
+                        "Time to apply one batch of events to the store.",
+                    )
+                    .buckets(STAGE_BUCKETS.to_vec()),
                 )
-                .buckets(STAGE_BUCKETS.to_vec()),
-            )
-            .expect("static metric definition"),
-            last_event_processed_timestamp_seconds: prometheus::Gauge::new(
-                "eaglerank_last_event_processed_timestamp_seconds",
-                "Unix time at which the last batch of events was applied.",
-            )
-            .expect("static metric definition"),
-            feature_freshness_seconds: Histogram::with_opts(
-                HistogramOpts::new(
-                    "eaglerank_feature_freshness_seconds",
-                    "From an event's timestamp to its effect being written to the store.",
-                )
-                .buckets(vec![
-                    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
-                    3600.0,
-                ]),
-            )
-            .expect("static metric definition"),
-            kafka_consumer_lag: gauge(
-                "eaglerank_kafka_consumer_lag",
-                "Messages between the group's committed offset and the partition's high watermark.",
-                &["topic", "partition"],
+                .expect("static metric definition"),
             ),
+            last_event_processed_timestamp_seconds: r.add(
+                prometheus::Gauge::new(
+                    "eaglerank_last_event_processed_timestamp_seconds",
+                    "Unix time at which the last batch of events was applied.",
+                )
+                .expect("static metric definition"),
+            ),
+            feature_freshness_seconds: r.add(
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "eaglerank_feature_freshness_seconds",
+                        "From an event's timestamp to its effect being written to the store.",
+                    )
+                    .buckets(vec![
+                        0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+                        3600.0,
+                    ]),
+                )
+                .expect("static metric definition"),
+            ),
+            // Registered by `register_kafka`, like the Redis series below.
+            kafka_consumer_lag: IntGaugeVec::new(
+                prometheus::Opts::new(
+                    "eaglerank_kafka_consumer_lag",
+                    "Messages between the group's committed offset and the partition's high \
+                     watermark.",
+                ),
+                &["topic", "partition"],
+            )
+            .expect("static metric definition"),
             kafka_assigned_partitions: IntGauge::new(
                 "eaglerank_kafka_assigned_partitions",
                 "Partitions of the event topic assigned to this consumer.",
@@ -228,46 +242,8 @@ impl Metrics {
                 .buckets(STAGE_BUCKETS.to_vec()),
             )
             .expect("static metric definition"),
-            ml: super::ml_metrics::MlMetrics::new(),
-        };
-        m.register_all();
-        for c in m.ml.collectors() {
-            m.registry.register(c).expect("metric registered once");
-        }
-        m
-    }
-
-    fn register_all(&self) {
-        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
-            Box::new(self.feed_requests_total.clone()),
-            Box::new(self.feed_latency_seconds.clone()),
-            Box::new(self.candidates_fetched.clone()),
-            Box::new(self.candidate_fetch_seconds.clone()),
-            Box::new(self.feature_fetch_seconds.clone()),
-            Box::new(self.model_inference_seconds.clone()),
-            Box::new(self.model_score.clone()),
-            Box::new(self.actor_restarts_total.clone()),
-            Box::new(self.actor_up.clone()),
-            Box::new(self.items_upserted_total.clone()),
-            Box::new(self.build_info.clone()),
-            Box::new(self.demo_seed_seconds.clone()),
-            Box::new(self.feature_store_request_seconds.clone()),
-            Box::new(self.feature_cache_requests_total.clone()),
-            Box::new(self.feature_missing_total.clone()),
-            Box::new(self.feed_degraded_total.clone()),
-            Box::new(self.events_ingested_total.clone()),
-            Box::new(self.events_rejected_total.clone()),
-            Box::new(self.events_duplicates_total.clone()),
-            Box::new(self.event_apply_seconds.clone()),
-            Box::new(self.last_event_processed_timestamp_seconds.clone()),
-            Box::new(self.feature_freshness_seconds.clone()),
-            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
-            Box::new(super::otel::SPANS_ENDED.clone()),
-            Box::new(super::otel::SPANS_EXPORTED.clone()),
-            Box::new(super::otel::SPANS_DROPPED.clone()),
-        ];
-        for c in collectors {
-            self.registry.register(c).expect("metric registered once");
+            ml: MlMetrics::new(&r),
+            registry,
         }
     }
 

@@ -2,10 +2,9 @@
 //! training reference, whether the model still answers its canary, and how well it ranks live.
 //! Label values are bounded: models come from the config, features from the model metadata.
 
-use prometheus::core::Collector;
 use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts};
 
-use super::metrics::{counter, gauge};
+use super::define::Registrar;
 
 pub struct MlMetrics {
     pub feature_invalid_total: IntCounterVec,
@@ -21,71 +20,69 @@ pub struct MlMetrics {
     pub shadow_topk_overlap_ratio: prometheus::HistogramVec,
 }
 
-fn float_gauge(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
-    GaugeVec::new(Opts::new(name, help), labels).expect("static metric definition")
-}
-
 impl MlMetrics {
-    pub fn new() -> Self {
+    pub fn new(r: &Registrar<'_>) -> Self {
         Self {
-            feature_invalid_total: counter(
+            feature_invalid_total: r.counter(
                 "eaglerank_feature_invalid_total",
                 "Feature values the ranker was fed missing (default-filled) or non-finite (NaN, \
                  replaced by the default), per model and feature.",
                 &["model", "feature", "kind"],
             ),
-            feature_drift_psi: float_gauge(
+            feature_drift_psi: r.float_gauge(
                 "eaglerank_feature_drift_psi",
                 "Population stability index of served feature values against the training \
                  reference, over the last drift window.",
                 &["model", "feature"],
             ),
-            score_drift_psi: float_gauge(
+            score_drift_psi: r.float_gauge(
                 "eaglerank_score_drift_psi",
                 "Population stability index of served scores against the training reference.",
                 &["model"],
             ),
-            drift_samples_total: counter(
+            drift_samples_total: r.counter(
                 "eaglerank_drift_samples_total",
                 "Scored rows the drift monitor sampled (a strided sample of each request).",
                 &["model"],
             ),
-            model_canary_ok: gauge(
+            model_canary_ok: r.gauge(
                 "eaglerank_model_canary_ok",
                 "1 while the served model scores its probe rows as training recorded.",
                 &["model"],
             ),
-            model_reloads_total: counter(
+            model_reloads_total: r.counter(
                 "eaglerank_model_reloads_total",
                 "Model reload attempts: loaded (now serving) or rejected (the old one kept).",
                 &["outcome"],
             ),
-            ranking_feeds_total: counter(
+            ranking_feeds_total: r.counter(
                 "eaglerank_ranking_feeds_total",
                 "Feeds served and remembered for joining with clicks and purchases.",
                 &["model", "version", "tenant"],
             ),
-            ranking_interactions_total: counter(
+            ranking_interactions_total: r.counter(
                 "eaglerank_ranking_interactions_total",
                 "Clicks and purchases joined with the feed they came from, counted at each \
                  cutoff k their item's rank is within (CTR@k = clicks{k} / (k * feeds)).",
                 &["model", "version", "tenant", "type", "k"],
             ),
-            ranking_reciprocal_rank_sum: prometheus::CounterVec::new(
-                Opts::new(
-                    "eaglerank_ranking_reciprocal_rank_sum",
-                    "Sum of 1/rank of each feed's first click (MRR = this / feeds).",
-                ),
-                &["model", "version", "tenant"],
-            )
-            .expect("static metric definition"),
-            ranking_unjoined_total: counter(
+            ranking_reciprocal_rank_sum: r.add(
+                prometheus::CounterVec::new(
+                    Opts::new(
+                        "eaglerank_ranking_reciprocal_rank_sum",
+                        "Sum of 1/rank of each feed's first click (MRR = this / feeds).",
+                    ),
+                    &["model", "version", "tenant"],
+                )
+                .expect("static metric definition"),
+            ),
+            ranking_unjoined_total: r.counter(
                 "eaglerank_ranking_unjoined_total",
                 "Clicks and purchases with a request_id that joined no served feed (and \
                  feed-log failures: reason feed_log_unavailable).",
                 &["reason"],
             ),
-            shadow_topk_overlap_ratio: super::metrics::histogram(
+            shadow_topk_overlap_ratio: r.histogram(
                 "eaglerank_shadow_topk_overlap_ratio",
                 "Share of the live model's top-k that the shadow model also ranks in its top-k, \
                  per sampled request.",
@@ -93,27 +90,5 @@ impl MlMetrics {
                 &["model", "shadow"],
             ),
         }
-    }
-
-    pub fn collectors(&self) -> Vec<Box<dyn Collector>> {
-        vec![
-            Box::new(self.feature_invalid_total.clone()),
-            Box::new(self.feature_drift_psi.clone()),
-            Box::new(self.score_drift_psi.clone()),
-            Box::new(self.drift_samples_total.clone()),
-            Box::new(self.model_canary_ok.clone()),
-            Box::new(self.model_reloads_total.clone()),
-            Box::new(self.ranking_feeds_total.clone()),
-            Box::new(self.ranking_interactions_total.clone()),
-            Box::new(self.ranking_reciprocal_rank_sum.clone()),
-            Box::new(self.ranking_unjoined_total.clone()),
-            Box::new(self.shadow_topk_overlap_ratio.clone()),
-        ]
-    }
-}
-
-impl Default for MlMetrics {
-    fn default() -> Self {
-        Self::new()
     }
 }
