@@ -131,7 +131,9 @@ async fn load(settings: &Settings, args: &LoadArgs) -> anyhow::Result<()> {
     );
     // Bulk pipelines take longer than a feed's reads: give them room.
     let mut redis = settings.redis.clone();
-    redis.command_timeout_ms = redis.command_timeout_ms.max(30_000);
+    redis.command_timeout = redis
+        .command_timeout
+        .max(std::time::Duration::from_secs(30));
     let store = RedisStore::connect(&redis)?;
     let metrics = Metrics::new();
     let anchor = settings

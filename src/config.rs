@@ -1,5 +1,8 @@
-//! Layered configuration: `config/default.toml`, then an optional file (`--config`), then
-//! `EAGLERANK__SECTION__KEY` environment variables. Every value has exactly one home here.
+//! Layered configuration: the defaults (`config/default.toml`, embedded in the binary), then an
+//! optional file (`--config` / `EAGLERANK_CONFIG`), then `EAGLERANK__SECTION__KEY` environment
+//! variables. Every value has exactly one home here; a key the settings do not know is refused
+//! at start-up, naming where it came from; times are `Duration`s from here on (the keys keep
+//! their unit: `_ms`, `_seconds`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -7,8 +10,33 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// Where the defaults live, relative to the working directory (the crate root for `cargo run`).
-pub const DEFAULT_CONFIG_FILE: &str = "config/default.toml";
+/// The defaults, compiled in: the binary runs from any directory. `config/default.toml` is
+/// this very text, kept as the documented reference (a test checks they are identical).
+pub const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// The checkout the binary was built from: relative file paths of the defaults (the model, ONNX
+/// Runtime) that do not exist from the working directory are looked up there.
+const BUILD_ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// `_ms` keys as `Duration`s.
+mod millis {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+/// `_seconds` keys as `Duration`s.
+mod seconds {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_secs)
+    }
+}
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
@@ -62,14 +90,16 @@ pub struct ServerSettings {
     pub port: u16,
     pub workers: usize,
     pub max_body_bytes: usize,
-    pub request_deadline_ms: u64,
-    pub shutdown_grace_seconds: u64,
-}
-
-impl ServerSettings {
-    pub fn request_deadline(&self) -> Duration {
-        Duration::from_millis(self.request_deadline_ms)
-    }
+    #[serde(
+        rename = "request_deadline_ms",
+        deserialize_with = "millis::deserialize"
+    )]
+    pub request_deadline: Duration,
+    #[serde(
+        rename = "shutdown_grace_seconds",
+        deserialize_with = "seconds::deserialize"
+    )]
+    pub shutdown_grace: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -90,7 +120,8 @@ pub struct TracingSettings {
     pub otlp_endpoint: String,
     pub sample_ratio: f64,
     pub max_queue_size: usize,
-    pub export_delay_ms: u64,
+    #[serde(rename = "export_delay_ms", deserialize_with = "millis::deserialize")]
+    pub export_delay: Duration,
 }
 
 impl TracingSettings {
@@ -114,7 +145,11 @@ pub struct ModelSettings {
     pub path: PathBuf,
     pub metadata: PathBuf,
     pub onnxruntime_library: PathBuf,
-    pub watchdog_interval_ms: u64,
+    #[serde(
+        rename = "watchdog_interval_ms",
+        deserialize_with = "millis::deserialize"
+    )]
+    pub watchdog_interval: Duration,
     pub drift_min_samples: u64,
 }
 
@@ -142,7 +177,8 @@ impl ModelSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct ActorSettings {
-    pub ping_timeout_ms: u64,
+    #[serde(rename = "ping_timeout_ms", deserialize_with = "millis::deserialize")]
+    pub ping_timeout: Duration,
 }
 
 /// How many candidates each source contributes, and the cap after merging.
@@ -187,33 +223,31 @@ pub struct RedisSettings {
     pub url: String,
     pub cluster: bool,
     pub pool_size: usize,
-    pub connect_timeout_ms: u64,
-    pub command_timeout_ms: u64,
-    pub ping_interval_ms: u64,
-    pub fallback_refresh_seconds: u64,
-    pub catalog_cache_ms: u64,
+    #[serde(
+        rename = "connect_timeout_ms",
+        deserialize_with = "millis::deserialize"
+    )]
+    pub connect_timeout: Duration,
+    #[serde(
+        rename = "command_timeout_ms",
+        deserialize_with = "millis::deserialize"
+    )]
+    pub command_timeout: Duration,
+    #[serde(rename = "ping_interval_ms", deserialize_with = "millis::deserialize")]
+    pub ping_interval: Duration,
+    #[serde(
+        rename = "fallback_refresh_seconds",
+        deserialize_with = "seconds::deserialize"
+    )]
+    pub fallback_refresh: Duration,
+    #[serde(rename = "catalog_cache_ms", deserialize_with = "millis::deserialize")]
+    pub catalog_cache: Duration,
 }
 
 impl RedisSettings {
     /// Redis is used when a URL is configured.
     pub fn enabled(&self) -> bool {
         !self.url.trim().is_empty()
-    }
-
-    pub fn command_timeout(&self) -> Duration {
-        Duration::from_millis(self.command_timeout_ms)
-    }
-
-    pub fn connect_timeout(&self) -> Duration {
-        Duration::from_millis(self.connect_timeout_ms)
-    }
-
-    pub fn ping_interval(&self) -> Duration {
-        Duration::from_millis(self.ping_interval_ms)
-    }
-
-    pub fn fallback_refresh(&self) -> Duration {
-        Duration::from_secs(self.fallback_refresh_seconds)
     }
 
     /// The node URLs (one unless clustered).
@@ -230,15 +264,27 @@ impl RedisSettings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct EventSettings {
     /// A replayed `event_id` within this window changes nothing.
-    pub dedup_window_seconds: u64,
+    #[serde(
+        rename = "dedup_window_seconds",
+        deserialize_with = "seconds::deserialize"
+    )]
+    pub dedup_window: Duration,
     /// Event ids the embedded store remembers at most (Redis is bounded by the window).
     pub dedup_capacity: u64,
     /// Timestamps further in the future than this are rejected (clock skew allowance).
-    pub max_future_skew_seconds: u64,
+    #[serde(
+        rename = "max_future_skew_seconds",
+        deserialize_with = "seconds::deserialize"
+    )]
+    pub max_future_skew: Duration,
     pub max_batch: usize,
     /// How long a served feed can be joined with clicks and purchases that name its
     /// `request_id` (live ranking quality), and how many feeds are remembered at most.
-    pub join_window_seconds: u64,
+    #[serde(
+        rename = "join_window_seconds",
+        deserialize_with = "seconds::deserialize"
+    )]
+    pub join_window: Duration,
     pub join_capacity: u64,
 }
 
@@ -251,8 +297,13 @@ pub struct KafkaSettings {
     pub group_id: String,
     /// Messages applied per store write, at most.
     pub max_batch: usize,
-    pub lag_interval_ms: u64,
-    pub produce_timeout_ms: u64,
+    #[serde(rename = "lag_interval_ms", deserialize_with = "millis::deserialize")]
+    pub lag_interval: Duration,
+    #[serde(
+        rename = "produce_timeout_ms",
+        deserialize_with = "millis::deserialize"
+    )]
+    pub produce_timeout: Duration,
     /// Extra librdkafka settings (security.protocol, sasl.*, …).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
@@ -267,9 +318,11 @@ impl KafkaSettings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct CacheSettings {
     pub item_capacity: u64,
-    pub item_ttl_ms: u64,
+    #[serde(rename = "item_ttl_ms", deserialize_with = "millis::deserialize")]
+    pub item_ttl: Duration,
     /// How long a replica reuses a tenant's candidate lists (0: read them per request).
-    pub list_ttl_ms: u64,
+    #[serde(rename = "list_ttl_ms", deserialize_with = "millis::deserialize")]
+    pub list_ttl: Duration,
 }
 
 /// Size and seed of the synthetic marketplace (see `demo::marketplace`).
@@ -312,6 +365,10 @@ pub enum ConfigError {
     Load(#[from] config::ConfigError),
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    #[error(
+        "unknown configuration key {key:?} (from {origin}); see config/default.toml for every key"
+    )]
+    UnknownKey { key: String, origin: String },
 }
 
 impl Settings {
@@ -337,8 +394,8 @@ impl Settings {
         extra_file: Option<&Path>,
         overrides: &[(&str, config::Value)],
     ) -> Result<Self, ConfigError> {
-        let mut builder =
-            config::Config::builder().add_source(config::File::with_name(DEFAULT_CONFIG_FILE));
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
         if let Some(file) = extra_file {
             builder = builder.add_source(config::File::from(file));
         }
@@ -351,9 +408,55 @@ impl Settings {
         for (key, value) in overrides {
             builder = builder.set_override(*key, value.clone())?;
         }
-        let settings: Settings = builder.build()?.try_deserialize()?;
+        let config = builder.build()?;
+        // serde would silently drop a key no setting reads (a typo, a removed setting):
+        // collect them, and refuse the first with where it came from.
+        let mut unknown = Vec::new();
+        let mut settings: Settings =
+            serde_ignored::deserialize(config.clone(), |path| unknown.push(path.to_string()))?;
+        if let Some(key) = unknown.into_iter().next() {
+            let origin = match origin_of(&config, &key) {
+                Some(file) if file != "the environment" => {
+                    // The file's path as the user gave it (the library shows it relative to
+                    // the working directory).
+                    let given = extra_file.filter(|given| {
+                        given.canonicalize().ok() == Path::new(&file).canonicalize().ok()
+                    });
+                    format!("file {}", given.map_or(file, |g| g.display().to_string()))
+                }
+                Some(_) => format!(
+                    "environment variable EAGLERANK__{}",
+                    key.to_uppercase().replace('.', "__")
+                ),
+                None => "an override".to_owned(),
+            };
+            return Err(ConfigError::UnknownKey { key, origin });
+        }
+        settings.resolve_build_paths();
         settings.validate()?;
         Ok(settings)
+    }
+
+    /// A relative model or ONNX Runtime path that does not exist from the working directory
+    /// is taken from the checkout the binary was built from, where the defaults point
+    /// (`models/`, `.local/lib/`): `target/release/eaglerank serve` works from any directory.
+    /// A deployment sets absolute paths.
+    fn resolve_build_paths(&mut self) {
+        let resolve = |path: &mut PathBuf| {
+            if path.is_relative() && !path.exists() {
+                let built = Path::new(BUILD_ROOT).join(&*path);
+                if built.exists() {
+                    *path = built;
+                }
+            }
+        };
+        resolve(&mut self.model.path);
+        resolve(&mut self.model.metadata);
+        resolve(&mut self.model.onnxruntime_library);
+        for files in self.models.values_mut() {
+            resolve(&mut files.path);
+            resolve(&mut files.metadata);
+        }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -361,10 +464,11 @@ impl Settings {
         if !(0.0..=1.0).contains(&self.tracing.sample_ratio) {
             return invalid("tracing.sample_ratio must be within 0.0..=1.0".into());
         }
-        if self.server.request_deadline_ms == 0 {
+        if self.server.request_deadline.is_zero() {
             return invalid("server.request_deadline_ms must be > 0".into());
         }
-        if self.redis.enabled() && (self.redis.command_timeout_ms == 0 || self.redis.pool_size == 0)
+        if self.redis.enabled()
+            && (self.redis.command_timeout.is_zero() || self.redis.pool_size == 0)
         {
             return invalid("redis.command_timeout_ms and redis.pool_size must be > 0".into());
         }
@@ -396,7 +500,7 @@ impl Settings {
                 return invalid(format!("tenants.{id}.shadow_sample_rate must be in [0, 1]"));
             }
         }
-        if self.model.watchdog_interval_ms == 0 {
+        if self.model.watchdog_interval.is_zero() {
             return invalid("model.watchdog_interval_ms must be > 0".into());
         }
         Ok(())
@@ -411,11 +515,52 @@ impl Settings {
     }
 }
 
+/// Where the value at dotted `key` came from: a file's path, "the environment", or `None` for
+/// an override set in code. (`Config::get` would deserialize the value and lose its origin; a
+/// table's entries keep theirs.)
+fn origin_of(config: &config::Config, key: &str) -> Option<String> {
+    let (table, last) = match key.rsplit_once('.') {
+        Some((parent, last)) => (config.get_table(parent).ok()?, last),
+        None => (config::Source::collect(config).ok()?, key),
+    };
+    table.get(last)?.origin().map(str::to_owned)
+}
+
 /// Number of threads for a `0 = one per core` setting.
 pub fn threads_or_cores(n: usize) -> usize {
     if n > 0 {
         n
     } else {
         std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_defaults_are_the_compiled_in_ones() {
+        let file = std::fs::read_to_string(Path::new(BUILD_ROOT).join("config/default.toml"))
+            .expect("config/default.toml is readable");
+        assert_eq!(file, DEFAULTS);
+        let settings = Settings::load(None).expect("the defaults load");
+        assert_eq!(settings.cache.item_ttl, Duration::from_millis(5_000));
+        assert_eq!(settings.events.dedup_window, Duration::from_secs(3_600));
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_with_its_path() {
+        let err = Settings::load_with(None, &[("server.prot", 8080.into())]).unwrap_err();
+        match err {
+            ConfigError::UnknownKey { key, origin } => {
+                assert_eq!(key, "server.prot");
+                assert_eq!(origin, "an override");
+            }
+            other => panic!("expected UnknownKey, got {other}"),
+        }
+        // Free-form maps stay free-form.
+        Settings::load_with(None, &[("kafka.properties.debug", "all".into())])
+            .expect("kafka.properties takes any librdkafka key");
     }
 }

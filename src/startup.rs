@@ -148,8 +148,8 @@ impl Application {
             metrics: metrics.clone(),
             events: settings.events.clone(),
             producer,
-            request_deadline: settings.server.request_deadline(),
-            ping_timeout: Duration::from_millis(settings.actors.ping_timeout_ms),
+            request_deadline: settings.server.request_deadline,
+            ping_timeout: settings.actors.ping_timeout,
         });
         let max_body = settings.server.max_body_bytes;
 
@@ -181,7 +181,7 @@ impl Application {
                 .default_service(web::to(error::not_found))
         })
         .workers(workers)
-        .shutdown_timeout(settings.server.shutdown_grace_seconds)
+        .shutdown_timeout(settings.server.shutdown_grace.as_secs())
         // Our own handlers, installed below before "ServerStarted" is announced: actix's
         // are installed only once the server task is first polled, and a SIGTERM arriving
         // before that would kill the process without a graceful stop.

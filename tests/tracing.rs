@@ -28,7 +28,7 @@ fn tracer() -> &'static (InMemorySpanExporter, SdkTracerProvider) {
     TRACER.get_or_init(|| {
         let mut settings = Settings::load(None).unwrap();
         settings.tracing.sample_ratio = 1.0;
-        settings.tracing.export_delay_ms = 10;
+        settings.tracing.export_delay = std::time::Duration::from_millis(10);
         let exporter = InMemorySpanExporter::default();
         let provider = telemetry::otel::provider(exporter.clone(), &settings.tracing, "eaglerank");
         std::mem::forget(telemetry::otel::install(

@@ -215,10 +215,7 @@ impl Lifecycle for KafkaConsumer {
                 ctx.stop();
             },
         ));
-        ctx.run_interval(
-            Duration::from_millis(self.kafka.lag_interval_ms),
-            Self::report_lag,
-        );
+        ctx.run_interval(self.kafka.lag_interval, Self::report_lag);
     }
 
     fn on_stopped(&mut self) {

@@ -79,8 +79,8 @@ impl ActorSystem {
                 store.health.clone(),
                 store.fallback.clone(),
                 tenants,
-                settings.redis.ping_interval(),
-                settings.redis.fallback_refresh(),
+                settings.redis.ping_interval,
+                settings.redis.fallback_refresh,
                 metrics.clone(),
                 health.clone(),
             );
@@ -90,7 +90,7 @@ impl ActorSystem {
         let model_watchdog = {
             let watchdog = ModelWatchdog::new(
                 models.clone(),
-                Duration::from_millis(settings.model.watchdog_interval_ms),
+                settings.model.watchdog_interval,
                 settings.model.drift_min_samples,
                 metrics.clone(),
                 health.clone(),

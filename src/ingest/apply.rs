@@ -107,10 +107,10 @@ pub fn validate_input(
     let at = OffsetDateTime::parse(&input.timestamp, &Rfc3339)
         .map_err(|e| format!("timestamp must be RFC 3339: {e}"))?;
     let at = at.unix_timestamp_nanos() as f64 / 1e9;
-    if at > now + settings.max_future_skew_seconds as f64 {
+    if at > now + settings.max_future_skew.as_secs_f64() {
         return Err(format!(
             "timestamp is more than {} s in the future",
-            settings.max_future_skew_seconds
+            settings.max_future_skew.as_secs()
         ));
     }
     Ok(ValidEvent {
@@ -246,14 +246,15 @@ impl Ingestor {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::time::Duration;
 
     fn settings() -> EventSettings {
         EventSettings {
-            dedup_window_seconds: 60,
+            dedup_window: Duration::from_secs(60),
             dedup_capacity: 100,
-            max_future_skew_seconds: 300,
+            max_future_skew: Duration::from_secs(300),
             max_batch: 1000,
-            join_window_seconds: 60,
+            join_window: Duration::from_secs(60),
             join_capacity: 100,
         }
     }

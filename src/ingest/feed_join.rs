@@ -31,7 +31,7 @@ impl ServedFeeds {
     pub fn new(log: Arc<dyn FeedLog>, settings: &EventSettings, metrics: Arc<Metrics>) -> Self {
         Self {
             log,
-            window: Duration::from_secs(settings.join_window_seconds),
+            window: settings.join_window,
             metrics,
         }
     }

@@ -48,13 +48,13 @@ impl EventProducer {
             .set("enable.idempotence", "true")
             .set(
                 "message.timeout.ms",
-                settings.produce_timeout_ms.to_string(),
+                settings.produce_timeout.as_millis().to_string(),
             )
             .create()?;
         Ok(Self {
             producer,
             topic: settings.topic.clone(),
-            timeout: Duration::from_millis(settings.produce_timeout_ms),
+            timeout: settings.produce_timeout,
         })
     }
 

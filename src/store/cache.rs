@@ -98,8 +98,8 @@ impl CachedStore {
         Self {
             inner,
             tenants,
-            ttl: Duration::from_millis(settings.item_ttl_ms),
-            list_ttl: Duration::from_millis(settings.list_ttl_ms),
+            ttl: settings.item_ttl,
+            list_ttl: settings.list_ttl,
             metrics,
         }
     }

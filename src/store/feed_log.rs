@@ -58,7 +58,7 @@ pub struct MemoryFeedLog {
 
 impl MemoryFeedLog {
     pub fn new(settings: &EventSettings) -> Self {
-        let window = Duration::from_secs(settings.join_window_seconds);
+        let window = settings.join_window;
         Self {
             feeds: Cache::builder()
                 .max_capacity(settings.join_capacity)

@@ -112,7 +112,7 @@ impl Default for Dedup {
 impl From<&crate::config::EventSettings> for Dedup {
     fn from(s: &crate::config::EventSettings) -> Self {
         Self {
-            window: Duration::from_secs(s.dedup_window_seconds),
+            window: s.dedup_window,
             capacity: s.dedup_capacity,
         }
     }

@@ -42,9 +42,9 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 
 fn build_pool(settings: &RedisSettings) -> Result<Pool, StoreError> {
     let timeouts = Timeouts {
-        wait: Some(settings.command_timeout()),
-        create: Some(settings.connect_timeout()),
-        recycle: Some(settings.command_timeout()),
+        wait: Some(settings.command_timeout),
+        create: Some(settings.connect_timeout),
+        recycle: Some(settings.command_timeout),
     };
     let urls = settings.urls();
     if settings.cluster {
@@ -65,8 +65,8 @@ fn build_pool(settings: &RedisSettings) -> Result<Pool, StoreError> {
         ));
     };
     let connection = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(settings.connect_timeout()))
-        .set_response_timeout(Some(settings.command_timeout()));
+        .set_connection_timeout(Some(settings.connect_timeout))
+        .set_response_timeout(Some(settings.command_timeout));
     let manager =
         deadpool_redis::Manager::new_with_config(url.as_str(), connection).map_err(unavailable)?;
     Ok(Pool::Single(
@@ -88,10 +88,10 @@ impl RedisStore {
             pools: ThreadLocal::new(),
             settings: settings.clone(),
             dedup: Dedup::default(),
-            catalog: (settings.catalog_cache_ms > 0).then(|| {
+            catalog: (!settings.catalog_cache.is_zero()).then(|| {
                 moka::sync::Cache::builder()
                     .max_capacity(CATALOG_CACHE_CAPACITY)
-                    .time_to_live(Duration::from_millis(settings.catalog_cache_ms))
+                    .time_to_live(settings.catalog_cache)
                     // Looked up once per event's item: SipHash showed in the profile.
                     .build_with_hasher(Default::default())
             }),
@@ -165,7 +165,7 @@ impl RedisStore {
         &self,
         pipe: &Pipeline,
     ) -> Result<redis::RedisResult<T>, StoreError> {
-        let timeout = self.settings.command_timeout();
+        let timeout = self.settings.command_timeout;
         let answer = match self.pool()? {
             Pool::Single(p) => {
                 let mut c = p.get().await.map_err(unavailable)?;
@@ -183,7 +183,7 @@ impl RedisStore {
     async fn load_script(&self) -> Result<(), StoreError> {
         let mut load = redis::cmd("SCRIPT");
         load.arg("LOAD").arg(&APPLY_EVENTS.0);
-        let timeout = self.settings.command_timeout();
+        let timeout = self.settings.command_timeout;
         let answer = match self.pool()? {
             Pool::Single(p) => {
                 let mut c = p.get().await.map_err(unavailable)?;

@@ -96,7 +96,7 @@ pub fn provider<E: SpanExporter + 'static>(
 ) -> SdkTracerProvider {
     let batch = BatchConfigBuilder::default()
         .with_max_queue_size(settings.max_queue_size)
-        .with_scheduled_delay(Duration::from_millis(settings.export_delay_ms))
+        .with_scheduled_delay(settings.export_delay)
         .build();
     let processor = BatchSpanProcessor::builder(CountingExporter(exporter))
         .with_batch_config(batch)

@@ -165,7 +165,6 @@ pub fn binary_command(envs: &[(&str, &str)]) -> Command {
         .env_remove("RUST_LOG")
         .env("EAGLERANK__SERVER__PORT", "0")
         .env("EAGLERANK__SERVER__WORKERS", "1")
-        .env("EAGLERANK__MODEL__RANKER_THREADS", "1")
         .env("EAGLERANK__STORE__DEMO__ITEMS", "1000")
         .env("EAGLERANK__STORE__DEMO__USERS", "200")
         .envs(envs.iter().copied());
@@ -173,7 +172,12 @@ pub fn binary_command(envs: &[(&str, &str)]) -> Command {
 }
 
 pub fn spawn_binary(envs: &[(&str, &str)]) -> Binary {
-    let mut child = binary_command(envs)
+    spawn_command(binary_command(envs))
+}
+
+/// Starts `cmd` (a [`binary_command`], perhaps changed) and waits for its `ServerStarted`.
+pub fn spawn_command(mut cmd: Command) -> Binary {
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -255,7 +259,7 @@ impl RedisServer {
     pub fn store(&self) -> eaglerank::store::RedisStore {
         let mut settings = eaglerank::config::Settings::load(None).unwrap().redis;
         settings.url = self.url();
-        settings.command_timeout_ms = 30_000;
+        settings.command_timeout = std::time::Duration::from_secs(30);
         eaglerank::store::RedisStore::connect(&settings).expect("pool builds")
     }
 

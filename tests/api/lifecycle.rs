@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use eaglerank::config::Settings;
 use eaglerank::ranking::model::{LoadedModel, ModelError, read_metadata};
 
-use crate::helpers::{DEMO_A_KEY, binary_command, spawn_binary};
+use crate::helpers::{DEMO_A_KEY, binary_command, spawn_binary, spawn_command};
 
 fn failed_start(envs: &[(&str, &str)]) -> String {
     let out = binary_command(envs).output().expect("binary runs");
@@ -31,6 +31,49 @@ fn a_missing_onnx_runtime_library_is_a_clear_start_up_error() {
 fn a_missing_model_file_is_a_clear_start_up_error() {
     let stderr = failed_start(&[("EAGLERANK__MODEL__PATH", "models/missing.onnx")]);
     assert!(stderr.contains("models/missing.onnx"), "{stderr}");
+}
+
+#[test]
+fn an_unknown_key_is_refused_naming_the_variable_or_file_it_came_from() {
+    // A setting that no longer exists: silently ignored, it would look applied.
+    let stderr = failed_start(&[("EAGLERANK__MODEL__RANKER_THREADS", "1")]);
+    assert!(stderr.contains("\"model.ranker_threads\""), "{stderr}");
+    assert!(
+        stderr.contains("environment variable EAGLERANK__MODEL__RANKER_THREADS"),
+        "{stderr}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("eaglerank.toml");
+    std::fs::write(&file, "[cache]\nitem_ttl = 5\n").unwrap();
+    let stderr = failed_start(&[("EAGLERANK_CONFIG", file.to_str().unwrap())]);
+    assert!(stderr.contains("\"cache.item_ttl\""), "{stderr}");
+    assert!(
+        stderr.contains(&format!("file {}", file.display())),
+        "{stderr}"
+    );
+}
+
+#[actix_rt::test]
+async fn the_binary_serves_from_any_directory() {
+    // No config/ and no models/ here: the defaults are compiled in, and the model and ONNX
+    // Runtime are found in the checkout the binary was built from.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let mut cmd = binary_command(&[]);
+    cmd.current_dir(elsewhere.path());
+    let bin = spawn_command(cmd);
+    let res = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/tenants/demo-a/feed?user_id=u42",
+            bin.address
+        ))
+        .bearer_auth(DEMO_A_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["items"].as_array().unwrap().len(), 20);
 }
 
 /// Loads the committed model with its metadata changed by `edit`.

@@ -23,6 +23,43 @@ pub fn demo() -> DemoSettings {
     d
 }
 
+#[actix_rt::test]
+async fn the_load_command_runs_from_any_directory() {
+    let redis = RedisServer::start();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = crate::helpers::binary_command(&[
+        ("EAGLERANK__REDIS__URL", &redis.url()),
+        ("EAGLERANK__STORE__DEMO__ANCHOR", &ANCHOR.to_string()),
+    ])
+    .current_dir(elsewhere.path())
+    .args(["load", "--tenant", "demo-a"])
+    .output()
+    .expect("the binary runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // What the binary loaded is what the library seeds (the binary's demo size).
+    let store = redis.store();
+    let items = store
+        .items("demo-a", &["i0".into(), "i999".into()])
+        .await
+        .unwrap();
+    assert!(items.iter().all(Option::is_some), "{items:?}");
+    let lists = store
+        .candidate_lists(
+            "demo-a",
+            &CandidateQuery {
+                trending: 5,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(lists.trending.len(), 5);
+}
+
 /// An item of the loaded demo catalog.
 fn market_item() -> String {
     eaglerank::demo::Marketplace::generate(&demo(), "demo-a", ANCHOR).items[3]
@@ -122,7 +159,7 @@ async fn every_store_operation_round_trips_on_a_redis_cluster_too() {
     let mut settings = Settings::load(None).unwrap().redis;
     settings.url = cluster.urls();
     settings.cluster = true;
-    settings.command_timeout_ms = 30_000;
+    settings.command_timeout = std::time::Duration::from_secs(30);
     let r = RedisStore::connect(&settings).expect("cluster pool builds");
     assert_round_trips(&r).await;
     assert!(
