@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::domain::tenants::TenantSpec;
+
 /// The defaults, compiled in: the binary runs from any directory. `config/default.toml` is
 /// this very text, kept as the documented reference (a test checks they are identical).
 pub const DEFAULTS: &str = include_str!("../config/default.toml");
@@ -504,6 +506,16 @@ impl Settings {
             return invalid("model.watchdog_interval_ms must be > 0".into());
         }
         Ok(())
+    }
+
+    /// The tenant registry's input: every configured tenant.
+    pub fn tenant_specs(&self) -> impl Iterator<Item = TenantSpec<'_>> {
+        self.tenants.iter().map(|(id, t)| TenantSpec {
+            id,
+            display_name: &t.display_name,
+            api_key_sha256: &t.api_key_sha256,
+            rate_limit_per_second: t.rate_limit_per_second,
+        })
     }
 
     /// Candidate limits for one tenant: the global defaults with the tenant's overrides.

@@ -105,7 +105,10 @@ impl Application {
             .emit(&metrics);
         }
         let store = build_store(&settings, &metrics).await?;
-        let tenants = Arc::new(Tenants::from_settings(&settings));
+        let tenants = Arc::new(Tenants::new(
+            settings.tenant_specs(),
+            &settings.admin.api_key_sha256,
+        ));
         for id in tenants.ids() {
             metrics.init_tenant(id);
         }

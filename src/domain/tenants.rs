@@ -8,8 +8,6 @@ use std::sync::Arc;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use sha2::{Digest, Sha256};
 
-use crate::config::Settings;
-
 pub struct Tenant {
     pub id: Arc<str>,
     pub display_name: String,
@@ -53,19 +51,33 @@ pub fn key_digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
+/// One tenant as configured (`[tenants.<id>]`).
+pub struct TenantSpec<'a> {
+    pub id: &'a str,
+    pub display_name: &'a str,
+    /// Hex SHA-256 digests of the tenant's API keys (several allow rotation).
+    pub api_key_sha256: &'a [String],
+    /// 0 = unlimited.
+    pub rate_limit_per_second: u32,
+}
+
 impl Tenants {
-    pub fn from_settings(settings: &Settings) -> Self {
+    /// The registry of `tenants`; `admin_key_sha256`: hex digests of the admin keys.
+    pub fn new<'a>(
+        tenants: impl IntoIterator<Item = TenantSpec<'a>>,
+        admin_key_sha256: &[String],
+    ) -> Self {
         let mut by_id = HashMap::new();
         let mut by_key = HashMap::new();
-        for (id, t) in &settings.tenants {
-            let id: Arc<str> = id.as_str().into();
+        for t in tenants {
+            let id: Arc<str> = t.id.into();
             let limiter = NonZeroU32::new(t.rate_limit_per_second)
                 .map(|rps| RateLimiter::direct(Quota::per_second(rps)));
             by_id.insert(
                 id.clone(),
                 Arc::new(Tenant {
                     id: id.clone(),
-                    display_name: t.display_name.clone(),
+                    display_name: t.display_name.to_owned(),
                     limiter,
                 }),
             );
@@ -73,9 +85,7 @@ impl Tenants {
                 by_key.insert(d, id.clone());
             }
         }
-        let admin_keys = settings
-            .admin
-            .api_key_sha256
+        let admin_keys = admin_key_sha256
             .iter()
             .filter_map(|h| parse_digest(h))
             .collect();
@@ -125,10 +135,17 @@ mod tests {
 
     #[test]
     fn checks_key_then_tenant() {
-        let settings = Settings::load(None).expect("default config loads");
-        let tenants = Tenants::from_settings(&settings);
         // The demo keys documented in the README.
         let a = "er_demo_a_7Qk2mV9xLp4sT8wZ";
+        let digests = |key: &str| vec![hex::encode(key_digest(key))];
+        let (a_keys, b_keys) = (digests(a), digests("er_demo_b_3Hn6rB1yKc5dF0jU"));
+        let spec = |id, keys| TenantSpec {
+            id,
+            display_name: id,
+            api_key_sha256: keys,
+            rate_limit_per_second: 0,
+        };
+        let tenants = Tenants::new([spec("demo-a", &a_keys), spec("demo-b", &b_keys)], &[]);
         assert_eq!(&*tenants.authorize("demo-a", Some(a)).unwrap().id, "demo-a");
         assert_eq!(
             tenants.authorize("demo-a", None).err(),
