@@ -208,6 +208,16 @@ pub fn spawn_command(mut cmd: Command) -> Binary {
 }
 
 impl Binary {
+    /// `GET` demo-a's feed with `query`, with demo-a's key.
+    pub async fn feed(&self, query: &str) -> reqwest::Response {
+        reqwest::Client::new()
+            .get(format!("{}/v1/tenants/demo-a/feed?{query}", self.address))
+            .bearer_auth(DEMO_A_KEY)
+            .send()
+            .await
+            .expect("the binary answers")
+    }
+
     /// Log lines received so far (and within `wait`), parsed.
     pub fn drain_logs(&self, wait: Duration) -> Vec<serde_json::Value> {
         let mut out = Vec::new();

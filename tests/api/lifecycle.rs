@@ -62,15 +62,7 @@ async fn the_binary_serves_from_any_directory() {
     let mut cmd = binary_command(&[]);
     cmd.current_dir(elsewhere.path());
     let bin = spawn_command(cmd);
-    let res = reqwest::Client::new()
-        .get(format!(
-            "{}/v1/tenants/demo-a/feed?user_id=u42",
-            bin.address
-        ))
-        .bearer_auth(DEMO_A_KEY)
-        .send()
-        .await
-        .unwrap();
+    let res = bin.feed("user_id=u42").await;
     assert_eq!(res.status(), 200);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["items"].as_array().unwrap().len(), 20);

@@ -9,17 +9,8 @@ use crate::helpers::{DEMO_A_KEY, spawn_binary};
 #[actix_rt::test]
 async fn one_json_line_per_served_feed_with_the_documented_fields() {
     let bin = spawn_binary(&[]);
-    let client = reqwest::Client::new();
     for user in ["u42", "newcomer-1"] {
-        let res = client
-            .get(format!(
-                "{}/v1/tenants/demo-a/feed?user_id={user}&limit=7",
-                bin.address
-            ))
-            .bearer_auth(DEMO_A_KEY)
-            .send()
-            .await
-            .unwrap();
+        let res = bin.feed(&format!("user_id={user}&limit=7")).await;
         assert_eq!(res.status(), 200);
     }
     let logs = bin.drain_logs(Duration::from_millis(500));
@@ -45,18 +36,9 @@ async fn one_json_line_per_served_feed_with_the_documented_fields() {
 #[actix_rt::test]
 async fn failed_feeds_are_logged_with_their_code_and_cause() {
     let bin = spawn_binary(&[("EAGLERANK__SERVER__REQUEST_DEADLINE_MS", "1")]);
-    let client = reqwest::Client::new();
     let mut unavailable = 0;
     for _ in 0..5 {
-        let res = client
-            .get(format!(
-                "{}/v1/tenants/demo-a/feed?user_id=u42&limit=100",
-                bin.address
-            ))
-            .bearer_auth(DEMO_A_KEY)
-            .send()
-            .await
-            .unwrap();
+        let res = bin.feed("user_id=u42&limit=100").await;
         unavailable += usize::from(res.status() == 503);
     }
     assert!(unavailable > 0);
