@@ -271,4 +271,42 @@ mod tests {
         }
         assert_eq!(Code::ALL.len(), 10);
     }
+
+    #[test]
+    fn an_internal_error_is_logged_once() {
+        use std::sync::{Arc, Mutex};
+
+        /// The log output, captured.
+        #[derive(Clone, Default)]
+        struct Captured(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Captured {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            // Built outside the feed path: the response logs it.
+            let fresh = ApiError::internal(anyhow::anyhow!("first bug"));
+            assert_eq!(fresh.error_response().status(), 500);
+            // The feed path logged it already (FeedFailed, with its context).
+            let logged = ApiError::internal(anyhow::anyhow!("second bug")).logged();
+            assert_eq!(logged.code(), Code::Internal);
+            assert_eq!(logged.error_response().status(), 500);
+        });
+        let out = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(out.matches("RequestFailed").count(), 1, "{out}");
+        assert!(
+            out.contains("first bug") && !out.contains("second bug"),
+            "{out}"
+        );
+    }
 }
