@@ -119,6 +119,11 @@ impl ActorHealth {
         self.shutting_down.store(true, Ordering::SeqCst);
     }
 
+    /// Set by [`ActorHealth::begin_shutdown`]: actors stopped from now on are not to come back.
+    pub fn shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
     pub fn snapshot(&self) -> Vec<ActorStatus> {
         self.entries
             .iter()

@@ -29,8 +29,12 @@ pub trait Lifecycle: Actor<Context = Context<Self>> {
     /// Before the start is reported down.
     fn on_stopped(&mut self) {}
 
+    /// [`Stop`] received (shutdown): release, before the sender hears back, what must not be
+    /// dropped by a thread racing the process's exit (ONNX Runtime sessions).
+    fn on_stop(&mut self) {}
+
     /// When the supervisor restarts the actor in place, before `on_started`: drop what may
-    /// have caused the failure.
+    /// have caused the failure. Neither hook runs for a restart during shutdown.
     fn on_restarting(&mut self) {}
 }
 
@@ -43,9 +47,14 @@ macro_rules! supervised_actor {
             type Context = ::actix::Context<Self>;
 
             fn started(&mut self, ctx: &mut Self::Context) {
-                $crate::actors::lifecycle::Lifecycle::health(self)
-                    .started(<Self as $crate::actors::lifecycle::Lifecycle>::NAME);
-                $crate::actors::lifecycle::Lifecycle::on_started(self, ctx);
+                let health = $crate::actors::lifecycle::Lifecycle::health(self).clone();
+                health.started(<Self as $crate::actors::lifecycle::Lifecycle>::NAME);
+                // actix's Supervisor restarts an actor stopped while an address is alive, also
+                // at shutdown: that restart must do nothing (no timers, no ONNX session built
+                // on a worker thread while the process exits).
+                if !health.shutting_down() {
+                    $crate::actors::lifecycle::Lifecycle::on_started(self, ctx);
+                }
             }
 
             fn stopped(&mut self, _: &mut Self::Context) {
@@ -57,9 +66,11 @@ macro_rules! supervised_actor {
 
         impl ::actix::Supervised for $actor {
             fn restarting(&mut self, _: &mut Self::Context) {
-                $crate::actors::lifecycle::Lifecycle::health(self)
-                    .restarted(<Self as $crate::actors::lifecycle::Lifecycle>::NAME);
-                $crate::actors::lifecycle::Lifecycle::on_restarting(self);
+                let health = $crate::actors::lifecycle::Lifecycle::health(self).clone();
+                health.restarted(<Self as $crate::actors::lifecycle::Lifecycle>::NAME);
+                if !health.shutting_down() {
+                    $crate::actors::lifecycle::Lifecycle::on_restarting(self);
+                }
             }
         }
 
@@ -73,6 +84,7 @@ macro_rules! supervised_actor {
             type Result = ();
 
             fn handle(&mut self, _: $crate::actors::Stop, ctx: &mut Self::Context) {
+                $crate::actors::lifecycle::Lifecycle::on_stop(self);
                 ::actix::ActorContext::stop(ctx);
             }
         }

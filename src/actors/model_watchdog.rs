@@ -172,6 +172,10 @@ impl Lifecycle for ModelWatchdog {
         self.tick(ctx);
         ctx.run_interval(self.interval, Self::tick);
     }
+
+    fn on_stop(&mut self) {
+        self.sessions.clear();
+    }
 }
 
 supervised_actor!(ModelWatchdog);

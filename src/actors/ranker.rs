@@ -84,6 +84,10 @@ impl Lifecycle for Ranker {
     fn on_restarting(&mut self) {
         self.fresh_session();
     }
+
+    fn on_stop(&mut self) {
+        self.sessions.clear();
+    }
 }
 
 supervised_actor!(Ranker, panics = sync);
