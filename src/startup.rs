@@ -172,6 +172,8 @@ impl Application {
                 ))
                 .wrap(TracingLogger::<http::request_span::RootSpans>::new())
                 .wrap(prometheus.clone())
+                // Outermost: the metrics and the span see a bounded method.
+                .wrap(actix_web::middleware::from_fn(http::methods::bound_methods))
                 .app_data(state.clone())
                 .app_data(lane)
                 .app_data(

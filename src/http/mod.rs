@@ -6,6 +6,7 @@ pub mod error;
 mod events;
 mod feed;
 mod items;
+pub mod methods;
 mod probes;
 pub mod request_span;
 

@@ -106,3 +106,47 @@ async fn unknown_tenants_and_paths_create_no_series() {
     assert!(!m.contains("/random/path/123"));
     assert!(m.contains(r#"endpoint="UNKNOWN""#));
 }
+
+/// Series of `name` on the metrics page.
+fn series(metrics: &str, name: &str) -> usize {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .count()
+}
+
+#[actix_rt::test]
+async fn invented_methods_and_random_paths_add_a_bounded_number_of_series() {
+    let app = spawn_app().await;
+    let before = series(&app.metrics().await, "eaglerank_http_requests_total");
+    for i in 0..100 {
+        let method = reqwest::Method::from_bytes(format!("FOO{i}").as_bytes()).unwrap();
+        let res = app
+            .client
+            .request(method, app.url("/healthz"))
+            .send()
+            .await
+            .unwrap();
+        // Answered as before: a known path, a method it does not take.
+        assert_eq!(res.status(), 405);
+        let res = app
+            .client
+            .get(app.url(&format!("/no/such/path/{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 404);
+        let method = reqwest::Method::from_bytes(format!("BAR{i}").as_bytes()).unwrap();
+        app.client
+            .request(method, app.url(&format!("/x{i}")))
+            .send()
+            .await
+            .unwrap();
+    }
+    let m = app.metrics().await;
+    let added = series(&m, "eaglerank_http_requests_total") - before;
+    // (/healthz, _OTHER, 405), (UNKNOWN, GET, 404), (UNKNOWN, _OTHER, 404), and the scrapes'.
+    assert!(added <= 5, "{added} new series:\n{m}");
+    assert!(!m.contains("FOO") && !m.contains("BAR") && !m.contains("/no/such"));
+    assert!(m.contains(r#"method="_OTHER""#), "{m}");
+}
