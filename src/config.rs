@@ -306,6 +306,16 @@ pub struct KafkaSettings {
         deserialize_with = "millis::deserialize"
     )]
     pub produce_timeout: Duration,
+    /// Where messages that can never be applied go; empty: `<topic>.dlq`.
+    pub dead_letter_topic: String,
+    /// Larger messages are dead-lettered without being parsed.
+    pub max_message_bytes: usize,
+    /// The longest wait between two attempts at a batch the store could not take.
+    #[serde(
+        rename = "retry_backoff_max_ms",
+        deserialize_with = "millis::deserialize"
+    )]
+    pub retry_backoff_max: Duration,
     /// Extra librdkafka settings (security.protocol, sasl.*, …).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
@@ -314,6 +324,13 @@ pub struct KafkaSettings {
 impl KafkaSettings {
     pub fn enabled(&self) -> bool {
         !self.brokers.trim().is_empty()
+    }
+
+    pub fn dead_letter_topic(&self) -> String {
+        match self.dead_letter_topic.trim() {
+            "" => format!("{}.dlq", self.topic),
+            topic => topic.to_owned(),
+        }
     }
 }
 

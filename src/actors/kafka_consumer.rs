@@ -1,10 +1,16 @@
 //! `KafkaConsumer`: reads the event topic in a consumer group and applies batches through the
 //! same `Ingestor` as the in-process path. Offsets are committed only after the batch they
-//! cover was written (at-least-once; replays are harmless thanks to `event_id` dedup). If a
-//! write fails, the actor stops: its supervisor restarts it, the new consumer rejoins the group
-//! and resumes from the last committed offset.
+//! cover was written (at-least-once; replays are harmless thanks to `event_id` dedup).
+//!
+//! Failures are of two kinds. A message that can never apply (`ingest::kafka::Rejection`:
+//! unparseable, too large, invalid, unknown tenant or item) is counted, produced to the
+//! dead-letter topic and committed with its batch: one poison message never blocks its
+//! partition. A store that cannot take the batch (Redis down) is transient: the same batch is
+//! retried, backing off up to `kafka.retry_backoff_max_ms`, while the lag grows; the actor is
+//! not restarted for it. A failed commit or a broken consumer stops the actor: its supervisor
+//! restarts it, and it resumes from the last committed offset.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,9 +24,12 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::lifecycle::{Lifecycle, supervised_actor};
 use super::{ActorHealth, FeedError};
 use crate::config::{EventSettings, KafkaSettings};
-use crate::ingest::kafka::{EventMessage, client_config};
+use crate::ingest::kafka::{DeadLetter, DeadLetters, Rejection, client_config, triage};
 use crate::ingest::{self, Ingestor, Source};
-use crate::telemetry::events::{EventsRejected, KafkaConsumerFailed, KafkaLagMeasured};
+use crate::store::StoreError;
+use crate::telemetry::events::{
+    EventsDeadLettered, EventsRejected, KafkaBatchRetried, KafkaConsumerFailed, KafkaLagMeasured,
+};
 use crate::telemetry::{InternalEvent, Metrics};
 
 pub const NAME: &str = "kafka_consumer";
@@ -28,6 +37,8 @@ pub const NAME: &str = "kafka_consumer";
 pub struct KafkaConsumer {
     kafka: KafkaSettings,
     events: EventSettings,
+    /// The configured tenants: a message for another one is dead-lettered.
+    tenants: Arc<HashSet<String>>,
     ingestor: Arc<Ingestor>,
     metrics: Arc<Metrics>,
     health: Arc<ActorHealth>,
@@ -38,6 +49,7 @@ impl KafkaConsumer {
     pub fn new(
         kafka: KafkaSettings,
         events: EventSettings,
+        tenants: Arc<HashSet<String>>,
         ingestor: Arc<Ingestor>,
         metrics: Arc<Metrics>,
         health: Arc<ActorHealth>,
@@ -45,6 +57,7 @@ impl KafkaConsumer {
         Self {
             kafka,
             events,
+            tenants,
             ingestor,
             metrics,
             health,
@@ -99,46 +112,108 @@ impl KafkaConsumer {
     }
 }
 
-/// Applies one batch of messages: unparseable and invalid ones are counted and skipped (their
-/// offsets are committed too: retrying them would never help); the rest are applied per tenant.
-async fn apply_batch(
-    ingestor: &Ingestor,
-    events: &EventSettings,
-    metrics: &Metrics,
-    batch: &[OwnedMessage],
-) -> Result<(), FeedError> {
+/// What applying a batch needs besides the batch.
+struct BatchContext {
+    ingestor: Arc<Ingestor>,
+    events: EventSettings,
+    tenants: Arc<HashSet<String>>,
+    dead_letters: DeadLetters,
+    max_message_bytes: usize,
+    metrics: Arc<Metrics>,
+}
+
+/// Applies one batch: every message is applied, or dead-lettered for a permanent reason.
+/// `Err` is transient (the store or the dead-letter topic unavailable): the batch is to be
+/// retried as a whole, and nothing of it committed; what was applied already is deduplicated
+/// on the retry.
+async fn apply_batch(cx: &BatchContext, batch: &[OwnedMessage]) -> Result<(), String> {
     let now = crate::domain::unix_now();
-    let mut by_tenant: BTreeMap<String, Vec<ingest::ValidEvent>> = BTreeMap::new();
-    let (mut unparseable, mut invalid) = (0, 0);
-    for m in batch {
-        let parsed = m
-            .payload()
-            .and_then(|p| serde_json::from_slice::<EventMessage>(p).ok());
-        let Some(msg) = parsed else {
-            unparseable += 1;
-            continue;
-        };
-        match ingest::validate_input(msg.event, now, events) {
-            Ok(v) => by_tenant.entry(msg.tenant).or_default().push(v),
-            Err(_) => invalid += 1,
+    let mut rejected: Vec<(usize, Rejection)> = Vec::new();
+    let mut by_tenant: BTreeMap<String, (Vec<usize>, Vec<ingest::ValidEvent>)> = BTreeMap::new();
+    for (i, m) in batch.iter().enumerate() {
+        let sorted = triage(m.payload(), cx.max_message_bytes, now, &cx.events, |t| {
+            cx.tenants.contains(t)
+        });
+        match sorted {
+            Ok((tenant, event)) => {
+                let (indices, events) = by_tenant.entry(tenant).or_default();
+                indices.push(i);
+                events.push(event);
+            }
+            Err(reason) => rejected.push((i, reason)),
         }
     }
-    EventsRejected {
-        reason: "unparseable",
-        count: unparseable,
+    // The ingestor counts its own rejections (unknown items); these are the consumer's.
+    for reason in [
+        Rejection::Unparseable,
+        Rejection::TooLarge,
+        Rejection::Invalid,
+        Rejection::UnknownTenant,
+    ] {
+        EventsRejected {
+            reason: reason.as_str(),
+            count: rejected.iter().filter(|(_, r)| *r == reason).count(),
+        }
+        .emit(&cx.metrics);
     }
-    .emit(metrics);
-    EventsRejected {
-        reason: "invalid",
-        count: invalid,
+    for (tenant, (indices, events)) in by_tenant {
+        match cx
+            .ingestor
+            .apply(&Arc::from(tenant.as_str()), events, Source::Kafka)
+            .await
+        {
+            Ok(applied) => rejected.extend(
+                applied
+                    .unknown_item_indices
+                    .iter()
+                    .map(|&k| (indices[k], Rejection::UnknownItem)),
+            ),
+            Err(e @ StoreError::Unavailable(_)) => return Err(e.to_string()),
+            // Configured, but not in the store: as permanent as an unconfigured tenant.
+            Err(StoreError::UnknownTenant(_)) => {
+                rejected.extend(indices.iter().map(|&i| (i, Rejection::UnknownTenant)))
+            }
+        }
     }
-    .emit(metrics);
-    for (tenant, valid) in by_tenant {
-        ingestor
-            .apply(&Arc::from(tenant.as_str()), valid, Source::Kafka)
-            .await?;
+    for (i, reason) in rejected {
+        let m = &batch[i];
+        let letter = DeadLetter {
+            key: m.key(),
+            payload: m.payload(),
+            reason,
+            topic: m.topic(),
+            partition: m.partition(),
+            offset: m.offset(),
+        };
+        cx.dead_letters
+            .send(&letter)
+            .await
+            .map_err(|e| format!("dead-letter topic {}: {e}", cx.dead_letters.topic()))?;
+        EventsDeadLettered {
+            reason: reason.as_str(),
+        }
+        .emit(&cx.metrics);
     }
     Ok(())
+}
+
+/// Applies `batch`, retrying transient failures with exponential backoff (100 ms doubling up to
+/// `max_backoff`) until it goes through: the partition waits, its lag grows, nothing is lost
+/// and the actor keeps running.
+async fn apply_until_done(cx: &BatchContext, batch: &[OwnedMessage], max_backoff: Duration) {
+    let mut backoff = Duration::from_millis(100).min(max_backoff);
+    let mut attempt = 1u64;
+    while let Err(error) = apply_batch(cx, batch).await {
+        KafkaBatchRetried {
+            error: &error,
+            attempt,
+            backoff,
+        }
+        .emit(&cx.metrics);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(max_backoff);
+        attempt += 1;
+    }
 }
 
 /// The offsets to commit after `batch`: one past the last message of each partition.
@@ -165,8 +240,17 @@ impl Lifecycle for KafkaConsumer {
     }
 
     fn on_started(&mut self, ctx: &mut Context<Self>) {
-        let consumer = match self.connect() {
-            Ok(c) => Arc::new(c),
+        let connected = self.connect().and_then(|consumer| {
+            let dead_letters = DeadLetters::new(&self.kafka).map_err(|e| match e {
+                ingest::kafka::KafkaError::Client(e) => e,
+                ingest::kafka::KafkaError::Encode(e) => {
+                    rdkafka::error::KafkaError::ClientCreation(e.to_string())
+                }
+            })?;
+            Ok((consumer, dead_letters))
+        });
+        let (consumer, dead_letters) = match connected {
+            Ok((c, d)) => (Arc::new(c), d),
             Err(e) => {
                 KafkaConsumerFailed { error: &e }.emit(&self.metrics);
                 ctx.run_later(Duration::from_secs(1), |_, ctx| ctx.stop());
@@ -174,12 +258,15 @@ impl Lifecycle for KafkaConsumer {
             }
         };
         self.consumer = Some(consumer.clone());
-        let (ingestor, events, metrics) = (
-            self.ingestor.clone(),
-            self.events.clone(),
-            self.metrics.clone(),
-        );
-        let max_batch = self.kafka.max_batch;
+        let cx = BatchContext {
+            ingestor: self.ingestor.clone(),
+            events: self.events.clone(),
+            tenants: self.tenants.clone(),
+            dead_letters,
+            max_message_bytes: self.kafka.max_message_bytes,
+            metrics: self.metrics.clone(),
+        };
+        let (max_batch, max_backoff) = (self.kafka.max_batch, self.kafka.retry_backoff_max);
         let run = async move {
             loop {
                 let first = consumer.recv().await.map_err(|e| e.to_string())?.detach();
@@ -197,9 +284,7 @@ impl Lifecycle for KafkaConsumer {
                     };
                     batch.push(next.map_err(|e| e.to_string())?.detach());
                 }
-                apply_batch(&ingestor, &events, &metrics, &batch)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                apply_until_done(&cx, &batch, max_backoff).await;
                 consumer
                     .commit(&next_offsets(&batch), CommitMode::Async)
                     .map_err(|e| e.to_string())?;

@@ -109,10 +109,11 @@ impl ActorSystem {
             Supervisor::start(move |_| EventIngestor::new(events, health))
         };
         let kafka_consumer = settings.kafka.enabled().then(|| {
-            metrics.register_kafka();
+            metrics.register_kafka(&crate::ingest::kafka::Rejection::ALL.map(|r| r.as_str()));
             let consumer = KafkaConsumer::new(
                 settings.kafka.clone(),
                 settings.events.clone(),
+                Arc::new(settings.tenants.keys().cloned().collect()),
                 events.clone(),
                 metrics.clone(),
                 health.clone(),

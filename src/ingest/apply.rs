@@ -156,6 +156,9 @@ pub struct Applied {
     pub duplicates: usize,
     /// Events on items the store does not know: counted, not applied.
     pub unknown_items: usize,
+    /// Which ones, by index in the batch (the Kafka consumer dead-letters them).
+    #[serde(skip)]
+    pub unknown_item_indices: Vec<usize>,
 }
 
 /// Applies validated events. Shared by the in-process path and the Kafka consumer.
@@ -191,6 +194,7 @@ impl Ingestor {
             applied: outcome.applied(total),
             duplicates: outcome.duplicates.len(),
             unknown_items,
+            unknown_item_indices: outcome.unknown_items.clone(),
         };
         // Metrics count what was written: events on unknown items are rejections only.
         let skipped: HashSet<usize> = outcome

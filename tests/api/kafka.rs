@@ -10,7 +10,7 @@ use rdkafka::bindings as rdsys;
 use rdkafka::producer::{BaseProducer, FutureProducer, FutureRecord, Producer};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, metric_value, spawn_app_with};
+use crate::helpers::{RedisServer, TestApp, metric_sum, metric_value, spawn_app_with};
 
 const TOPIC: &str = "eaglerank-events";
 
@@ -52,8 +52,9 @@ fn mock_kafka(partitions: i32) -> MockKafka {
     }
 }
 
-async fn app_on(kafka: &MockKafka) -> TestApp {
-    spawn_app_with(&[
+/// The settings that point a service at `kafka`.
+fn kafka_overrides(kafka: &MockKafka) -> Vec<(&'static str, config::Value)> {
+    vec![
         ("kafka.brokers", kafka.bootstrap.clone().into()),
         ("kafka.lag_interval_ms", 100.into()),
         // A restarted consumer rejoins quickly even if the old member's leave went unseen.
@@ -65,8 +66,11 @@ async fn app_on(kafka: &MockKafka) -> TestApp {
             ])
             .into(),
         ),
-    ])
-    .await
+    ]
+}
+
+async fn app_on(kafka: &MockKafka) -> TestApp {
+    spawn_app_with(&kafka_overrides(kafka)).await
 }
 
 fn message(id: &str, user: &str, item: &str) -> Value {
@@ -233,4 +237,147 @@ async fn lag_rises_while_paused_and_falls_to_zero_after() {
     })
     .await;
     assert_eq!(ingested(&app).await, 21.0);
+}
+
+/// The first `n` messages of the dead-letter topic (in no particular order: it may have
+/// several partitions).
+async fn dead_letters(kafka: &MockKafka, n: usize) -> Vec<rdkafka::message::OwnedMessage> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.bootstrap)
+        .set("group.id", "dead-letter-reader")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    consumer
+        .subscribe(&[&format!("{TOPIC}.dlq")])
+        .expect("subscribed");
+    let mut out = Vec::new();
+    while out.len() < n {
+        let message = actix_rt::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .expect("a dead letter arrives")
+            .expect("readable");
+        out.push(message.detach());
+    }
+    out
+}
+
+#[actix_rt::test]
+async fn a_poison_message_is_dead_lettered_and_never_blocks_its_partition() {
+    use rdkafka::Message as _;
+    use rdkafka::message::Headers as _;
+
+    let kafka = mock_kafka(1);
+    let app = app_on(&kafka).await;
+    // Well-formed, but for a tenant this service does not have, and first in its partition:
+    // it used to fail the batch, restart the consumer, and be read again, forever.
+    let poison = json!({"tenant": "no-such-shop", "event": {"event_id": "x1", "type": "click",
+        "user_id": "u1", "item_id": "i1", "timestamp": eaglerank::ingest::now_rfc3339()}})
+    .to_string();
+    produce(&kafka, "no-such-shop:u1", poison.as_bytes()).await;
+    // And one on an item the catalog does not have.
+    let unknown_item = message("x2", "u1", "no-such-item").to_string();
+    produce(&kafka, "demo-a:u1", unknown_item.as_bytes()).await;
+    produce_clicks(&kafka, 0..20).await;
+    wait_ingested(&app, 20.0).await;
+    wait_metric(&app, "two dead letters", |m| {
+        metric_value(
+            m,
+            r#"eaglerank_events_dead_lettered_total{reason="unknown_tenant"}"#,
+        ) == Some(1.0)
+            && metric_value(
+                m,
+                r#"eaglerank_events_dead_lettered_total{reason="unknown_item"}"#,
+            ) == Some(1.0)
+    })
+    .await;
+    let m = app.metrics().await;
+    assert_eq!(
+        metric_value(
+            &m,
+            r#"eaglerank_events_rejected_total{reason="unknown_tenant"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            r#"eaglerank_events_dead_lettered_total{reason="invalid"}"#
+        ),
+        Some(0.0),
+        "every reason is exported from the start"
+    );
+    let health = app.actors.health.snapshot();
+    let consumer = health.iter().find(|a| a.name == "kafka_consumer").unwrap();
+    assert!(consumer.up && consumer.restarts == 0, "{consumer:?}");
+
+    // A dead letter is the original message, with why and where from in its headers.
+    let header = |letter: &rdkafka::message::OwnedMessage, name: &str| {
+        letter
+            .headers()
+            .and_then(|h| h.iter().find(|h| h.key == name).and_then(|h| h.value))
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    let letters = dead_letters(&kafka, 2).await;
+    let reasons: Vec<Option<String>> = letters
+        .iter()
+        .map(|l| header(l, "eaglerank-reason"))
+        .collect();
+    let letter = letters
+        .iter()
+        .find(|l| header(l, "eaglerank-reason").as_deref() == Some("unknown_tenant"))
+        .unwrap_or_else(|| panic!("no unknown_tenant letter: {reasons:?}"));
+    assert_eq!(letter.payload(), Some(poison.as_bytes()));
+    assert_eq!(letter.key(), Some(&b"no-such-shop:u1"[..]));
+    assert_eq!(
+        header(letter, "eaglerank-source-topic").as_deref(),
+        Some(TOPIC)
+    );
+    assert_eq!(
+        header(letter, "eaglerank-source-partition").as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        header(letter, "eaglerank-source-offset").as_deref(),
+        Some("0")
+    );
+    let item = letters
+        .iter()
+        .find(|l| header(l, "eaglerank-reason").as_deref() == Some("unknown_item"))
+        .unwrap_or_else(|| panic!("no unknown_item letter: {reasons:?}"));
+    assert_eq!(item.payload(), Some(unknown_item.as_bytes()));
+    assert_eq!(
+        header(item, "eaglerank-source-offset").as_deref(),
+        Some("1")
+    );
+}
+
+#[actix_rt::test]
+async fn a_batch_the_store_cannot_take_is_retried_in_place_and_nothing_is_lost() {
+    let kafka = mock_kafka(1);
+    let mut redis = RedisServer::start();
+    crate::redis::load_demo(&redis).await;
+    let app = crate::redis::spawn_redis_app_with(&redis, &kafka_overrides(&kafka)).await;
+    produce_clicks(&kafka, 0..5).await;
+    wait_ingested(&app, 5.0).await;
+
+    redis.kill();
+    produce_clicks(&kafka, 5..25).await;
+    wait_metric(&app, "batch retries", |m| {
+        metric_value(m, "eaglerank_kafka_batch_retries_total") >= Some(2.0)
+    })
+    .await;
+    // Waiting, not failing: no event is dead-lettered for a store that is down.
+    let m = app.metrics().await;
+    assert_eq!(
+        metric_sum(&m, "eaglerank_events_dead_lettered_total", &[]),
+        0.0
+    );
+
+    redis.restart();
+    wait_ingested(&app, 25.0).await;
+    let health = app.actors.health.snapshot();
+    let consumer = health.iter().find(|a| a.name == "kafka_consumer").unwrap();
+    assert!(consumer.up && consumer.restarts == 0, "{consumer:?}");
 }

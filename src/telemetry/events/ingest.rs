@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use super::InternalEvent;
 use crate::telemetry::Metrics;
@@ -121,5 +121,38 @@ impl InternalEvent for KafkaLagMeasured<'_> {
                 .with_label_values(&[self.topic, &partition.to_string()])
                 .set(*n);
         }
+    }
+}
+
+/// A message that can never apply, produced to the dead-letter topic (and committed).
+pub struct EventsDeadLettered {
+    /// Bounded: `unparseable`, `too_large`, `invalid`, `unknown_tenant`, `unknown_item`.
+    pub reason: &'static str,
+}
+
+impl InternalEvent for EventsDeadLettered {
+    fn emit(self, m: &Metrics) {
+        m.events_dead_lettered_total
+            .with_label_values(&[self.reason])
+            .inc();
+    }
+}
+
+/// A batch the store could not take, to be retried after `backoff`.
+pub struct KafkaBatchRetried<'a> {
+    pub error: &'a str,
+    pub attempt: u64,
+    pub backoff: Duration,
+}
+
+impl InternalEvent for KafkaBatchRetried<'_> {
+    fn emit(self, m: &Metrics) {
+        m.kafka_batch_retries_total.inc();
+        warn!(
+            event = "KafkaBatchRetried",
+            error = self.error,
+            attempt = self.attempt,
+            backoff_ms = self.backoff.as_secs_f64() * 1e3,
+        );
     }
 }

@@ -57,6 +57,8 @@ pub struct Metrics {
     pub feature_freshness_seconds: Histogram,
     pub kafka_consumer_lag: IntGaugeVec,
     pub kafka_assigned_partitions: IntGauge,
+    pub kafka_batch_retries_total: prometheus::IntCounter,
+    pub events_dead_lettered_total: IntCounterVec,
     pub redis_up: IntGauge,
     pub redis_ping_seconds: Histogram,
     /// Model health: feature validity, drift, canary, live ranking quality.
@@ -229,6 +231,20 @@ impl Metrics {
                 "Partitions of the event topic assigned to this consumer.",
             )
             .expect("static metric definition"),
+            kafka_batch_retries_total: prometheus::IntCounter::new(
+                "eaglerank_kafka_batch_retries_total",
+                "Consumed batches retried because the store could not take them (lag grows).",
+            )
+            .expect("static metric definition"),
+            events_dead_lettered_total: IntCounterVec::new(
+                prometheus::Opts::new(
+                    "eaglerank_events_dead_lettered_total",
+                    "Kafka messages that can never apply, produced to the dead-letter topic, by \
+                     reason.",
+                ),
+                &["reason"],
+            )
+            .expect("static metric definition"),
             redis_up: IntGauge::new(
                 "eaglerank_redis_up",
                 "1 when the last watchdog PING to Redis succeeded.",
@@ -260,12 +276,19 @@ impl Metrics {
     }
 
     /// Registers the Kafka consumer's series; only a Kafka-fed service exports them.
-    pub fn register_kafka(&self) {
+    /// `dead_letter_reasons`: every reason a message can be dead-lettered for.
+    pub fn register_kafka(&self, dead_letter_reasons: &[&str]) {
         for c in [
             Box::new(self.kafka_consumer_lag.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(self.kafka_assigned_partitions.clone()),
+            Box::new(self.kafka_batch_retries_total.clone()),
+            Box::new(self.events_dead_lettered_total.clone()),
         ] {
             let _ = self.registry.register(c);
+        }
+        // Every reason from the first scrape: `rate()` and alerts work before the first one.
+        for reason in dead_letter_reasons {
+            self.events_dead_lettered_total.with_label_values(&[reason]);
         }
     }
 
