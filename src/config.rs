@@ -244,6 +244,11 @@ pub struct RedisSettings {
     pub fallback_refresh: Duration,
     #[serde(rename = "catalog_cache_ms", deserialize_with = "millis::deserialize")]
     pub catalog_cache: Duration,
+    /// Failed calls in a row that open the circuit breaker.
+    pub breaker_failures: u32,
+    /// How long the open breaker refuses calls before it lets one probe through.
+    #[serde(rename = "breaker_open_ms", deserialize_with = "millis::deserialize")]
+    pub breaker_open: Duration,
 }
 
 impl RedisSettings {

@@ -18,8 +18,8 @@ use crate::http::{self, AppState, error};
 use crate::ingest::feed_join::ServedFeeds;
 use crate::ranking::model::ModelRegistry;
 use crate::store::{
-    CachedStore, Dedup, Instrumented, MemoryStore, PopularityFallback, RedisStore, SharedStore,
-    StoreContext, StoreHealth,
+    CachedStore, Dedup, Guarded, Instrumented, MemoryStore, PopularityFallback, RedisStore,
+    SharedStore, StoreContext, StoreHealth,
 };
 use crate::store::{FeedLog, MemoryFeedLog};
 use crate::telemetry::events::{self, ModelLoaded};
@@ -42,9 +42,18 @@ pub struct Application {
 async fn build_store(settings: &Settings, metrics: &Arc<Metrics>) -> anyhow::Result<StoreContext> {
     if settings.redis.enabled() {
         metrics.register_redis();
-        let redis = Arc::new(
-            RedisStore::connect(&settings.redis)?.with_dedup(Dedup::from(&settings.events)),
-        );
+        let health = Arc::new(StoreHealth::with_breaker(
+            "redis",
+            settings.redis.breaker_failures,
+            settings.redis.breaker_open,
+        ));
+        let redis = Arc::new(Guarded::new(
+            Arc::new(
+                RedisStore::connect(&settings.redis)?.with_dedup(Dedup::from(&settings.events)),
+            ),
+            health.clone(),
+            metrics.clone(),
+        ));
         let feed_log: Arc<dyn FeedLog> = redis.clone();
         let timed: SharedStore = Arc::new(Instrumented::new(redis, metrics.clone()));
         let cached = CachedStore::new(
@@ -53,12 +62,9 @@ async fn build_store(settings: &Settings, metrics: &Arc<Metrics>) -> anyhow::Res
             &settings.cache,
             metrics.clone(),
         );
-        let health = StoreHealth::new("redis");
-        // Not ready until the watchdog's first PING answers.
-        health.set(Some("not checked yet".into()));
         return Ok(StoreContext {
             store: Arc::new(cached),
-            health: Arc::new(health),
+            health,
             fallback: Arc::new(PopularityFallback::default()),
             watched: true,
             feed_log,

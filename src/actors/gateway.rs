@@ -131,13 +131,23 @@ impl Handler<Feed> for Gateway {
     }
 }
 
+/// The share of a request's budget its store calls may use: the rest is kept for the fallback,
+/// so that a store that stops answering gets a degraded feed in time, not a 503.
+const STORE_SHARE: f64 = 0.8;
+
 /// The full session while the store is healthy; the popularity fallback, visibly degraded,
-/// while it is not (known down, or a call just failed).
+/// while it is not (known down or its breaker open, or a call just failed or ran out of time).
 async fn serve(deps: &Deps, msg: Feed) -> Result<FeedOutcome, FeedError> {
-    if let Some(cause) = deps.store_health.down_reason() {
+    if let Some(cause) = deps.store_health.avoid_reason() {
         return degraded(deps, msg, "redis_down", &cause).await;
     }
-    match session(deps, &msg).await {
+    let now = Instant::now();
+    let store_deadline = now
+        + msg
+            .deadline
+            .saturating_duration_since(now)
+            .mul_f64(STORE_SHARE);
+    match session(deps, &msg, store_deadline).await {
         Err(FeedError::Store(StoreError::Unavailable(cause))) => {
             degraded(deps, msg, "store_error", &cause).await
         }
@@ -202,10 +212,32 @@ async fn degraded(
     })
 }
 
-async fn session(deps: &Deps, msg: &Feed) -> Result<FeedOutcome, FeedError> {
+/// A store stage, bounded by the session's store deadline: past it, the stage counts as a store
+/// failure (and the feed is served from the fallback).
+async fn within<T>(
+    deadline: Instant,
+    stage: impl std::future::Future<Output = Result<T, FeedError>>,
+) -> Result<T, FeedError> {
+    tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), stage)
+        .await
+        .unwrap_or_else(|_| {
+            Err(FeedError::Store(StoreError::Unavailable(
+                "the store did not answer within the request's store budget".into(),
+            )))
+        })
+}
+
+async fn session(
+    deps: &Deps,
+    msg: &Feed,
+    store_deadline: Instant,
+) -> Result<FeedOutcome, FeedError> {
     let mut timings = StageTimings::default();
     let t = Instant::now();
-    let user = pipeline::user_profile(&*deps.store, &msg.tenant, &msg.user_id).await?;
+    let user = within(store_deadline, async {
+        Ok(pipeline::user_profile(&*deps.store, &msg.tenant, &msg.user_id).await?)
+    })
+    .await?;
     timings.user = t.elapsed();
 
     let t = Instant::now();
@@ -214,11 +246,18 @@ async fn session(deps: &Deps, msg: &Feed) -> Result<FeedOutcome, FeedError> {
         user: user.clone(),
         span: tracing::Span::current(),
     };
-    let candidates = ask(candidate_fetcher::NAME, &deps.candidates, fetch).await?;
+    let candidates = within(
+        store_deadline,
+        ask(candidate_fetcher::NAME, &deps.candidates, fetch),
+    )
+    .await?;
     timings.candidates = t.elapsed();
 
     let t = Instant::now();
-    let (scorable, missing) = pipeline::item_records(&*deps.store, &msg.tenant, candidates).await?;
+    let (scorable, missing) = within(store_deadline, async {
+        Ok(pipeline::item_records(&*deps.store, &msg.tenant, candidates).await?)
+    })
+    .await?;
     timings.features = t.elapsed();
     FeaturesFetched {
         tenant: &msg.tenant,

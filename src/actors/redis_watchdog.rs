@@ -94,7 +94,9 @@ impl RedisWatchdog {
                         round_trip: down.is_none().then_some(rtt),
                     }
                     .emit(&act.metrics);
-                    if act.health.set(down.clone()) {
+                    let (changed, breaker) = act.health.set(down.clone());
+                    crate::store::report_breaker(breaker, &act.metrics);
+                    if changed {
                         RedisStateChanged {
                             down: down.as_deref(),
                         }

@@ -163,8 +163,9 @@ pub async fn get_feed(
             }),
         })
         .collect();
-    // Awaited (one write, bounded by the store's timeout; failures only counted): a click
-    // sent right after the response must find its feed.
+    // Awaited (one write, bounded by the store's timeout, its breaker and the request's
+    // deadline; failures only counted): a click sent right after the response must find its
+    // feed.
     state
         .served
         .record(
@@ -173,6 +174,7 @@ pub async fn get_feed(
             &outcome.model.name,
             &outcome.model.version,
             outcome.items.iter().map(|i| i.item_id.clone()).collect(),
+            started + state.request_deadline,
         )
         .await;
     FeedServed {

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::EventSettings;
 use crate::domain::{EventKind, ItemId};
@@ -36,7 +36,8 @@ impl ServedFeeds {
         }
     }
 
-    /// Logs a served feed, items in rank order. A failure is counted and logged, never the
+    /// Logs a served feed, items in rank order, giving up at `deadline` (the request's: the
+    /// feed must not wait past it for its log). A failure is counted and logged, never the
     /// request's: the feed was served, only its join is lost.
     pub async fn record(
         &self,
@@ -45,6 +46,7 @@ impl ServedFeeds {
         model: &str,
         version: &str,
         items: Vec<ItemId>,
+        deadline: Instant,
     ) {
         FeedRanked {
             tenant,
@@ -57,11 +59,15 @@ impl ServedFeeds {
             version: version.to_owned(),
             items,
         };
-        if let Err(error) = self
-            .log
-            .record(tenant, request_id, &feed, self.window)
+        let write = self.log.record(tenant, request_id, &feed, self.window);
+        let written = tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), write)
             .await
-        {
+            .unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(
+                    "the served-feed log did not answer within the request's deadline".into(),
+                ))
+            });
+        if let Err(error) = written {
             FeedLogFailed { error: &error }.emit(&self.metrics);
         }
     }

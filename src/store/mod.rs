@@ -4,6 +4,7 @@
 //! networked backend costs a handful of round trips.
 
 mod availability;
+mod breaker;
 mod cache;
 mod fallback;
 mod feed_log;
@@ -20,6 +21,7 @@ use async_trait::async_trait;
 use crate::domain::{Event, Item, ItemId, ItemRecord, UserProfile};
 
 pub use availability::StoreHealth;
+pub use breaker::{CircuitBreaker, Guarded, Transition, report as report_breaker};
 pub use cache::CachedStore;
 pub use fallback::{FallbackItems, PopularityFallback};
 pub use feed_log::{FeedLog, MemoryFeedLog, ServedFeed};

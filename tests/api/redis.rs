@@ -708,3 +708,88 @@ async fn another_replicas_burst_reaches_trending_after_the_list_ttl() {
     actix_rt::time::sleep(ttl.saturating_sub(warmed.elapsed()) + Duration::from_millis(200)).await;
     assert!(trending(&feed(&a).await).contains(&quiet), "after the TTL");
 }
+
+/// Calls the feed path made to the store (the watchdog's PINGs excluded).
+fn feed_store_calls(metrics: &str) -> f64 {
+    ["user_profile", "candidate_lists", "items"]
+        .iter()
+        .map(|op| {
+            metric_sum(
+                metrics,
+                "eaglerank_feature_store_request_seconds_count",
+                &[&format!(r#"op="{op}""#)],
+            )
+        })
+        .sum()
+}
+
+#[actix_rt::test]
+async fn a_hung_redis_opens_the_breaker_and_no_feed_waits_on_it_until_it_answers() {
+    let redis = RedisServer::start();
+    load_demo(&redis).await;
+    let app = spawn_app_with(&[
+        ("redis.url", redis.url().into()),
+        ("redis.ping_interval_ms", 500.into()),
+        ("redis.command_timeout_ms", 300.into()),
+        // No probe by a request during the test: only the watchdog closes it.
+        ("redis.breaker_open_ms", 600_000.into()),
+        ("server.request_deadline_ms", 5_000.into()),
+    ])
+    .await;
+    app.wait_ready(200).await;
+    let healthy: Value = app
+        .feed("demo-a", DEMO_A_KEY, "user_id=u3")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(healthy["degraded"], false);
+
+    redis.pause();
+    // Every feed is answered, from the fallback; the first ones meet the hang and open the
+    // breaker (or the watchdog's failed PING does).
+    for _ in 0..10 {
+        let res = app.feed("demo-a", DEMO_A_KEY, "user_id=u3").await;
+        assert_eq!(res.status(), 200);
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["degraded"], true, "{body}");
+    }
+    let m = app.metrics().await;
+    assert_eq!(metric_value(&m, "eaglerank_redis_circuit_open"), Some(1.0));
+    assert!(metric_value(&m, "eaglerank_redis_circuit_opened_total") >= Some(1.0));
+    // Open: no feed touches Redis any more.
+    let calls = feed_store_calls(&m);
+    for _ in 0..20 {
+        let res = app.feed("demo-a", DEMO_A_KEY, "user_id=u3").await;
+        assert_eq!(res.status(), 200);
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["degraded_reason"], "redis_down", "{body}");
+    }
+    assert_eq!(feed_store_calls(&app.metrics().await), calls);
+    // Readiness follows the watchdog's PING.
+    let body = app.wait_ready(503).await;
+    assert_eq!(body["components"]["store"]["ok"], false, "{body}");
+    // Writes fail at once with the one error shape, not after a timeout per call.
+    let res = app
+        .post_events(&serde_json::json!([{"event_id": "hung-1", "type": "click",
+            "user_id": "u3", "item_id": market_item(),
+            "timestamp": eaglerank::ingest::now_rfc3339()}]))
+        .await;
+    assert_eq!(res.status(), 503);
+    let err: Value = res.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "unavailable");
+
+    redis.resume();
+    // The watchdog's next PING closes the breaker: whole feeds again, no restart.
+    app.wait_ready(200).await;
+    let recovered: Value = app
+        .feed("demo-a", DEMO_A_KEY, "user_id=u3")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(recovered["degraded"], false);
+    assert_eq!(recovered["items"], healthy["items"]);
+    let m = app.metrics().await;
+    assert_eq!(metric_value(&m, "eaglerank_redis_circuit_open"), Some(0.0));
+}

@@ -88,3 +88,21 @@ impl InternalEvent for RedisPinged {
         }
     }
 }
+
+/// The Redis circuit breaker opened (`opened` = why) or closed.
+pub struct StoreCircuitChanged<'a> {
+    pub opened: Option<&'a str>,
+}
+
+impl InternalEvent for StoreCircuitChanged<'_> {
+    fn emit(self, m: &Metrics) {
+        m.redis_circuit_open.set(i64::from(self.opened.is_some()));
+        match self.opened {
+            Some(reason) => {
+                m.redis_circuit_opened_total.inc();
+                warn!(event = "CircuitOpened", reason);
+            }
+            None => info!(event = "CircuitClosed"),
+        }
+    }
+}

@@ -60,6 +60,8 @@ pub struct Metrics {
     pub kafka_batch_retries_total: prometheus::IntCounter,
     pub events_dead_lettered_total: IntCounterVec,
     pub redis_up: IntGauge,
+    pub redis_circuit_open: IntGauge,
+    pub redis_circuit_opened_total: prometheus::IntCounter,
     pub redis_ping_seconds: Histogram,
     /// Model health: feature validity, drift, canary, live ranking quality.
     pub ml: MlMetrics,
@@ -250,6 +252,16 @@ impl Metrics {
                 "1 when the last watchdog PING to Redis succeeded.",
             )
             .expect("static metric definition"),
+            redis_circuit_open: IntGauge::new(
+                "eaglerank_redis_circuit_open",
+                "1 while the circuit breaker refuses Redis calls (they fail at once).",
+            )
+            .expect("static metric definition"),
+            redis_circuit_opened_total: prometheus::IntCounter::new(
+                "eaglerank_redis_circuit_opened_total",
+                "Times the Redis circuit breaker opened (failed calls in a row, or a failed PING).",
+            )
+            .expect("static metric definition"),
             redis_ping_seconds: Histogram::with_opts(
                 HistogramOpts::new(
                     "eaglerank_redis_ping_seconds",
@@ -269,6 +281,8 @@ impl Metrics {
         for c in [
             Box::new(self.redis_up.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(self.redis_ping_seconds.clone()),
+            Box::new(self.redis_circuit_open.clone()),
+            Box::new(self.redis_circuit_opened_total.clone()),
         ] {
             // A second registration (a second call) is harmless.
             let _ = self.registry.register(c);
