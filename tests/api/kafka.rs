@@ -21,6 +21,26 @@ struct MockKafka {
     producer: FutureProducer,
 }
 
+impl MockKafka {
+    /// Takes every broker down (`true`) or brings them back: the broker outage of a real
+    /// deployment, as librdkafka's mock cluster plays it.
+    fn set_down(&self, down: bool) {
+        // SAFETY: the handle belongs to `_owner`, alive as long as `self`.
+        unsafe {
+            let cluster = rdsys::rd_kafka_handle_mock_cluster(self._owner.client().native_ptr());
+            assert!(!cluster.is_null());
+            for broker in 1..=3 {
+                let err = if down {
+                    rdsys::rd_kafka_mock_broker_set_down(cluster, broker)
+                } else {
+                    rdsys::rd_kafka_mock_broker_set_up(cluster, broker)
+                };
+                assert_eq!(err, rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR);
+            }
+        }
+    }
+}
+
 fn mock_kafka(partitions: i32) -> MockKafka {
     let owner: BaseProducer = ClientConfig::new()
         .set("test.mock.num.brokers", "3")
@@ -380,4 +400,42 @@ async fn a_batch_the_store_cannot_take_is_retried_in_place_and_nothing_is_lost()
     let health = app.actors.health.snapshot();
     let consumer = health.iter().find(|a| a.name == "kafka_consumer").unwrap();
     assert!(consumer.up && consumer.restarts == 0, "{consumer:?}");
+}
+
+#[actix_rt::test]
+async fn with_the_broker_down_posting_events_answers_503_and_nothing_accepted_is_lost() {
+    let kafka = mock_kafka(1);
+    let mut overrides = kafka_overrides(&kafka);
+    overrides.push(("kafka.produce_timeout_ms", 1000.into()));
+    let app = spawn_app_with(&overrides).await;
+    let event = |id: &str| {
+        json!([{"event_id": id, "type": "click", "user_id": "u9", "item_id": "i9",
+                "timestamp": eaglerank::ingest::now_rfc3339()}])
+    };
+    assert_eq!(app.post_events(&event("before-1")).await.status(), 202);
+    wait_ingested(&app, 1.0).await;
+
+    kafka.set_down(true);
+    // Not acknowledged within kafka.produce_timeout_ms: refused, in the one error shape.
+    let res = app.post_events(&event("during-1")).await;
+    assert_eq!(res.status(), 503);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+
+    kafka.set_down(false);
+    // Accepted again once the brokers are back (the client retries, as a 503 tells it to).
+    let mut accepted = false;
+    for _ in 0..60 {
+        if app.post_events(&event("after-1")).await.status() == 202 {
+            accepted = true;
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(accepted, "the API accepts events again after the outage");
+    // Everything that got a 202 is applied.
+    wait_metric(&app, "the accepted events", |m| {
+        metric_value(m, INGESTED) >= Some(2.0)
+    })
+    .await;
 }
