@@ -102,6 +102,18 @@ pub struct ServerSettings {
         deserialize_with = "seconds::deserialize"
     )]
     pub shutdown_grace: Duration,
+    pub max_connections_per_worker: usize,
+    /// A request's head must arrive within this.
+    #[serde(
+        rename = "client_request_timeout_ms",
+        deserialize_with = "millis::deserialize"
+    )]
+    pub client_request_timeout: Duration,
+    #[serde(
+        rename = "keep_alive_seconds",
+        deserialize_with = "seconds::deserialize"
+    )]
+    pub keep_alive: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

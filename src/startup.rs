@@ -192,6 +192,9 @@ impl Application {
                 .default_service(web::to(error::not_found))
         })
         .workers(workers)
+        .max_connections(settings.server.max_connections_per_worker)
+        .client_request_timeout(settings.server.client_request_timeout)
+        .keep_alive(settings.server.keep_alive)
         .shutdown_timeout(settings.server.shutdown_grace.as_secs())
         // Our own handlers, installed below before "ServerStarted" is announced: actix's
         // are installed only once the server task is first polled, and a SIGTERM arriving

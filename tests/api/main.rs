@@ -3,6 +3,7 @@
 
 mod actors;
 mod auth;
+mod connections;
 mod errors;
 mod events;
 mod feed;
