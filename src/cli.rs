@@ -49,6 +49,10 @@ enum Command {
     /// Measure event ingestion end to end: events produced to a topic on librdkafka's mock
     /// cluster, consumed and applied to the store (Redis when `redis.url` is set). Prints JSON.
     BenchIngest(crate::tools::bench::IngestBenchArgs),
+    /// Run one in-process fault scenario under feed load (Kafka brokers down, poison
+    /// messages, actor panics; librdkafka's mock cluster as the broker) and print its figures
+    /// as JSON. `loadtest/chaos` runs them all.
+    Chaos(crate::tools::chaos::ChaosArgs),
     /// Print the SHA-256 digest of an API key read from stdin, for `api_key_sha256`.
     HashKey,
 }
@@ -118,6 +122,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::BenchIngest(args) => system.block_on(async move {
             let costs = crate::tools::bench::run_ingest(settings, &args).await?;
             println!("{}", serde_json::to_string_pretty(&costs)?);
+            Ok(())
+        }),
+        Command::Chaos(args) => system.block_on(async move {
+            let report = crate::tools::chaos::run(settings, &args).await?;
+            println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }),
         Command::HashKey => unreachable!("handled above"),

@@ -7,12 +7,13 @@
 //! dead-letter topic and committed with its batch: one poison message never blocks its
 //! partition. A store that cannot take the batch (Redis down) is transient: the same batch is
 //! retried, backing off up to `kafka.retry_backoff_max_ms`, while the lag grows; the actor is
-//! not restarted for it. A failed commit or a broken consumer stops the actor: its supervisor
-//! restarts it, and it resumes from the last committed offset.
+//! not restarted for it, nor for a failed commit (the next one covers it). A broken consumer
+//! (every broker down) stops the actor: its supervisor restarts it, after a delay that doubles
+//! while failures come quickly, and it resumes from the last committed offset.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures::FutureExt as _;
@@ -28,7 +29,8 @@ use crate::ingest::kafka::{DeadLetter, DeadLetters, Rejection, client_config, tr
 use crate::ingest::{self, Ingestor, Source};
 use crate::store::StoreError;
 use crate::telemetry::events::{
-    EventsDeadLettered, EventsRejected, KafkaBatchRetried, KafkaConsumerFailed, KafkaLagMeasured,
+    EventsDeadLettered, EventsRejected, KafkaBatchRetried, KafkaCommitFailed, KafkaConsumerFailed,
+    KafkaLagMeasured,
 };
 use crate::telemetry::{InternalEvent, Metrics};
 
@@ -43,6 +45,8 @@ pub struct KafkaConsumer {
     metrics: Arc<Metrics>,
     health: Arc<ActorHealth>,
     consumer: Option<Arc<StreamConsumer>>,
+    /// How long a restart waits before connecting again (0 at the first start).
+    reconnect_delay: Duration,
 }
 
 impl KafkaConsumer {
@@ -62,6 +66,7 @@ impl KafkaConsumer {
             metrics,
             health,
             consumer: None,
+            reconnect_delay: Duration::ZERO,
         }
     }
 
@@ -74,6 +79,87 @@ impl KafkaConsumer {
             .create()?;
         consumer.subscribe(&[&self.kafka.topic])?;
         Ok(consumer)
+    }
+
+    /// Connects and consumes until the consumer breaks; then stops the actor, whose supervisor
+    /// restarts it (after `reconnect_delay`).
+    fn consume(&mut self, ctx: &mut Context<Self>) {
+        let connected = self.connect().and_then(|consumer| {
+            let dead_letters = DeadLetters::new(&self.kafka).map_err(|e| match e {
+                ingest::kafka::KafkaError::Client(e) => e,
+                ingest::kafka::KafkaError::Encode(e) => {
+                    rdkafka::error::KafkaError::ClientCreation(e.to_string())
+                }
+            })?;
+            Ok((consumer, dead_letters))
+        });
+        let (consumer, dead_letters) = match connected {
+            Ok((c, d)) => (Arc::new(c), d),
+            Err(e) => {
+                KafkaConsumerFailed { error: &e }.emit(&self.metrics);
+                ctx.run_later(Duration::from_secs(1), |_, ctx| ctx.stop());
+                return;
+            }
+        };
+        self.consumer = Some(consumer.clone());
+        let cx = BatchContext {
+            ingestor: self.ingestor.clone(),
+            events: self.events.clone(),
+            tenants: self.tenants.clone(),
+            dead_letters,
+            max_message_bytes: self.kafka.max_message_bytes,
+            metrics: self.metrics.clone(),
+        };
+        let (max_batch, max_backoff) = (self.kafka.max_batch, self.kafka.retry_backoff_max);
+        let run = async move {
+            loop {
+                let first = consumer.recv().await.map_err(|e| e.to_string())?.detach();
+                let mut batch = vec![first];
+                // Whatever else arrives within 2 ms, up to a batch: writes are pipelined per
+                // batch. Messages already queued are taken without a timer each. An error
+                // ends the batch; the next `recv` meets it again.
+                let deadline = tokio::time::Instant::now() + Duration::from_millis(2);
+                while batch.len() < max_batch {
+                    let next = match consumer.recv().now_or_never() {
+                        Some(next) => next,
+                        None => match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                            Ok(next) => next,
+                            Err(_) => break,
+                        },
+                    };
+                    match next {
+                        Ok(message) => batch.push(message.detach()),
+                        Err(_) => break,
+                    }
+                }
+                apply_until_done(&cx, &batch, max_backoff).await;
+                // A failed commit loses nothing: the next batch's commit covers these offsets,
+                // and a replay after a restart is deduplicated.
+                if let Err(error) = consumer.commit(&next_offsets(&batch), CommitMode::Async) {
+                    KafkaCommitFailed { error: &error }.emit(&cx.metrics);
+                }
+            }
+        };
+        let started = Instant::now();
+        ctx.spawn(actix::fut::wrap_future::<_, Self>(run).map(
+            move |result: Result<(), String>, act, ctx| {
+                if let Err(error) = result {
+                    // A broken consumer (every broker down, say) is rebuilt by a restart: a
+                    // fresh one rejoins the group and refetches the metadata. (Waiting for the
+                    // same one to resume was tried: against the mock cluster it stayed
+                    // assigned and never fetched again.) The delay doubles while the failures
+                    // come quickly, so that an outage costs a few restarts, not a loop.
+                    act.reconnect_delay = if started.elapsed() > RECONNECT_DELAY_RESET {
+                        RETRY_BACKOFF_START
+                    } else {
+                        (act.reconnect_delay * 2)
+                            .clamp(RETRY_BACKOFF_START, act.kafka.retry_backoff_max)
+                    };
+                    KafkaConsumerFailed { error: &error }.emit(&act.metrics);
+                }
+                ctx.stop();
+            },
+        ));
     }
 
     /// Lag per assigned partition: high watermark minus committed offset. Blocking librdkafka
@@ -111,6 +197,14 @@ impl KafkaConsumer {
         }));
     }
 }
+
+/// The first wait before retrying what failed for a passing reason; it doubles up to
+/// `kafka.retry_backoff_max_ms`.
+const RETRY_BACKOFF_START: Duration = Duration::from_millis(100);
+
+/// A consumer that ran this long before breaking had recovered: its successor reconnects after
+/// the shortest delay again.
+const RECONNECT_DELAY_RESET: Duration = Duration::from_secs(30);
 
 /// What applying a batch needs besides the batch.
 struct BatchContext {
@@ -201,7 +295,7 @@ async fn apply_batch(cx: &BatchContext, batch: &[OwnedMessage]) -> Result<(), St
 /// `max_backoff`) until it goes through: the partition waits, its lag grows, nothing is lost
 /// and the actor keeps running.
 async fn apply_until_done(cx: &BatchContext, batch: &[OwnedMessage], max_backoff: Duration) {
-    let mut backoff = Duration::from_millis(100).min(max_backoff);
+    let mut backoff = RETRY_BACKOFF_START.min(max_backoff);
     let mut attempt = 1u64;
     while let Err(error) = apply_batch(cx, batch).await {
         KafkaBatchRetried {
@@ -240,66 +334,11 @@ impl Lifecycle for KafkaConsumer {
     }
 
     fn on_started(&mut self, ctx: &mut Context<Self>) {
-        let connected = self.connect().and_then(|consumer| {
-            let dead_letters = DeadLetters::new(&self.kafka).map_err(|e| match e {
-                ingest::kafka::KafkaError::Client(e) => e,
-                ingest::kafka::KafkaError::Encode(e) => {
-                    rdkafka::error::KafkaError::ClientCreation(e.to_string())
-                }
-            })?;
-            Ok((consumer, dead_letters))
-        });
-        let (consumer, dead_letters) = match connected {
-            Ok((c, d)) => (Arc::new(c), d),
-            Err(e) => {
-                KafkaConsumerFailed { error: &e }.emit(&self.metrics);
-                ctx.run_later(Duration::from_secs(1), |_, ctx| ctx.stop());
-                return;
-            }
-        };
-        self.consumer = Some(consumer.clone());
-        let cx = BatchContext {
-            ingestor: self.ingestor.clone(),
-            events: self.events.clone(),
-            tenants: self.tenants.clone(),
-            dead_letters,
-            max_message_bytes: self.kafka.max_message_bytes,
-            metrics: self.metrics.clone(),
-        };
-        let (max_batch, max_backoff) = (self.kafka.max_batch, self.kafka.retry_backoff_max);
-        let run = async move {
-            loop {
-                let first = consumer.recv().await.map_err(|e| e.to_string())?.detach();
-                let mut batch = vec![first];
-                // Whatever else arrives within 2 ms, up to a batch: writes are pipelined per
-                // batch. Messages already queued are taken without a timer each.
-                let deadline = tokio::time::Instant::now() + Duration::from_millis(2);
-                while batch.len() < max_batch {
-                    let next = match consumer.recv().now_or_never() {
-                        Some(next) => next,
-                        None => match tokio::time::timeout_at(deadline, consumer.recv()).await {
-                            Ok(next) => next,
-                            Err(_) => break,
-                        },
-                    };
-                    batch.push(next.map_err(|e| e.to_string())?.detach());
-                }
-                apply_until_done(&cx, &batch, max_backoff).await;
-                consumer
-                    .commit(&next_offsets(&batch), CommitMode::Async)
-                    .map_err(|e| e.to_string())?;
-            }
-        };
-        ctx.spawn(actix::fut::wrap_future::<_, Self>(run).map(
-            |result: Result<(), String>, act, ctx| {
-                if let Err(error) = result {
-                    KafkaConsumerFailed { error: &error }.emit(&act.metrics);
-                }
-                // Stopping hands over to the supervisor: a fresh consumer resumes from the last
-                // committed offset.
-                ctx.stop();
-            },
-        ));
+        if self.reconnect_delay.is_zero() {
+            self.consume(ctx);
+        } else {
+            ctx.run_later(self.reconnect_delay, |act, ctx| act.consume(ctx));
+        }
         ctx.run_interval(self.kafka.lag_interval, Self::report_lag);
     }
 

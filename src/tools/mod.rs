@@ -1,6 +1,7 @@
 //! CLI-only code: the simulator (training data), the traffic driver, the component
-//! benchmarks. Nothing the server runs imports this layer.
+//! benchmarks, the in-process fault scenarios. Nothing the server runs imports this layer.
 
 pub mod bench;
+pub mod chaos;
 pub mod drive;
 pub mod simulate;

@@ -156,3 +156,15 @@ impl InternalEvent for KafkaBatchRetried<'_> {
         );
     }
 }
+
+/// The consumer could not commit a batch's offsets; the next batch's commit covers them.
+pub struct KafkaCommitFailed<'a> {
+    pub error: &'a (dyn std::error::Error + 'static),
+}
+
+impl InternalEvent for KafkaCommitFailed<'_> {
+    fn emit(self, m: &Metrics) {
+        m.kafka_commit_errors_total.inc();
+        warn!(event = "KafkaCommitFailed", error = self.error);
+    }
+}

@@ -58,6 +58,7 @@ pub struct Metrics {
     pub kafka_consumer_lag: IntGaugeVec,
     pub kafka_assigned_partitions: IntGauge,
     pub kafka_batch_retries_total: prometheus::IntCounter,
+    pub kafka_commit_errors_total: prometheus::IntCounter,
     pub events_dead_lettered_total: IntCounterVec,
     pub redis_up: IntGauge,
     pub redis_circuit_open: IntGauge,
@@ -233,6 +234,11 @@ impl Metrics {
                 "Partitions of the event topic assigned to this consumer.",
             )
             .expect("static metric definition"),
+            kafka_commit_errors_total: prometheus::IntCounter::new(
+                "eaglerank_kafka_commit_errors_total",
+                "Failed offset commits (the next batch's commit covers them).",
+            )
+            .expect("static metric definition"),
             kafka_batch_retries_total: prometheus::IntCounter::new(
                 "eaglerank_kafka_batch_retries_total",
                 "Consumed batches retried because the store could not take them (lag grows).",
@@ -296,6 +302,7 @@ impl Metrics {
             Box::new(self.kafka_consumer_lag.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(self.kafka_assigned_partitions.clone()),
             Box::new(self.kafka_batch_retries_total.clone()),
+            Box::new(self.kafka_commit_errors_total.clone()),
             Box::new(self.events_dead_lettered_total.clone()),
         ] {
             let _ = self.registry.register(c);
