@@ -1,6 +1,6 @@
-//! The load-test tooling itself: the k6 scripts type-check against k6's API types, and the
-//! benchmark harness produces a complete report on a tiny run. No timing is asserted: figures
-//! go to reports, not to pass/fail.
+//! The load-test tooling itself: the k6 scripts type-check against k6's API types, the
+//! benchmark harness produces a complete report on a tiny run, and the chaos harness runs every
+//! scenario. No timing is asserted: figures go to reports, not to pass/fail.
 
 use std::path::Path;
 use std::process::Command;
@@ -130,4 +130,59 @@ fn the_benchmark_harness_writes_a_complete_report() {
         charts, 4,
         "latency-over-time and throughput-vs-latency, per backend"
     );
+}
+
+#[test]
+fn the_chaos_harness_runs_every_scenario_and_prints_both_tables() {
+    // One second per fault and two connections: the tooling works end to end; the figures of
+    // a real run are the README's.
+    let out = Command::new("python3")
+        .arg(Path::new(ROOT).join("loadtest/chaos"))
+        .args([
+            "--fault-seconds",
+            "1",
+            "--connections",
+            "2",
+            "--binary",
+            env!("CARGO_BIN_EXE_eaglerank"),
+        ])
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "chaos failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = |scenario: &str| -> Vec<String> {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("| {scenario} |")))
+            .unwrap_or_else(|| panic!("no row for {scenario}:\n{stdout}"))
+            .split('|')
+            .map(|c| c.trim().to_owned())
+            .collect()
+    };
+    // Redis hung or killed: every feed answered 200, all of them degraded.
+    for scenario in ["redis-hang", "redis-kill"] {
+        let r = row(scenario);
+        assert_eq!(r[3], "0", "{scenario}: non-200 answers\n{stdout}");
+        assert_eq!(r[5], "100.0%", "{scenario}: degraded share\n{stdout}");
+    }
+    // A corrupted model file: rejected by the reload, nothing failed.
+    let r = row("model-corrupt");
+    assert_eq!((r[3].as_str(), r[10].as_str()), ("0", "1"), "{stdout}");
+    // Poison messages: every valid event applied, none of the poison.
+    let r = row("kafka-poison");
+    let (accepted, applied) = r[6].split_once(" / ").unwrap();
+    assert_eq!(accepted, applied, "{stdout}");
+    assert_ne!(r[8], "0", "poison dead-lettered\n{stdout}");
+    assert_eq!(r[9], "0 (0)", "no restart\n{stdout}");
+    // Brokers down: what was accepted is applied.
+    let r = row("kafka-down");
+    let (accepted, applied) = r[6].split_once(" / ").unwrap();
+    assert_eq!(accepted, applied, "{stdout}");
+    // Panics: restarts happened, and the feeds went on.
+    let r = row("actor-panics");
+    assert_ne!(r[9], "0 (0)", "{stdout}");
 }

@@ -45,17 +45,22 @@ pub struct EventProducer {
     timeout: Duration,
 }
 
+/// A producer whose sends complete once the brokers acknowledged them (idempotent), or fail
+/// after `kafka.produce_timeout_ms`.
+fn acknowledged_producer(settings: &KafkaSettings) -> Result<FutureProducer, KafkaError> {
+    Ok(client_config(settings)
+        .set("enable.idempotence", "true")
+        .set(
+            "message.timeout.ms",
+            settings.produce_timeout.as_millis().to_string(),
+        )
+        .create()?)
+}
+
 impl EventProducer {
     pub fn new(settings: &KafkaSettings) -> Result<Self, KafkaError> {
-        let producer = client_config(settings)
-            .set("enable.idempotence", "true")
-            .set(
-                "message.timeout.ms",
-                settings.produce_timeout.as_millis().to_string(),
-            )
-            .create()?;
         Ok(Self {
-            producer,
+            producer: acknowledged_producer(settings)?,
             topic: settings.topic.clone(),
             timeout: settings.produce_timeout,
         })
@@ -170,15 +175,8 @@ pub struct DeadLetters {
 
 impl DeadLetters {
     pub fn new(settings: &KafkaSettings) -> Result<Self, KafkaError> {
-        let producer = client_config(settings)
-            .set("enable.idempotence", "true")
-            .set(
-                "message.timeout.ms",
-                settings.produce_timeout.as_millis().to_string(),
-            )
-            .create()?;
         Ok(Self {
-            producer,
+            producer: acknowledged_producer(settings)?,
             topic: settings.dead_letter_topic(),
             timeout: settings.produce_timeout,
         })
