@@ -327,6 +327,13 @@ pub struct KafkaSettings {
     pub dead_letter_topic: String,
     /// Larger messages are dead-lettered without being parsed.
     pub max_message_bytes: usize,
+    /// A consumer with messages waiting that received and retried nothing for this long is
+    /// rebuilt (restarted).
+    #[serde(
+        rename = "stall_timeout_seconds",
+        deserialize_with = "seconds::deserialize"
+    )]
+    pub stall_timeout: Duration,
     /// The longest wait between two attempts at a batch the store could not take.
     #[serde(
         rename = "retry_backoff_max_ms",

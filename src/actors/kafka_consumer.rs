@@ -12,7 +12,7 @@
 //! while failures come quickly, and it resumes from the last committed offset.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -47,6 +47,11 @@ pub struct KafkaConsumer {
     consumer: Option<Arc<StreamConsumer>>,
     /// How long a restart waits before connecting again (0 at the first start).
     reconnect_delay: Duration,
+    /// When the running consumer last received a batch or retried one: a consumer with lag
+    /// and no activity for `kafka.stall_timeout_seconds` is rebuilt.
+    activity: Arc<Mutex<Instant>>,
+    /// Paused by an operator (`Pause`): lag without activity is expected then.
+    paused: bool,
 }
 
 impl KafkaConsumer {
@@ -67,6 +72,8 @@ impl KafkaConsumer {
             health,
             consumer: None,
             reconnect_delay: Duration::ZERO,
+            activity: Arc::new(Mutex::new(Instant::now())),
+            paused: false,
         }
     }
 
@@ -102,7 +109,10 @@ impl KafkaConsumer {
             }
         };
         self.consumer = Some(consumer.clone());
+        self.activity = Arc::new(Mutex::new(Instant::now()));
+        self.paused = false;
         let cx = BatchContext {
+            activity: self.activity.clone(),
             ingestor: self.ingestor.clone(),
             events: self.events.clone(),
             tenants: self.tenants.clone(),
@@ -114,6 +124,7 @@ impl KafkaConsumer {
         let run = async move {
             loop {
                 let first = consumer.recv().await.map_err(|e| e.to_string())?.detach();
+                cx.touch();
                 let mut batch = vec![first];
                 // Whatever else arrives within 2 ms, up to a batch: writes are pipelined per
                 // batch. Messages already queued are taken without a timer each. An error
@@ -186,15 +197,29 @@ impl KafkaConsumer {
             }
             Some(out)
         });
-        ctx.spawn(actix::fut::wrap_future::<_, Self>(lag).map(|lag, act, _| {
-            if let Ok(Some(lag)) = lag {
-                KafkaLagMeasured {
-                    topic: &act.kafka.topic,
-                    lag: &lag,
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(lag).map(|lag, act, ctx| {
+                if let Ok(Some(lag)) = lag {
+                    KafkaLagMeasured {
+                        topic: &act.kafka.topic,
+                        lag: &lag,
+                    }
+                    .emit(&act.metrics);
+                    // Messages wait, yet nothing was received or retried for a while: the consumer
+                    // is stuck (seen after a broker outage: still assigned, never fetching again).
+                    // A restart rebuilds it.
+                    let idle = lock(&act.activity).elapsed();
+                    let waiting: i64 = lag.iter().map(|(_, n)| n).sum();
+                    if waiting > 0 && !act.paused && idle > act.kafka.stall_timeout {
+                        let error = format!(
+                            "stalled: {waiting} messages waiting and nothing received for {idle:?}"
+                        );
+                        KafkaConsumerFailed { error: &error }.emit(&act.metrics);
+                        ctx.stop();
+                    }
                 }
-                .emit(&act.metrics);
-            }
-        }));
+            }),
+        );
     }
 }
 
@@ -206,14 +231,27 @@ const RETRY_BACKOFF_START: Duration = Duration::from_millis(100);
 /// the shortest delay again.
 const RECONNECT_DELAY_RESET: Duration = Duration::from_secs(30);
 
+fn lock(activity: &Mutex<Instant>) -> std::sync::MutexGuard<'_, Instant> {
+    // An instant: a panic while it was held cannot have left it half-written.
+    activity.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// What applying a batch needs besides the batch.
 struct BatchContext {
+    activity: Arc<Mutex<Instant>>,
     ingestor: Arc<Ingestor>,
     events: EventSettings,
     tenants: Arc<HashSet<String>>,
     dead_letters: DeadLetters,
     max_message_bytes: usize,
     metrics: Arc<Metrics>,
+}
+
+impl BatchContext {
+    /// The consumer is making progress (or trying to): not stalled.
+    fn touch(&self) {
+        *lock(&self.activity) = Instant::now();
+    }
 }
 
 /// Applies one batch: every message is applied, or dead-lettered for a permanent reason.
@@ -304,6 +342,7 @@ async fn apply_until_done(cx: &BatchContext, batch: &[OwnedMessage], max_backoff
             backoff,
         }
         .emit(&cx.metrics);
+        cx.touch();
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(max_backoff);
         attempt += 1;
@@ -370,6 +409,8 @@ impl Handler<Pause> for KafkaConsumer {
             return Ok(());
         };
         let assigned = consumer.assignment().map_err(failure)?;
+        self.paused = msg.0;
+        *lock(&self.activity) = Instant::now();
         if msg.0 {
             consumer.pause(&assigned).map_err(failure)
         } else {

@@ -165,18 +165,21 @@ pub async fn get_feed(
         .collect();
     // Awaited (one write, bounded by the store's timeout, its breaker and the request's
     // deadline; failures only counted): a click sent right after the response must find its
-    // feed.
-    state
-        .served
-        .record(
-            &tenant.id,
-            &request_id,
-            &outcome.model.name,
-            &outcome.model.version,
-            outcome.items.iter().map(|i| i.item_id.clone()).collect(),
-            started + state.request_deadline,
-        )
-        .await;
+    // feed. Not for a degraded feed: the store just failed or is known down, and the write
+    // would only make the feed wait for it (its clicks are counted as unjoined).
+    if outcome.degraded.is_none() {
+        state
+            .served
+            .record(
+                &tenant.id,
+                &request_id,
+                &outcome.model.name,
+                &outcome.model.version,
+                outcome.items.iter().map(|i| i.item_id.clone()).collect(),
+                started + state.request_deadline,
+            )
+            .await;
+    }
     FeedServed {
         tenant: &tenant.id,
         user: &q.user_id,

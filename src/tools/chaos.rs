@@ -181,6 +181,8 @@ pub async fn run(mut settings: Settings, args: &ChaosArgs) -> anyhow::Result<Cha
             let mock = MockCluster::new(3)?;
             mock.create_topic(&settings.kafka.topic, 2, 1)?;
             settings.kafka.brokers = mock.bootstrap_servers();
+            // A consumer stuck after the outage is rebuilt within seconds, not half a minute.
+            settings.kafka.stall_timeout = Duration::from_secs(5);
             Some(mock)
         }
         Scenario::ActorPanics => None,
