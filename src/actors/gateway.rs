@@ -15,7 +15,7 @@ use crate::domain::unix_now;
 use crate::ranking::candidates::{Source, Sources};
 use crate::ranking::model::{ModelMetadata, ModelRegistry};
 use crate::ranking::pipeline::{self, Scorable};
-use crate::store::{PopularityFallback, SharedStore, StoreError, StoreHealth};
+use crate::store::{PopularityFallback, SharedStore, StoreError, StoreHealth, by_deadline};
 use crate::telemetry::events::{FeaturesFetched, FeaturesMissing, FeedDegraded};
 use crate::telemetry::{InternalEvent, Metrics};
 
@@ -218,13 +218,7 @@ async fn within<T>(
     deadline: Instant,
     stage: impl std::future::Future<Output = Result<T, FeedError>>,
 ) -> Result<T, FeedError> {
-    tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), stage)
-        .await
-        .unwrap_or_else(|_| {
-            Err(FeedError::Store(StoreError::Unavailable(
-                "the store did not answer within the request's store budget".into(),
-            )))
-        })
+    by_deadline(deadline, "the store (within the feed's store share)", stage).await
 }
 
 async fn session(

@@ -91,15 +91,9 @@ impl KafkaConsumer {
     /// Connects and consumes until the consumer breaks; then stops the actor, whose supervisor
     /// restarts it (after `reconnect_delay`).
     fn consume(&mut self, ctx: &mut Context<Self>) {
-        let connected = self.connect().and_then(|consumer| {
-            let dead_letters = DeadLetters::new(&self.kafka).map_err(|e| match e {
-                ingest::kafka::KafkaError::Client(e) => e,
-                ingest::kafka::KafkaError::Encode(e) => {
-                    rdkafka::error::KafkaError::ClientCreation(e.to_string())
-                }
-            })?;
-            Ok((consumer, dead_letters))
-        });
+        let connected = (|| -> Result<_, ingest::kafka::KafkaError> {
+            Ok((self.connect()?, DeadLetters::new(&self.kafka)?))
+        })();
         let (consumer, dead_letters) = match connected {
             Ok((c, d)) => (Arc::new(c), d),
             Err(e) => {

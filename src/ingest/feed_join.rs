@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::EventSettings;
 use crate::domain::{EventKind, ItemId};
-use crate::store::{FeedLog, ServedFeed, StoreError};
+use crate::store::{FeedLog, ServedFeed, StoreError, by_deadline};
 use crate::telemetry::events::{FeedInteraction, FeedLogFailed, FeedRanked, InteractionUnjoined};
 use crate::telemetry::{InternalEvent, Metrics};
 
@@ -60,14 +60,7 @@ impl ServedFeeds {
             items,
         };
         let write = self.log.record(tenant, request_id, &feed, self.window);
-        let written = tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), write)
-            .await
-            .unwrap_or_else(|_| {
-                Err(StoreError::Unavailable(
-                    "the served-feed log did not answer within the request's deadline".into(),
-                ))
-            });
-        if let Err(error) = written {
+        if let Err(error) = by_deadline(deadline, "the served-feed log", write).await {
             FeedLogFailed { error: &error }.emit(&self.metrics);
         }
     }

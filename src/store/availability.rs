@@ -43,10 +43,6 @@ impl StoreHealth {
         self.backend
     }
 
-    pub fn is_up(&self) -> bool {
-        self.down_reason().is_none()
-    }
-
     /// Why the store is down, as the watchdog last saw it: what readiness reports.
     pub fn down_reason(&self) -> Option<String> {
         self.down.read().unwrap_or_else(|e| e.into_inner()).clone()

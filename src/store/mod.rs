@@ -135,6 +135,24 @@ impl ApplyOutcome {
 
 pub type SharedStore = Arc<dyn FeatureStore>;
 
+/// Awaits a store call, giving up at `deadline`: past it, the call counts as the store being
+/// unavailable (`what` did not answer in time). For callers whose budget is shorter than the
+/// store's own command timeout: a feed's stages, the served-feed log write after a feed.
+pub async fn by_deadline<T, E: From<StoreError>>(
+    deadline: std::time::Instant,
+    what: &str,
+    call: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(format!(
+                "{what} did not answer within the request's deadline"
+            ))
+            .into())
+        })
+}
+
 /// The store as the rest of the service uses it: the (layered) store, its health as the
 /// watchdog sees it, and the popularity fallback for when it is down.
 #[derive(Clone)]
