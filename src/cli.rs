@@ -18,14 +18,16 @@ use crate::tools::simulate::{self, SimulateArgs};
 
 /// EagleRank: real-time feed ranking for marketplaces.
 ///
-/// Configuration comes from config/default.toml, then the --config file, then
+/// Configuration comes from config/default.toml, then the --config files, then
 /// EAGLERANK__SECTION__KEY environment variables (e.g. EAGLERANK__SERVER__PORT=9090).
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
-    /// Extra configuration file, layered over config/default.toml.
-    #[arg(long, global = true, env = "EAGLERANK_CONFIG")]
-    config: Option<PathBuf>,
+    /// Extra configuration files, layered over config/default.toml in order (later wins).
+    /// Repeatable; in EAGLERANK_CONFIG, separated by colons (a ConfigMap's file, then a
+    /// Secret's tenant keys).
+    #[arg(long, global = true, env = "EAGLERANK_CONFIG", value_delimiter = ':')]
+    config: Vec<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -55,6 +57,9 @@ enum Command {
     Chaos(crate::tools::chaos::ChaosArgs),
     /// Print the SHA-256 digest of an API key read from stdin, for `api_key_sha256`.
     HashKey,
+    /// Print the REST API's OpenAPI 3.1 document (as served at /openapi.json and committed
+    /// as openapi.json).
+    Openapi,
 }
 
 #[derive(clap::Args)]
@@ -92,7 +97,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let settings = Settings::load(cli.config.as_deref())?;
+    if let Command::Openapi = command {
+        print!("{}", crate::http::openapi::document());
+        return Ok(());
+    }
+    let settings = Settings::load(&cli.config)?;
     // Kept until the end: dropping it flushes the spans still queued for export.
     let _tracing = telemetry::otel::init(&settings.log, &settings.tracing, &settings.service_name);
     let system = actix_web::rt::System::new();
@@ -129,7 +138,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }),
-        Command::HashKey => unreachable!("handled above"),
+        Command::HashKey | Command::Openapi => unreachable!("handled above"),
     }
 }
 

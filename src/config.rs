@@ -1,5 +1,5 @@
 //! Layered configuration: the defaults (`config/default.toml`, embedded in the binary), then an
-//! optional file (`--config` / `EAGLERANK_CONFIG`), then `EAGLERANK__SECTION__KEY` environment
+//! optional files (`--config`, repeatable / `EAGLERANK_CONFIG`, colon-separated), then `EAGLERANK__SECTION__KEY` environment
 //! variables. Every value has exactly one home here; a key the settings do not know is refused
 //! at start-up, naming where it came from; times are `Duration`s from here on (the keys keep
 //! their unit: `_ms`, `_seconds`).
@@ -44,6 +44,7 @@ mod seconds {
 pub struct Settings {
     pub service_name: String,
     pub server: ServerSettings,
+    pub grpc: GrpcSettings,
     pub log: LogSettings,
     pub tracing: TracingSettings,
     pub model: ModelSettings,
@@ -59,6 +60,19 @@ pub struct Settings {
     #[serde(default)]
     pub models: BTreeMap<String, ModelFiles>,
     pub tenants: BTreeMap<String, TenantSettings>,
+}
+
+/// The gRPC server (`grpc/`): its own port beside the HTTP one; `port = 0` turns it off.
+#[derive(Debug, Clone, Deserialize)]
+pub struct GrpcSettings {
+    pub host: String,
+    pub port: u16,
+}
+
+impl GrpcSettings {
+    pub fn enabled(&self) -> bool {
+        self.port != 0
+    }
 }
 
 /// The files of one model.
@@ -426,21 +440,22 @@ impl Settings {
             .collect()
     }
 
-    /// Loads the layered configuration. `extra_file` is the `--config` file, if any.
-    pub fn load(extra_file: Option<&Path>) -> Result<Self, ConfigError> {
-        Self::load_with(extra_file, &[])
+    /// Loads the layered configuration. `extra_files` are the `--config` files, in order
+    /// (later wins): e.g. a ConfigMap's settings, then a Secret's tenant keys.
+    pub fn load(extra_files: &[PathBuf]) -> Result<Self, ConfigError> {
+        Self::load_with(extra_files, &[])
     }
 
     /// As [`Settings::load`], with final `key = value` overrides (dotted keys) on top of the
     /// environment; tests and CLI flags use them.
     pub fn load_with(
-        extra_file: Option<&Path>,
+        extra_files: &[PathBuf],
         overrides: &[(&str, config::Value)],
     ) -> Result<Self, ConfigError> {
         let mut builder = config::Config::builder()
             .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
-        if let Some(file) = extra_file {
-            builder = builder.add_source(config::File::from(file));
+        for file in extra_files {
+            builder = builder.add_source(config::File::from(file.as_path()));
         }
         builder = builder.add_source(
             config::Environment::with_prefix("EAGLERANK")
@@ -462,7 +477,7 @@ impl Settings {
                 Some(file) if file != "the environment" => {
                     // The file's path as the user gave it (the library shows it relative to
                     // the working directory).
-                    let given = extra_file.filter(|given| {
+                    let given = extra_files.iter().find(|given| {
                         given.canonicalize().ok() == Path::new(&file).canonicalize().ok()
                     });
                     format!("file {}", given.map_or(file, |g| g.display().to_string()))
@@ -597,14 +612,14 @@ mod tests {
         let file = std::fs::read_to_string(Path::new(BUILD_ROOT).join("config/default.toml"))
             .expect("config/default.toml is readable");
         assert_eq!(file, DEFAULTS);
-        let settings = Settings::load(None).expect("the defaults load");
+        let settings = Settings::load(&[]).expect("the defaults load");
         assert_eq!(settings.cache.item_ttl, Duration::from_millis(5_000));
         assert_eq!(settings.events.dedup_window, Duration::from_secs(3_600));
     }
 
     #[test]
     fn an_unknown_key_is_refused_with_its_path() {
-        let err = Settings::load_with(None, &[("server.prot", 8080.into())]).unwrap_err();
+        let err = Settings::load_with(&[], &[("server.prot", 8080.into())]).unwrap_err();
         match err {
             ConfigError::UnknownKey { key, origin } => {
                 assert_eq!(key, "server.prot");
@@ -613,7 +628,7 @@ mod tests {
             other => panic!("expected UnknownKey, got {other}"),
         }
         // Free-form maps stay free-form.
-        Settings::load_with(None, &[("kafka.properties.debug", "all".into())])
+        Settings::load_with(&[], &[("kafka.properties.debug", "all".into())])
             .expect("kafka.properties takes any librdkafka key");
     }
 }

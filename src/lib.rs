@@ -4,10 +4,12 @@
 //! `features`, `model`, `catalog`) → `store` → `telemetry`; plus `config`, `tenants`, `sim`.
 
 pub mod actors;
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod domain;
+pub mod grpc;
 pub mod http;
 pub mod ingest;
 pub mod ranking;

@@ -1,5 +1,5 @@
-//! Builds and runs the service: model, store, actors, HTTP server. Tests build it the same way
-//! on port 0 (see `tests/api/helpers.rs`).
+//! Builds and runs the service: model, store, actors, the HTTP server and the gRPC server.
+//! Tests build it the same way on port 0 (see `tests/api/helpers.rs`).
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -12,9 +12,11 @@ use anyhow::Context as _;
 use tracing_actix_web::TracingLogger;
 
 use crate::actors::ActorSystem;
+use crate::api::AppState;
 use crate::config::Settings;
 use crate::domain::tenants::Tenants;
-use crate::http::{self, AppState, error};
+use crate::grpc::GrpcServer;
+use crate::http::{self, error};
 use crate::ingest::feed_join::ServedFeeds;
 use crate::ranking::model::ModelRegistry;
 use crate::store::{
@@ -31,6 +33,8 @@ const ACTOR_START_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Application {
     port: u16,
     server: Server,
+    grpc: Option<GrpcServer>,
+    shutdown_grace: Duration,
     signals: ShutdownSignals,
     actors: ActorSystem,
     metrics: Arc<Metrics>,
@@ -147,7 +151,7 @@ impl Application {
             )),
             false => None,
         };
-        let state = web::Data::new(AppState {
+        let state = Arc::new(AppState {
             actors: actors.clone(),
             store: store.store.clone(),
             store_health: store.health.clone(),
@@ -161,6 +165,17 @@ impl Application {
             ping_timeout: settings.actors.ping_timeout,
         });
         let max_body = settings.server.max_body_bytes;
+        // Bound before anything serves: a busy port fails the start, not the first call.
+        let grpc_listener = match settings.grpc.enabled() {
+            true => Some(
+                TcpListener::bind((settings.grpc.host.as_str(), settings.grpc.port)).with_context(
+                    || format!("binding gRPC {}:{}", settings.grpc.host, settings.grpc.port),
+                )?,
+            ),
+            false => None,
+        };
+        let grpc_state = state.clone();
+        let state = web::Data::from(state);
 
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
             .with_context(|| {
@@ -213,11 +228,22 @@ impl Application {
             },
             stopped = &mut server => anyhow::bail!("the HTTP server stopped while starting: {stopped:?}"),
         }
+        // After the lanes run: gRPC feeds are ranked on them.
+        let grpc = match grpc_listener {
+            Some(listener) => {
+                let grpc = crate::grpc::start(listener, grpc_state, max_body)?;
+                events::grpc_server_started(grpc.port());
+                Some(grpc)
+            }
+            None => None,
+        };
         let signals = ShutdownSignals::install()?;
         events::server_started(&address.to_string(), workers, store.health.backend());
         Ok(Self {
             port: address.port(),
             server,
+            grpc,
+            shutdown_grace: settings.server.shutdown_grace,
             signals,
             actors,
             metrics,
@@ -227,6 +253,11 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The gRPC port, when `grpc.port` is not 0.
+    pub fn grpc_port(&self) -> Option<u16> {
+        self.grpc.as_ref().map(GrpcServer::port)
     }
 
     pub fn actors(&self) -> &ActorSystem {
@@ -245,18 +276,32 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until SIGTERM/SIGINT (or `handle().stop()`): in-flight requests get the grace
-    /// period, then the actors stop front to back.
+    /// Serves until SIGTERM/SIGINT (or `handle().stop()`): gRPC health turns NOT_SERVING and
+    /// in-flight gRPC calls drain, then in-flight HTTP requests get the grace period (gRPC
+    /// feeds are ranked on the HTTP workers' lanes, so those stop last), then the actors stop
+    /// front to back.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let handle = self.server.handle();
         let mut signals = self.signals;
+        let grace = self.shutdown_grace;
+        // Taken by whichever stops it first: the signal, or the HTTP server having stopped
+        // another way (a test's handle).
+        let grpc = Arc::new(std::sync::Mutex::new(self.grpc));
+        let take_grpc = move || grpc.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let take = take_grpc.clone();
         let stopper = actix_web::rt::spawn(async move {
             let signal = signals.recv().await;
             events::shutdown_requested(signal);
+            if let Some(grpc) = take() {
+                grpc.stop(grace).await;
+            }
             handle.stop(true).await;
         });
         self.server.await?;
         stopper.abort();
+        if let Some(grpc) = take_grpc() {
+            grpc.stop(grace).await;
+        }
         self.actors.shutdown().await;
         events::server_stopped();
         Ok(())

@@ -27,8 +27,34 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "api",
+        &[
+            "actors",
+            "ranking",
+            "ingest",
+            "store",
+            "domain",
+            "config",
+            "telemetry",
+        ],
+    ),
+    (
         "http",
         &[
+            "api",
+            "actors",
+            "ranking",
+            "ingest",
+            "store",
+            "domain",
+            "config",
+            "telemetry",
+        ],
+    ),
+    (
+        "grpc",
+        &[
+            "api",
             "actors",
             "ranking",
             "ingest",
@@ -41,6 +67,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "startup",
         &[
+            "api",
+            "grpc",
             "http",
             "actors",
             "ranking",
@@ -71,6 +99,8 @@ const LAYERS: &[(&str, &[&str])] = &[
         &[
             "tools",
             "startup",
+            "api",
+            "grpc",
             "http",
             "actors",
             "ranking",

@@ -183,7 +183,7 @@ async fn every_metric_exists_and_every_dashboard_and_recording_query_returns_dat
     ])
     .await;
     // Give the Redis instance data and wait for its watchdog.
-    let mut demo = eaglerank::config::Settings::load(None).unwrap().store.demo;
+    let mut demo = eaglerank::config::Settings::load(&[]).unwrap().store.demo;
     demo.items = 600;
     demo.users = 100;
     redis.load_demo(&demo, &["demo-a", "demo-b"], 1.79e9).await;

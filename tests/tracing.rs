@@ -26,7 +26,7 @@ static TRACER: OnceLock<(InMemorySpanExporter, SdkTracerProvider)> = OnceLock::n
 /// The service's own provider, sampling everything, exporting to memory.
 fn tracer() -> &'static (InMemorySpanExporter, SdkTracerProvider) {
     TRACER.get_or_init(|| {
-        let mut settings = Settings::load(None).unwrap();
+        let mut settings = Settings::load(&[]).unwrap();
         settings.tracing.sample_ratio = 1.0;
         settings.tracing.export_delay = std::time::Duration::from_millis(10);
         let exporter = InMemorySpanExporter::default();
@@ -63,7 +63,7 @@ async fn one_trace_per_feed_across_every_actor_hop_joined_to_the_callers_trace()
         ("server.request_deadline_ms", 10_000.into()),
     ])
     .await;
-    let mut demo = Settings::load(None).unwrap().store.demo;
+    let mut demo = Settings::load(&[]).unwrap().store.demo;
     demo.items = 800;
     demo.users = 100;
     redis.load_demo(&demo, &["demo-a"], 1.79e9).await;

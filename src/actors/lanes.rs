@@ -6,6 +6,7 @@
 //! put the kernel's scheduling at ~9 % of the service's CPU: loadtest/README.md.)
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use actix::prelude::*;
@@ -35,6 +36,8 @@ pub struct Lanes {
     metrics: Arc<Metrics>,
     health: Arc<ActorHealth>,
     started: Mutex<Vec<Lane>>,
+    /// Round robin for callers without a lane of their own (gRPC).
+    turn: AtomicUsize,
 }
 
 impl Lanes {
@@ -52,6 +55,7 @@ impl Lanes {
             metrics,
             health,
             started: Mutex::default(),
+            turn: AtomicUsize::new(0),
         }
     }
 
@@ -94,6 +98,14 @@ impl Lanes {
     /// The lanes started so far, in start order.
     pub fn all(&self) -> Vec<Lane> {
         self.lock().clone()
+    }
+
+    /// The next lane in turn, for a caller on no HTTP worker (the gRPC server, on the main
+    /// arbiter): its feed is ranked on that lane's worker thread. None before any lane runs.
+    pub fn next(&self) -> Option<Lane> {
+        let lanes = self.lock();
+        let n = lanes.len();
+        (n > 0).then(|| lanes[self.turn.fetch_add(1, Ordering::Relaxed) % n].clone())
     }
 
     /// Liveness: every lane's gateway answers within `timeout` (and there is one).

@@ -191,7 +191,7 @@ pub struct ReloadModel;
 pub struct ReloadPanicked(String);
 
 /// What a reload did to one model slot, for the admin API.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct ReloadReport {
     /// `default`, or the name of a `[models.<name>]`.
     pub slot: String,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::UnixSeconds;
 use super::item::{ItemId, growth};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     Impression,

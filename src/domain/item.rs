@@ -14,8 +14,9 @@ use super::{TRENDING_EPOCH, TRENDING_HALF_LIFE_SECONDS, UnixSeconds};
 pub type ItemId = Arc<str>;
 
 /// A catalog item as the API accepts it and the store keeps it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Item {
+    #[schema(value_type = String)]
     pub item_id: ItemId,
     pub category: String,
     pub brand: String,
@@ -23,6 +24,7 @@ pub struct Item {
     /// Unix seconds.
     pub created_at: i64,
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub attributes: serde_json::Map<String, serde_json::Value>,
 }
 

@@ -2,17 +2,29 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use super::AppState;
-use super::error::ApiError;
-use crate::actors::ReloadModel;
+use super::error::{AdminErrors, ApiError};
+use crate::actors::{ReloadModel, ReloadReport};
+use crate::api::{AppState, auth};
 
-/// `POST /v1/admin/models/reload`: loads the model files as they are now, canary-checks the
-/// model and swaps it in; 422 (and the old model keeps serving) if it fails its checks.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Reloaded {
+    models: Vec<ReloadReport>,
+}
+
+/// Loads every model's files as they are now, canary-checks them and swaps them in; 422 (and
+/// the old models keep serving) if one fails its checks.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/models/reload",
+    tag = "admin",
+    responses((status = 200, description = "Reloaded.", body = Reloaded), AdminErrors),
+    security(("bearer" = [])),
+)]
 pub async fn reload_model(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    state.tenants.authorize_admin(super::auth::bearer(&req))?;
+    auth::authorize_admin(&state, super::auth::bearer(&req))?;
     let reports = state
         .actors
         .model_watchdog
@@ -25,7 +37,7 @@ pub async fn reload_model(
         .filter_map(|r| Some(format!("{}: {}", r.slot, r.error.as_ref()?)))
         .collect();
     if rejected.is_empty() {
-        Ok(HttpResponse::Ok().json(serde_json::json!({ "models": reports })))
+        Ok(HttpResponse::Ok().json(Reloaded { models: reports }))
     } else {
         Err(ApiError::ModelRejected(rejected.join("; ")))
     }

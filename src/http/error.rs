@@ -1,154 +1,88 @@
-//! Every error the API returns: one type, one code → status table, one JSON shape
-//! `{"error":{"code","message","details"?}}` — including actix's own failures (bad JSON,
-//! oversized bodies, unknown routes, wrong methods).
+//! The REST rendering of [`ApiError`]: the status from the one error table
+//! (`api/error.rs`), the JSON shape `{"error":{"code","message","details"?}}`, and actix's own
+//! failures (bad JSON, oversized bodies, unknown routes, wrong methods) in that shape too.
 
 use actix_web::error::{JsonPayloadError, QueryPayloadError};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
+use utoipa::ToSchema;
 
-use crate::actors::FeedError;
-use crate::domain::tenants::AuthError;
-use crate::store::StoreError;
+pub use crate::api::error::{ApiError, Code, Detail};
 
-/// One problem in a batch: which element, and what is wrong with it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Detail {
-    pub index: usize,
-    pub reason: String,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    #[error("{message}")]
-    InvalidArgument {
-        message: String,
-        details: Vec<Detail>,
-    },
-    #[error(transparent)]
-    Unauthenticated(AuthError),
-    #[error(transparent)]
-    PermissionDenied(AuthError),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("method not allowed")]
-    MethodNotAllowed,
-    #[error("{0}")]
-    PayloadTooLarge(String),
-    #[error("rate limit of tenant {0:?} exceeded; retry later")]
-    RateLimited(String),
-    #[error("{0}")]
-    Unavailable(String),
-    /// New model files failed their checks; the serving model is unchanged.
-    #[error("model rejected, the serving model is unchanged: {0}")]
-    ModelRejected(String),
-    #[error("internal error")]
-    Internal {
-        #[source]
-        source: anyhow::Error,
-        /// Already logged with its request's context (the feed path's `FeedFailed`): the
-        /// response must not log it a second time.
-        logged: bool,
-    },
-}
-
-/// Declares the error codes, each with its wire name and HTTP status in one line: a code
-/// cannot exist without a status, and `Code::status` is an exhaustive `match`.
-macro_rules! error_codes {
-    ($($code:ident => $name:literal, $status:ident;)*) => {
-        /// The API's error codes: the `code` field of every error body.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        pub enum Code {
-            $($code,)*
-        }
-
-        impl Code {
-            pub const ALL: &[Code] = &[$(Code::$code,)*];
-
-            /// The wire name, also the `status` label of the feed metrics.
-            pub fn name(self) -> &'static str {
-                match self {
-                    $(Code::$code => $name,)*
-                }
-            }
-
-            pub fn status(self) -> StatusCode {
-                match self {
-                    $(Code::$code => StatusCode::$status,)*
-                }
-            }
-        }
-    };
-}
-
-error_codes! {
-    InvalidArgument => "invalid_argument", BAD_REQUEST;
-    Unauthenticated => "unauthenticated", UNAUTHORIZED;
-    PermissionDenied => "permission_denied", FORBIDDEN;
-    NotFound => "not_found", NOT_FOUND;
-    MethodNotAllowed => "method_not_allowed", METHOD_NOT_ALLOWED;
-    PayloadTooLarge => "payload_too_large", PAYLOAD_TOO_LARGE;
-    RateLimited => "rate_limited", TOO_MANY_REQUESTS;
-    Unavailable => "unavailable", SERVICE_UNAVAILABLE;
-    ModelRejected => "model_rejected", UNPROCESSABLE_ENTITY;
-    Internal => "internal", INTERNAL_SERVER_ERROR;
-}
-
-impl ApiError {
-    pub fn invalid(message: impl Into<String>) -> Self {
-        ApiError::InvalidArgument {
-            message: message.into(),
-            details: Vec::new(),
-        }
-    }
-
-    /// A bug: logged at ERROR with its cause chain when the response is built.
-    pub fn internal(source: impl Into<anyhow::Error>) -> Self {
-        ApiError::Internal {
-            source: source.into(),
-            logged: false,
-        }
-    }
-
-    /// The same error, marked as logged by the caller, who had the request's context.
-    pub fn logged(self) -> Self {
-        match self {
-            ApiError::Internal { source, .. } => ApiError::Internal {
-                source,
-                logged: true,
-            },
-            other => other,
-        }
-    }
-
-    pub fn code(&self) -> Code {
-        match self {
-            ApiError::InvalidArgument { .. } => Code::InvalidArgument,
-            ApiError::Unauthenticated(_) => Code::Unauthenticated,
-            ApiError::PermissionDenied(_) => Code::PermissionDenied,
-            ApiError::NotFound(_) => Code::NotFound,
-            ApiError::MethodNotAllowed => Code::MethodNotAllowed,
-            ApiError::PayloadTooLarge(_) => Code::PayloadTooLarge,
-            ApiError::RateLimited(_) => Code::RateLimited,
-            ApiError::Unavailable(_) => Code::Unavailable,
-            ApiError::ModelRejected(_) => Code::ModelRejected,
-            ApiError::Internal { .. } => Code::Internal,
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct Body<'a> {
+/// Every error's body.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Error)]
+pub struct Body<'a> {
     error: BodyInner<'a>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = ErrorInfo)]
 struct BodyInner<'a> {
+    /// The error code: `invalid_argument`, `unauthenticated`, `permission_denied`,
+    /// `not_found`, `method_not_allowed`, `payload_too_large`, `rate_limited`, `unavailable`,
+    /// `deadline_exceeded`, `model_rejected`, `internal`.
+    #[schema(value_type = String)]
     code: &'a str,
     message: String,
+    /// An invalid batch: every bad element by index.
     #[serde(skip_serializing_if = "<[Detail]>::is_empty")]
+    #[schema(value_type = Option<Vec<Detail>>)]
     details: &'a [Detail],
+}
+
+/// The errors of the tenant endpoints, for the OpenAPI document.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum TenantErrors<'a> {
+    /// Invalid request: query, body, or batch elements (every problem listed in `details`).
+    #[response(status = 400)]
+    InvalidArgument(Body<'a>),
+    /// No key, or not a key of any tenant.
+    #[response(status = 401)]
+    Unauthenticated(Body<'a>),
+    /// A key of another tenant.
+    #[response(status = 403)]
+    PermissionDenied(Body<'a>),
+    /// No such tenant (or item).
+    #[response(status = 404)]
+    NotFound(Body<'a>),
+    /// The body is larger than `server.max_body_bytes`.
+    #[response(status = 413)]
+    PayloadTooLarge(Body<'a>),
+    /// The tenant's rate limit is exhausted; retry after a second.
+    #[response(status = 429)]
+    RateLimited(Body<'a>),
+    /// A dependency is down or the request's deadline passed (`unavailable`,
+    /// `deadline_exceeded`); feeds degrade instead where they can.
+    #[response(status = 503)]
+    Unavailable(Body<'a>),
+    /// A bug: logged with its cause.
+    #[response(status = 500)]
+    Internal(Body<'a>),
+}
+
+/// The errors of the admin endpoints, for the OpenAPI document.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum AdminErrors<'a> {
+    /// No key, or not a key at all.
+    #[response(status = 401)]
+    Unauthenticated(Body<'a>),
+    /// Not an admin key.
+    #[response(status = 403)]
+    PermissionDenied(Body<'a>),
+    /// The new model files failed their checks; the serving model is unchanged.
+    #[response(status = 422)]
+    ModelRejected(Body<'a>),
+    /// The model watchdog is not running.
+    #[response(status = 503)]
+    Unavailable(Body<'a>),
+    /// A bug: logged with its cause.
+    #[response(status = 500)]
+    Internal(Body<'a>),
 }
 
 impl ResponseError for ApiError {
@@ -157,17 +91,7 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        if let ApiError::Internal {
-            source,
-            logged: false,
-        } = self
-        {
-            crate::telemetry::events::request_failed(self.code().name(), source.as_ref());
-        }
-        let details = match self {
-            ApiError::InvalidArgument { details, .. } => details.as_slice(),
-            _ => &[],
-        };
+        self.log_if_unlogged();
         let mut response = HttpResponse::build(self.status_code());
         match self {
             ApiError::Unauthenticated(_) => {
@@ -182,39 +106,9 @@ impl ResponseError for ApiError {
             error: BodyInner {
                 code: self.code().name(),
                 message: self.to_string(),
-                details,
+                details: self.details(),
             },
         })
-    }
-}
-
-impl From<AuthError> for ApiError {
-    fn from(e: AuthError) -> Self {
-        match e {
-            AuthError::MissingKey | AuthError::InvalidKey => ApiError::Unauthenticated(e),
-            AuthError::WrongTenant | AuthError::NotAdmin => ApiError::PermissionDenied(e),
-            AuthError::UnknownTenant => ApiError::NotFound(e.to_string()),
-        }
-    }
-}
-
-impl From<FeedError> for ApiError {
-    fn from(e: FeedError) -> Self {
-        match e {
-            FeedError::Model(_) | FeedError::Store(StoreError::UnknownTenant(_)) => {
-                ApiError::internal(e)
-            }
-            FeedError::DeadlineExceeded(_)
-            | FeedError::Mailbox { .. }
-            | FeedError::Crashed(_)
-            | FeedError::Store(StoreError::Unavailable(_)) => ApiError::Unavailable(e.to_string()),
-        }
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        ApiError::from(FeedError::Store(e))
     }
 }
 
@@ -243,34 +137,21 @@ pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound(format!("no route for {}", req.path())))
 }
 
-/// A resource's default service: the path exists, the method does not.
-pub async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed)
+/// A resource's default service: the path exists, the method does not. The answer names the
+/// methods it has (`Allow`, RFC 9110).
+pub fn method_not_allowed(allow: &'static str) -> actix_web::Route {
+    actix_web::web::to(move || async move {
+        let mut response = ApiError::MethodNotAllowed.error_response();
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(allow));
+        response
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_code_has_a_status() {
-        let samples = [
-            ApiError::invalid("x"),
-            ApiError::Unauthenticated(AuthError::MissingKey),
-            ApiError::PermissionDenied(AuthError::WrongTenant),
-            ApiError::NotFound("x".into()),
-            ApiError::ModelRejected("x".into()),
-            ApiError::MethodNotAllowed,
-            ApiError::PayloadTooLarge("x".into()),
-            ApiError::RateLimited("t".into()),
-            ApiError::Unavailable("x".into()),
-            ApiError::internal(anyhow::anyhow!("x")),
-        ];
-        for e in samples {
-            assert!(Code::ALL.contains(&e.code()), "{}", e.code().name());
-        }
-        assert_eq!(Code::ALL.len(), 10);
-    }
 
     #[test]
     fn an_internal_error_is_logged_once() {

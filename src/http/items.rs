@@ -6,14 +6,17 @@
 use std::collections::HashSet;
 
 use actix_web::{HttpResponse, web};
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use utoipa::ToSchema;
 
-use super::AppState;
 use super::auth::AuthorizedTenant;
-use super::error::{ApiError, Detail};
+use super::error::{ApiError, Detail, TenantErrors};
+use crate::api::AppState;
 use crate::domain::ids::check_id;
 use crate::domain::{EventKind, Item, ItemStats, UnixSeconds, WINDOWS, unix_now};
 use crate::ranking::features::smoothed_ctr;
@@ -24,22 +27,62 @@ pub const MAX_ITEMS_PER_CALL: usize = 1000;
 const MAX_LABEL_LEN: usize = 64;
 const MAX_ATTRIBUTES: usize = 64;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct UpsertItems {
     /// Kept as raw values so that a malformed item is reported by its index.
+    #[schema(value_type = Vec<ItemInput>, min_items = 1, max_items = 1000)]
     items: Vec<Value>,
 }
 
-#[derive(Deserialize)]
-struct ItemInput {
+/// A catalog item as clients send it.
+#[derive(Deserialize, ToSchema)]
+pub(super) struct ItemInput {
+    #[schema(pattern = "^[A-Za-z0-9_.:-]{1,128}$")]
     item_id: String,
+    #[schema(min_length = 1, max_length = 64)]
     category: String,
+    #[schema(min_length = 1, max_length = 64)]
     brand: String,
+    #[schema(minimum = 0)]
     price: f64,
     /// RFC 3339; defaults to the time of the call.
+    #[schema(format = DateTime)]
     created_at: Option<String>,
+    /// At most 64.
     #[serde(default)]
+    #[schema(value_type = Object)]
     attributes: Map<String, Value>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct Upserted {
+    upserted: usize,
+}
+
+/// Interaction counts, and the smoothed click-through rate.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Counts {
+    impressions: f64,
+    clicks: f64,
+    add_to_carts: f64,
+    purchases: f64,
+    ctr: f64,
+}
+
+/// What events have given an item.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Stats {
+    all_time: Counts,
+    /// By window: `1h`, `24h`, `7d`.
+    windows: BTreeMap<&'static str, Counts>,
+    trending: f64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct ItemWithStats<'a> {
+    #[schema(value_type = Item)]
+    item: &'a Item,
+    stats: Stats,
 }
 
 fn label(field: &str, value: &str) -> Result<(), String> {
@@ -76,6 +119,17 @@ fn parse_item(raw: Value, now: i64) -> Result<Item, String> {
     })
 }
 
+/// Adds or replaces catalog items: the whole batch is validated first, and one bad item rejects
+/// it with every problem listed; nothing of it is written.
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{tenant}/items",
+    tag = "catalog",
+    params(("tenant" = String, Path, description = "The tenant (marketplace) id.")),
+    request_body = UpsertItems,
+    responses((status = 200, description = "Written.", body = Upserted), TenantErrors),
+    security(("bearer" = [])),
+)]
 pub async fn upsert_items(
     AuthorizedTenant(tenant): AuthorizedTenant,
     body: web::Json<UpsertItems>,
@@ -115,36 +169,47 @@ pub async fn upsert_items(
         count,
     }
     .emit(&state.metrics);
-    Ok(HttpResponse::Ok().json(json!({ "upserted": count })))
+    Ok(HttpResponse::Ok().json(Upserted { upserted: count }))
 }
 
 /// Counts in [`EventKind`] order, as the API shows them.
-fn counts_json(c: [f64; 4]) -> Value {
+fn counts(c: [f64; 4]) -> Counts {
     let [impressions, clicks, add_to_carts, purchases] = c;
-    json!({
-        "impressions": impressions,
-        "clicks": clicks,
-        "add_to_carts": add_to_carts,
-        "purchases": purchases,
-        "ctr": smoothed_ctr(clicks, impressions),
-    })
+    Counts {
+        impressions,
+        clicks,
+        add_to_carts,
+        purchases,
+        ctr: smoothed_ctr(clicks, impressions),
+    }
 }
 
-fn stats_json(s: &ItemStats, now: UnixSeconds) -> Value {
+fn stats(s: &ItemStats, now: UnixSeconds) -> Stats {
     let all_time = [s.impressions, s.clicks, s.add_to_carts, s.purchases];
     debug_assert_eq!(EventKind::Purchase as usize, 3);
-    let windows: Map<String, Value> = WINDOWS
-        .iter()
-        .zip(s.windowed(now))
-        .map(|((label, _), c)| ((*label).to_owned(), counts_json(c)))
-        .collect();
-    json!({
-        "all_time": counts_json(all_time),
-        "windows": windows,
-        "trending": s.trending_score(now),
-    })
+    Stats {
+        all_time: counts(all_time),
+        windows: WINDOWS
+            .iter()
+            .zip(s.windowed(now))
+            .map(|((label, _), c)| (*label, counts(c)))
+            .collect(),
+        trending: s.trending_score(now),
+    }
 }
 
+/// One item with the statistics events have given it.
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{tenant}/items/{item_id}",
+    tag = "catalog",
+    params(
+        ("tenant" = String, Path, description = "The tenant (marketplace) id."),
+        ("item_id" = String, Path, description = "The item id."),
+    ),
+    responses((status = 200, description = "The item and its statistics.", body = ItemWithStats), TenantErrors),
+    security(("bearer" = [])),
+)]
 pub async fn get_item(
     AuthorizedTenant(tenant): AuthorizedTenant,
     path: web::Path<(String, String)>,
@@ -161,8 +226,8 @@ pub async fn get_item(
         .ok_or_else(|| {
             ApiError::NotFound(format!("no item {item_id:?} in tenant {:?}", tenant.id))
         })?;
-    Ok(HttpResponse::Ok().json(json!({
-        "item": found.item,
-        "stats": stats_json(&found.stats, unix_now()),
-    })))
+    Ok(HttpResponse::Ok().json(ItemWithStats {
+        stats: stats(&found.stats, unix_now()),
+        item: &found.item,
+    }))
 }

@@ -1,62 +1,74 @@
-//! Probes. Liveness asks only whether the actor system answers (a dependency being down must
-//! not get the pod restarted); readiness reports every component.
+//! `/healthz` and `/readyz`: the probes of `api::readiness` as JSON.
 
 use actix_web::{HttpResponse, web};
-use serde_json::json;
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
-use super::AppState;
+use crate::api::AppState;
+use crate::api::readiness::{live, readiness};
 
+#[derive(Serialize, ToSchema)]
+pub(super) struct Liveness {
+    /// `ok` or `unavailable`.
+    #[schema(value_type = String)]
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    reason: Option<&'static str>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct Readiness {
+    /// `ready` or `not_ready`.
+    #[schema(value_type = String)]
+    status: &'static str,
+    /// Each component: the model(s) and their canary, the store, every actor.
+    #[schema(value_type = Object)]
+    components: Value,
+}
+
+/// Liveness: the actor system answers. A dependency being down does not count.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "probes",
+    responses(
+        (status = 200, description = "Alive.", body = Liveness),
+        (status = 503, description = "The actor system did not answer a ping.", body = Liveness),
+    ),
+)]
 pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
-    if state.actors.ping(state.ping_timeout).await {
-        HttpResponse::Ok().json(json!({ "status": "ok" }))
+    if live(&state).await {
+        HttpResponse::Ok().json(Liveness {
+            status: "ok",
+            reason: None,
+        })
     } else {
-        HttpResponse::ServiceUnavailable().json(json!({
-            "status": "unavailable",
-            "reason": "the actor system did not answer a ping",
-        }))
+        HttpResponse::ServiceUnavailable().json(Liveness {
+            status: "unavailable",
+            reason: Some("the actor system did not answer a ping"),
+        })
     }
 }
 
+/// Readiness: the store is up, every model passes its canary, every actor runs.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "probes",
+    responses(
+        (status = 200, description = "Ready.", body = Readiness),
+        (status = 503, description = "Not ready: see the components.", body = Readiness),
+    ),
+)]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    // The watchdog's last observation: probes cost the store nothing.
-    let health = &state.store_health;
-    let store = match health.down_reason() {
-        None => json!({ "ok": true, "backend": health.backend() }),
-        Some(reason) => json!({ "ok": false, "backend": health.backend(), "reason": reason }),
+    let r = readiness(&state);
+    let body = Readiness {
+        status: if r.ready { "ready" } else { "not_ready" },
+        components: r.components,
     };
-    let actors = state.actors.health.snapshot();
-    let model = state.models.current();
-    let canary_ok = state.models.canary_ok();
-    let models: Vec<_> = state
-        .models
-        .slots()
-        .iter()
-        .map(|slot| {
-            let m = slot.current();
-            json!({
-                "slot": slot.name,
-                "ok": slot.canary_ok(),
-                "name": m.metadata.name,
-                "version": m.metadata.version,
-            })
-        })
-        .collect();
-    let ready = store["ok"] == true && canary_ok && actors.iter().all(|a| a.up);
-    let body = json!({
-        "status": if ready { "ready" } else { "not_ready" },
-        "components": {
-            // Loaded and probed before the server starts; the canary re-checks it.
-            "model": {
-                "ok": canary_ok,
-                "name": model.metadata.name,
-                "version": model.metadata.version,
-            },
-            "models": models,
-            "store": store,
-            "actors": actors,
-        }
-    });
-    if ready {
+    if r.ready {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)

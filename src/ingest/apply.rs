@@ -22,16 +22,22 @@ use crate::telemetry::events::{EventsApplied, EventsRejected};
 use crate::telemetry::{InternalEvent, Metrics};
 
 /// An event as clients send it (REST body, Kafka message value).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EventInput {
+    #[schema(pattern = "^[A-Za-z0-9_.:-]{1,128}$")]
     pub event_id: String,
     #[serde(rename = "type")]
     pub kind: EventKind,
+    #[schema(pattern = "^[A-Za-z0-9_.:-]{1,128}$")]
     pub user_id: String,
+    #[schema(pattern = "^[A-Za-z0-9_.:-]{1,128}$")]
     pub item_id: String,
-    /// RFC 3339.
+    /// RFC 3339; at most `events.max_future_skew_seconds` ahead.
+    #[schema(format = DateTime)]
     pub timestamp: String,
+    /// The `request_id` of the feed the event comes from: joins it with the feed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 128)]
     pub request_id: Option<String>,
 }
 
@@ -49,6 +55,7 @@ pub struct ValidEvent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
     Http,
+    Grpc,
     Kafka,
 }
 
@@ -56,6 +63,7 @@ impl Source {
     pub fn as_str(self) -> &'static str {
         match self {
             Source::Http => "http",
+            Source::Grpc => "grpc",
             Source::Kafka => "kafka",
         }
     }

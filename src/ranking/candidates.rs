@@ -59,6 +59,24 @@ impl Serialize for Sources {
     }
 }
 
+/// In the API: the array of the sources' names.
+impl utoipa::PartialSchema for Sources {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+        ArrayBuilder::new()
+            .items(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(Source::ALL.map(Source::as_str))),
+            )
+            .unique_items(true)
+            .description(Some("The candidate sources that proposed the item."))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Sources {}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Candidate {
     pub item_id: ItemId,

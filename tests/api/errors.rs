@@ -80,6 +80,8 @@ async fn unknown_routes_are_404_and_wrong_methods_405() {
         .send()
         .await
         .unwrap();
+    // The methods the resource has (RFC 9110).
+    assert_eq!(res.headers()["allow"], "GET");
     assert_error(res, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
     let res = app
         .client
@@ -88,6 +90,7 @@ async fn unknown_routes_are_404_and_wrong_methods_405() {
         .send()
         .await
         .unwrap();
+    assert_eq!(res.headers()["allow"], "POST");
     assert_error(res, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
     let res = app.client.delete(app.url("/healthz")).send().await.unwrap();
     assert_error(res, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
@@ -151,7 +154,7 @@ async fn rate_limited_tenants_get_429() {
 }
 
 #[actix_rt::test]
-async fn a_request_past_its_deadline_is_503_unavailable() {
+async fn a_request_past_its_deadline_is_503_deadline_exceeded() {
     // A 1 ms budget cannot cover 500 candidates through three actors.
     let app = crate::helpers::spawn_app_with(&[("server.request_deadline_ms", 1.into())]).await;
     let mut saw_503 = false;
@@ -160,7 +163,8 @@ async fn a_request_past_its_deadline_is_503_unavailable() {
             .feed("demo-a", DEMO_A_KEY, "user_id=u42&limit=100")
             .await;
         if res.status() == StatusCode::SERVICE_UNAVAILABLE {
-            let body = assert_error(res, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
+            let body =
+                assert_error(res, StatusCode::SERVICE_UNAVAILABLE, "deadline_exceeded").await;
             assert!(
                 body["error"]["message"]
                     .as_str()

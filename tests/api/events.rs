@@ -20,7 +20,7 @@ async fn app() -> TestApp {
 /// The demo catalog the test app was seeded with (same settings, same seed).
 fn market() -> Marketplace {
     let settings = Settings::load_with(
-        None,
+        &[],
         &[
             ("store.demo.items", 1500.into()),
             ("store.demo.users", 300.into()),
@@ -271,7 +271,7 @@ async fn trending_reacts_to_a_burst_of_purchases() {
 async fn the_simulator_emits_its_events_to_a_running_service() {
     let app = app().await;
     let settings = Settings::load_with(
-        None,
+        &[],
         &[
             ("store.demo.items", 1500.into()),
             ("store.demo.users", 300.into()),

@@ -18,6 +18,8 @@ pub const DEMO_B_KEY: &str = "er_demo_b_3Hn6rB1yKc5dF0jU";
 pub fn test_overrides() -> Vec<(&'static str, config::Value)> {
     vec![
         ("server.port", 0.into()),
+        // Off: tests run side by side; the gRPC tests pick a free port of their own.
+        ("grpc.port", 0.into()),
         ("server.workers", 2.into()),
         ("store.demo.items", 1500.into()),
         ("store.demo.users", 300.into()),
@@ -26,6 +28,8 @@ pub fn test_overrides() -> Vec<(&'static str, config::Value)> {
 
 pub struct TestApp {
     pub address: String,
+    /// `http://127.0.0.1:<grpc port>` when the test turned gRPC on (`grpc.port`).
+    pub grpc: Option<String>,
     pub client: reqwest::Client,
     pub actors: ActorSystem,
 }
@@ -119,15 +123,17 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(extra: &[(&'static str, config::Value)]) -> TestApp {
     let mut overrides = test_overrides();
     overrides.extend(extra.iter().cloned());
-    let settings = Settings::load_with(None, &overrides).expect("test configuration loads");
+    let settings = Settings::load_with(&[], &overrides).expect("test configuration loads");
     let app = Application::build(settings)
         .await
         .expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let grpc = app.grpc_port().map(|p| format!("http://127.0.0.1:{p}"));
     let actors = app.actors().clone();
     actix_rt::spawn(app.run_until_stopped());
     TestApp {
         address,
+        grpc,
         client: reqwest::Client::new(),
         actors,
     }
@@ -164,6 +170,7 @@ pub fn binary_command(envs: &[(&str, &str)]) -> Command {
     cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
         .env_remove("RUST_LOG")
         .env("EAGLERANK__SERVER__PORT", "0")
+        .env("EAGLERANK__GRPC__PORT", "0")
         .env("EAGLERANK__SERVER__WORKERS", "1")
         .env("EAGLERANK__STORE__DEMO__ITEMS", "1000")
         .env("EAGLERANK__STORE__DEMO__USERS", "200")
@@ -243,7 +250,7 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -267,7 +274,7 @@ impl RedisServer {
 
     /// A store on this server, with timeouts generous enough for bulk loads.
     pub fn store(&self) -> eaglerank::store::RedisStore {
-        let mut settings = eaglerank::config::Settings::load(None).unwrap().redis;
+        let mut settings = eaglerank::config::Settings::load(&[]).unwrap().redis;
         settings.url = self.url();
         settings.command_timeout = std::time::Duration::from_secs(30);
         eaglerank::store::RedisStore::connect(&settings).expect("pool builds")

@@ -72,7 +72,7 @@ async fn the_binary_serves_from_any_directory() {
 fn load_with_metadata(
     edit: impl FnOnce(&mut serde_json::Value),
 ) -> Result<LoadedModel, ModelError> {
-    let settings = Settings::load(None).unwrap();
+    let settings = Settings::load(&[]).unwrap();
     let mut meta = serde_json::to_value(read_metadata(&settings.model.metadata).unwrap()).unwrap();
     edit(&mut meta);
     let dir = tempfile::tempdir().unwrap();
@@ -167,7 +167,7 @@ async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
 
 #[test]
 fn the_cheap_linear_model_loads_and_passes_its_probe() {
-    let mut settings = Settings::load(None).unwrap().model;
+    let mut settings = Settings::load(&[]).unwrap().model;
     settings.path = "models/ranker-linear.onnx".into();
     settings.metadata = "models/ranker-linear.json".into();
     let model = LoadedModel::load(&settings).expect("linear model loads");

@@ -46,6 +46,7 @@ async fn failed_feeds_are_logged_with_their_code_and_cause() {
     let failed: Vec<&Value> = logs.iter().filter(|l| l["event"] == "FeedFailed").collect();
     assert_eq!(failed.len(), unavailable, "{logs:#?}");
     assert_eq!(failed[0]["level"], "warn");
-    assert_eq!(failed[0]["code"], "unavailable");
+    assert_eq!(failed[0]["code"], "deadline_exceeded");
+    assert_eq!(failed[0]["transport"], "http");
     assert!(failed[0]["error"].as_str().unwrap().contains("deadline"));
 }

@@ -7,6 +7,7 @@ mod connections;
 mod errors;
 mod events;
 mod feed;
+mod grpc;
 mod health;
 mod helpers;
 mod items;

@@ -37,13 +37,13 @@ async fn every_documented_metric_is_exported_after_a_request() {
     }
     let ok = metric_value(
         &m,
-        r#"eaglerank_feed_requests_total{status="ok",tenant="demo-a"}"#,
+        r#"eaglerank_feed_requests_total{status="ok",tenant="demo-a",transport="http"}"#,
     );
     assert_eq!(ok, Some(1.0), "{m}");
     assert_eq!(
         metric_value(
             &m,
-            r#"eaglerank_feed_latency_seconds_count{tenant="demo-a"}"#
+            r#"eaglerank_feed_latency_seconds_count{tenant="demo-a",transport="http"}"#
         ),
         Some(1.0)
     );

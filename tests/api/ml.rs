@@ -276,7 +276,7 @@ async fn the_canary_catches_a_model_whose_outputs_differ_from_the_recorded_ones(
 
     // Serving such a model can only happen if something changes under a loaded one (the
     // runtime library, the machine): a check-free load stands in for that here.
-    let mut settings = eaglerank::config::Settings::load(None).unwrap().model;
+    let mut settings = eaglerank::config::Settings::load(&[]).unwrap().model;
     settings.path = models.onnx().into();
     settings.metadata = models.json().into();
     let unchecked = eaglerank::ranking::model::LoadedModel::load_unchecked(&settings).unwrap();
@@ -515,7 +515,7 @@ async fn tenants_choose_their_model_and_a_shadow_model_is_compared() {
 
     // A tenant naming a model that is not configured is a configuration error.
     let err =
-        eaglerank::config::Settings::load_with(None, &[("tenants.demo-a.model", "nope".into())])
+        eaglerank::config::Settings::load_with(&[], &[("tenants.demo-a.model", "nope".into())])
             .expect_err("refused");
     assert!(err.to_string().contains("nope"), "{err}");
 }
@@ -526,7 +526,7 @@ async fn tenants_choose_their_model_and_a_shadow_model_is_compared() {
 async fn shifting_the_simulated_preferences_moves_live_ctr() {
     let app = crate::helpers::spawn_app().await;
     let settings = eaglerank::config::Settings::load_with(
-        None,
+        &[],
         &[
             ("store.demo.items", 1500.into()),
             ("store.demo.users", 300.into()),

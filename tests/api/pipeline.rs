@@ -19,7 +19,7 @@ async fn the_simulator_serves_the_order_the_service_serves() {
     // The simulator's own store, seeded like the service's: the same store state.
     let mut overrides = test_overrides();
     overrides.push(("store.demo.anchor", ANCHOR.into()));
-    let settings = Settings::load_with(None, &overrides).unwrap();
+    let settings = Settings::load_with(&[], &overrides).unwrap();
     let store = MemoryStore::new(["demo-a".to_owned()]);
     eaglerank::demo::seed_tenant(
         &store,

@@ -16,7 +16,7 @@ use crate::helpers::{
 pub const ANCHOR: f64 = 1_790_000_000.0;
 
 pub fn demo() -> DemoSettings {
-    let mut d = Settings::load(None).unwrap().store.demo;
+    let mut d = Settings::load(&[]).unwrap().store.demo;
     d.items = 1500;
     d.users = 300;
     d.anchor = Some(ANCHOR);
@@ -156,7 +156,7 @@ async fn every_store_operation_round_trips_like_the_embedded_store() {
 #[actix_rt::test]
 async fn every_store_operation_round_trips_on_a_redis_cluster_too() {
     let cluster = RedisCluster::start();
-    let mut settings = Settings::load(None).unwrap().redis;
+    let mut settings = Settings::load(&[]).unwrap().redis;
     settings.url = cluster.urls();
     settings.cluster = true;
     settings.command_timeout = std::time::Duration::from_secs(30);

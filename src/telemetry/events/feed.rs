@@ -11,6 +11,8 @@ pub struct FeedServed<'a> {
     pub tenant: &'a str,
     pub user: &'a str,
     pub request_id: &'a str,
+    /// `http` or `grpc` (a bounded label).
+    pub transport: &'static str,
     pub model: &'a str,
     pub num_candidates: usize,
     pub num_items: usize,
@@ -22,16 +24,17 @@ pub struct FeedServed<'a> {
 impl InternalEvent for FeedServed<'_> {
     fn emit(self, m: &Metrics) {
         m.feed_requests_total
-            .with_label_values(&[self.tenant, "ok"])
+            .with_label_values(&[self.tenant, self.transport, "ok"])
             .inc();
         m.feed_latency_seconds
-            .with_label_values(&[self.tenant])
+            .with_label_values(&[self.tenant, self.transport])
             .observe(self.latency.as_secs_f64());
         info!(
             event = "FeedServed",
             tenant = self.tenant,
             user = self.user,
             request_id = self.request_id,
+            transport = self.transport,
             model = self.model,
             num_candidates = self.num_candidates as u64,
             num_items = self.num_items as u64,
@@ -46,6 +49,8 @@ pub struct FeedFailed<'a> {
     pub tenant: &'a str,
     pub user: &'a str,
     pub request_id: &'a str,
+    /// `http` or `grpc` (a bounded label).
+    pub transport: &'static str,
     /// The API error code (a bounded label value).
     pub code: &'static str,
     pub error: &'a (dyn std::error::Error + 'static),
@@ -55,10 +60,10 @@ pub struct FeedFailed<'a> {
 impl InternalEvent for FeedFailed<'_> {
     fn emit(self, m: &Metrics) {
         m.feed_requests_total
-            .with_label_values(&[self.tenant, self.code])
+            .with_label_values(&[self.tenant, self.transport, self.code])
             .inc();
         m.feed_latency_seconds
-            .with_label_values(&[self.tenant])
+            .with_label_values(&[self.tenant, self.transport])
             .observe(self.latency.as_secs_f64());
         let latency_ms = self.latency.as_secs_f64() * 1e3;
         // `internal` is our bug; `unavailable` is load or a dependency, worth a warning.
@@ -68,6 +73,7 @@ impl InternalEvent for FeedFailed<'_> {
                 tenant = self.tenant,
                 user = self.user,
                 request_id = self.request_id,
+                transport = self.transport,
                 code = self.code,
                 error = self.error,
                 latency_ms
@@ -78,6 +84,7 @@ impl InternalEvent for FeedFailed<'_> {
                 tenant = self.tenant,
                 user = self.user,
                 request_id = self.request_id,
+                transport = self.transport,
                 code = self.code,
                 error = self.error,
                 latency_ms

@@ -39,6 +39,10 @@ pub fn server_started(address: &str, workers: usize, backend: &str) {
     );
 }
 
+pub fn grpc_server_started(port: u16) {
+    info!(event = "GrpcServerStarted", port);
+}
+
 pub fn shutdown_requested(signal: &str) {
     info!(event = "ShutdownRequested", signal);
 }
@@ -50,4 +54,37 @@ pub fn server_stopped() {
 /// A 5xx outside the feed path (the feed has its own [`FeedFailed`]).
 pub fn request_failed(code: &'static str, error: &(dyn std::error::Error + 'static)) {
     error!(event = "RequestFailed", code, error);
+}
+
+/// A gRPC call answered (the feed itself is also a `FeedServed` / `FeedFailed`).
+pub struct GrpcCallFinished<'a> {
+    pub service: &'static str,
+    pub method: &'static str,
+    /// The gRPC status code's name (`OK`, `INVALID_ARGUMENT`, ...).
+    pub code: &'static str,
+    pub message: &'a str,
+    pub duration: Duration,
+}
+
+impl InternalEvent for GrpcCallFinished<'_> {
+    fn emit(self, m: &Metrics) {
+        m.grpc_server_handled_total
+            .with_label_values(&[self.service, self.method, self.code])
+            .inc();
+        m.grpc_server_handling_seconds
+            .with_label_values(&[self.service, self.method])
+            .observe(self.duration.as_secs_f64());
+        tracing::debug!(
+            event = "GrpcCallFinished",
+            service = self.service,
+            method = self.method,
+            code = self.code,
+            message = self.message,
+            duration_ms = self.duration.as_secs_f64() * 1e3,
+        );
+    }
+}
+
+pub fn grpc_serving_changed(service: &str, serving: bool) {
+    info!(event = "GrpcHealthChanged", service, serving);
 }

@@ -64,6 +64,8 @@ pub struct Metrics {
     pub redis_circuit_open: IntGauge,
     pub redis_circuit_opened_total: prometheus::IntCounter,
     pub redis_ping_seconds: Histogram,
+    pub grpc_server_handled_total: IntCounterVec,
+    pub grpc_server_handling_seconds: HistogramVec,
     /// Model health: feature validity, drift, canary, live ranking quality.
     pub ml: MlMetrics,
 }
@@ -84,14 +86,26 @@ impl Metrics {
         Self {
             feed_requests_total: r.counter(
                 "eaglerank_feed_requests_total",
-                "Feed requests by tenant and outcome (ok or the error code).",
-                &["tenant", "status"],
+                "Feed requests by tenant, transport (http, grpc) and outcome (ok or the error code).",
+                &["tenant", "transport", "status"],
             ),
             feed_latency_seconds: r.histogram(
                 "eaglerank_feed_latency_seconds",
-                "Time to answer a feed request, from validated request to response.",
+                "Time to answer a feed request, from validated request to response, by transport.",
                 LATENCY_BUCKETS,
-                &["tenant"],
+                &["tenant", "transport"],
+            ),
+            // The go-grpc-prometheus names, prefixed: dashboards for gRPC services know them.
+            grpc_server_handled_total: r.counter(
+                "eaglerank_grpc_server_handled_total",
+                "gRPC calls completed, by method and status code (OK or the gRPC code name).",
+                &["grpc_service", "grpc_method", "grpc_code"],
+            ),
+            grpc_server_handling_seconds: r.histogram(
+                "eaglerank_grpc_server_handling_seconds",
+                "Time to answer a gRPC call, by method.",
+                LATENCY_BUCKETS,
+                &["grpc_service", "grpc_method"],
             ),
             candidates_fetched: r.histogram(
                 "eaglerank_candidates_fetched",
@@ -316,9 +330,11 @@ impl Metrics {
     /// Creates the per-tenant series at zero, so that dashboards and rate() see every tenant
     /// from the first scrape rather than from its first request.
     pub fn init_tenant(&self, tenant: &str) {
-        for status in ["ok", "unavailable", "internal"] {
-            self.feed_requests_total
-                .with_label_values(&[tenant, status]);
+        for transport in ["http", "grpc"] {
+            for status in ["ok", "unavailable", "deadline_exceeded", "internal"] {
+                self.feed_requests_total
+                    .with_label_values(&[tenant, transport, status]);
+            }
         }
         self.items_upserted_total.with_label_values(&[tenant]);
         self.feature_missing_total

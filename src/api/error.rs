@@ -1,0 +1,226 @@
+//! Every error the API returns, whatever the transport: one type, and one table giving each
+//! code its wire name, its HTTP status and its gRPC status code. REST renders it as
+//! `{"error":{"code","message","details"?}}` (`http/error.rs`), gRPC as a `Status` with the
+//! message (`grpc/error.rs`); neither decides a status of its own.
+
+use actix_web::http::StatusCode;
+use serde::Serialize;
+
+use crate::actors::FeedError;
+use crate::domain::tenants::AuthError;
+use crate::store::StoreError;
+
+/// One problem in a batch: which element, and what is wrong with it.
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct Detail {
+    pub index: usize,
+    pub reason: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    InvalidArgument {
+        message: String,
+        details: Vec<Detail>,
+    },
+    #[error(transparent)]
+    Unauthenticated(AuthError),
+    #[error(transparent)]
+    PermissionDenied(AuthError),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("rate limit of tenant {0:?} exceeded; retry later")]
+    RateLimited(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    DeadlineExceeded(String),
+    /// New model files failed their checks; the serving model is unchanged.
+    #[error("model rejected, the serving model is unchanged: {0}")]
+    ModelRejected(String),
+    #[error("internal error")]
+    Internal {
+        #[source]
+        source: anyhow::Error,
+        /// Already logged with its request's context (the feed path's `FeedFailed`): the
+        /// response must not log it a second time.
+        logged: bool,
+    },
+}
+
+/// Declares the error codes, each with its wire name, HTTP status and gRPC code in one line: a
+/// code cannot exist without them, and `Code::status` / `Code::grpc` are exhaustive `match`es.
+macro_rules! error_codes {
+    ($($code:ident => $name:literal, $status:ident, $grpc:ident;)*) => {
+        /// The API's error codes: the `code` field of every error body.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Code {
+            $($code,)*
+        }
+
+        impl Code {
+            pub const ALL: &[Code] = &[$(Code::$code,)*];
+
+            /// The wire name, also the `status` label of the feed metrics.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Code::$code => $name,)*
+                }
+            }
+
+            pub fn status(self) -> StatusCode {
+                match self {
+                    $(Code::$code => StatusCode::$status,)*
+                }
+            }
+
+            pub fn grpc(self) -> tonic::Code {
+                match self {
+                    $(Code::$code => tonic::Code::$grpc,)*
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    InvalidArgument => "invalid_argument", BAD_REQUEST, InvalidArgument;
+    Unauthenticated => "unauthenticated", UNAUTHORIZED, Unauthenticated;
+    PermissionDenied => "permission_denied", FORBIDDEN, PermissionDenied;
+    NotFound => "not_found", NOT_FOUND, NotFound;
+    MethodNotAllowed => "method_not_allowed", METHOD_NOT_ALLOWED, Unimplemented;
+    PayloadTooLarge => "payload_too_large", PAYLOAD_TOO_LARGE, ResourceExhausted;
+    RateLimited => "rate_limited", TOO_MANY_REQUESTS, ResourceExhausted;
+    Unavailable => "unavailable", SERVICE_UNAVAILABLE, Unavailable;
+    // The request's deadline (server.request_deadline_ms, or a gRPC client's shorter
+    // grpc-timeout) passed before the feed was ranked.
+    DeadlineExceeded => "deadline_exceeded", SERVICE_UNAVAILABLE, DeadlineExceeded;
+    ModelRejected => "model_rejected", UNPROCESSABLE_ENTITY, FailedPrecondition;
+    Internal => "internal", INTERNAL_SERVER_ERROR, Internal;
+}
+
+impl ApiError {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        ApiError::InvalidArgument {
+            message: message.into(),
+            details: Vec::new(),
+        }
+    }
+
+    /// A bug: logged at ERROR with its cause chain when the response is built (unless
+    /// [`ApiError::logged`]).
+    pub fn internal(source: impl Into<anyhow::Error>) -> Self {
+        ApiError::Internal {
+            source: source.into(),
+            logged: false,
+        }
+    }
+
+    /// The same error, marked as logged by the caller, who had the request's context.
+    pub fn logged(self) -> Self {
+        match self {
+            ApiError::Internal { source, .. } => ApiError::Internal {
+                source,
+                logged: true,
+            },
+            other => other,
+        }
+    }
+
+    /// The details of an invalid batch (empty for every other error).
+    pub fn details(&self) -> &[Detail] {
+        match self {
+            ApiError::InvalidArgument { details, .. } => details,
+            _ => &[],
+        }
+    }
+
+    /// Logs an internal error nobody logged yet (with its cause chain); called by the
+    /// transports when they render the error, so that it is logged exactly once.
+    pub fn log_if_unlogged(&self) {
+        if let ApiError::Internal {
+            source,
+            logged: false,
+        } = self
+        {
+            crate::telemetry::events::request_failed(self.code().name(), source.as_ref());
+        }
+    }
+
+    pub fn code(&self) -> Code {
+        match self {
+            ApiError::InvalidArgument { .. } => Code::InvalidArgument,
+            ApiError::Unauthenticated(_) => Code::Unauthenticated,
+            ApiError::PermissionDenied(_) => Code::PermissionDenied,
+            ApiError::NotFound(_) => Code::NotFound,
+            ApiError::MethodNotAllowed => Code::MethodNotAllowed,
+            ApiError::PayloadTooLarge(_) => Code::PayloadTooLarge,
+            ApiError::RateLimited(_) => Code::RateLimited,
+            ApiError::Unavailable(_) => Code::Unavailable,
+            ApiError::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            ApiError::ModelRejected(_) => Code::ModelRejected,
+            ApiError::Internal { .. } => Code::Internal,
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::MissingKey | AuthError::InvalidKey => ApiError::Unauthenticated(e),
+            AuthError::WrongTenant | AuthError::NotAdmin => ApiError::PermissionDenied(e),
+            AuthError::UnknownTenant => ApiError::NotFound(e.to_string()),
+        }
+    }
+}
+
+impl From<FeedError> for ApiError {
+    fn from(e: FeedError) -> Self {
+        match e {
+            FeedError::Model(_) | FeedError::Store(StoreError::UnknownTenant(_)) => {
+                ApiError::internal(e)
+            }
+            FeedError::DeadlineExceeded(_) => ApiError::DeadlineExceeded(e.to_string()),
+            FeedError::Mailbox { .. }
+            | FeedError::Crashed(_)
+            | FeedError::Store(StoreError::Unavailable(_)) => ApiError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::from(FeedError::Store(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_has_a_status() {
+        let samples = [
+            ApiError::invalid("x"),
+            ApiError::Unauthenticated(AuthError::MissingKey),
+            ApiError::PermissionDenied(AuthError::WrongTenant),
+            ApiError::NotFound("x".into()),
+            ApiError::ModelRejected("x".into()),
+            ApiError::MethodNotAllowed,
+            ApiError::PayloadTooLarge("x".into()),
+            ApiError::RateLimited("t".into()),
+            ApiError::Unavailable("x".into()),
+            ApiError::DeadlineExceeded("x".into()),
+            ApiError::internal(anyhow::anyhow!("x")),
+        ];
+        for e in samples {
+            assert!(Code::ALL.contains(&e.code()), "{}", e.code().name());
+        }
+        assert_eq!(Code::ALL.len(), 11);
+    }
+}

@@ -1,0 +1,108 @@
+//! A batch of user events, whatever the transport. The whole batch is validated first: one
+//! invalid event rejects the batch (every problem listed) and nothing of it is applied. A
+//! valid batch is durable before the answer: in Kafka when configured (the consumer group
+//! applies it), else applied in process. Replays of `event_id`s within the dedup window are
+//! accepted and change nothing.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::error::{ApiError, Detail};
+use super::{AppState, Transport};
+use crate::actors::{FeedError, IngestEvents};
+use crate::domain::tenants::Tenant;
+use crate::ingest::{self, Source};
+use crate::telemetry::InternalEvent;
+use crate::telemetry::events::EventsRejected;
+
+/// What was taken. `duplicates` and `unknown_items` are known only when the batch was applied
+/// in process; with Kafka the consumer applies it later.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Accepted {
+    pub accepted: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicates: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unknown_items: Option<usize>,
+}
+
+/// Validates and applies (or produces) `raw`, the events as JSON values so that a malformed
+/// one is reported by its index.
+pub async fn ingest(
+    state: &AppState,
+    tenant: &Tenant,
+    raw: Vec<Value>,
+    transport: Transport,
+) -> Result<Accepted, ApiError> {
+    let max = state.events.max_batch;
+    if raw.is_empty() || raw.len() > max {
+        EventsRejected {
+            reason: "invalid",
+            count: raw.len(),
+        }
+        .emit(&state.metrics);
+        return Err(ApiError::invalid(format!(
+            "events must hold 1 to {max} events, got {}",
+            raw.len()
+        )));
+    }
+    let events =
+        ingest::validate_batch(raw, crate::domain::unix_now(), &state.events).map_err(|bad| {
+            EventsRejected {
+                reason: "invalid",
+                count: bad.len(),
+            }
+            .emit(&state.metrics);
+            ApiError::InvalidArgument {
+                message: format!(
+                    "{} invalid event(s); nothing of this batch was applied",
+                    bad.len()
+                ),
+                details: bad
+                    .into_iter()
+                    .map(|i| Detail {
+                        index: i.index,
+                        reason: i.reason,
+                    })
+                    .collect(),
+            }
+        })?;
+    let accepted = events.len();
+    if let Some(producer) = &state.producer {
+        // Durable in Kafka before the answer; the consumer group applies it.
+        let inputs: Vec<_> = events.into_iter().map(|e| e.input).collect();
+        producer
+            .send(&tenant.id, &inputs)
+            .await
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        return Ok(Accepted {
+            accepted,
+            duplicates: None,
+            unknown_items: None,
+        });
+    }
+    let msg = IngestEvents {
+        tenant: tenant.id.clone(),
+        events,
+        source: match transport {
+            Transport::Http => Source::Http,
+            Transport::Grpc => Source::Grpc,
+        },
+        span: tracing::Span::current(),
+    };
+    let applied =
+        state
+            .actors
+            .ingestor
+            .send(msg)
+            .await
+            .map_err(|source| FeedError::Mailbox {
+                actor: "ingestor",
+                source,
+            })??;
+    Ok(Accepted {
+        accepted,
+        duplicates: Some(applied.duplicates),
+        unknown_items: Some(applied.unknown_items),
+    })
+}
