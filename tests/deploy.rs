@@ -23,3 +23,40 @@ fn kubernetes_manifests_and_compose_stack_pass_deploy_check() {
     );
     assert!(text.contains("deploy checks passed"), "{text}");
 }
+
+/// The production overlay's tenants file, layered over its config as the Deployment does
+/// (`EAGLERANK_CONFIG=config.toml:tenants.toml`), leaves the published demo keys opening
+/// nothing: a later file's empty list replaces the compiled-in one.
+#[test]
+fn the_production_tenants_file_closes_the_demo_keys() {
+    use eaglerank::domain::tenants::Tenants;
+    let files = [
+        format!("{ROOT}/deploy/kubernetes/base/config.toml").into(),
+        format!("{ROOT}/deploy/kubernetes/overlays/production/tenants.toml").into(),
+    ];
+    let settings = eaglerank::config::Settings::load(&files).expect("the overlay's config loads");
+    let tenants = Tenants::new(settings.tenant_specs(), &settings.admin.api_key_sha256);
+    for (tenant, key) in [
+        ("demo-a", "er_demo_a_7Qk2mV9xLp4sT8wZ"),
+        ("demo-b", "er_demo_b_3Hn6rB1yKc5dF0jU"),
+    ] {
+        assert!(tenants.authorize(tenant, Some(key)).is_err(), "{tenant}");
+    }
+    assert!(
+        tenants
+            .authorize_admin(Some("er_admin_demo_Wq4Zt8Kp2Nx6"))
+            .is_err()
+    );
+    // The base (demo) files keep them open.
+    let demo = eaglerank::config::Settings::load(&[
+        format!("{ROOT}/deploy/kubernetes/base/config.toml").into(),
+        format!("{ROOT}/deploy/kubernetes/base/tenants.toml").into(),
+    ])
+    .unwrap();
+    let tenants = Tenants::new(demo.tenant_specs(), &demo.admin.api_key_sha256);
+    assert!(
+        tenants
+            .authorize("demo-a", Some("er_demo_a_7Qk2mV9xLp4sT8wZ"))
+            .is_ok()
+    );
+}

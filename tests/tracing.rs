@@ -176,6 +176,70 @@ async fn one_trace_per_feed_across_every_actor_hop_joined_to_the_callers_trace()
 }
 
 #[actix_rt::test]
+async fn a_grpc_call_continues_the_callers_trace_with_rpc_attributes() {
+    use eaglerank::grpc::proto::GetFeedRequest;
+    use eaglerank::grpc::proto::feed_service_client::FeedServiceClient;
+    tracer();
+    let port = helpers::free_port();
+    let app = spawn_app_with(&[("grpc.port", i64::from(port).into())]).await;
+    let mut client = FeedServiceClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let caller_trace = "0af7651916cd43dd8448eb211c80319c";
+    let caller_span = "b7ad6b7169203331";
+    let mut req = tonic::Request::new(GetFeedRequest {
+        tenant: "demo-a".into(),
+        user_id: "u3".into(),
+        limit: 5,
+        explain: false,
+    });
+    let md = req.metadata_mut();
+    md.insert(
+        "authorization",
+        format!("Bearer {DEMO_A_KEY}").parse().unwrap(),
+    );
+    md.insert(
+        "traceparent",
+        format!("00-{caller_trace}-{caller_span}-01")
+            .parse()
+            .unwrap(),
+    );
+    let res = client.get_feed(req).await.unwrap();
+    assert_eq!(res.metadata().get("x-trace-id").unwrap(), caller_trace);
+    assert_eq!(res.into_inner().items.len(), 5);
+    drop(app);
+
+    let trace_id = TraceId::from_hex(caller_trace).unwrap();
+    let name = "eaglerank.v1.FeedService/GetFeed";
+    let mut spans: Vec<SpanData> = Vec::new();
+    for _ in 0..100 {
+        spans = finished()
+            .into_iter()
+            .filter(|s| s.span_context.trace_id() == trace_id)
+            .collect();
+        if spans.iter().any(|s| s.name == name) && spans.iter().any(|s| s.name == "feed.session") {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let root = spans.iter().find(|s| s.name == name).expect("the RPC span");
+    assert_eq!(root.parent_span_id, SpanId::from_hex(caller_span).unwrap());
+    assert!(root.parent_span_is_remote);
+    assert_eq!(root.span_kind, opentelemetry::trace::SpanKind::Server);
+    assert_eq!(attr(root, "rpc.system").as_deref(), Some("grpc"));
+    assert_eq!(
+        attr(root, "rpc.service").as_deref(),
+        Some("eaglerank.v1.FeedService")
+    );
+    assert_eq!(attr(root, "rpc.method").as_deref(), Some("GetFeed"));
+    assert_eq!(attr(root, "rpc.grpc.status_code").as_deref(), Some("0"));
+    assert_eq!(attr(root, "tenant").as_deref(), Some("demo-a"));
+    // The same session as REST's, under the RPC span, across the lane's thread.
+    let session = spans.iter().find(|s| s.name == "feed.session").unwrap();
+    assert_eq!(session.parent_span_id, root.span_context.span_id());
+}
+
+#[actix_rt::test]
 async fn probes_and_scrapes_create_no_spans_and_failures_mark_the_span() {
     tracer();
     let app = spawn_app_with(&[]).await;
