@@ -163,8 +163,9 @@ async fn every_metric_exists_and_every_dashboard_and_recording_query_returns_dat
         ("model.watchdog_interval_ms", 200.into()),
         ("model.drift_min_samples", 50.into()),
     ];
-    // The embedded instance also scores a shadow model for demo-a.
+    // The embedded instance also scores a shadow model for demo-a, and serves gRPC.
     let memory = spawn_app_with(&[
+        ("grpc.port", i64::from(helpers::free_port()).into()),
         drift[0].clone(),
         drift[1].clone(),
         ("models.linear.path", "models/ranker-linear.onnx".into()),

@@ -34,6 +34,13 @@ pub async fn ingest(
     raw: Vec<Value>,
     transport: Transport,
 ) -> Result<Accepted, ApiError> {
+    let events = validate(state, raw)
+        .inspect_err(|e| super::auth::refused(state, &tenant.id, transport, e))?;
+    apply(state, tenant, events, transport).await
+}
+
+/// The whole batch, or every problem of it.
+fn validate(state: &AppState, raw: Vec<Value>) -> Result<Vec<ingest::ValidEvent>, ApiError> {
     let max = state.events.max_batch;
     if raw.is_empty() || raw.len() > max {
         EventsRejected {
@@ -46,27 +53,34 @@ pub async fn ingest(
             raw.len()
         )));
     }
-    let events =
-        ingest::validate_batch(raw, crate::domain::unix_now(), &state.events).map_err(|bad| {
-            EventsRejected {
-                reason: "invalid",
-                count: bad.len(),
-            }
-            .emit(&state.metrics);
-            ApiError::InvalidArgument {
-                message: format!(
-                    "{} invalid event(s); nothing of this batch was applied",
-                    bad.len()
-                ),
-                details: bad
-                    .into_iter()
-                    .map(|i| Detail {
-                        index: i.index,
-                        reason: i.reason,
-                    })
-                    .collect(),
-            }
-        })?;
+    ingest::validate_batch(raw, crate::domain::unix_now(), &state.events).map_err(|bad| {
+        EventsRejected {
+            reason: "invalid",
+            count: bad.len(),
+        }
+        .emit(&state.metrics);
+        ApiError::InvalidArgument {
+            message: format!(
+                "{} invalid event(s); nothing of this batch was applied",
+                bad.len()
+            ),
+            details: bad
+                .into_iter()
+                .map(|i| Detail {
+                    index: i.index,
+                    reason: i.reason,
+                })
+                .collect(),
+        }
+    })
+}
+
+async fn apply(
+    state: &AppState,
+    tenant: &Tenant,
+    events: Vec<ingest::ValidEvent>,
+    transport: Transport,
+) -> Result<Accepted, ApiError> {
     let accepted = events.len();
     if let Some(producer) = &state.producer {
         // Durable in Kafka before the answer; the consumer group applies it.

@@ -61,6 +61,9 @@ pub struct TenantSpec<'a> {
     pub rate_limit_per_second: u32,
 }
 
+/// The metric label of every tenant that is not configured.
+pub const UNKNOWN_TENANT: &str = "_unknown";
+
 impl Tenants {
     /// The registry of `tenants`; `admin_key_sha256`: hex digests of the admin keys.
     pub fn new<'a>(
@@ -111,6 +114,16 @@ impl Tenants {
 
     pub fn ids(&self) -> impl Iterator<Item = &Arc<str>> {
         self.by_id.keys()
+    }
+
+    /// `tenant` as a metric label: a configured tenant's id, else `_unknown` (label values stay
+    /// bounded whatever clients send).
+    pub fn label<'a>(&self, tenant: &'a str) -> &'a str {
+        if self.by_id.contains_key(tenant) {
+            tenant
+        } else {
+            UNKNOWN_TENANT
+        }
     }
 
     /// Checks `key` for `tenant`. The key is checked first, so that a caller without a

@@ -19,7 +19,10 @@ use crate::api::{ApiError, AppState, Transport, auth, events};
 use crate::telemetry::InternalEvent;
 use crate::telemetry::events::GrpcCallFinished;
 
-const SERVICE: &str = "eaglerank.v1.FeedService";
+const SERVICE: &str = super::SERVICE_NAME;
+
+/// Every method, for the metrics' initial series.
+pub const METHODS: &[&str] = &["GetFeed", "IngestEvents"];
 
 pub struct FeedApi {
     state: Arc<AppState>,
@@ -118,7 +121,7 @@ async fn get_feed(
     request_id: String,
     span: tracing::Span,
 ) -> Result<proto::GetFeedResponse, ApiError> {
-    let tenant = auth::authorize(state, &req.tenant, bearer(md))?;
+    let tenant = auth::authorize(state, &req.tenant, bearer(md), Transport::Grpc)?;
     // proto3 has no "unset" for scalars: empty and 0 mean "not given", as a missing query
     // parameter does in REST.
     let request = FeedRequest {
@@ -126,7 +129,8 @@ async fn get_feed(
         limit: Some(req.limit).filter(|&l| l != 0),
         explain: req.explain,
     }
-    .validate()?;
+    .validate()
+    .inspect_err(|e| auth::refused(state, &tenant.id, Transport::Grpc, e))?;
     let lane = state
         .actors
         .lanes
@@ -176,7 +180,7 @@ async fn ingest_events(
     md: &MetadataMap,
     req: proto::IngestEventsRequest,
 ) -> Result<proto::IngestEventsResponse, ApiError> {
-    let tenant = auth::authorize(state, &req.tenant, bearer(md))?;
+    let tenant = auth::authorize(state, &req.tenant, bearer(md), Transport::Grpc)?;
     // The events as REST receives them, so that one validation (`ingest::validate_batch`)
     // judges both transports, problem for problem.
     let raw: Vec<Value> = req.events.into_iter().map(event_json).collect();

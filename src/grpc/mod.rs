@@ -48,6 +48,7 @@ pub fn start(
     max_message_bytes: usize,
 ) -> anyhow::Result<GrpcServer> {
     let port = listener.local_addr()?.port();
+    state.metrics.init_grpc(SERVICE_NAME, feed_service::METHODS);
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)
         .context("handing the gRPC listener to the runtime")?;

@@ -8,7 +8,7 @@ use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 
 use super::error::ApiError;
-use crate::api::{AppState, auth};
+use crate::api::{AppState, Transport, auth};
 use crate::domain::tenants::Tenant;
 
 pub struct AuthorizedTenant(pub Arc<Tenant>);
@@ -31,5 +31,5 @@ fn authorize(req: &HttpRequest) -> Result<AuthorizedTenant, ApiError> {
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("application state missing")))?;
     let tenant = req.match_info().get("tenant").unwrap_or_default();
-    auth::authorize(state, tenant, bearer(req)).map(AuthorizedTenant)
+    auth::authorize(state, tenant, bearer(req), Transport::Http).map(AuthorizedTenant)
 }

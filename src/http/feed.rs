@@ -11,7 +11,7 @@ use super::auth::AuthorizedTenant;
 use super::error::{ApiError, TenantErrors};
 use crate::actors::Lane;
 use crate::api::feed::{self, Call, FeedRequest, ServedFeed};
-use crate::api::{AppState, Transport};
+use crate::api::{AppState, Transport, auth};
 use crate::ranking::candidates::Sources;
 
 /// The model that ranked the feed.
@@ -75,7 +75,10 @@ pub async fn get_feed(
     // This worker's lane: the feed never leaves the thread that received it.
     lane: web::Data<Lane>,
 ) -> Result<HttpResponse, ApiError> {
-    let request = query.into_inner().validate()?;
+    let request = query
+        .into_inner()
+        .validate()
+        .inspect_err(|e| auth::refused(&state, &tenant.id, Transport::Http, e))?;
     let call = Call::new(
         &state,
         request_id.to_string(),

@@ -1,4 +1,4 @@
-use crate::helpers::{DEMO_A_KEY, metric_value, spawn_app};
+use crate::helpers::{DEMO_A_KEY, DEMO_B_KEY, metric_value, spawn_app, spawn_app_with};
 
 #[actix_rt::test]
 async fn every_documented_metric_is_exported_after_a_request() {
@@ -149,4 +149,104 @@ async fn invented_methods_and_random_paths_add_a_bounded_number_of_series() {
     assert!(added <= 5, "{added} new series:\n{m}");
     assert!(!m.contains("FOO") && !m.contains("BAR") && !m.contains("/no/such"));
     assert!(m.contains(r#"method="_OTHER""#), "{m}");
+}
+
+#[actix_rt::test]
+async fn refused_requests_are_counted_per_tenant_and_reason_with_bounded_labels() {
+    let app = spawn_app_with(&[("tenants.demo-b.rate_limit_per_second", 1.into())]).await;
+    let refused = |m: &str, tenant: &str, reason: &str| {
+        metric_value(
+            m,
+            &format!(
+                r#"eaglerank_requests_refused_total{{reason="{reason}",tenant="{tenant}",transport="http"}}"#
+            ),
+        )
+    };
+    // Every configured tenant's series exist from the start, at 0.
+    let m = app.metrics().await;
+    for reason in [
+        "unauthenticated",
+        "permission_denied",
+        "rate_limited",
+        "invalid_argument",
+    ] {
+        assert_eq!(refused(&m, "demo-b", reason), Some(0.0), "{reason}");
+    }
+
+    let get = |path: &str, key: Option<&str>| {
+        let mut req = app.client.get(app.url(path));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        req.send()
+    };
+    assert_eq!(
+        get("/v1/tenants/demo-a/feed?user_id=u1", None)
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        get("/v1/tenants/demo-a/feed?user_id=u1", Some("not-a-key"))
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        get("/v1/tenants/demo-a/feed?user_id=u1", Some(DEMO_B_KEY))
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        get(
+            "/v1/tenants/demo-a/feed?user_id=u1&limit=1000",
+            Some(DEMO_A_KEY)
+        )
+        .await
+        .unwrap()
+        .status(),
+        400
+    );
+    // Invented tenants share one label, whatever their number.
+    for t in ["shop-x", "shop-y", "shop-z"] {
+        let status = get(
+            &format!("/v1/tenants/{t}/feed?user_id=u1"),
+            Some(DEMO_A_KEY),
+        )
+        .await
+        .unwrap()
+        .status();
+        assert_eq!(status, 404);
+    }
+    let mut limited = 0;
+    for _ in 0..3 {
+        let res = get(
+            "/v1/tenants/demo-b/feed?user_id=u1&limit=1",
+            Some(DEMO_B_KEY),
+        )
+        .await
+        .unwrap();
+        limited += usize::from(res.status() == 429);
+    }
+    assert!(limited >= 1);
+    let bad_batch = app
+        .post_events(&serde_json::json!([{"event_id": "e1", "type": "stare"}]))
+        .await;
+    assert_eq!(bad_batch.status(), 400);
+
+    let m = app.metrics().await;
+    assert_eq!(refused(&m, "demo-a", "unauthenticated"), Some(2.0));
+    assert_eq!(refused(&m, "demo-a", "permission_denied"), Some(1.0));
+    // The feed's bad limit and the bad event batch.
+    assert_eq!(refused(&m, "demo-a", "invalid_argument"), Some(2.0));
+    assert_eq!(refused(&m, "_unknown", "not_found"), Some(3.0));
+    assert_eq!(refused(&m, "demo-b", "rate_limited"), Some(limited as f64));
+    assert!(
+        !m.contains("shop-x"),
+        "client-sent tenants never become labels"
+    );
 }

@@ -88,3 +88,29 @@ impl InternalEvent for GrpcCallFinished<'_> {
 pub fn grpc_serving_changed(service: &str, serving: bool) {
     info!(event = "GrpcHealthChanged", service, serving);
 }
+
+/// A request refused before any work: bad key, another tenant's key, unknown tenant, rate
+/// limit, invalid request. Counted per tenant, so that a broken client or key shows as refusals
+/// instead of only as less traffic. Not logged above debug: a flood of them must not flood the
+/// logs.
+pub struct RequestRefused<'a> {
+    /// A configured tenant, or `_unknown` (bounded).
+    pub tenant: &'a str,
+    pub transport: &'static str,
+    /// The error code.
+    pub reason: &'static str,
+}
+
+impl InternalEvent for RequestRefused<'_> {
+    fn emit(self, m: &Metrics) {
+        m.requests_refused_total
+            .with_label_values(&[self.tenant, self.transport, self.reason])
+            .inc();
+        tracing::debug!(
+            event = "RequestRefused",
+            tenant = self.tenant,
+            transport = self.transport,
+            reason = self.reason,
+        );
+    }
+}

@@ -31,6 +31,16 @@ const SCORE_BUCKETS: &[f64] = &[
     -6.0, -4.0, -3.0, -2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0,
 ];
 
+/// Why a request is refused: the error codes a client's request can earn before any work.
+pub const REFUSAL_REASONS: [&str; 6] = [
+    "unauthenticated",
+    "permission_denied",
+    "not_found",
+    "rate_limited",
+    "invalid_argument",
+    "payload_too_large",
+];
+
 pub struct Metrics {
     pub registry: Registry,
     pub feed_requests_total: IntCounterVec,
@@ -65,6 +75,7 @@ pub struct Metrics {
     pub redis_circuit_opened_total: prometheus::IntCounter,
     pub redis_ping_seconds: Histogram,
     pub grpc_server_handled_total: IntCounterVec,
+    pub requests_refused_total: IntCounterVec,
     pub grpc_server_handling_seconds: HistogramVec,
     /// Model health: feature validity, drift, canary, live ranking quality.
     pub ml: MlMetrics,
@@ -94,6 +105,11 @@ impl Metrics {
                 "Time to answer a feed request, from validated request to response, by transport.",
                 LATENCY_BUCKETS,
                 &["tenant", "transport"],
+            ),
+            requests_refused_total: r.counter(
+                "eaglerank_requests_refused_total",
+                "Requests refused before any work, by tenant (configured ones; others `_unknown`), transport and reason (the error code: unauthenticated, permission_denied, not_found, rate_limited, invalid_argument, payload_too_large).",
+                &["tenant", "transport", "reason"],
             ),
             // The go-grpc-prometheus names, prefixed: dashboards for gRPC services know them.
             grpc_server_handled_total: r.counter(
@@ -329,6 +345,17 @@ impl Metrics {
 
     /// Creates the per-tenant series at zero, so that dashboards and rate() see every tenant
     /// from the first scrape rather than from its first request.
+    /// The gRPC methods' success series at 0, so that panels and `rate()` see them before the
+    /// first call (label values known in advance).
+    pub fn init_grpc(&self, service: &str, methods: &[&str]) {
+        for method in methods {
+            self.grpc_server_handled_total
+                .with_label_values(&[service, method, "OK"]);
+            self.grpc_server_handling_seconds
+                .with_label_values(&[service, method]);
+        }
+    }
+
     pub fn init_tenant(&self, tenant: &str) {
         for transport in ["http", "grpc"] {
             for status in ["ok", "unavailable", "deadline_exceeded", "internal"] {
@@ -337,6 +364,12 @@ impl Metrics {
             }
         }
         self.items_upserted_total.with_label_values(&[tenant]);
+        for transport in ["http", "grpc"] {
+            for reason in REFUSAL_REASONS {
+                self.requests_refused_total
+                    .with_label_values(&[tenant, transport, reason]);
+            }
+        }
         self.feature_missing_total
             .with_label_values(&[tenant, "item"]);
     }
