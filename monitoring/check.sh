@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Validates the EagleRank monitoring: Prometheus configuration, rules and rule unit tests
-# (promtool), Alertmanager configuration and routing (amtool), the Kubernetes PrometheusRule
-# (in sync with the rule files), the Grafana dashboards (structure, variables, data source,
-# PromQL syntax through promtool), the runbook (a section per alert) and the docker compose file.
+# (promtool), Alertmanager configuration and routing (amtool) and its inhibitions, the
+# Kubernetes PrometheusRule (in sync with the rule files), the Grafana dashboards (structure,
+# variables, data source, PromQL syntax through promtool), the runbook (a section per alert) and
+# the docker compose file.
 #
 #   monitoring/check.sh
 #
@@ -101,7 +102,10 @@ for path in sorted(glob.glob("prometheus/tests/*.yml")):
 for a in alerts:
     if (a["alert"], a["severity"]) not in fired:
         problems.append(f"alert {a['alert']} (severity {a['severity']}) never fires in prometheus/tests")
-    if a["severity"] not in ("warning", "critical"):
+    if a["alert"] == "Watchdog":
+        if a["severity"] != "heartbeat":
+            problems.append("alert Watchdog: severity must be heartbeat (its own route)")
+    elif a["severity"] not in ("warning", "critical"):
         problems.append(f"alert {a['alert']}: severity must be warning or critical")
 for p in problems:
     print(p)
@@ -167,15 +171,139 @@ step "amtool check-config alertmanager/alertmanager.yml" \
     amtool check-config alertmanager/alertmanager.yml
 
 routing() {
-    local cfg=alertmanager/alertmanager.yml
-    amtool config routes test --config.file="$cfg" --verify.receivers=email-critical \
-        alertname=EagleRankDown severity=critical service=eaglerank || return 1
-    amtool config routes test --config.file="$cfg" --verify.receivers=email-warning \
-        alertname=EagleRankFeedLatencyHigh severity=warning tenant=demo-a || return 1
-    amtool config routes test --config.file="$cfg" --verify.receivers=email-warning \
-        alertname=SomethingElse || return 1
+    # route <expected receivers, in order> <labels...>
+    route() {
+        local expected="$1"
+        shift
+        amtool config routes test --config.file=alertmanager/alertmanager.yml \
+            --verify.receivers="$expected" "$@" 2>/dev/null || {
+            echo "labels $* do not route to $expected"
+            return 1
+        }
+    }
+    route push,email-critical alertname=EagleRankDown severity=critical service=eaglerank instance=a:8080 || return 1
+    route push,email-critical alertname=EagleRankFeedErrorRatioHigh severity=critical service=eaglerank tenant=demo-a || return 1
+    route email-warning alertname=EagleRankFeedLatencyHigh severity=warning service=eaglerank tenant=demo-a || return 1
+    route heartbeat alertname=Watchdog severity=heartbeat service=eaglerank || return 1
+    route email-warning alertname=SomethingElse || return 1
 }
-step "amtool: critical -> email-critical, warning -> email-warning" routing
+step "amtool: critical -> push + email, warning -> email, heartbeat -> heartbeat" routing
+
+# Inhibitions (amtool cannot test them): every rule names `equal` labels, the heartbeat route
+# never sends "resolved" and repeats within its group_interval, and a table of alert pairs
+# gets the expected outcome under Alertmanager's inhibition semantics.
+inhibitions() {
+    if ! python3 -c "import yaml" 2>/dev/null; then
+        # Without PyYAML: only the presence of `equal:` in each rule.
+        python3 - <<'EOF'
+import re, sys
+text = open("alertmanager/alertmanager.yml").read()
+rules = re.split(r"\n  - source_matchers:", text.split("\ninhibit_rules:", 1)[1])[1:]
+bad = [i for i, r in enumerate(rules) if not re.search(r"^    equal: \[\w", r, re.M)]
+for i in bad:
+    print(f"inhibit rule {i}: no `equal` labels")
+print(f"{len(rules)} inhibit rules; PyYAML not installed: only `equal` checked")
+sys.exit(1 if bad or not rules else 0)
+EOF
+        return
+    fi
+    python3 - <<'EOF'
+import re, sys, yaml
+
+cfg = yaml.safe_load(open("alertmanager/alertmanager.yml"))
+problems = []
+
+def matcher(text):
+    m = re.fullmatch(r'\s*(\w+)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*', text)
+    if not m:
+        raise SystemExit(f"cannot read matcher {text!r}")
+    name, op, value = m.groups()
+    def match(labels):
+        v = labels.get(name, "")
+        if op == "=":
+            return v == value
+        if op == "!=":
+            return v != value
+        hit = re.fullmatch(value, v) is not None
+        return hit if op == "=~" else not hit
+    return match
+
+rules = cfg.get("inhibit_rules") or []
+for i, r in enumerate(rules):
+    if not r.get("equal"):
+        problems.append(f"inhibit rule {i}: no `equal` labels (it would inhibit across instances and tenants)")
+
+def inhibited(target, firing):
+    """Alertmanager's rule: a firing alert that matches a rule's source matchers and has the
+    same values of its `equal` labels (absent counts as empty) mutes an alert that matches its
+    target matchers (never itself)."""
+    for r in rules:
+        if not all(matcher(m)(target) for m in r.get("target_matchers", [])):
+            continue
+        for source in firing:
+            if source == target or not all(matcher(m)(source) for m in r.get("source_matchers", [])):
+                continue
+            if all(source.get(l, "") == target.get(l, "") for l in r.get("equal", [])):
+                return True
+    return False
+
+S = {"service": "eaglerank", "job": "eaglerank"}
+down_a = {"alertname": "EagleRankDown", "severity": "critical", "instance": "a:8080", **S}
+down_all = {"alertname": "EagleRankDown", "severity": "critical", **S}  # absent(): no instance
+watchdog = {"alertname": "Watchdog", "severity": "heartbeat", "service": "eaglerank"}
+redis_down = {"alertname": "EagleRankRedisDown", "severity": "critical", "instance": "a:8080", **S}
+def alert(name, severity, **labels):
+    return {"alertname": name, "severity": severity, "service": "eaglerank", **labels}
+cases = [
+    # (what, target, firing sources, inhibited?)
+    ("a down hides a's memory alert",
+     alert("EagleRankMemoryHigh", "critical", instance="a:8080", job="eaglerank"), [down_a], True),
+    ("a down does not hide b's memory alert",
+     alert("EagleRankMemoryHigh", "critical", instance="b:8080", job="eaglerank"), [down_a], False),
+    ("a down does not hide a tenant's error ratio",
+     alert("EagleRankFeedErrorRatioHigh", "warning", tenant="t"), [down_a], False),
+    ("no target at all hides the service-wide alerts",
+     alert("EagleRankEventsRejectedHigh", "warning", job="eaglerank"), [down_all], True),
+    ("a down never hides the Watchdog", watchdog, [down_a], False),
+    ("no target at all never hides the Watchdog", watchdog, [down_all], False),
+    ("a critical hides the warning of the same alert and tenant",
+     alert("EagleRankFeedErrorRatioHigh", "warning", tenant="t"),
+     [alert("EagleRankFeedErrorRatioHigh", "critical", tenant="t")], True),
+    ("a critical does not hide another tenant's warning",
+     alert("EagleRankFeedErrorRatioHigh", "warning", tenant="u"),
+     [alert("EagleRankFeedErrorRatioHigh", "critical", tenant="t")], False),
+    ("a critical does not hide another instance's warning",
+     alert("EagleRankProcessRestarting", "warning", instance="b:8080", job="eaglerank"),
+     [alert("EagleRankProcessRestarting", "critical", instance="a:8080", job="eaglerank")], False),
+    ("Redis down hides the feeds degraded by it",
+     alert("EagleRankFeedsDegraded", "warning", tenant="t", reason="redis_down"), [redis_down], True),
+    ("Redis down does not hide feeds degraded otherwise",
+     alert("EagleRankFeedsDegraded", "warning", tenant="t", reason="store_error"), [redis_down], False),
+]
+for what, target, firing, expected in cases:
+    if inhibited(target, firing) != expected:
+        problems.append(f"inhibition: {what}: expected {'inhibited' if expected else 'not inhibited'}")
+
+# The heartbeat route: a ping every group_interval, never a "resolved" message.
+def seconds(d):
+    return sum(int(n) * {"s": 1, "m": 60, "h": 3600}[u] for n, u in re.findall(r"(\d+)([smh])", d))
+routes = [r for r in cfg["route"].get("routes", []) if 'severity="heartbeat"' in r.get("matchers", [])]
+if len(routes) != 1:
+    problems.append('expected exactly one route for severity="heartbeat"')
+else:
+    r = routes[0]
+    if seconds(r["repeat_interval"]) >= seconds(r["group_interval"]):
+        problems.append("heartbeat route: repeat_interval must be under group_interval (else a ping every other interval)")
+    receiver = next(x for x in cfg["receivers"] if x["name"] == r["receiver"])
+    if any(w.get("send_resolved", True) for w in receiver.get("webhook_configs", [])):
+        problems.append("heartbeat receiver: send_resolved must be false")
+for p in problems:
+    print(p)
+print(f"{len(rules)} inhibit rules, {len(cases)} inhibition cases")
+sys.exit(1 if problems else 0)
+EOF
+}
+step "alertmanager: inhibitions scoped by equal labels; heartbeat route" inhibitions
 
 # ---------------------------------------------------------------------------- Kubernetes
 

@@ -19,6 +19,7 @@ Output:
       "alerts": [{"file", "group", "alert", "severity", "expr"}, ...],  # usually return nothing
       "metrics": [...],             # exported by EagleRank: referenced anywhere, sorted
       "prometheus_metrics": [...],  # made by Prometheus itself when scraping (up, scrape_*)
+      "external_metrics": [...],    # from other exporters, optional (kube-state-metrics)
       "recorded_metrics": [...]     # defined by the recording rules
     }
 
@@ -77,6 +78,10 @@ PROMETHEUS_METRICS = {
     "up", "scrape_duration_seconds", "scrape_samples_scraped",
     "scrape_samples_post_metric_relabeling", "scrape_series_added",
 }
+# Series of other exporters that a rule uses when they exist, with a fallback otherwise
+# (EagleRankCpuHigh: the container's CPU limit from kube-state-metrics); not in EagleRank's
+# /metrics either.
+EXTERNAL_METRICS = {"kube_pod_container_resource_limits"}
 
 IDENTIFIER = re.compile(r"(?<![\w.:$])([a-zA-Z_:][a-zA-Z0-9_:]*)")
 STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
@@ -277,8 +282,9 @@ def collect():
     return {
         "queries": queries,
         "alerts": alerts,
-        "metrics": sorted(referenced - recorded - PROMETHEUS_METRICS),
+        "metrics": sorted(referenced - recorded - PROMETHEUS_METRICS - EXTERNAL_METRICS),
         "prometheus_metrics": sorted(referenced & PROMETHEUS_METRICS),
+        "external_metrics": sorted(referenced & EXTERNAL_METRICS),
         "recorded_metrics": sorted(recorded),
     }
 
