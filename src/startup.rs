@@ -192,6 +192,9 @@ impl Application {
                     http::request_span::trace_headers,
                 ))
                 .wrap(TracingLogger::<http::request_span::RootSpans>::new())
+                .wrap(actix_web::middleware::from_fn(
+                    http::in_flight::count_in_flight,
+                ))
                 .wrap(prometheus.clone())
                 // Outermost: the metrics and the span see a bounded method.
                 .wrap(actix_web::middleware::from_fn(http::methods::bound_methods))

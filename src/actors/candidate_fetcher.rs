@@ -13,7 +13,7 @@ use crate::domain::UserProfile;
 use crate::ranking::candidates::Candidate;
 use crate::ranking::pipeline;
 use crate::store::SharedStore;
-use crate::telemetry::events::CandidatesFetched;
+use crate::telemetry::events::{CandidatesFetched, MessageDequeued};
 use crate::telemetry::{InternalEvent, Metrics};
 
 pub const NAME: &str = "candidates";
@@ -59,6 +59,8 @@ pub struct FetchCandidates {
     pub user: Option<Arc<UserProfile>>,
     /// The requester's span: this hop's span is its child.
     pub span: tracing::Span,
+    /// When it was sent: its wait in the mailbox is measured from here.
+    pub enqueued: std::time::Instant,
 }
 
 impl Handler<FetchCandidates> for CandidateFetcher {
@@ -68,6 +70,11 @@ impl Handler<FetchCandidates> for CandidateFetcher {
         let store = self.store.clone();
         let limits = self.limits.get(&*msg.tenant).copied();
         let metrics = self.metrics.clone();
+        MessageDequeued {
+            actor: NAME,
+            waited: msg.enqueued.elapsed(),
+        }
+        .emit(&metrics);
         let span = tracing::info_span!(
             parent: &msg.span,
             "candidates.fetch",

@@ -16,7 +16,7 @@ use crate::ranking::candidates::{Source, Sources};
 use crate::ranking::model::{ModelMetadata, ModelRegistry};
 use crate::ranking::pipeline::{self, Scorable};
 use crate::store::{PopularityFallback, SharedStore, StoreError, StoreHealth, by_deadline};
-use crate::telemetry::events::{FeaturesFetched, FeaturesMissing, FeedDegraded};
+use crate::telemetry::events::{FeaturesFetched, FeaturesMissing, FeedDegraded, MessageDequeued};
 use crate::telemetry::{InternalEvent, Metrics};
 
 pub const NAME: &str = "gateway";
@@ -73,6 +73,8 @@ pub struct Feed {
     pub deadline: Instant,
     /// The HTTP request's span: the session's span is its child.
     pub span: tracing::Span,
+    /// When it was sent: its wait in the mailbox is measured from here.
+    pub enqueued: Instant,
 }
 
 /// Time spent in each stage of a session.
@@ -102,6 +104,11 @@ impl Handler<Feed> for Gateway {
 
     fn handle(&mut self, msg: Feed, _: &mut Context<Self>) -> Self::Result {
         let deps = self.deps.clone();
+        MessageDequeued {
+            actor: NAME,
+            waited: msg.enqueued.elapsed(),
+        }
+        .emit(&deps.metrics);
         let span = tracing::info_span!(
             parent: &msg.span,
             "feed.session",
@@ -196,6 +203,7 @@ async fn degraded(
         limit: msg.limit,
         now: unix_now(),
         explain: msg.explain,
+        enqueued: Instant::now(),
     };
     let ranking = ask(ranker::NAME, &deps.ranker, rank).await?;
     Ok(FeedOutcome {
@@ -239,6 +247,7 @@ async fn session(
         tenant: msg.tenant.clone(),
         user: user.clone(),
         span: tracing::Span::current(),
+        enqueued: Instant::now(),
     };
     let candidates = within(
         store_deadline,
@@ -278,6 +287,7 @@ async fn session(
         limit: msg.limit,
         now: unix_now(),
         explain: msg.explain,
+        enqueued: Instant::now(),
     };
     let ranking = ask(ranker::NAME, &deps.ranker, rank).await?;
     timings.ranking = t.elapsed();

@@ -19,7 +19,7 @@ use crate::ranking::candidates::Sources;
 use crate::ranking::features::FeatureHealth;
 use crate::ranking::model::{LoadedModel, ModelError, ModelMetadata, ModelRegistry, OnnxScorer};
 use crate::ranking::pipeline::{self, RankRequest, Scorable};
-use crate::telemetry::events::{FeaturesInvalid, ModelScored, ShadowCompared};
+use crate::telemetry::events::{FeaturesInvalid, MessageDequeued, ModelScored, ShadowCompared};
 use crate::telemetry::{InternalEvent, Metrics};
 
 pub const NAME: &str = "ranker";
@@ -107,6 +107,8 @@ pub struct Rank {
     pub now: UnixSeconds,
     /// Return each item's feature values too.
     pub explain: bool,
+    /// When it was sent: its wait in the mailbox is measured from here.
+    pub enqueued: std::time::Instant,
 }
 
 #[derive(Debug)]
@@ -287,6 +289,11 @@ impl Handler<Rank> for Ranker {
     type Result = Result<Ranking, FeedError>;
 
     fn handle(&mut self, msg: Rank, ctx: &mut Context<Self>) -> Self::Result {
+        MessageDequeued {
+            actor: NAME,
+            waited: msg.enqueued.elapsed(),
+        }
+        .emit(&self.metrics);
         guarded_sync(self, ctx, |ranker| ranker.rank(msg))
     }
 }

@@ -157,6 +157,7 @@ pub async fn serve(
         limit: request.limit as usize,
         explain: request.explain,
         deadline: call.deadline,
+        enqueued: Instant::now(),
     };
     let budget = call.deadline.saturating_duration_since(call.started);
     // Kept here too, on the caller's thread: a gRPC call waits on another thread's lane, whose

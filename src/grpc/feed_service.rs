@@ -17,7 +17,7 @@ use super::proto::{self, feed_service_server::FeedService};
 use crate::api::feed::{self, Call, FeedRequest, ServedFeed};
 use crate::api::{ApiError, AppState, Transport, auth, events};
 use crate::telemetry::InternalEvent;
-use crate::telemetry::events::GrpcCallFinished;
+use crate::telemetry::events::{GrpcCallFinished, InFlight};
 
 const SERVICE: &str = super::SERVICE_NAME;
 
@@ -46,6 +46,7 @@ impl FeedApi {
         Fut: Future<Output = (Result<M, ApiError>, Option<String>)>,
     {
         let started = Instant::now();
+        let _in_flight = InFlight::start(&self.state.metrics, Transport::Grpc.as_str(), method);
         let span = call_span(request.metadata(), SERVICE, method);
         let trace = trace_id(&span);
         let (md, _, message) = request.into_parts();

@@ -6,6 +6,7 @@ mod auth;
 pub mod error;
 mod events;
 mod feed;
+pub mod in_flight;
 mod items;
 pub mod methods;
 pub mod openapi;

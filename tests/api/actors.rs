@@ -131,6 +131,7 @@ async fn every_http_worker_gets_its_own_supervised_feed_lane() {
             explain: false,
             deadline: std::time::Instant::now() + std::time::Duration::from_secs(30),
             span: tracing::Span::none(),
+            enqueued: std::time::Instant::now(),
         };
         let outcome = lane.gateway.send(feed).await.expect("mailbox open");
         let outcome = outcome.expect("feed served");

@@ -250,3 +250,50 @@ async fn refused_requests_are_counted_per_tenant_and_reason_with_bounded_labels(
         "client-sent tenants never become labels"
     );
 }
+
+#[actix_rt::test]
+async fn saturation_signals_in_flight_requests_and_mailbox_waits() {
+    let app = spawn_app().await;
+    // Feeds in parallel: both lanes busy, some wait for their lane.
+    let queries: Vec<String> = (0..8).map(|i| format!("user_id=u{i}")).collect();
+    let feeds = queries.iter().map(|q| app.feed("demo-a", DEMO_A_KEY, q));
+    for res in futures::future::join_all(feeds).await {
+        assert_eq!(res.status(), 200);
+    }
+    let _ = app.client.get(app.url("/no/such/path/7")).send().await;
+    let m = app.metrics().await;
+    // Every answered request left the gauge; endpoints are route patterns, never raw paths.
+    assert_eq!(
+        metric_value(
+            &m,
+            r#"eaglerank_requests_in_flight{endpoint="/v1/tenants/{tenant}/feed",transport="http"}"#
+        ),
+        Some(0.0),
+        "{m}"
+    );
+    assert!(!m.contains("/no/such/path"), "{m}");
+    for actor in ["gateway", "candidates", "ranker"] {
+        let count = metric_value(
+            &m,
+            &format!(r#"eaglerank_actor_queue_seconds_count{{actor="{actor}"}}"#),
+        );
+        assert!(count.is_some_and(|n| n >= 8.0), "{actor}: {count:?}");
+    }
+}
+
+#[actix_rt::test]
+async fn series_known_in_advance_start_at_zero() {
+    let app = spawn_app().await;
+    let m = app.metrics().await;
+    for series in [
+        r#"eaglerank_feed_degraded_total{reason="redis_down",tenant="demo-b"}"#,
+        r#"eaglerank_feed_degraded_total{reason="store_error",tenant="demo-a"}"#,
+        r#"eaglerank_feed_requests_total{status="deadline_exceeded",tenant="demo-a",transport="grpc"}"#,
+        r#"eaglerank_events_duplicates_total{tenant="demo-b"}"#,
+        r#"eaglerank_events_rejected_total{reason="unparseable"}"#,
+        r#"eaglerank_model_reloads_total{outcome="rejected"}"#,
+        r#"eaglerank_requests_refused_total{reason="rate_limited",tenant="demo-a",transport="grpc"}"#,
+    ] {
+        assert_eq!(metric_value(&m, series), Some(0.0), "{series}");
+    }
+}

@@ -59,3 +59,19 @@ impl InternalEvent for ActorRestarted<'_> {
         );
     }
 }
+
+/// A message's handler started: how long it waited in the actor's mailbox. Behind a busy lane
+/// (a worker ranking other feeds) feeds wait here; it is where `unavailable` under overload
+/// starts.
+pub struct MessageDequeued {
+    pub actor: &'static str,
+    pub waited: std::time::Duration,
+}
+
+impl InternalEvent for MessageDequeued {
+    fn emit(self, m: &Metrics) {
+        m.actor_queue_seconds
+            .with_label_values(&[self.actor])
+            .observe(self.waited.as_secs_f64());
+    }
+}

@@ -114,3 +114,26 @@ impl InternalEvent for RequestRefused<'_> {
         );
     }
 }
+
+/// A request being served: counted in `eaglerank_requests_in_flight` from [`InFlight::start`]
+/// until the guard is dropped (answered, failed or cancelled alike).
+pub struct InFlight {
+    gauge: prometheus::IntGauge,
+}
+
+impl InFlight {
+    /// `endpoint`: a bounded value (a route pattern, a gRPC method).
+    pub fn start(m: &Metrics, transport: &str, endpoint: &str) -> Self {
+        let gauge = m
+            .requests_in_flight
+            .with_label_values(&[transport, endpoint]);
+        gauge.inc();
+        Self { gauge }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}

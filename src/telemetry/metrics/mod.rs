@@ -41,6 +41,12 @@ pub const REFUSAL_REASONS: [&str; 6] = [
     "payload_too_large",
 ];
 
+/// Mailbox waits: from microseconds (an idle lane) to the request deadline and beyond.
+const QUEUE_BUCKETS: &[f64] = &[
+    0.000_01, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 1.0,
+];
+
 pub struct Metrics {
     pub registry: Registry,
     pub feed_requests_total: IntCounterVec,
@@ -76,6 +82,8 @@ pub struct Metrics {
     pub redis_ping_seconds: Histogram,
     pub grpc_server_handled_total: IntCounterVec,
     pub requests_refused_total: IntCounterVec,
+    pub requests_in_flight: IntGaugeVec,
+    pub actor_queue_seconds: HistogramVec,
     pub grpc_server_handling_seconds: HistogramVec,
     /// Model health: feature validity, drift, canary, live ranking quality.
     pub ml: MlMetrics,
@@ -94,7 +102,7 @@ impl Metrics {
         ] {
             registry.register(c).expect("metric registered once");
         }
-        Self {
+        let m = Self {
             feed_requests_total: r.counter(
                 "eaglerank_feed_requests_total",
                 "Feed requests by tenant, transport (http, grpc) and outcome (ok or the error code).",
@@ -105,6 +113,17 @@ impl Metrics {
                 "Time to answer a feed request, from validated request to response, by transport.",
                 LATENCY_BUCKETS,
                 &["tenant", "transport"],
+            ),
+            requests_in_flight: r.gauge(
+                "eaglerank_requests_in_flight",
+                "Requests being served now, by transport and endpoint (the route pattern, or the gRPC method).",
+                &["transport", "endpoint"],
+            ),
+            actor_queue_seconds: r.histogram(
+                "eaglerank_actor_queue_seconds",
+                "Time a message waited in an actor's mailbox before its handler started (gateway: a feed's wait for its lane), by actor.",
+                QUEUE_BUCKETS,
+                &["actor"],
             ),
             requests_refused_total: r.counter(
                 "eaglerank_requests_refused_total",
@@ -308,6 +327,19 @@ impl Metrics {
             .expect("static metric definition"),
             ml: MlMetrics::new(&r),
             registry,
+        };
+        m.init_global();
+        m
+    }
+
+    /// Series whose label values are known in advance start at 0: dashboards show 0, not
+    /// "No data", and `rate()` and alerts work before the first occurrence.
+    fn init_global(&self) {
+        for reason in ["invalid", "unknown_item", "unparseable"] {
+            self.events_rejected_total.with_label_values(&[reason]);
+        }
+        for outcome in ["loaded", "rejected"] {
+            self.ml.model_reloads_total.with_label_values(&[outcome]);
         }
     }
 
@@ -372,6 +404,11 @@ impl Metrics {
         }
         self.feature_missing_total
             .with_label_values(&[tenant, "item"]);
+        for reason in ["redis_down", "store_error"] {
+            self.feed_degraded_total
+                .with_label_values(&[tenant, reason]);
+        }
+        self.events_duplicates_total.with_label_values(&[tenant]);
     }
 }
 
