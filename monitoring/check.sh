@@ -2,8 +2,8 @@
 # Validates the EagleRank monitoring: Prometheus configuration, rules and rule unit tests
 # (promtool), Alertmanager configuration and routing (amtool) and its inhibitions, the
 # Kubernetes PrometheusRule (in sync with the rule files), the Grafana dashboards (structure,
-# variables, data source, PromQL syntax through promtool), the runbook (a section per alert) and
-# the docker compose file.
+# variables, data source, annotations, layout, PromQL syntax through promtool), the runbook (a
+# section per alert) and the docker compose file.
 #
 #   monitoring/check.sh
 #
@@ -146,7 +146,9 @@ for anchor in re.findall(r"\]\(#([^)]+)\)", runbook):
 panels = {}
 for path in sorted(glob.glob("grafana/dashboards/*.json")):
     d = json.load(open(path))
-    panels[d.get("title", "").split(" / ")[-1]] = {p.get("title") for p in d.get("panels", [])}
+    top = d.get("panels", [])
+    nested = [c for p in top for c in p.get("panels", [])]  # in collapsed rows
+    panels[d.get("title", "").split(" / ")[-1]] = {p.get("title") for p in top + nested}
 for dash, title in re.findall(r"\*\*([A-Z]\w*) › ([^*]+?)\*\*", runbook):
     title = " ".join(title.split())
     if (dash, title) == ("Dashboard", "Panel"):
@@ -373,6 +375,11 @@ def check_selectors(where, expr):
         if has_tenant and 'tenant=~"$tenant"' not in matchers:
             bad(f"{where}: {name} is not filtered by tenant=~\"$tenant\"")
 
+# Panel types without queries (no targets, no data source).
+NO_QUERIES = {"row", "alertlist", "text"}
+# Annotations every dashboard has: what changed, and since when.
+ANNOTATIONS = ("Deploys", "Process starts", "Model reloads")
+
 uids = {}
 files = sorted(glob.glob("grafana/dashboards/*.json"))
 if not files:
@@ -411,12 +418,21 @@ for path in files:
         if (v.get("datasource") or {}).get("uid") != "prometheus":
             bad(f"{path}: variable {name} does not use data source uid prometheus")
     ids = set()
-    for p in d.get("panels", []):
+    panels = d.get("panels", [])
+    panels = panels + [c for p in panels for c in p.get("panels", [])]  # in collapsed rows
+    for p in panels:
         title = p.get("title")
         where = f"{path} panel {p.get('id')} {title!r}"
-        for key in ("id", "type", "title", "gridPos", "targets"):
+        for key in ("id", "type", "title", "gridPos"):
             if key not in p:
                 bad(f"{where}: no {key}")
+        if p.get("type") in NO_QUERIES:
+            if p.get("targets"):
+                bad(f"{where}: a {p['type']} panel takes no targets")
+            if p.get("id") in ids:
+                bad(f"{where}: duplicate panel id")
+            ids.add(p.get("id"))
+            continue
         if p.get("id") in ids:
             bad(f"{where}: duplicate panel id")
         ids.add(p.get("id"))
@@ -441,13 +457,34 @@ for path in files:
             if (t.get("datasource") or {}).get("uid", "prometheus") != "prometheus":
                 bad(f"{where} {t['refId']}: data source is not uid prometheus")
             check_selectors(f"{where} {t['refId']}", t["expr"])
-    print(f"{path}: {len(d.get('panels', []))} panels, uid {uid}")
+    # Annotations: Grafana's built-in one, and Prometheus queries marking events.
+    names = set()
+    for a in d.get("annotations", {}).get("list", []):
+        if a.get("builtIn"):
+            continue
+        where = f"{path} annotation {a.get('name')!r}"
+        if not a.get("name") or a["name"] in names:
+            bad(f"{where}: needs a unique name")
+        names.add(a.get("name"))
+        if (a.get("datasource") or {}).get("uid") != "prometheus":
+            bad(f"{where}: data source is not uid prometheus")
+        if not a.get("expr"):
+            bad(f"{where}: no expr")
+            continue
+        check_selectors(where, a["expr"])
+    for name in sorted(set(ANNOTATIONS) - names):
+        bad(f"{path}: no annotation {name!r} (every dashboard marks {', '.join(ANNOTATIONS)})")
+    print(f"{path}: {len(panels)} panels, {len(names)} annotations, uid {uid}")
 for p in problems:
     print(p)
 sys.exit(1 if problems else 0)
 EOF
 }
-step "dashboards: structure, variables, data source, tenant/instance filters" dashboards
+step "dashboards: structure, variables, data source, tenant/instance filters, annotations" dashboards
+
+# Layout: panels that overlap, exceed the 24-column grid or repeat an id (dashboards_check.py).
+step "dashboards: layout (no overlapping panels, 24 columns, unique panel ids)" \
+    python3 dashboards_check.py
 
 provisioning() {
     grep -Eq '^\s+uid:\s*prometheus\s*$' grafana/provisioning/datasources/prometheus.yml || {
@@ -474,7 +511,7 @@ dashboard_promql() {
     python3 queries.py --promtool-rules "$TMP/dashboard-queries.yml" >/dev/null &&
         promtool check rules "$TMP/dashboard-queries.yml"
 }
-step "dashboard and variable queries are valid PromQL (promtool)" dashboard_promql
+step "dashboard, variable and annotation queries are valid PromQL (promtool)" dashboard_promql
 
 # ---------------------------------------------------------------------------- compose
 

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Prints, as JSON, every PromQL expression of the EagleRank monitoring (Grafana dashboards,
-their template variables, recording and alerting rules) and every metric they reference.
+their template variables and annotations, recording and alerting rules) and every metric they
+reference.
 
     python3 monitoring/queries.py                       # JSON on stdout
-    python3 monitoring/queries.py --promtool-rules F    # also write the dashboard queries as a
-                                                        # rule file, for `promtool check rules F`
+    python3 monitoring/queries.py --promtool-rules F    # also write the dashboard queries (and
+                                                        # annotations) as a rule file, for
+                                                        # `promtool check rules F`
 
 Output:
     {
@@ -17,11 +19,18 @@ Output:
         ...
       ],
       "alerts": [{"file", "group", "alert", "severity", "expr"}, ...],  # usually return nothing
+      "annotations": [{"dashboard", "annotation", "expr"}, ...],  # events (deploys, restarts,
+                                    # reloads): usually return nothing either
       "metrics": [...],             # exported by EagleRank: referenced anywhere, sorted
       "prometheus_metrics": [...],  # made by Prometheus itself when scraping (up, scrape_*)
       "external_metrics": [...],    # from other exporters, optional (kube-state-metrics)
       "recorded_metrics": [...]     # defined by the recording rules
     }
+
+Dashboard annotations (Prometheus queries in a dashboard's `annotations.list`) are listed apart,
+like the alerts: they mark events (a deploy, a process start, a model reload) and return nothing
+the rest of the time, so "queries" (which a test expects data from) leaves them out; their metrics
+are in "metrics" all the same.
 
 Dashboard expressions have their Grafana variables substituted: $tenant and $instance by `.*`
 (the "All" value), $__rate_interval and $__interval by 1m. Metric names are the identifiers of
@@ -246,13 +255,31 @@ def dashboard_queries(path):
     return queries
 
 
+def dashboard_annotations(path):
+    """The Prometheus queries of a dashboard's annotations (Grafana's built-in one has none)."""
+    dash = json.loads(path.read_text(encoding="utf-8"))
+    uid = dash.get("uid", path.stem)
+    annotations = []
+    for a in dash.get("annotations", {}).get("list", []):
+        # Grafana reads `expr` (older dashboards) or `target.expr` (as it saves them since 10).
+        expr = a.get("expr") or (a.get("target") or {}).get("expr")
+        if a.get("builtIn") or not expr:
+            continue
+        where = f"{path.name} annotation {a.get('name')!r}"
+        annotations.append(
+            {"dashboard": uid, "annotation": a.get("name"), "expr": substitute(expr, where)}
+        )
+    return annotations
+
+
 # ---------------------------------------------------------------------------- output
 
 
 def collect():
-    queries, alerts = [], []
+    queries, alerts, annotations = [], [], []
     for path in sorted(DASHBOARDS_DIR.glob("*.json")):
         queries.extend(dashboard_queries(path))
+        annotations.extend(dashboard_annotations(path))
     for path in sorted(RULES_DIR.glob("*.yml")):
         for rule in parse_rule_file(path):
             if "record" in rule:
@@ -277,11 +304,12 @@ def collect():
                 )
     recorded = {q["record"] for q in queries if q["source"] == "recording_rule"}
     referenced = set()
-    for item in queries + alerts:
+    for item in queries + alerts + annotations:
         referenced |= metric_names(item["expr"])
     return {
         "queries": queries,
         "alerts": alerts,
+        "annotations": annotations,
         "metrics": sorted(referenced - recorded - PROMETHEUS_METRICS - EXTERNAL_METRICS),
         "prometheus_metrics": sorted(referenced & PROMETHEUS_METRICS),
         "external_metrics": sorted(referenced & EXTERNAL_METRICS),
@@ -289,15 +317,18 @@ def collect():
     }
 
 
-def promtool_rules(queries):
-    """A rule file with every dashboard and variable query as a recording rule."""
+def promtool_rules(queries, annotations=()):
+    """A rule file with every dashboard, variable and annotation query as a recording rule."""
     lines = ["groups:", "  - name: dashboard-queries", "    rules:"]
     n = 0
-    for q in queries:
-        if q["source"] == "recording_rule":
+    for q in list(queries) + list(annotations):
+        if q.get("source") == "recording_rule":
             continue
         n += 1
-        what = q.get("panel") or f"variable {q.get('variable')}"
+        if "annotation" in q:
+            what = f"annotation {q['annotation']}"
+        else:
+            what = q.get("panel") or f"variable {q.get('variable')}"
         lines.append(f"      # {q['dashboard']}: {what}")
         lines.append(f"      - record: dashboard:query_{n}:check")
         lines.append("        expr: |")
@@ -310,7 +341,8 @@ def main():
     parser.add_argument(
         "--promtool-rules",
         metavar="FILE",
-        help="also write the dashboard queries as a rule file for `promtool check rules`",
+        help="also write the dashboard queries and annotations as a rule file for `promtool check "
+        "rules`",
     )
     args = parser.parse_args()
     try:
@@ -319,7 +351,9 @@ def main():
         print(f"error: {e}", file=sys.stderr)
         return 1
     if args.promtool_rules:
-        Path(args.promtool_rules).write_text(promtool_rules(result["queries"]), encoding="utf-8")
+        Path(args.promtool_rules).write_text(
+            promtool_rules(result["queries"], result["annotations"]), encoding="utf-8"
+        )
     json.dump(result, sys.stdout, indent=2)
     print()
     return 0
