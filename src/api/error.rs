@@ -223,4 +223,24 @@ mod tests {
         }
         assert_eq!(Code::ALL.len(), 11);
     }
+
+    #[test]
+    fn the_grpc_codes_are_the_ones_the_proto_documents() {
+        use tonic::Code as G;
+        let table = [
+            (Code::InvalidArgument, G::InvalidArgument, 400),
+            (Code::Unauthenticated, G::Unauthenticated, 401),
+            (Code::PermissionDenied, G::PermissionDenied, 403),
+            (Code::NotFound, G::NotFound, 404),
+            (Code::RateLimited, G::ResourceExhausted, 429),
+            (Code::PayloadTooLarge, G::ResourceExhausted, 413),
+            (Code::Unavailable, G::Unavailable, 503),
+            (Code::DeadlineExceeded, G::DeadlineExceeded, 503),
+            (Code::Internal, G::Internal, 500),
+        ];
+        for (code, grpc, http) in table {
+            assert_eq!(code.grpc(), grpc, "{}", code.name());
+            assert_eq!(code.status().as_u16(), http, "{}", code.name());
+        }
+    }
 }

@@ -48,3 +48,40 @@ pub fn code_name(code: Code) -> &'static str {
         Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Detail;
+
+    #[test]
+    fn a_status_carries_the_code_the_message_and_the_rest_code() {
+        let status = Status::from(ApiError::internal(anyhow::anyhow!("a bug")).logged());
+        assert_eq!(status.code(), Code::Internal);
+        // The cause stays in the log, not in the answer.
+        assert_eq!(status.message(), "internal error");
+        assert_eq!(
+            status.metadata().get("eaglerank-error-code").unwrap(),
+            "internal"
+        );
+
+        let status = Status::from(ApiError::InvalidArgument {
+            message: "2 invalid event(s)".into(),
+            details: vec![
+                Detail {
+                    index: 0,
+                    reason: "bad type".into(),
+                },
+                Detail {
+                    index: 3,
+                    reason: "no user".into(),
+                },
+            ],
+        });
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(
+            status.message(),
+            "2 invalid event(s); event 0: bad type; event 3: no user"
+        );
+    }
+}
