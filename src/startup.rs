@@ -20,8 +20,8 @@ use crate::http::{self, error};
 use crate::ingest::feed_join::ServedFeeds;
 use crate::ranking::model::ModelRegistry;
 use crate::store::{
-    CachedStore, Dedup, Guarded, Instrumented, MemoryStore, PopularityFallback, RedisStore,
-    SharedStore, StoreContext, StoreHealth,
+    CachedStore, Dedup, Guarded, Instrumented, MemoryStore, PoolProbe, PopularityFallback,
+    RedisStore, SharedStore, StoreContext, StoreHealth,
 };
 use crate::store::{FeedLog, MemoryFeedLog};
 use crate::telemetry::events::{self, ModelLoaded};
@@ -51,13 +51,14 @@ async fn build_store(settings: &Settings, metrics: &Arc<Metrics>) -> anyhow::Res
             settings.redis.breaker_failures,
             settings.redis.breaker_open,
         ));
-        let redis = Arc::new(Guarded::new(
-            Arc::new(
-                RedisStore::connect(&settings.redis)?.with_dedup(Dedup::from(&settings.events)),
-            ),
-            health.clone(),
-            metrics.clone(),
-        ));
+        let store = Arc::new(
+            RedisStore::connect(&settings.redis)?.with_dedup(Dedup::from(&settings.events)),
+        );
+        let pool: PoolProbe = {
+            let store = store.clone();
+            Arc::new(move || store.pool_status())
+        };
+        let redis = Arc::new(Guarded::new(store, health.clone(), metrics.clone()));
         let feed_log: Arc<dyn FeedLog> = redis.clone();
         let timed: SharedStore = Arc::new(Instrumented::new(redis, metrics.clone()));
         let cached = CachedStore::new(
@@ -68,6 +69,7 @@ async fn build_store(settings: &Settings, metrics: &Arc<Metrics>) -> anyhow::Res
         );
         return Ok(StoreContext {
             store: Arc::new(cached),
+            pool: Some(pool),
             health,
             fallback: Arc::new(PopularityFallback::default()),
             watched: true,
@@ -92,6 +94,7 @@ async fn build_store(settings: &Settings, metrics: &Arc<Metrics>) -> anyhow::Res
     }
     Ok(StoreContext {
         store: Arc::new(Instrumented::new(Arc::new(store), metrics.clone())),
+        pool: None,
         health: Arc::new(StoreHealth::new("memory")),
         fallback: Arc::new(PopularityFallback::default()),
         watched: false,

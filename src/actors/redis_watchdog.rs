@@ -9,8 +9,10 @@ use actix::prelude::*;
 
 use super::ActorHealth;
 use super::lifecycle::{Lifecycle, supervised_actor};
-use crate::store::{PopularityFallback, SharedStore, StoreHealth};
-use crate::telemetry::events::{FallbackRefreshed, RedisPinged, RedisStateChanged};
+use crate::store::{PoolProbe, PopularityFallback, SharedStore, StoreHealth};
+use crate::telemetry::events::{
+    FallbackRefreshed, RedisPinged, RedisPoolSampled, RedisStateChanged,
+};
 use crate::telemetry::{InternalEvent, Metrics};
 
 pub const NAME: &str = "redis_watchdog";
@@ -25,6 +27,8 @@ pub struct RedisWatchdog {
     pub refresh_every: Duration,
     pub metrics: Arc<Metrics>,
     pub actors: Arc<ActorHealth>,
+    /// The connection pools' state, exported every tick.
+    pub pool: Option<PoolProbe>,
     last_refresh: Option<Instant>,
     in_flight: bool,
 }
@@ -40,8 +44,10 @@ impl RedisWatchdog {
         refresh_every: Duration,
         metrics: Arc<Metrics>,
         actors: Arc<ActorHealth>,
+        pool: Option<PoolProbe>,
     ) -> Self {
         Self {
+            pool,
             store,
             health,
             fallback,
@@ -89,6 +95,15 @@ impl RedisWatchdog {
                 .into_actor(self)
                 .map(|(ping, rtt, refreshed), act, _| {
                     act.in_flight = false;
+                    if let Some(pool) = &act.pool {
+                        let s = pool();
+                        RedisPoolSampled {
+                            connections: s.connections,
+                            idle: s.idle,
+                            waiting: s.waiting,
+                        }
+                        .emit(&act.metrics);
+                    }
                     let down = ping.err().map(|e| e.to_string());
                     RedisPinged {
                         round_trip: down.is_none().then_some(rtt),

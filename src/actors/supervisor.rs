@@ -83,6 +83,7 @@ impl ActorSystem {
                 settings.redis.fallback_refresh,
                 metrics.clone(),
                 health.clone(),
+                store.pool.clone(),
             );
             Supervisor::start(move |_| watchdog)
         });

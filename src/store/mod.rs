@@ -155,9 +155,25 @@ pub async fn by_deadline<T, E: From<StoreError>>(
 
 /// The store as the rest of the service uses it: the (layered) store, its health as the
 /// watchdog sees it, and the popularity fallback for when it is down.
+/// A connection pool's state, summed over the pools of every thread that talks to the store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// Connections open.
+    pub connections: usize,
+    /// Of those, idle.
+    pub idle: usize,
+    /// Callers waiting for a connection: above 0, `redis.pool_size` is the bottleneck.
+    pub waiting: usize,
+}
+
+/// Reads a store's pool state (the Redis backend's).
+pub type PoolProbe = Arc<dyn Fn() -> PoolStatus + Send + Sync>;
+
 #[derive(Clone)]
 pub struct StoreContext {
     pub store: SharedStore,
+    /// The connection pools' state, for the watchdog to export (networked stores only).
+    pub pool: Option<PoolProbe>,
     pub health: Arc<StoreHealth>,
     pub fallback: Arc<PopularityFallback>,
     /// A networked store, watched by the Redis watchdog (the embedded one needs none).

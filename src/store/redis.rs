@@ -110,6 +110,21 @@ impl RedisStore {
         self.pools.get_or_try(|| build_pool(&self.settings))
     }
 
+    /// The connection pools of every thread, summed.
+    pub fn pool_status(&self) -> super::PoolStatus {
+        self.pools
+            .iter()
+            .map(|pool| match pool {
+                Pool::Single(p) => p.status(),
+                Pool::Cluster(p) => p.status(),
+            })
+            .fold(super::PoolStatus::default(), |sum, s| super::PoolStatus {
+                connections: sum.connections + s.size,
+                idle: sum.idle + s.available,
+                waiting: sum.waiting + s.waiting,
+            })
+    }
+
     pub fn with_dedup(self, dedup: Dedup) -> Self {
         Self { dedup, ..self }
     }

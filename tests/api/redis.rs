@@ -793,3 +793,37 @@ async fn a_hung_redis_opens_the_breaker_and_no_feed_waits_on_it_until_it_answers
     let m = app.metrics().await;
     assert_eq!(metric_value(&m, "eaglerank_redis_circuit_open"), Some(0.0));
 }
+
+#[actix_rt::test]
+async fn the_redis_pools_state_is_exported_by_the_watchdog() {
+    let redis = RedisServer::start();
+    load_demo(&redis).await;
+    let app = spawn_redis_app(&redis).await;
+    app.wait_ready(200).await;
+    for u in 0..5 {
+        let res = app
+            .feed("demo-a", DEMO_A_KEY, &format!("user_id=u{u}"))
+            .await;
+        assert_eq!(res.status(), 200);
+    }
+    // The watchdog samples every redis.ping_interval_ms (100 ms here).
+    let mut m = String::new();
+    for _ in 0..50 {
+        m = app.metrics().await;
+        let open = crate::helpers::metric_sum(&m, "eaglerank_redis_pool_connections{", &[]);
+        if open >= 1.0 {
+            break;
+        }
+        actix_rt::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let idle =
+        crate::helpers::metric_value(&m, r#"eaglerank_redis_pool_connections{state="idle"}"#);
+    let in_use =
+        crate::helpers::metric_value(&m, r#"eaglerank_redis_pool_connections{state="in_use"}"#);
+    assert!(idle.unwrap() + in_use.unwrap() >= 1.0, "{m}");
+    // Nobody waits for a connection at this load.
+    assert_eq!(
+        crate::helpers::metric_value(&m, "eaglerank_redis_pool_waiters"),
+        Some(0.0)
+    );
+}

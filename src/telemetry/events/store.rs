@@ -106,3 +106,22 @@ impl InternalEvent for StoreCircuitChanged<'_> {
         }
     }
 }
+
+/// The Redis connection pools' state, sampled by the watchdog every interval.
+pub struct RedisPoolSampled {
+    pub connections: usize,
+    pub idle: usize,
+    pub waiting: usize,
+}
+
+impl InternalEvent for RedisPoolSampled {
+    fn emit(self, m: &Metrics) {
+        m.redis_pool_connections
+            .with_label_values(&["idle"])
+            .set(self.idle as i64);
+        m.redis_pool_connections
+            .with_label_values(&["in_use"])
+            .set(self.connections.saturating_sub(self.idle) as i64);
+        m.redis_pool_waiters.set(self.waiting as i64);
+    }
+}

@@ -80,6 +80,8 @@ pub struct Metrics {
     pub redis_circuit_open: IntGauge,
     pub redis_circuit_opened_total: prometheus::IntCounter,
     pub redis_ping_seconds: Histogram,
+    pub redis_pool_connections: IntGaugeVec,
+    pub redis_pool_waiters: IntGauge,
     pub grpc_server_handled_total: IntCounterVec,
     pub requests_refused_total: IntCounterVec,
     pub requests_in_flight: IntGaugeVec,
@@ -325,6 +327,19 @@ impl Metrics {
                 .buckets(STAGE_BUCKETS.to_vec()),
             )
             .expect("static metric definition"),
+            redis_pool_connections: IntGaugeVec::new(
+                prometheus::Opts::new(
+                    "eaglerank_redis_pool_connections",
+                    "Redis connections open, by state (idle, in_use), summed over every thread's pool.",
+                ),
+                &["state"],
+            )
+            .expect("static metric definition"),
+            redis_pool_waiters: IntGauge::new(
+                "eaglerank_redis_pool_waiters",
+                "Callers waiting for a Redis connection (above 0: redis.pool_size is the bottleneck).",
+            )
+            .expect("static metric definition"),
             ml: MlMetrics::new(&r),
             registry,
         };
@@ -351,6 +366,8 @@ impl Metrics {
             Box::new(self.redis_ping_seconds.clone()),
             Box::new(self.redis_circuit_open.clone()),
             Box::new(self.redis_circuit_opened_total.clone()),
+            Box::new(self.redis_pool_connections.clone()),
+            Box::new(self.redis_pool_waiters.clone()),
         ] {
             // A second registration (a second call) is harmless.
             let _ = self.registry.register(c);
