@@ -21,7 +21,6 @@ use tokio::sync::oneshot;
 
 use crate::api::AppState;
 
-pub use error::code_name;
 pub use health::SERVICE_NAME;
 
 /// The generated messages, client and server of `eaglerank.v1`.
@@ -53,15 +52,11 @@ pub fn start(
     let listener = tokio::net::TcpListener::from_std(listener)
         .context("handing the gRPC listener to the runtime")?;
     let (reporter, health_service) = tonic_health::server::health_reporter();
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    let reflection_v1 = reflection()
         .build_v1()
         .context("building gRPC reflection")?;
     // Older clients (grpcurl before 1.9, Python's grpcio-reflection) speak v1alpha only.
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    let reflection_v1alpha = reflection()
         .build_v1alpha()
         .context("building gRPC reflection (v1alpha)")?;
     let feeds = proto::feed_service_server::FeedServiceServer::new(feed_service::FeedApi::new(
@@ -69,8 +64,9 @@ pub fn start(
     ))
     .max_decoding_message_size(max_message_bytes);
     let (shutdown, stopped) = oneshot::channel::<()>();
-    let (watcher_stop, watcher_stopped) = oneshot::channel::<()>();
-    let watcher = tokio::spawn(health::follow_readiness(state, reporter, watcher_stopped));
+    // Once shutdown is asked for, health says NOT_SERVING (to `Watch` streams too) and closes
+    // them; when it is done, the server stops accepting and drains.
+    let health_done = tokio::spawn(health::follow_readiness(state, reporter, stopped));
     let server = tonic::transport::Server::builder()
         // Dead peers are noticed; idle connections cost a ping every 30 s.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -82,7 +78,9 @@ pub fn start(
         .add_service(feeds)
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown_then(stopped, watcher_stop, watcher),
+            async {
+                let _ = health_done.await;
+            },
         );
     let task = tokio::spawn(server);
     Ok(GrpcServer {
@@ -92,16 +90,11 @@ pub fn start(
     })
 }
 
-/// Once shutdown is asked for: health says NOT_SERVING (to `Watch` streams too), then the
-/// server stops accepting and drains.
-async fn shutdown_then(
-    stopped: oneshot::Receiver<()>,
-    watcher_stop: oneshot::Sender<()>,
-    watcher: tokio::task::JoinHandle<()>,
-) {
-    let _ = stopped.await;
-    let _ = watcher_stop.send(());
-    let _ = watcher.await;
+/// What reflection describes: `eaglerank.v1` and `grpc.health.v1`.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
 }
 
 impl GrpcServer {
