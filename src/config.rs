@@ -56,6 +56,7 @@ pub struct Settings {
     pub events: EventSettings,
     pub kafka: KafkaSettings,
     pub admin: AdminSettings,
+    pub feed: FeedSettings,
     /// Models besides the default one (`[model]`), by name: `[models.<name>]`.
     #[serde(default)]
     pub models: BTreeMap<String, ModelFiles>,
@@ -382,6 +383,26 @@ pub struct CacheSettings {
     pub list_ttl: Duration,
 }
 
+/// Feed sessions (pagination) and business rules.
+#[derive(Debug, Clone, Deserialize)]
+pub struct FeedSettings {
+    /// How long a feed session's pages are kept: its cursors expire with it.
+    #[serde(
+        rename = "session_ttl_seconds",
+        deserialize_with = "seconds::deserialize"
+    )]
+    pub session_ttl: Duration,
+    /// The embedded store's bound on sessions kept (Redis uses the TTL alone).
+    pub session_capacity: u64,
+    /// Signs cursors (HMAC-SHA256). Empty: a random key per process, so a cursor works only on
+    /// the replica that issued it; give every replica the same secret.
+    pub cursor_secret: String,
+    /// How often a replica re-reads a tenant's rules from the store: a `PUT …/rules` on one
+    /// replica is served by every replica within this time.
+    #[serde(rename = "rules_refresh_ms", deserialize_with = "millis::deserialize")]
+    pub rules_refresh: Duration,
+}
+
 /// Size and seed of the synthetic marketplace (see `demo::marketplace`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct DemoSettings {
@@ -414,6 +435,9 @@ pub struct TenantSettings {
     /// Share of the tenant's feeds the shadow model also scores (0–1).
     #[serde(default = "default_shadow_sample_rate")]
     pub shadow_sample_rate: f64,
+    /// The tenant's business rules until one is stored through the API (`PUT …/rules`).
+    #[serde(default)]
+    pub rules: crate::domain::rules::Rules,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -519,6 +543,18 @@ impl Settings {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
+        for (id, t) in &self.tenants {
+            if let Err(problems) = t.rules.validate() {
+                let list: Vec<String> = problems
+                    .iter()
+                    .map(|(field, reason)| format!("tenants.{id}.rules.{field}: {reason}"))
+                    .collect();
+                return invalid(list.join("; "));
+            }
+        }
+        if self.feed.session_ttl.is_zero() {
+            return invalid("feed.session_ttl_seconds must be > 0".into());
+        }
         if !(0.0..=1.0).contains(&self.tracing.sample_ratio) {
             return invalid("tracing.sample_ratio must be within 0.0..=1.0".into());
         }
@@ -575,6 +611,14 @@ impl Settings {
     }
 
     /// Candidate limits for one tenant: the global defaults with the tenant's overrides.
+    /// The configured rules of `tenant` (the defaults for an unknown one).
+    pub fn rules(&self, tenant: &str) -> crate::domain::rules::Rules {
+        self.tenants
+            .get(tenant)
+            .map(|t| t.rules.clone())
+            .unwrap_or_default()
+    }
+
     pub fn candidate_limits(&self, tenant: &str) -> CandidateLimits {
         match self.tenants.get(tenant) {
             Some(t) => self.candidates.with_overrides(&t.candidates),

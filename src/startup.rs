@@ -13,17 +13,19 @@ use tracing_actix_web::TracingLogger;
 
 use crate::actors::ActorSystem;
 use crate::api::AppState;
+use crate::api::cursor::CursorKey;
 use crate::config::Settings;
 use crate::domain::tenants::Tenants;
 use crate::grpc::GrpcServer;
 use crate::http::{self, error};
 use crate::ingest::feed_join::ServedFeeds;
 use crate::ranking::model::ModelRegistry;
+use crate::ranking::rules_book::RulesBook;
 use crate::store::{
     CachedStore, Dedup, Guarded, Instrumented, MemoryStore, PoolProbe, PopularityFallback,
     RedisStore, SharedStore, StoreContext, StoreHealth,
 };
-use crate::store::{FeedLog, MemoryFeedLog};
+use crate::store::{FeedLog, MemoryFeedLog, MemoryRules, MemorySessions};
 use crate::telemetry::events::{self, ModelLoaded};
 use crate::telemetry::{InternalEvent, Metrics};
 
@@ -60,7 +62,9 @@ async fn build_store(settings: &Settings, metrics: &Arc<Metrics>) -> anyhow::Res
         };
         let redis = Arc::new(Guarded::new(store, health.clone(), metrics.clone()));
         let feed_log: Arc<dyn FeedLog> = redis.clone();
+        let rules_and_sessions = redis.clone();
         let timed: SharedStore = Arc::new(Instrumented::new(redis, metrics.clone()));
+        let redis = rules_and_sessions;
         let cached = CachedStore::new(
             timed,
             settings.tenants.keys(),
@@ -74,6 +78,8 @@ async fn build_store(settings: &Settings, metrics: &Arc<Metrics>) -> anyhow::Res
             fallback: Arc::new(PopularityFallback::default()),
             watched: true,
             feed_log,
+            rules: redis.clone(),
+            sessions: redis,
         });
     }
     let store = MemoryStore::with_dedup(
@@ -99,6 +105,11 @@ async fn build_store(settings: &Settings, metrics: &Arc<Metrics>) -> anyhow::Res
         fallback: Arc::new(PopularityFallback::default()),
         watched: false,
         feed_log: Arc::new(MemoryFeedLog::new(&settings.events)),
+        rules: Arc::new(MemoryRules::default()),
+        sessions: Arc::new(MemorySessions::new(
+            settings.feed.session_capacity,
+            settings.feed.session_ttl,
+        )),
     })
 }
 
@@ -130,6 +141,19 @@ impl Application {
             &settings.events,
             metrics.clone(),
         ));
+        let rules_book = Arc::new(RulesBook::new(
+            store.rules.clone(),
+            settings
+                .tenants
+                .iter()
+                .map(|(id, t)| (id.clone(), t.rules.clone())),
+            settings.feed.rules_refresh,
+        ));
+        if settings.feed.cursor_secret.is_empty() && settings.redis.enabled() {
+            tracing::warn!(
+                "feed.cursor_secret is empty: cursors are valid only on the replica that issued them; give every replica the same secret"
+            );
+        }
         let workers = crate::config::threads_or_cores(settings.server.workers);
         // One feed lane per HTTP worker (actors::lanes): started by the app factory below.
         let actors = ActorSystem::start(
@@ -166,6 +190,13 @@ impl Application {
             producer,
             request_deadline: settings.server.request_deadline,
             ping_timeout: settings.actors.ping_timeout,
+            rules: rules_book,
+            sessions: store.sessions.clone(),
+            cursors: CursorKey::new(
+                &settings.feed.cursor_secret,
+                settings.feed.session_ttl.as_secs(),
+            ),
+            session_ttl: settings.feed.session_ttl,
         });
         let max_body = settings.server.max_body_bytes;
         // Bound before anything serves: a busy port fails the start, not the first call.

@@ -192,6 +192,7 @@ async fn a_grpc_call_continues_the_callers_trace_with_rpc_attributes() {
         user_id: "u3".into(),
         limit: 5,
         explain: false,
+        cursor: String::new(),
     });
     let md = req.metadata_mut();
     md.insert(

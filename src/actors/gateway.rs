@@ -9,12 +9,16 @@ use actix::prelude::*;
 
 use super::candidate_fetcher::{self, CandidateFetcher, FetchCandidates};
 use super::lifecycle::{Lifecycle, guarded, supervised_actor};
-use super::ranker::{self, Rank, RankedCandidate, Ranker};
+use super::ranker::{self, Rank, RankedCandidate, Ranker, RulesReport};
 use super::{ActorHealth, FeedError, ask};
+use crate::FastSet;
+use crate::domain::ItemId;
 use crate::domain::unix_now;
+use crate::ranking::candidates::Candidate;
 use crate::ranking::candidates::{Source, Sources};
 use crate::ranking::model::{ModelMetadata, ModelRegistry};
 use crate::ranking::pipeline::{self, Scorable};
+use crate::ranking::rules::TenantRules;
 use crate::store::{PopularityFallback, SharedStore, StoreError, StoreHealth, by_deadline};
 use crate::telemetry::events::{FeaturesFetched, FeaturesMissing, FeedDegraded, MessageDequeued};
 use crate::telemetry::{InternalEvent, Metrics};
@@ -69,6 +73,12 @@ pub struct Feed {
     pub user_id: String,
     pub limit: usize,
     pub explain: bool,
+    /// The tenant's rules at the version this feed uses.
+    pub rules: Arc<TenantRules>,
+    /// Items served on the feed session's earlier pages: never again.
+    pub seen: Arc<FastSet<ItemId>>,
+    /// 1-based page of the feed session (pins apply to the first).
+    pub page: u32,
     /// The session gives up at this instant.
     pub deadline: Instant,
     /// The HTTP request's span: the session's span is its child.
@@ -86,6 +96,7 @@ pub struct StageTimings {
     pub assemble: Duration,
     pub inference: Duration,
     pub ranking: Duration,
+    pub rules: Duration,
 }
 
 #[derive(Debug)]
@@ -97,6 +108,8 @@ pub struct FeedOutcome {
     pub timings: StageTimings,
     /// Why the feed was served from the popularity fallback, if it was.
     pub degraded: Option<&'static str>,
+    /// What the rules did.
+    pub rules: RulesReport,
 }
 
 impl Handler<Feed> for Gateway {
@@ -198,10 +211,14 @@ async fn degraded(
         span,
         model,
         shadow,
+        user_id: msg.user_id.as_str().into(),
         user: None,
         candidates,
         limit: msg.limit,
         now: unix_now(),
+        rules: msg.rules.clone(),
+        seen: msg.seen.clone(),
+        page: msg.page,
         explain: msg.explain,
         enqueued: Instant::now(),
     };
@@ -214,9 +231,11 @@ async fn degraded(
             ranking: t.elapsed(),
             assemble: ranking.assemble,
             inference: ranking.inference,
+            rules: ranking.rules.duration,
             ..Default::default()
         },
         degraded: Some(reason),
+        rules: ranking.rules,
     })
 }
 
@@ -249,11 +268,14 @@ async fn session(
         span: tracing::Span::current(),
         enqueued: Instant::now(),
     };
-    let candidates = within(
+    let mut candidates = within(
         store_deadline,
         ask(candidate_fetcher::NAME, &deps.candidates, fetch),
     )
     .await?;
+    if msg.page == 1 {
+        add_pinned(&mut candidates, &msg.rules);
+    }
     timings.candidates = t.elapsed();
 
     let t = Instant::now();
@@ -282,10 +304,14 @@ async fn session(
         span: tracing::Span::current(),
         model,
         shadow,
+        user_id: msg.user_id.as_str().into(),
         user,
         candidates: scorable,
         limit: msg.limit,
         now: unix_now(),
+        rules: msg.rules.clone(),
+        seen: msg.seen.clone(),
+        page: msg.page,
         explain: msg.explain,
         enqueued: Instant::now(),
     };
@@ -293,11 +319,26 @@ async fn session(
     timings.ranking = t.elapsed();
     timings.assemble = ranking.assemble;
     timings.inference = ranking.inference;
+    timings.rules = ranking.rules.duration;
     Ok(FeedOutcome {
         model: ranking.model,
         items: ranking.items,
         num_candidates,
         timings,
         degraded: None,
+        rules: ranking.rules,
     })
+}
+
+/// A first page's pins are served whether or not a candidate source proposed them: the pinned
+/// items join the candidates (with no source), to be scored, checked by the rules and placed.
+fn add_pinned(candidates: &mut Vec<Candidate>, rules: &TenantRules) {
+    for id in rules.pinned_items(unix_now()) {
+        if !candidates.iter().any(|c| c.item_id == id) {
+            candidates.push(Candidate {
+                item_id: id,
+                sources: Sources::default(),
+            });
+        }
+    }
 }

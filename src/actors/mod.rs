@@ -28,7 +28,7 @@ pub use kafka_consumer::{KafkaConsumer, Pause};
 pub use lanes::{Lane, Lanes};
 pub use lifecycle::{InjectPanic, Ping, Stop};
 pub use model_watchdog::{ModelWatchdog, ReloadModel, ReloadReport};
-pub use ranker::{Rank, Ranker, Ranking};
+pub use ranker::{Rank, Ranker, Ranking, RulesReport};
 pub use redis_watchdog::RedisWatchdog;
 pub use supervisor::ActorSystem;
 

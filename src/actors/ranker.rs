@@ -14,11 +14,13 @@ use actix::prelude::*;
 
 use super::lifecycle::{Lifecycle, guarded_sync, supervised_actor};
 use super::{ActorHealth, FeedError};
+use crate::FastSet;
 use crate::domain::{ItemId, UnixSeconds, UserProfile};
 use crate::ranking::candidates::Sources;
 use crate::ranking::features::FeatureHealth;
 use crate::ranking::model::{LoadedModel, ModelError, ModelMetadata, ModelRegistry, OnnxScorer};
 use crate::ranking::pipeline::{self, RankRequest, Scorable};
+use crate::ranking::rules::{Note, Removed, TenantRules};
 use crate::telemetry::events::{FeaturesInvalid, MessageDequeued, ModelScored, ShadowCompared};
 use crate::telemetry::{InternalEvent, Metrics};
 
@@ -101,11 +103,16 @@ pub struct Rank {
     pub model: Arc<LoadedModel>,
     /// Scored too, never served: its top-k is compared with the live model's.
     pub shadow: Option<Arc<LoadedModel>>,
+    pub user_id: Arc<str>,
     pub user: Option<Arc<UserProfile>>,
     pub candidates: Vec<Scorable>,
     pub limit: usize,
     pub now: UnixSeconds,
-    /// Return each item's feature values too.
+    pub rules: Arc<TenantRules>,
+    /// Items of the session's earlier pages.
+    pub seen: Arc<FastSet<ItemId>>,
+    pub page: u32,
+    /// Return each item's feature values and what the rules did to it too.
     pub explain: bool,
     /// When it was sent: its wait in the mailbox is measured from here.
     pub enqueued: std::time::Instant,
@@ -115,8 +122,25 @@ pub struct Rank {
 pub struct RankedCandidate {
     pub item_id: ItemId,
     pub sources: Sources,
+    /// After boosts: what the order follows.
     pub score: f32,
+    /// The model's own score (explain only).
+    pub model_score: Option<f32>,
     pub features: Option<Vec<f32>>,
+    /// What the rules did to it (explain only).
+    pub notes: Vec<Note>,
+}
+
+/// What the rules did to one request.
+#[derive(Debug, Clone, Default)]
+pub struct RulesReport {
+    pub version: u64,
+    pub removed: Removed,
+    pub relaxations: u32,
+    pub pins: u32,
+    /// More candidates passed the rules than were served: a next page exists.
+    pub more: bool,
+    pub duration: Duration,
 }
 
 #[derive(Debug)]
@@ -126,6 +150,7 @@ pub struct Ranking {
     pub items: Vec<RankedCandidate>,
     pub assemble: Duration,
     pub inference: Duration,
+    pub rules: RulesReport,
 }
 
 impl Ranker {
@@ -184,14 +209,12 @@ impl Ranker {
             let live_rows = std::mem::take(&mut self.matrix);
             let scored = self.score(shadow, &live_rows, rows);
             self.matrix = live_rows;
-            scored.map(|scores| pipeline::order(&scores, &msg.candidates, live_top.len()))
+            scored.map(|scores| {
+                // The same rules and session as the live ranking: what differs is the model.
+                pipeline::arrange(&request(msg, &msg.seen, live_top.len()), &scores).order
+            })
         } else {
-            let request = RankRequest {
-                now: msg.now,
-                user: msg.user.as_deref(),
-                candidates: &msg.candidates,
-                limit: live_top.len(),
-            };
+            let request = request(msg, &msg.seen, live_top.len());
             pipeline::rank(
                 &shadow.spec,
                 &request,
@@ -199,7 +222,7 @@ impl Ranker {
                 &mut FeatureHealth::default(),
                 |m, n| self.score(shadow, m, n),
             )
-            .map(|ranked| ranked.order)
+            .map(|ranked| ranked.arranged.order)
         };
         self.shadow_matrix = matrix;
         match scored {
@@ -232,12 +255,7 @@ impl Ranker {
             model.version = %meta.version,
         );
         let _entered = span.enter();
-        let request = RankRequest {
-            now: msg.now,
-            user: msg.user.as_deref(),
-            candidates: &msg.candidates,
-            limit: msg.limit,
-        };
+        let request = request(&msg, &msg.seen, msg.limit);
         let mut matrix = std::mem::take(&mut self.matrix);
         let mut feature_health = std::mem::take(&mut self.feature_health);
         let ranked = pipeline::rank(
@@ -258,10 +276,12 @@ impl Ranker {
         self.feature_health = feature_health;
         let ranked = ranked?;
         if msg.shadow.is_some() {
-            self.shadow(&msg, &ranked.order);
+            self.shadow(&msg, &ranked.arranged.order);
         }
         let width = model.spec.len();
-        let items = ranked
+        let arranged = ranked.arranged;
+        let mut notes = arranged.notes.into_iter();
+        let items = arranged
             .order
             .iter()
             .map(|&i| {
@@ -269,10 +289,12 @@ impl Ranker {
                 RankedCandidate {
                     item_id: c.item_id.clone(),
                     sources: c.sources,
-                    score: ranked.scores[i],
+                    score: arranged.scores[i],
+                    model_score: msg.explain.then(|| ranked.scores[i]),
                     features: msg
                         .explain
                         .then(|| self.matrix[i * width..(i + 1) * width].to_vec()),
+                    notes: notes.next().unwrap_or_default(),
                 }
             })
             .collect();
@@ -281,7 +303,31 @@ impl Ranker {
             items,
             assemble: ranked.assemble,
             inference: ranked.inference,
+            rules: RulesReport {
+                version: msg.rules.version,
+                removed: arranged.removed,
+                relaxations: arranged.relaxations,
+                pins: arranged.pins,
+                more: arranged.more,
+                duration: ranked.rules,
+            },
         })
+    }
+}
+
+/// The pipeline's view of a `Rank` message, for `limit` items.
+fn request<'a>(msg: &'a Rank, seen: &'a FastSet<ItemId>, limit: usize) -> RankRequest<'a> {
+    RankRequest {
+        now: msg.now,
+        user_id: &msg.user_id,
+        user: msg.user.as_deref(),
+        candidates: &msg.candidates,
+        limit,
+        rules: &msg.rules,
+        seen,
+        page: msg.page,
+        // The shadow's arrangement is compared, never shown.
+        explain: msg.explain && limit == msg.limit,
     }
 }
 

@@ -10,11 +10,35 @@ use crate::actors::FeedError;
 use crate::domain::tenants::AuthError;
 use crate::store::StoreError;
 
-/// One problem in a batch: which element, and what is wrong with it.
+/// One problem of a request: which element of a batch (`index`) or which field of a document
+/// (`field`, a path such as `boosts[1].factor`), and what is wrong with it.
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Detail {
-    pub index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
     pub reason: String,
+}
+
+impl Detail {
+    /// A problem with the batch element at `index`.
+    pub fn at(index: usize, reason: impl Into<String>) -> Self {
+        Self {
+            index: Some(index),
+            field: None,
+            reason: reason.into(),
+        }
+    }
+
+    /// A problem with the document's `field`.
+    pub fn field(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            index: None,
+            field: Some(field.into()),
+            reason: reason.into(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -66,10 +66,7 @@ fn validate(state: &AppState, raw: Vec<Value>) -> Result<Vec<ingest::ValidEvent>
             ),
             details: bad
                 .into_iter()
-                .map(|i| Detail {
-                    index: i.index,
-                    reason: i.reason,
-                })
+                .map(|i| Detail::at(i.index, i.reason))
                 .collect(),
         }
     })

@@ -4,17 +4,27 @@
 //! render the [`ServedFeed`].
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+use super::cursor::{self, Cursor};
 use super::error::ApiError;
 use super::{AppState, Transport};
-use crate::actors::{Feed, FeedError, FeedOutcome, Lane, RankedItem, StageTimings};
+use crate::FastSet;
+use crate::actors::{Feed, FeedError, FeedOutcome, Lane, RankedItem, RulesReport, StageTimings};
 use crate::domain::ids::check_id;
 use crate::domain::tenants::Tenant;
+use crate::domain::{ItemId, unix_now};
+use crate::ranking::candidates::Sources;
+use crate::ranking::rules::TenantRules;
+use crate::ranking::rules_book::Refreshed;
+use crate::store::{Page, PageItem, Pages, by_deadline};
 use crate::telemetry::InternalEvent;
-use crate::telemetry::events::{FeedFailed, FeedServed};
+use crate::telemetry::events::{
+    FeedFailed, FeedServed, RulesApplied, RulesChanged, RulesRefreshFailed, SessionWriteFailed,
+};
 
 pub const DEFAULT_LIMIT: u32 = 20;
 pub const MAX_LIMIT: u32 = 100;
@@ -29,15 +39,20 @@ pub struct FeedRequest {
     /// How many items (default 20).
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
-    /// Adds each item's features and the stage timings.
+    /// Adds each item's features, what the rules did, and the stage timings.
     #[serde(default)]
     pub explain: bool,
+    /// The previous page's `next_cursor`: the next page of the same feed, with no item of an
+    /// earlier page. Absent: a new feed (page 1).
+    #[param(value_type = Option<String>, max_length = 128)]
+    pub cursor: Option<String>,
 }
 
 pub struct ValidFeedRequest {
     pub user_id: String,
     pub limit: u32,
     pub explain: bool,
+    pub cursor: Option<String>,
 }
 
 impl FeedRequest {
@@ -52,10 +67,14 @@ impl FeedRequest {
                 "limit must be between 1 and {MAX_LIMIT}"
             )));
         }
+        if self.cursor.as_ref().is_some_and(|c| c.len() > 128) {
+            return Err(ApiError::invalid("cursor is not valid for this feed"));
+        }
         Ok(ValidFeedRequest {
             user_id,
             limit,
             explain: self.explain,
+            cursor: self.cursor.filter(|c| !c.is_empty()),
         })
     }
 }
@@ -103,6 +122,10 @@ pub struct ServedFeed {
     /// From the validated request to the served feed.
     pub latency: Duration,
     pub explain: bool,
+    /// 1-based page of the feed session.
+    pub page: u32,
+    /// The next page's cursor; `None` on the last page.
+    pub next_cursor: Option<String>,
 }
 
 impl ServedFeed {
@@ -115,6 +138,18 @@ impl ServedFeed {
         item.features
             .as_ref()
             .map(|values| names.iter().map(String::as_str).zip(values.iter().copied()))
+    }
+
+    /// Candidates each rule removed (explain only).
+    pub fn removed(&self) -> Option<BTreeMap<&'static str, u32>> {
+        self.explain.then(|| {
+            self.outcome
+                .rules
+                .removed
+                .iter()
+                .map(|(r, n)| (r.as_str(), n))
+                .collect()
+        })
     }
 
     /// Milliseconds per stage (explain only).
@@ -136,12 +171,184 @@ fn timings_ms(t: &StageTimings, total: Duration) -> BTreeMap<&'static str, f64> 
         ("feature_assembly", millis(t.assemble)),
         ("model_inference", millis(t.inference)),
         ("ranking", millis(t.ranking)),
+        ("rules", millis(t.rules)),
         ("total", millis(total)),
     ])
 }
 
+/// Where a request is in its feed session: the session, the page, and the pages before.
+struct Position {
+    session: String,
+    page: u32,
+    pages: Pages,
+    /// The session's pages could not be read (store down): served without them, degraded.
+    unreadable: Option<String>,
+    /// The page was served before and is served again as it was.
+    replayed: bool,
+}
+
+/// The session and page a request's cursor names (none: a new session's first page), with
+/// the pages stored so far.
+async fn position(
+    state: &AppState,
+    tenant: &str,
+    request: &ValidFeedRequest,
+    deadline: Instant,
+) -> Result<Position, ApiError> {
+    let Some(text) = &request.cursor else {
+        return Ok(Position {
+            session: cursor::new_session(),
+            page: 1,
+            pages: Pages::new(),
+            unreadable: None,
+            replayed: false,
+        });
+    };
+    let now = unix_now() as u64;
+    let Cursor { session, page, .. } = state.cursors.verify(tenant, &request.user_id, text, now)?;
+    let read = by_deadline(
+        deadline,
+        "the feed sessions",
+        state.sessions.pages(tenant, &session),
+    );
+    // No pages although the cursor is valid: the session was evicted (the embedded store's
+    // bound) or its first page served degraded and never stored; the page is served without
+    // exclusions rather than refused.
+    match read.await {
+        Ok(pages) => Ok(Position {
+            session,
+            page,
+            pages,
+            unreadable: None,
+            replayed: false,
+        }),
+        Err(e) => Ok(Position {
+            session,
+            page,
+            pages: Pages::new(),
+            unreadable: Some(e.to_string()),
+            replayed: false,
+        }),
+    }
+}
+
+/// The rules in force for `tenant` (re-read from the store when due, within half the budget).
+async fn rules(state: &AppState, tenant: &str, call: &Call) -> Arc<TenantRules> {
+    // A store known down is not asked: the rules in force stay.
+    if state.store_health.avoid_reason().is_some() {
+        return state.rules.cached(tenant);
+    }
+    let now = Instant::now();
+    let deadline = now + call.deadline.saturating_duration_since(now) / 2;
+    let (rules, refreshed) = state.rules.get(tenant, deadline).await;
+    match refreshed {
+        Refreshed::Changed(r) => RulesChanged {
+            tenant,
+            version: r.version,
+        }
+        .emit(&state.metrics),
+        Refreshed::Failed(e) => RulesRefreshFailed { tenant, error: &e }.emit(&state.metrics),
+        Refreshed::Unchanged => {}
+    }
+    rules
+}
+
+/// A page served before, served again (the same cursor twice): its items in their order,
+/// less any that became unavailable since.
+async fn replay(
+    state: &AppState,
+    tenant: &str,
+    page: &Page,
+    rules: &TenantRules,
+    deadline: Instant,
+) -> Result<FeedOutcome, ApiError> {
+    let started = Instant::now();
+    let ids: Vec<ItemId> = page.items.iter().map(|i| i.item_id.clone()).collect();
+    let records = by_deadline(deadline, "the store", state.store.items(tenant, &ids)).await?;
+    let mut report = RulesReport {
+        version: rules.version,
+        more: page.more,
+        ..Default::default()
+    };
+    let items = page
+        .items
+        .iter()
+        .zip(records)
+        .filter(|(_, r)| {
+            let available = r.as_ref().is_some_and(|r| r.item.available);
+            if !available {
+                report.removed.0[crate::ranking::rules::Removal::Unavailable as usize] += 1;
+            }
+            available
+        })
+        .map(|(i, _)| RankedItem {
+            item_id: i.item_id.clone(),
+            sources: Sources::from_bits(i.sources),
+            score: i.score,
+            model_score: None,
+            features: None,
+            notes: Vec::new(),
+        })
+        .collect::<Vec<_>>();
+    Ok(FeedOutcome {
+        model: state.models.for_tenant(tenant).0.metadata.clone(),
+        num_candidates: items.len(),
+        items,
+        timings: StageTimings {
+            features: started.elapsed(),
+            ..Default::default()
+        },
+        degraded: None,
+        rules: report,
+    })
+}
+
+/// Runs the feed session on `lane` under the call's deadline.
+async fn rank(
+    lane: &Lane,
+    tenant: &Tenant,
+    request: &ValidFeedRequest,
+    call: &Call,
+    rules: Arc<TenantRules>,
+    position: &Position,
+) -> Result<FeedOutcome, ApiError> {
+    let seen: FastSet<ItemId> = position
+        .pages
+        .range(..position.page)
+        .flat_map(|(_, p)| p.items.iter().map(|i| i.item_id.clone()))
+        .collect();
+    let feed = Feed {
+        span: call.span.clone(),
+        tenant: tenant.id.clone(),
+        user_id: request.user_id.clone(),
+        limit: request.limit as usize,
+        explain: request.explain,
+        rules,
+        seen: Arc::new(seen),
+        page: position.page,
+        deadline: call.deadline,
+        enqueued: Instant::now(),
+    };
+    let budget = call.deadline.saturating_duration_since(call.started);
+    // Kept here too, on the caller's thread: a gRPC call waits on another thread's lane, whose
+    // timer cannot fire while that thread ranks; and a client's budget may be gone already.
+    if budget.is_zero() {
+        return Err(ApiError::from(FeedError::DeadlineExceeded(budget)));
+    }
+    match tokio::time::timeout_at(call.deadline.into(), lane.gateway.send(feed)).await {
+        Ok(Ok(result)) => result.map_err(ApiError::from),
+        Ok(Err(mailbox)) => Err(ApiError::from(FeedError::Mailbox {
+            actor: "gateway",
+            source: mailbox,
+        })),
+        Err(_) => Err(ApiError::from(FeedError::DeadlineExceeded(budget))),
+    }
+}
+
 /// Serves one validated feed request on `lane` (the HTTP worker's own, or one picked for a
-/// gRPC call) and logs it, served or failed.
+/// gRPC call) and logs it, served or failed: the page its cursor names (a new session's first
+/// without one), ranked under the tenant's rules without the session's earlier items — or the
+/// stored page again, for a cursor used before.
 pub async fn serve(
     state: &AppState,
     lane: &Lane,
@@ -150,31 +357,29 @@ pub async fn serve(
     call: Call,
 ) -> Result<ServedFeed, ApiError> {
     call.span.record("tenant", &*tenant.id);
-    let feed = Feed {
-        span: call.span.clone(),
-        tenant: tenant.id.clone(),
-        user_id: request.user_id.clone(),
-        limit: request.limit as usize,
-        explain: request.explain,
-        deadline: call.deadline,
-        enqueued: Instant::now(),
-    };
-    let budget = call.deadline.saturating_duration_since(call.started);
-    // Kept here too, on the caller's thread: a gRPC call waits on another thread's lane, whose
-    // timer cannot fire while that thread ranks; and a client's budget may be gone already.
-    let outcome = if budget.is_zero() {
-        Err(ApiError::from(FeedError::DeadlineExceeded(budget)))
-    } else {
-        match tokio::time::timeout_at(call.deadline.into(), lane.gateway.send(feed)).await {
-            Ok(Ok(result)) => result.map_err(ApiError::from),
-            Ok(Err(mailbox)) => Err(ApiError::from(FeedError::Mailbox {
-                actor: "gateway",
-                source: mailbox,
-            })),
-            Err(_) => Err(ApiError::from(FeedError::DeadlineExceeded(budget))),
-        }
-    };
-    let outcome = match outcome {
+    let outcome = async {
+        let position = position(state, &tenant.id, &request, call.deadline).await?;
+        let rules = rules(state, &tenant.id, &call).await;
+        let mut position = position;
+        let outcome = match position.pages.get(&position.page) {
+            Some(page) => {
+                position.replayed = true;
+                replay(state, &tenant.id, page, &rules, call.deadline).await?
+            }
+            None => {
+                let mut outcome =
+                    rank(lane, tenant, &request, &call, rules, &position).await?;
+                if let Some(cause) = &position.unreadable {
+                    outcome.degraded.get_or_insert("session_unavailable");
+                    tracing::warn!(tenant = %tenant.id, error = %cause, "feed session unreadable: served without its earlier pages");
+                }
+                outcome
+            }
+        };
+        Ok::<_, ApiError>((position, outcome))
+    }
+    .await;
+    let (position, outcome) = match outcome {
         Ok(o) => o,
         Err(e) => {
             FeedFailed {
@@ -194,20 +399,47 @@ pub async fn serve(
     // deadline; failures only counted): a click sent right after the response must find its
     // feed. Not for a degraded feed: the store just failed or is known down, and the write
     // would only make the feed wait for it (its clicks are counted as unjoined).
-    if outcome.degraded.is_none() {
-        state
-            .served
-            .record(
-                &tenant.id,
-                &call.request_id,
-                &outcome.model.name,
-                &outcome.model.version,
-                outcome.items.iter().map(|i| i.item_id.clone()).collect(),
-                call.deadline,
-            )
-            .await;
-    }
+    // The session's page is written beside it, concurrently.
+    let record = async {
+        if outcome.degraded.is_none() {
+            state
+                .served
+                .record(
+                    &tenant.id,
+                    &call.request_id,
+                    &outcome.model.name,
+                    &outcome.model.version,
+                    outcome.items.iter().map(|i| i.item_id.clone()).collect(),
+                    call.deadline,
+                )
+                .await;
+        }
+    };
+    let keep = async {
+        // A degraded feed's store just failed: its page is not kept (a cursor whose session
+        // has no pages is served without exclusions).
+        if !position.replayed && outcome.degraded.is_none() {
+            store_page(state, &tenant.id, &position, &outcome, call.deadline).await;
+        }
+    };
+    futures::join!(record, keep);
+    let next_cursor = outcome.rules.more.then(|| {
+        let next = Cursor {
+            session: position.session.clone(),
+            page: position.page + 1,
+            issued: unix_now() as u64,
+        };
+        state.cursors.sign(&tenant.id, &request.user_id, &next)
+    });
     let latency = call.started.elapsed();
+    RulesApplied {
+        tenant: &tenant.id,
+        removed: outcome.rules.removed.iter().map(|(r, n)| (r.as_str(), n)),
+        relaxations: outcome.rules.relaxations,
+        pins: outcome.rules.pins,
+        page: position.page,
+    }
+    .emit(&state.metrics);
     FeedServed {
         tenant: &tenant.id,
         user: &request.user_id,
@@ -218,6 +450,8 @@ pub async fn serve(
         num_items: outcome.items.len(),
         latency,
         degraded: outcome.degraded,
+        page: position.page,
+        rules_version: outcome.rules.version,
     }
     .emit(&state.metrics);
     Ok(ServedFeed {
@@ -226,5 +460,45 @@ pub async fn serve(
         outcome,
         latency,
         explain: request.explain,
+        page: position.page,
+        next_cursor,
     })
+}
+
+/// Keeps a served page for the session's next pages (and for its cursor used again). Bounded
+/// by the deadline; a failure is logged and counted, and the feed is served anyway — its next
+/// page may then repeat items of this one.
+async fn store_page(
+    state: &AppState,
+    tenant: &str,
+    position: &Position,
+    outcome: &FeedOutcome,
+    deadline: Instant,
+) {
+    // A feed that ends on its first page needs no session.
+    if position.page == 1 && !outcome.rules.more {
+        return;
+    }
+    let page = Page {
+        items: outcome
+            .items
+            .iter()
+            .map(|i| PageItem {
+                item_id: i.item_id.clone(),
+                score: i.score,
+                sources: i.sources.bits(),
+            })
+            .collect(),
+        more: outcome.rules.more,
+    };
+    let write = state.sessions.put_page(
+        tenant,
+        &position.session,
+        position.page,
+        &page,
+        state.session_ttl,
+    );
+    if let Err(e) = by_deadline(deadline, "the feed sessions", write).await {
+        SessionWriteFailed { tenant, error: &e }.emit(&state.metrics);
+    }
 }

@@ -5,10 +5,12 @@
 //! served, logged and counted exactly as over REST.
 
 pub mod auth;
+pub mod cursor;
 pub mod error;
 pub mod events;
 pub mod feed;
 pub mod readiness;
+pub mod rules;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +38,12 @@ pub struct AppState {
     pub producer: Option<Arc<crate::ingest::kafka::EventProducer>>,
     pub request_deadline: Duration,
     pub ping_timeout: Duration,
+    /// Each tenant's rules in force.
+    pub rules: Arc<crate::ranking::rules_book::RulesBook>,
+    /// Feed sessions' pages, for pagination without repeats.
+    pub sessions: Arc<dyn crate::store::FeedSessions>,
+    pub cursors: cursor::CursorKey,
+    pub session_ttl: Duration,
 }
 
 /// The transport a request came by: a bounded label of the feed metrics and a field of the

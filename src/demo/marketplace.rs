@@ -82,6 +82,11 @@ impl Marketplace {
                 price: (price * 100.0).round() / 100.0,
                 created_at: (anchor - age_days * DAY) as i64,
                 attributes: Default::default(),
+                available: true,
+                // Every tenth item is sold by a demo user (`exclude_own_items`); chosen without
+                // the generator, so that the rest of the demo is what it always was.
+                seller_id: (i % 10 == 0 && demo.users > 0)
+                    .then(|| format!("u{}", (i / 10) % demo.users)),
             });
             quality.push(quality_dist.sample(&mut rng));
             item_category.push(c);

@@ -26,6 +26,48 @@ pub struct Item {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub attributes: serde_json::Map<String, serde_json::Value>,
+    /// Sold out or withdrawn: never served (kept, with its statistics, for when it returns).
+    #[serde(default = "available")]
+    pub available: bool,
+    /// The seller's user id, on a marketplace where users sell (`exclude_own_items`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seller_id: Option<String>,
+}
+
+fn available() -> bool {
+    true
+}
+
+/// What `PATCH …/items/{item_id}` may change of an item without resending it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ItemPatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<f64>,
+    /// Replaces the item's attributes as a whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub attributes: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl ItemPatch {
+    pub fn is_empty(&self) -> bool {
+        self.available.is_none() && self.price.is_none() && self.attributes.is_none()
+    }
+
+    pub fn apply(&self, item: &mut Item) {
+        if let Some(a) = self.available {
+            item.available = a;
+        }
+        if let Some(p) = self.price {
+            item.price = p;
+        }
+        if let Some(attributes) = &self.attributes {
+            item.attributes = attributes.clone();
+        }
+    }
 }
 
 /// Interaction counts of one item, and its trending score (relative to [`TRENDING_EPOCH`]).

@@ -10,9 +10,11 @@ mod user;
 
 pub use event::{Event, EventKind};
 pub use item::{
-    Item, ItemDerived, ItemId, ItemRecord, ItemStats, WINDOWS, WindowCounts, growth, key_hash,
+    Item, ItemDerived, ItemId, ItemPatch, ItemRecord, ItemStats, WINDOWS, WindowCounts, growth,
+    key_hash,
 };
-pub use user::UserProfile;
+pub use user::{HISTORY_IMPRESSIONS, ItemHistory, UserProfile};
+pub mod rules;
 
 /// Seconds since the Unix epoch, as the model's time features use them.
 pub type UnixSeconds = f64;

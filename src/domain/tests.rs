@@ -8,6 +8,8 @@ fn item(id: &str, category: &str) -> Item {
         price: 10.0,
         created_at: 0,
         attributes: Default::default(),
+        available: true,
+        seller_id: None,
     }
 }
 
@@ -40,11 +42,11 @@ fn late_events_add_their_decayed_weight() {
 #[test]
 fn profile_tracks_affinity_shares_and_recency() {
     let mut p = UserProfile::default();
-    p.record(EventKind::Impression, &item("i0", "shoes"));
+    p.record(EventKind::Impression, &item("i0", "shoes"), T0);
     assert_eq!(p.interactions, 0.0);
-    p.record(EventKind::Click, &item("i1", "shoes"));
-    p.record(EventKind::Purchase, &item("i2", "books"));
-    p.record(EventKind::Click, &item("i1", "shoes"));
+    p.record(EventKind::Click, &item("i1", "shoes"), T0);
+    p.record(EventKind::Purchase, &item("i2", "books"), T0);
+    p.record(EventKind::Click, &item("i1", "shoes"), T0);
     assert_eq!(p.top_categories(2), vec!["books", "shoes"]);
     assert!((p.category_share("books") - 4.0 / 6.0).abs() < 1e-6);
     assert_eq!(p.category_share("toys"), 0.0);
@@ -124,4 +126,31 @@ fn window_counts_slide_out_over_one_window_length() {
     s.record(EventKind::Click, start - 2.0 * HOUR);
     assert_eq!(s.windows[0].previous, [1.0, 11.0, 0.0, 0.0]);
     assert_eq!(s.clicks, 12.0);
+}
+
+#[test]
+fn the_item_history_counts_impressions_since_the_last_engagement_and_remembers_purchases() {
+    let mut p = UserProfile::default();
+    let shoe = item("i1", "shoes");
+    for k in 0..3 {
+        p.record(EventKind::Impression, &shoe, T0 + f64::from(k));
+    }
+    assert_eq!(p.history["i1"].impressions.len(), 3);
+    assert_eq!(p.history["i1"].impressions_since(T0 as u32 + 1), 2);
+    // A click resets fatigue; nothing is left to remember, so the entry goes.
+    p.record(EventKind::Click, &shoe, T0 + 10.0);
+    assert!(!p.history.contains_key("i1"));
+    for k in 0..20 {
+        p.record(EventKind::Impression, &shoe, T0 + 20.0 + f64::from(k));
+    }
+    assert_eq!(
+        p.history["i1"].impressions.len(),
+        super::HISTORY_IMPRESSIONS
+    );
+    p.record(EventKind::Purchase, &shoe, T0 + 50.0);
+    assert!(p.purchased("i1") && p.history["i1"].impressions.is_empty());
+    p.record(EventKind::Impression, &shoe, T0 + 60.0);
+    let h = &p.history["i1"];
+    assert_eq!(super::ItemHistory::decode(&h.encode()), *h);
+    assert_eq!(h.encode(), format!("p{}", T0 as u32 + 60));
 }

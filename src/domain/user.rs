@@ -5,9 +5,9 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use super::RECENT_ITEMS;
 use super::event::EventKind;
 use super::item::{Item, ItemId};
+use super::{RECENT_ITEMS, UnixSeconds};
 use crate::FastMap;
 
 /// What the service knows of one user of one tenant.
@@ -23,12 +23,88 @@ pub struct UserProfile {
     pub price_count: f64,
     /// Most recent first.
     pub recent_items: VecDeque<ItemId>,
+    /// What the user did with each item they saw or acted on: what the purchase exclusion and
+    /// impression fatigue rules read. At most [`HISTORY_ITEMS`] items.
+    #[serde(default)]
+    pub history: FastMap<ItemId, ItemHistory>,
+}
+
+/// Items a profile keeps a history of; beyond it, the one seen longest ago goes.
+pub const HISTORY_ITEMS: usize = 500;
+/// Impressions kept per item: fatigue can count up to this many.
+pub const HISTORY_IMPRESSIONS: usize = 16;
+
+/// One user's history with one item.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemHistory {
+    /// Bought at least once (within the history's lifetime).
+    pub purchased: bool,
+    /// Unix seconds of the impressions since the user last clicked, carted or bought it,
+    /// oldest first, the last [`HISTORY_IMPRESSIONS`].
+    pub impressions: Vec<u32>,
+}
+
+impl ItemHistory {
+    /// Applies one event, as the Redis store's Lua does (`store::redis::apply`).
+    pub fn record(&mut self, kind: EventKind, at: UnixSeconds) {
+        match kind {
+            EventKind::Impression => {
+                self.impressions.push(at.max(0.0) as u32);
+                if self.impressions.len() > HISTORY_IMPRESSIONS {
+                    self.impressions.remove(0);
+                }
+            }
+            EventKind::Click | EventKind::AddToCart => self.impressions.clear(),
+            EventKind::Purchase => {
+                self.impressions.clear();
+                self.purchased = true;
+            }
+        }
+    }
+
+    /// Impressions since the last engagement that are younger than `window` seconds.
+    pub fn impressions_since(&self, since: u32) -> usize {
+        self.impressions.iter().filter(|t| **t >= since).count()
+    }
+
+    fn last_seen(&self) -> u32 {
+        self.impressions.last().copied().unwrap_or(0)
+    }
+
+    /// The Redis hash value: `p` when purchased, then the impressions, comma-separated.
+    pub fn encode(&self) -> String {
+        let mut s = String::from(if self.purchased { "p" } else { "" });
+        for (i, t) in self.impressions.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            s.push_str(&t.to_string());
+        }
+        s
+    }
+
+    pub fn decode(s: &str) -> Self {
+        let (purchased, rest) = match s.strip_prefix('p') {
+            Some(rest) => (true, rest),
+            None => (false, s),
+        };
+        Self {
+            purchased,
+            impressions: rest.split(',').filter_map(|t| t.parse().ok()).collect(),
+        }
+    }
+
+    /// Nothing left to remember.
+    pub fn is_empty(&self) -> bool {
+        !self.purchased && self.impressions.is_empty()
+    }
 }
 
 impl UserProfile {
-    /// Updates the profile for an event on `item`. Impressions change nothing: a user's
-    /// taste shows in what they act on.
-    pub fn record(&mut self, kind: EventKind, item: &Item) {
+    /// Updates the profile for an event on `item` at `at`. Impressions change only the
+    /// history: a user's taste shows in what they act on.
+    pub fn record(&mut self, kind: EventKind, item: &Item, at: UnixSeconds) {
+        self.record_history(kind, &item.item_id, at);
         let w = kind.affinity_weight();
         if w == 0.0 {
             return;
@@ -45,6 +121,31 @@ impl UserProfile {
         self.recent_items.retain(|id| *id != item.item_id);
         self.recent_items.push_front(item.item_id.clone());
         self.recent_items.truncate(RECENT_ITEMS);
+    }
+
+    /// The item history part of [`Self::record`].
+    pub fn record_history(&mut self, kind: EventKind, item_id: &ItemId, at: UnixSeconds) {
+        if !self.history.contains_key(item_id) && self.history.len() >= HISTORY_ITEMS {
+            // Bounded: the item seen longest ago goes (purchases without impressions first).
+            if let Some(oldest) = self
+                .history
+                .iter()
+                .min_by_key(|(id, h)| (h.last_seen(), (*id).clone()))
+                .map(|(id, _)| id.clone())
+            {
+                self.history.remove(&oldest);
+            }
+        }
+        let entry = self.history.entry(item_id.clone()).or_default();
+        entry.record(kind, at);
+        if entry.is_empty() {
+            self.history.remove(item_id);
+        }
+    }
+
+    /// Whether the user bought `item_id` (within the history).
+    pub fn purchased(&self, item_id: &str) -> bool {
+        self.history.get(item_id).is_some_and(|h| h.purchased)
     }
 
     /// Share of the user's affinity that falls on `category` (0 when unknown).

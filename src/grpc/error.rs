@@ -14,7 +14,11 @@ impl From<ApiError> for Status {
         e.log_if_unlogged();
         let mut message = e.to_string();
         for d in e.details() {
-            let _ = write!(message, "; event {}: {}", d.index, d.reason);
+            let _ = match (&d.index, &d.field) {
+                (Some(i), _) => write!(message, "; event {i}: {}", d.reason),
+                (None, Some(f)) => write!(message, "; {f}: {}", d.reason),
+                (None, None) => write!(message, "; {}", d.reason),
+            };
         }
         let mut status = Status::new(e.code().grpc(), message);
         status.metadata_mut().insert(
@@ -67,16 +71,7 @@ mod tests {
 
         let status = Status::from(ApiError::InvalidArgument {
             message: "2 invalid event(s)".into(),
-            details: vec![
-                Detail {
-                    index: 0,
-                    reason: "bad type".into(),
-                },
-                Detail {
-                    index: 3,
-                    reason: "no user".into(),
-                },
-            ],
+            details: vec![Detail::at(0, "bad type"), Detail::at(3, "no user")],
         });
         assert_eq!(status.code(), Code::InvalidArgument);
         assert_eq!(

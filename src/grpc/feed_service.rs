@@ -129,6 +129,7 @@ async fn get_feed(
         user_id: Some(req.user_id).filter(|u| !u.is_empty()),
         limit: Some(req.limit).filter(|&l| l != 0),
         explain: req.explain,
+        cursor: Some(req.cursor).filter(|c| !c.is_empty()),
     }
     .validate()
     .inspect_err(|e| auth::refused(state, &tenant.id, Transport::Grpc, e))?;
@@ -173,6 +174,9 @@ fn response(tenant: &str, served: ServedFeed) -> proto::GetFeedResponse {
             .timings_ms()
             .map(|t| t.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
             .unwrap_or_default(),
+        page: served.page,
+        next_cursor: served.next_cursor.clone().unwrap_or_default(),
+        rules_version: outcome.rules.version,
     }
 }
 

@@ -13,6 +13,7 @@ use crate::actors::Lane;
 use crate::api::feed::{self, Call, FeedRequest, ServedFeed};
 use crate::api::{AppState, Transport, auth};
 use crate::ranking::candidates::Sources;
+use crate::ranking::rules::Note;
 
 /// The model that ranked the feed.
 #[derive(Serialize, ToSchema)]
@@ -29,6 +30,12 @@ pub(super) struct FeedItem<'a> {
     #[schema(minimum = 1)]
     rank: usize,
     sources: Sources,
+    /// `explain=true` only: the model's score, before boosts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model_score: Option<f32>,
+    /// `explain=true` only: what the business rules did to it (boosts, pin, diversity).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rules: Option<&'a [Note]>,
     /// `explain=true` only: the model's input, by feature name.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<BTreeMap<String, f32>>)]
@@ -49,6 +56,19 @@ pub(super) struct FeedResponse<'a> {
     #[schema(value_type = Option<String>)]
     degraded_reason: Option<&'static str>,
     items: Vec<FeedItem<'a>>,
+    /// 1-based page of this feed session.
+    page: u32,
+    /// Send it as `cursor` for the next page (no item of this or an earlier page again);
+    /// absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<&'a str>,
+    /// The version of the tenant's business rules that arranged the page (0: configured).
+    rules_version: u64,
+    /// `explain=true` only: candidates each rule kept out (unavailable, seen, excluded,
+    /// own_item, purchased, fatigue).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<BTreeMap<String, u32>>)]
+    rules_removed: Option<BTreeMap<&'static str, u32>>,
     /// `explain=true` only: milliseconds per stage.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<BTreeMap<String, f64>>)]
@@ -111,9 +131,15 @@ fn response<'a>(tenant: &'a str, served: &'a ServedFeed) -> FeedResponse<'a> {
                 score: item.score,
                 rank: i + 1,
                 sources: item.sources,
+                model_score: item.model_score,
+                rules: served.explain.then_some(item.notes.as_slice()),
                 features: served.features(item).map(Iterator::collect),
             })
             .collect(),
+        page: served.page,
+        next_cursor: served.next_cursor.as_deref(),
+        rules_version: outcome.rules.version,
+        rules_removed: served.removed(),
         timings_ms: served.timings_ms(),
     }
 }

@@ -18,7 +18,7 @@ use super::auth::AuthorizedTenant;
 use super::error::{ApiError, Detail, TenantErrors};
 use crate::api::AppState;
 use crate::domain::ids::check_id;
-use crate::domain::{EventKind, Item, ItemStats, UnixSeconds, WINDOWS, unix_now};
+use crate::domain::{EventKind, Item, ItemPatch, ItemStats, UnixSeconds, WINDOWS, unix_now};
 use crate::ranking::features::smoothed_ctr;
 use crate::telemetry::InternalEvent;
 use crate::telemetry::events::ItemsUpserted;
@@ -52,6 +52,16 @@ pub(super) struct ItemInput {
     #[serde(default)]
     #[schema(value_type = Object)]
     attributes: Map<String, Value>,
+    /// Sold out or withdrawn items are never served (default true).
+    #[serde(default = "yes")]
+    available: bool,
+    /// The seller's user id, where users sell (`exclude_own_items`).
+    #[schema(pattern = "^[A-Za-z0-9_.:-]{1,128}$")]
+    seller_id: Option<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Serialize, ToSchema)]
@@ -97,17 +107,16 @@ fn parse_item(raw: Value, now: i64) -> Result<Item, String> {
     check_id("item_id", &input.item_id)?;
     label("category", &input.category)?;
     label("brand", &input.brand)?;
-    if !input.price.is_finite() || input.price < 0.0 {
-        return Err("price must be a finite number >= 0".into());
-    }
+    check_price(input.price)?;
     let created_at = match &input.created_at {
         None => now,
         Some(s) => OffsetDateTime::parse(s, &Rfc3339)
             .map_err(|e| format!("created_at must be an RFC 3339 timestamp: {e}"))?
             .unix_timestamp(),
     };
-    if input.attributes.len() > MAX_ATTRIBUTES {
-        return Err(format!("at most {MAX_ATTRIBUTES} attributes per item"));
+    check_attributes(&input.attributes)?;
+    if let Some(s) = &input.seller_id {
+        check_id("seller_id", s)?;
     }
     Ok(Item {
         item_id: input.item_id.into(),
@@ -116,7 +125,74 @@ fn parse_item(raw: Value, now: i64) -> Result<Item, String> {
         price: input.price,
         created_at,
         attributes: input.attributes,
+        available: input.available,
+        seller_id: input.seller_id,
     })
+}
+
+fn check_price(price: f64) -> Result<(), String> {
+    if !price.is_finite() || price < 0.0 {
+        return Err("price must be a finite number >= 0".into());
+    }
+    Ok(())
+}
+
+fn check_attributes(attributes: &Map<String, Value>) -> Result<(), String> {
+    if attributes.len() > MAX_ATTRIBUTES {
+        return Err(format!("at most {MAX_ATTRIBUTES} attributes per item"));
+    }
+    Ok(())
+}
+
+/// Changes an item's availability, price or attributes without resending it. Every replica
+/// serves the change within `cache.item_ttl_ms`: an unavailable item is never served after
+/// that, by any page, pin or the degraded fallback.
+#[utoipa::path(
+    patch,
+    path = "/v1/tenants/{tenant}/items/{item_id}",
+    tag = "catalog",
+    params(
+        ("tenant" = String, Path, description = "The tenant (marketplace) id."),
+        ("item_id" = String, Path, description = "The item id."),
+    ),
+    request_body = ItemPatch,
+    responses((status = 200, description = "The item as it is now.", body = Item), TenantErrors),
+    security(("bearer" = [])),
+)]
+pub async fn patch_item(
+    AuthorizedTenant(tenant): AuthorizedTenant,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, item_id) = path.into_inner();
+    check_id("item_id", &item_id).map_err(ApiError::invalid)?;
+    let patch: ItemPatch = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::invalid(format!("invalid patch: {e}")))?;
+    if patch.is_empty() {
+        return Err(ApiError::invalid(
+            "a patch changes at least one of available, price, attributes",
+        ));
+    }
+    if let Some(p) = patch.price {
+        check_price(p).map_err(ApiError::invalid)?;
+    }
+    if let Some(a) = &patch.attributes {
+        check_attributes(a).map_err(ApiError::invalid)?;
+    }
+    let item = state
+        .store
+        .patch_item(&tenant.id, &item_id, &patch)
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("no item {item_id:?} in tenant {:?}", tenant.id))
+        })?;
+    ItemsUpserted {
+        tenant: &tenant.id,
+        count: 1,
+    }
+    .emit(&state.metrics);
+    Ok(HttpResponse::Ok().json(item))
 }
 
 /// Adds or replaces catalog items: the whole batch is validated first, and one bad item rejects
@@ -148,12 +224,12 @@ pub async fn upsert_items(
     let mut seen = HashSet::new();
     for (index, value) in raw.into_iter().enumerate() {
         match parse_item(value, now) {
-            Ok(item) if !seen.insert(item.item_id.clone()) => details.push(Detail {
+            Ok(item) if !seen.insert(item.item_id.clone()) => details.push(Detail::at(
                 index,
-                reason: format!("duplicate item_id {:?} in this batch", item.item_id),
-            }),
+                format!("duplicate item_id {:?} in this batch", item.item_id),
+            )),
             Ok(item) => items.push(item),
-            Err(reason) => details.push(Detail { index, reason }),
+            Err(reason) => details.push(Detail::at(index, reason)),
         }
     }
     if !details.is_empty() {

@@ -12,6 +12,7 @@ pub mod methods;
 pub mod openapi;
 mod probes;
 pub mod request_span;
+mod rules;
 
 use actix_web::web;
 
@@ -34,7 +35,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/v1/tenants/{tenant}/items/{item_id}")
             .route(web::get().to(items::get_item))
-            .default_service(error::method_not_allowed("GET")),
+            .route(web::patch().to(items::patch_item))
+            .default_service(error::method_not_allowed("GET, PATCH")),
+    )
+    .service(
+        web::resource("/v1/tenants/{tenant}/rules")
+            .route(web::get().to(rules::get_rules))
+            .route(web::put().to(rules::put_rules))
+            .default_service(error::method_not_allowed("GET, PUT")),
     )
     .service(
         web::resource("/v1/tenants/{tenant}/events")

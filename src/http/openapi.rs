@@ -9,7 +9,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, events, feed, items, probes};
+use super::{admin, events, feed, items, probes, rules};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,6 +22,9 @@ use super::{admin, events, feed, items, probes};
         feed::get_feed,
         items::upsert_items,
         items::get_item,
+        items::patch_item,
+        rules::get_rules,
+        rules::put_rules,
         events::post_events,
         admin::reload_model,
         probes::healthz,
@@ -34,6 +37,7 @@ use super::{admin, events, feed, items, probes};
     tags(
         (name = "feeds", description = "Ranked feeds."),
         (name = "catalog", description = "Catalog items and their statistics."),
+        (name = "rules", description = "Business rules: exclusions, boosts, pins, diversity, fatigue."),
         (name = "events", description = "User events: impressions, clicks, add-to-carts, purchases."),
         (name = "admin", description = "Operator endpoints (admin key)."),
         (name = "probes", description = "Liveness and readiness (no key)."),

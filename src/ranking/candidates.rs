@@ -48,6 +48,15 @@ impl Sources {
         self.0 & s.bit() != 0
     }
 
+    /// The bits, as a feed session stores them.
+    pub fn bits(self) -> u8 {
+        self.0
+    }
+
+    pub fn from_bits(bits: u8) -> Self {
+        Self(bits & ((1 << Source::ALL.len()) - 1))
+    }
+
     pub fn iter(self) -> impl Iterator<Item = Source> {
         Source::ALL.into_iter().filter(move |s| self.contains(*s))
     }
@@ -195,8 +204,10 @@ mod tests {
                 price: 1.0,
                 created_at: 0,
                 attributes: Default::default(),
+                available: true,
+                seller_id: None,
             };
-            user.record(EventKind::Click, &item);
+            user.record(EventKind::Click, &item, 0.0);
         }
         let q = plan(&limits, Some(&user));
         assert_eq!(

@@ -324,6 +324,8 @@ mod tests {
                 price: 99.0,
                 created_at: 0,
                 attributes: Default::default(),
+                available: true,
+                seller_id: None,
             },
             ItemStats {
                 impressions: 100.0,
@@ -366,7 +368,7 @@ mod tests {
     fn user_features_use_the_profile() {
         let r = record();
         let mut u = UserProfile::default();
-        u.record(EventKind::Purchase, &r.item);
+        u.record(EventKind::Purchase, &r.item, 0.0);
         let spec = FeatureSpec::from_names(&[
             "user_category_affinity".into(),
             "user_seen_item".into(),
@@ -396,6 +398,8 @@ mod tests {
                     price,
                     created_at: 0,
                     attributes: Default::default(),
+                    available: true,
+                    seller_id: None,
                 },
                 ItemStats::default(),
             )
@@ -410,7 +414,7 @@ mod tests {
             seen.iter()
                 .zip([EventKind::Click, EventKind::Purchase, EventKind::AddToCart])
         {
-            u.record(kind, &r.item);
+            u.record(kind, &r.item, 0.0);
         }
         let unseen = [
             item("d", "bags", "acme", 77.7),

@@ -6,3 +6,5 @@ pub mod candidates;
 pub mod features;
 pub mod model;
 pub mod pipeline;
+pub mod rules;
+pub mod rules_book;

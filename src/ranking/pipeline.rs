@@ -1,5 +1,5 @@
 //! The feed pipeline, as plain functions: user profile → candidate plan → lists → merge →
-//! item records → feature rows → score → order. This is the one place a feed is assembled:
+//! item records → feature rows → score → rules (removals, boosts, pins, diversity) → order. This is the one place a feed is assembled:
 //! the actors (`actors::gateway`, `actors::candidate_fetcher`, `actors::ranker`) run these
 //! stages under their deadlines and supervision, the simulator (`tools::simulate`, whose log
 //! trains the model) and the component benchmark (`tools::bench`) call the very same ones, so
@@ -17,6 +17,8 @@ use tracing::Instrument;
 use super::candidates::{self, Candidate, Sources};
 use super::features::{FeatureContext, FeatureHealth, FeatureSpec};
 use super::model::ModelError;
+use super::rules::{self, Arranged, RulesInput, TenantRules};
+use crate::FastSet;
 use crate::config::CandidateLimits;
 use crate::domain::{ItemId, ItemRecord, UnixSeconds, UserProfile};
 use crate::store::{FeatureStore, StoreError};
@@ -148,8 +150,8 @@ pub fn feature_rows(
         .in_scope(|| spec.assemble(ctx, candidates.iter().map(|c| &*c.record), matrix, health));
 }
 
-/// Stage 8: indices of the `k` best scores, best first. NaN ranks last; ties go to the smaller
-/// item id, so that the same data always gives the same feed.
+/// Indices of the `k` best scores, best first, by the model alone (no rules). NaN ranks last;
+/// ties go to the smaller item id, so that the same data always gives the same feed.
 pub fn order(scores: &[f32], candidates: &[Scorable], k: usize) -> Vec<usize> {
     let key = |i: usize| {
         if scores[i].is_nan() {
@@ -179,25 +181,51 @@ pub fn order(scores: &[f32], candidates: &[Scorable], k: usize) -> Vec<usize> {
 /// One request's ranking input.
 pub struct RankRequest<'a> {
     pub now: UnixSeconds,
+    pub user_id: &'a str,
     pub user: Option<&'a UserProfile>,
     pub candidates: &'a [Scorable],
     pub limit: usize,
+    /// The tenant's rules at the version this request uses.
+    pub rules: &'a TenantRules,
+    /// Items served on earlier pages of the feed session.
+    pub seen: &'a FastSet<ItemId>,
+    /// 1-based page of the feed session.
+    pub page: u32,
+    /// Keep what each rule did to each served item.
+    pub explain: bool,
 }
 
-/// What [`rank`] produced: the candidates' scores, the order of the best `limit` (indices into
-/// the candidates), and the time each half took.
+/// What [`rank`] produced: the model's scores, the rules' arrangement of the best `limit`
+/// (indices into the candidates), and the time each part took.
 #[derive(Debug)]
 pub struct Ranked {
+    /// The model's score per candidate (before boosts).
     pub scores: Vec<f32>,
-    pub order: Vec<usize>,
+    pub arranged: Arranged,
     pub assemble: Duration,
     pub inference: Duration,
+    pub rules: Duration,
 }
 
-/// Stages 6–8: feature rows (into `matrix`, which keeps them for explain and a shadow model),
-/// scores from `score` (the model: `(matrix, rows) → one score per row`), and the order.
+/// Stage 9: the rules on scored candidates — what is served, in which order.
+pub fn arrange(request: &RankRequest<'_>, scores: &[f32]) -> Arranged {
+    let input = RulesInput {
+        user_id: request.user_id,
+        user: request.user,
+        seen: request.seen,
+        page: request.page,
+        now: request.now,
+        limit: request.limit,
+        explain: request.explain,
+    };
+    tracing::info_span!("rules.apply", rules.version = request.rules.version)
+        .in_scope(|| rules::arrange(request.rules, &input, request.candidates, scores))
+}
+
+/// Stages 6–9: feature rows (into `matrix`, which keeps them for explain and a shadow model),
+/// scores from `score` (the model: `(matrix, rows) → one score per row`), and the rules.
 /// Serving passes a `score` that also records metrics and drift; the simulator passes the
-/// bare model. Rules and a second stage belong here, between scoring and the order.
+/// bare model. A second ranking stage belongs here, between scoring and the rules.
 pub fn rank(
     spec: &FeatureSpec,
     request: &RankRequest<'_>,
@@ -210,13 +238,14 @@ pub fn rank(
     feature_rows(spec, &ctx, request.candidates, matrix, health);
     let assembled = Instant::now();
     let scores = score(matrix, request.candidates.len())?;
-    let inference = assembled.elapsed();
-    let order = order(&scores, request.candidates, request.limit);
+    let scored = Instant::now();
+    let arranged = arrange(request, &scores);
     Ok(Ranked {
         scores,
-        order,
+        arranged,
         assemble: assembled - started,
-        inference,
+        inference: scored - assembled,
+        rules: scored.elapsed(),
     })
 }
 
@@ -233,6 +262,8 @@ mod tests {
             price: 1.0,
             created_at: 0,
             attributes: Default::default(),
+            available: true,
+            seller_id: None,
         };
         Scorable {
             item_id: id.into(),
@@ -258,18 +289,24 @@ mod tests {
         let spec = FeatureSpec::full_catalog();
         let width = spec.len();
         let (mut matrix, mut health) = (Vec::new(), FeatureHealth::default());
+        let rules = rules::defaults();
         let request = RankRequest {
             now: 86_400.0,
+            user_id: "u",
             user: None,
             candidates: &c,
             limit: 2,
+            rules: &rules,
+            seen: &FastSet::default(),
+            page: 1,
+            explain: false,
         };
         let ranked = rank(&spec, &request, &mut matrix, &mut health, |m, rows| {
             assert_eq!(m.len(), rows * width);
             Ok(vec![0.1, 0.9, 0.5])
         })
         .unwrap();
-        assert_eq!(ranked.order, [1, 2]);
+        assert_eq!(ranked.arranged.order, [1, 2]);
         assert_eq!(matrix.len(), 3 * width);
     }
 }

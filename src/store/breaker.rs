@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::{
-    ApplyOutcome, CandidateLists, CandidateQuery, FeatureStore, FeedLog, ServedFeed, StoreError,
-    StoreHealth,
+    ApplyOutcome, CandidateLists, CandidateQuery, FeatureStore, FeedLog, FeedSessions, Page, Pages,
+    RulesStore, ServedFeed, StoreError, StoreHealth, StoredRules,
 };
-use crate::domain::{Event, Item, ItemId, ItemRecord, UserProfile};
+use crate::domain::{Event, Item, ItemId, ItemPatch, ItemRecord, UserProfile};
 use crate::telemetry::events::StoreCircuitChanged;
 use crate::telemetry::{InternalEvent, Metrics};
 
@@ -219,12 +219,52 @@ impl<S: FeatureStore> FeatureStore for Guarded<S> {
         self.call(self.inner.upsert_items(tenant, items)).await
     }
 
+    async fn patch_item(
+        &self,
+        tenant: &str,
+        item_id: &str,
+        patch: &ItemPatch,
+    ) -> Result<Option<Item>, StoreError> {
+        self.call(self.inner.patch_item(tenant, item_id, patch))
+            .await
+    }
+
     async fn apply_events(
         &self,
         tenant: &str,
         events: &[Event],
     ) -> Result<ApplyOutcome, StoreError> {
         self.call(self.inner.apply_events(tenant, events)).await
+    }
+}
+
+#[async_trait]
+impl<S: RulesStore> RulesStore for Guarded<S> {
+    async fn rules(&self, tenant: &str) -> Result<Option<StoredRules>, StoreError> {
+        self.call(self.inner.rules(tenant)).await
+    }
+
+    async fn put_rules(&self, tenant: &str, document: &str) -> Result<u64, StoreError> {
+        self.call(self.inner.put_rules(tenant, document)).await
+    }
+}
+
+#[async_trait]
+impl<S: FeedSessions> FeedSessions for Guarded<S> {
+    async fn pages(&self, tenant: &str, session: &str) -> Result<Pages, StoreError> {
+        self.call(self.inner.pages(tenant, session)).await
+    }
+
+    async fn put_page(
+        &self,
+        tenant: &str,
+        session: &str,
+        number: u32,
+        page: &Page,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.call(self.inner.put_page(tenant, session, number, page, ttl))
+            .await
     }
 }
 

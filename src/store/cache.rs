@@ -11,7 +11,7 @@ use async_trait::async_trait;
 
 use super::{ApplyOutcome, CandidateLists, CandidateQuery, FeatureStore, SharedStore, StoreError};
 use crate::config::CacheSettings;
-use crate::domain::{Event, Item, ItemId, ItemRecord, UserProfile};
+use crate::domain::{Event, Item, ItemId, ItemPatch, ItemRecord, UserProfile};
 use crate::telemetry::events::CacheLookedUp;
 use crate::telemetry::{InternalEvent, Metrics};
 
@@ -245,6 +245,17 @@ impl FeatureStore for CachedStore {
         let result = self.inner.upsert_items(tenant, items).await;
         // Invalidate even on error: a timed-out write may still have landed.
         self.cache(tenant)?.forget(&ids);
+        result
+    }
+
+    async fn patch_item(
+        &self,
+        tenant: &str,
+        item_id: &str,
+        patch: &ItemPatch,
+    ) -> Result<Option<Item>, StoreError> {
+        let result = self.inner.patch_item(tenant, item_id, patch).await;
+        self.cache(tenant)?.forget(&[ItemId::from(item_id)]);
         result
     }
 

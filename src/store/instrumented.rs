@@ -7,7 +7,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 
 use super::{ApplyOutcome, CandidateLists, CandidateQuery, FeatureStore, SharedStore, StoreError};
-use crate::domain::{Event, Item, ItemId, ItemRecord, UserProfile};
+use crate::domain::{Event, Item, ItemId, ItemPatch, ItemRecord, UserProfile};
 use crate::telemetry::events::StoreCalled;
 use crate::telemetry::{InternalEvent, Metrics};
 
@@ -72,6 +72,16 @@ impl FeatureStore for Instrumented {
 
     async fn upsert_items(&self, tenant: &str, items: Vec<Item>) -> Result<(), StoreError> {
         self.timed("upsert_items", self.inner.upsert_items(tenant, items))
+            .await
+    }
+
+    async fn patch_item(
+        &self,
+        tenant: &str,
+        item_id: &str,
+        patch: &ItemPatch,
+    ) -> Result<Option<Item>, StoreError> {
+        self.timed("patch_item", self.inner.patch_item(tenant, item_id, patch))
             .await
     }
 

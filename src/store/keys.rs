@@ -11,6 +11,9 @@
 //! | `er:{t}:user:<user_id>`             | hash | `interactions`, `affinity_total`, `price_sum`, `price_count`, `c:<category>`, `b:<brand>` |
 //! | `er:{t}:recent:<user_id>`           | list | recently interacted item ids, newest first |
 //! | `er:{t}:seen:<bucket>`              | set  | event ids applied in one time bucket (half the dedup window); unlinked once out of the window |
+//! | `er:{t}:hist:<user_id>`             | hash | item → the user's history with it: `p` if bought, then impression times since the last engagement (`ItemHistory::encode`); expires 30 days after the user's last event |
+//! | `er:{t}:rules`                      | hash | `version`, `doc` (the rules document as JSON) |
+//! | `er:{t}:session:<id>`               | hash | a feed session: page number → its items (`store::sessions::encode_page`); expires `feed.session_ttl_seconds` after its last page |
 //! | `er:{t}:feed:<request_id>`          | string | a served feed (model, version, items) as JSON; expires after the join window |
 //! | `er:{t}:feedclick:<request_id>`     | string | set by the feed's first joined click; expires with the feed |
 
@@ -36,6 +39,18 @@ pub fn user(tenant: &str, user: &str) -> String {
 
 pub fn recent(tenant: &str, user: &str) -> String {
     format!("er:{{{tenant}}}:recent:{user}")
+}
+
+pub fn history(tenant: &str, user: &str) -> String {
+    format!("er:{{{tenant}}}:hist:{user}")
+}
+
+pub fn rules(tenant: &str) -> String {
+    format!("er:{{{tenant}}}:rules")
+}
+
+pub fn session(tenant: &str, session: &str) -> String {
+    format!("er:{{{tenant}}}:session:{session}")
 }
 
 pub fn seen_set(tenant: &str, bucket: u64) -> String {

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use moka::sync::Cache;
 
 use super::{ApplyOutcome, CandidateLists, CandidateQuery, Dedup, FeatureStore, StoreError};
-use crate::domain::{Event, Item, ItemId, ItemRecord, UserProfile};
+use crate::domain::{Event, Item, ItemId, ItemPatch, ItemRecord, UserProfile};
 
 #[derive(Default)]
 struct TenantState {
@@ -197,6 +197,24 @@ impl FeatureStore for MemoryStore {
         Ok(())
     }
 
+    async fn patch_item(
+        &self,
+        tenant: &str,
+        item_id: &str,
+        patch: &ItemPatch,
+    ) -> Result<Option<Item>, StoreError> {
+        let mut state = write(self.tenant(tenant)?);
+        let Some(record) = state.items.get_mut(item_id) else {
+            return Ok(None);
+        };
+        // A new record, never an edit: rankers may hold the old one (see `ItemRecord`).
+        let mut item = record.item.clone();
+        patch.apply(&mut item);
+        *record = Arc::new(ItemRecord::new(item.clone(), record.stats.clone()));
+        state.index = None;
+        Ok(Some(item))
+    }
+
     async fn apply_events(
         &self,
         tenant: &str,
@@ -226,7 +244,7 @@ impl FeatureStore for MemoryStore {
             let record = Arc::make_mut(record);
             record.stats.record(event.kind, event.timestamp);
             let profile = users.entry(event.user_id.clone()).or_default();
-            Arc::make_mut(profile).record(event.kind, &record.item);
+            Arc::make_mut(profile).record(event.kind, &record.item, event.timestamp);
         }
         *index = None;
         Ok(outcome)
@@ -246,6 +264,8 @@ mod tests {
             price: 5.0,
             created_at,
             attributes: Default::default(),
+            available: true,
+            seller_id: None,
         }
     }
 

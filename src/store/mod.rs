@@ -12,13 +12,15 @@ mod instrumented;
 pub mod keys;
 mod memory;
 mod redis;
+mod rules;
+mod sessions;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::domain::{Event, Item, ItemId, ItemRecord, UserProfile};
+use crate::domain::{Event, Item, ItemId, ItemPatch, ItemRecord, UserProfile};
 
 pub use availability::StoreHealth;
 pub use breaker::{CircuitBreaker, Guarded, Transition, report as report_breaker};
@@ -28,6 +30,8 @@ pub use feed_log::{FeedLog, MemoryFeedLog, ServedFeed};
 pub use instrumented::Instrumented;
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
+pub use rules::{MemoryRules, RulesStore, StoredRules};
+pub use sessions::{FeedSessions, MemorySessions, Page, PageItem, Pages};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -82,6 +86,15 @@ pub trait FeatureStore: Send + Sync + 'static {
 
     /// Inserts or replaces catalog fields; an existing item keeps its statistics.
     async fn upsert_items(&self, tenant: &str, items: Vec<Item>) -> Result<(), StoreError>;
+
+    /// Changes some fields of one item without resending it (statistics and lists stay);
+    /// `None`: no such item. Atomic per item.
+    async fn patch_item(
+        &self,
+        tenant: &str,
+        item_id: &str,
+        patch: &ItemPatch,
+    ) -> Result<Option<Item>, StoreError>;
 
     /// Applies interaction events to item statistics and user profiles, each atomically with
     /// its deduplication: an `event_id` applied within the store's dedup window is skipped,
@@ -180,4 +193,8 @@ pub struct StoreContext {
     pub watched: bool,
     /// Where served feeds are kept for the live-quality join (beside the features).
     pub feed_log: Arc<dyn crate::store::FeedLog>,
+    /// Each tenant's rules as edited through the API.
+    pub rules: Arc<dyn RulesStore>,
+    /// Feed sessions' pages (pagination without repeats).
+    pub sessions: Arc<dyn FeedSessions>,
 }

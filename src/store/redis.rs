@@ -13,8 +13,11 @@ use thread_local::ThreadLocal;
 use super::keys::{self, BRAND_PREFIX, CATEGORY_PREFIX};
 use super::{ApplyOutcome, CandidateLists, CandidateQuery, Dedup, FeatureStore, StoreError};
 use crate::config::RedisSettings;
-use crate::domain::{Event, Item, ItemId, ItemRecord, ItemStats, RECENT_ITEMS, UserProfile};
-use crate::store::{FeedLog, ServedFeed};
+use crate::domain::{
+    Event, Item, ItemHistory, ItemId, ItemPatch, ItemRecord, ItemStats, RECENT_ITEMS, UserProfile,
+};
+use crate::store::sessions::{decode_page, encode_page};
+use crate::store::{FeedLog, FeedSessions, Page, Pages, RulesStore, ServedFeed, StoredRules};
 
 mod apply;
 use apply::{APPLY_EVENTS, EVENTS_PER_CALL, decode_stats};
@@ -270,8 +273,16 @@ fn item_record(
     Some(record)
 }
 
-fn user_profile(fields: HashMap<String, String>, recent: Vec<String>) -> UserProfile {
+fn user_profile(
+    fields: HashMap<String, String>,
+    recent: Vec<String>,
+    history: HashMap<String, String>,
+) -> UserProfile {
     let mut p = UserProfile {
+        history: history
+            .into_iter()
+            .map(|(id, h)| (ItemId::from(id), ItemHistory::decode(&h)))
+            .collect(),
         interactions: parse_f64(&fields, "interactions"),
         affinity_total: parse_f64(&fields, "affinity_total") as f32,
         price_sum: parse_f64(&fields, "price_sum"),
@@ -313,16 +324,19 @@ impl FeatureStore for RedisStore {
         user_id: &str,
     ) -> Result<Option<Arc<UserProfile>>, StoreError> {
         let mut pipe = redis::pipe();
-        pipe.hgetall(keys::user(tenant, user_id)).lrange(
-            keys::recent(tenant, user_id),
-            0,
-            RECENT_ITEMS as isize - 1,
-        );
-        let (fields, recent): (HashMap<String, String>, Vec<String>) = self.query(&pipe).await?;
-        if fields.is_empty() {
+        pipe.hgetall(keys::user(tenant, user_id))
+            .lrange(keys::recent(tenant, user_id), 0, RECENT_ITEMS as isize - 1)
+            .hgetall(keys::history(tenant, user_id));
+        let (fields, recent, history): (
+            HashMap<String, String>,
+            Vec<String>,
+            HashMap<String, String>,
+        ) = self.query(&pipe).await?;
+        // Impressions alone make a profile too (as in the embedded store): fatigue needs it.
+        if fields.is_empty() && history.is_empty() {
             return Ok(None);
         }
-        Ok(Some(Arc::new(user_profile(fields, recent))))
+        Ok(Some(Arc::new(user_profile(fields, recent, history))))
     }
 
     async fn candidate_lists(
@@ -462,6 +476,43 @@ impl FeatureStore for RedisStore {
         self.query::<()>(&write).await
     }
 
+    async fn patch_item(
+        &self,
+        tenant: &str,
+        item_id: &str,
+        patch: &ItemPatch,
+    ) -> Result<Option<Item>, StoreError> {
+        if let Some(cache) = &self.catalog {
+            cache.invalidate(&(tenant.to_owned(), ItemId::from(item_id)));
+        }
+        let key = keys::item(tenant, item_id);
+        // Optimistic: read, change, write back only if nobody wrote in between (a compare-and-
+        // set script); a concurrent change of the same item makes this try again.
+        for _ in 0..8 {
+            let mut read = redis::pipe();
+            read.hget(&key, "item");
+            let (old,): (Option<String>,) = self.query(&read).await?;
+            let Some(old) = old else { return Ok(None) };
+            let mut item: Item = serde_json::from_str(&old).map_err(unavailable)?;
+            patch.apply(&mut item);
+            let new = serde_json::to_string(&item).map_err(unavailable)?;
+            let mut cas = redis::pipe();
+            cas.cmd("EVAL")
+                .arg(COMPARE_AND_SET_LUA)
+                .arg(1)
+                .arg(&key)
+                .arg(&old)
+                .arg(&new);
+            let (swapped,): (i64,) = self.query(&cas).await?;
+            if swapped == 1 {
+                return Ok(Some(item));
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "redis: item {item_id:?} kept changing during the patch"
+        )))
+    }
+
     async fn apply_events(
         &self,
         tenant: &str,
@@ -541,6 +592,66 @@ impl FeatureStore for RedisStore {
         }
         outcome.duplicates.sort_unstable();
         Ok(outcome)
+    }
+}
+
+/// Sets an item's catalog field to ARGV[2] only if it still is ARGV[1].
+const COMPARE_AND_SET_LUA: &str = "if redis.call('HGET', KEYS[1], 'item') == ARGV[1] then \
+     redis.call('HSET', KEYS[1], 'item', ARGV[2]) return 1 else return 0 end";
+
+#[async_trait]
+impl RulesStore for RedisStore {
+    async fn rules(&self, tenant: &str) -> Result<Option<StoredRules>, StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("HMGET")
+            .arg(keys::rules(tenant))
+            .arg("version")
+            .arg("doc");
+        let ((version, document),): ((Option<u64>, Option<String>),) = self.query(&pipe).await?;
+        Ok(version
+            .zip(document)
+            .map(|(version, document)| StoredRules { version, document }))
+    }
+
+    async fn put_rules(&self, tenant: &str, document: &str) -> Result<u64, StoreError> {
+        let key = keys::rules(tenant);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .hincr(&key, "version", 1)
+            .hset(&key, "doc", document)
+            .ignore();
+        let (version,): (u64,) = self.query(&pipe).await?;
+        Ok(version)
+    }
+}
+
+#[async_trait]
+impl FeedSessions for RedisStore {
+    async fn pages(&self, tenant: &str, session: &str) -> Result<Pages, StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.hgetall(keys::session(tenant, session));
+        let (pages,): (HashMap<u32, String>,) = self.query(&pipe).await?;
+        Ok(pages
+            .into_iter()
+            .map(|(n, page)| (n, decode_page(&page)))
+            .collect())
+    }
+
+    async fn put_page(
+        &self,
+        tenant: &str,
+        session: &str,
+        number: u32,
+        page: &Page,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let key = keys::session(tenant, session);
+        let mut pipe = redis::pipe();
+        pipe.hset(&key, number, encode_page(page))
+            .ignore()
+            .expire(&key, ttl.as_secs().max(1) as i64)
+            .ignore();
+        self.query(&pipe).await
     }
 }
 

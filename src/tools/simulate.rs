@@ -12,12 +12,14 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
+use crate::FastSet;
 use crate::config::Settings;
 use crate::demo::seed_tenant;
 use crate::domain::{Event, EventKind, ItemId, UnixSeconds};
 use crate::ranking::features::{FeatureContext, FeatureHealth, FeatureSpec};
 use crate::ranking::model::{LoadedModel, OnnxScorer};
 use crate::ranking::pipeline::{self, RankRequest};
+use crate::ranking::rules::TenantRules;
 use crate::store::{FeatureStore, MemoryStore};
 use crate::telemetry::Metrics;
 
@@ -193,7 +195,7 @@ fn model_order(
         &mut FeatureHealth::default(),
         |m, rows| scorer.score(m, rows),
     )?;
-    Ok(ranked.order)
+    Ok(ranked.arranged.order)
 }
 
 /// The feed the model policy shows `user_id` at `now`: its first `shown` items, best first.
@@ -208,11 +210,17 @@ pub async fn model_feed(
 ) -> anyhow::Result<Vec<ItemId>> {
     let limits = settings.candidate_limits(tenant);
     let (profile, candidates) = pipeline::gather(store, tenant, user_id, &limits).await?;
+    let rules = TenantRules::new(0, settings.rules(tenant));
     let request = RankRequest {
         now,
+        user_id,
         user: profile.as_deref(),
         candidates: &candidates,
         limit: shown,
+        rules: &rules,
+        seen: &FastSet::default(),
+        page: 1,
+        explain: false,
     };
     let order = model_order(&mut model.scorer()?, &model.spec, &request, &mut Vec::new())?;
     Ok(order
@@ -235,6 +243,9 @@ pub async fn run(settings: &Settings, args: &SimulateArgs) -> anyhow::Result<Sim
         }
     };
     let logged = FeatureSpec::full_catalog();
+    // The tenant's configured rules, as serving applies them to a first page.
+    let rules = TenantRules::new(0, settings.rules(&args.tenant));
+    let no_pages = FastSet::default();
 
     if let Some(dir) = args.out.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {dir:?}"))?;
@@ -292,9 +303,14 @@ pub async fn run(settings: &Settings, args: &SimulateArgs) -> anyhow::Result<Sim
                 spec,
                 &RankRequest {
                     now,
+                    user_id: &user_id,
                     user: profile.as_deref(),
                     candidates: &candidates,
                     limit: args.shown,
+                    rules: &rules,
+                    seen: &no_pages,
+                    page: 1,
+                    explain: false,
                 },
                 &mut own,
             )?,

@@ -48,6 +48,7 @@ fn feed_request(tenant: &str, user: &str, limit: u32) -> GetFeedRequest {
         user_id: user.into(),
         limit,
         explain: false,
+        cursor: String::new(),
     }
 }
 

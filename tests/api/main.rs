@@ -18,3 +18,4 @@ mod metrics;
 mod ml;
 mod pipeline;
 mod redis;
+mod rules;

@@ -139,6 +139,9 @@ fn assert_same_profile(a: &UserProfile, b: &UserProfile) {
         b.price_sum
     );
     assert_eq!(a.price_count, b.price_count);
+    // The Lua's item history (purchases, impressions since the last engagement) matches
+    // `ItemHistory::record`.
+    assert_eq!(a.history, b.history);
 }
 
 #[actix_rt::test]
@@ -146,9 +149,9 @@ async fn every_store_operation_round_trips_like_the_embedded_store() {
     let redis = RedisServer::start();
     let r = redis.store();
     assert_round_trips(&r).await;
-    // 3 item hashes, trending, new arrivals, 2 categories, a hash and a list per user, and
-    // the set of event ids of the current dedup bucket.
-    assert_eq!(r.clear_tenant("t").await.unwrap(), 11 + 1);
+    // 3 item hashes, trending, new arrivals, 2 categories, a hash, a list and an item history
+    // per user, and the set of event ids of the current dedup bucket.
+    assert_eq!(r.clear_tenant("t").await.unwrap(), 13 + 1);
     assert!(r.user_profile("t", "u1").await.unwrap().is_none());
 }
 
@@ -177,6 +180,8 @@ async fn assert_round_trips(r: &RedisStore) {
         price: 19.99,
         created_at,
         attributes: serde_json::from_str(r#"{"color":"red","sizes":[40,41]}"#).unwrap(),
+        available: true,
+        seller_id: None,
     };
     let event = |kind, user: &str, item: &str, at| Event {
         event_id: Some(format!("{user}-{item}-{at}").into()),
@@ -472,6 +477,7 @@ async fn a_hanging_redis_never_holds_a_request_past_its_deadline() {
     let app = spawn_app_with(&[
         ("redis.url", redis.url().into()),
         ("redis.ping_interval_ms", 60_000.into()),
+        ("redis.fallback_refresh_seconds", 60.into()),
         ("redis.command_timeout_ms", 100.into()),
         ("server.request_deadline_ms", 2_000.into()),
     ])
@@ -482,7 +488,7 @@ async fn a_hanging_redis_never_holds_a_request_past_its_deadline() {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    for _ in 0..3 {
+    for attempt in 0..3 {
         let res = client
             .get(app.url("/v1/tenants/demo-a/feed?user_id=u3"))
             .bearer_auth(DEMO_A_KEY)
@@ -491,7 +497,14 @@ async fn a_hanging_redis_never_holds_a_request_past_its_deadline() {
             .expect("answered while Redis hangs, not timed out by the client");
         assert_eq!(res.status(), 200);
         let body: Value = res.json().await.unwrap();
-        assert_eq!(body["degraded_reason"], "store_error", "{body}");
+        // The first request meets the hang itself; its failed calls (the rules' refresh, the
+        // user's profile) count toward the breaker, which may open for the later ones.
+        let reason = body["degraded_reason"].as_str().unwrap_or_default();
+        if attempt == 0 {
+            assert_eq!(reason, "store_error", "{body}");
+        } else {
+            assert!(["store_error", "redis_down"].contains(&reason), "{body}");
+        }
     }
     redis.resume();
 }
@@ -569,6 +582,8 @@ async fn a_stale_catalog_cache_never_puts_a_moved_item_back_in_its_old_category(
         price: 10.0,
         created_at: 1,
         attributes: Default::default(),
+        available: true,
+        seller_id: None,
     };
     let click = |id: &str| Event {
         event_id: Some(id.into()),

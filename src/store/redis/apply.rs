@@ -20,7 +20,14 @@ use deadpool_redis::redis;
 use indexmap::{IndexMap, IndexSet};
 
 use super::super::keys::{self, BRAND_PREFIX, CATEGORY_PREFIX, STATS_FIELD};
-use crate::domain::{Event, Item, ItemStats, RECENT_ITEMS, UserProfile, WINDOWS, WindowCounts};
+use crate::domain::{
+    Event, EventKind, HISTORY_IMPRESSIONS, Item, ItemStats, RECENT_ITEMS, UserProfile, WINDOWS,
+    WindowCounts,
+};
+
+/// A user's item history expires this long after their last event: what bounds the purchase
+/// exclusion's memory in Redis (the embedded store bounds it by `HISTORY_ITEMS` per user).
+pub(super) const HISTORY_TTL_SECONDS: u64 = 30 * 86_400;
 
 /// KEYS: with ids to check, the id sets of the current bucket and the three before it; then
 /// the keys the operations name by index. ARGV: the number of ids, the current set's expiry
@@ -32,7 +39,9 @@ use crate::domain::{Event, Item, ItemStats, RECENT_ITEMS, UserProfile, WINDOWS, 
 /// - `z member x` — `ZADD XX INCR`: only members already listed; an item moved to another
 ///   category was removed from the old one, and a replica whose catalog cache still says
 ///   the old category must not put it back;
-/// - `r n id…` — the user's recent items, newest first: each moves to the head of the list.
+/// - `r n id…` — the user's recent items, newest first: each moves to the head of the list;
+/// - `h item code t` — the user's history with an item, as `ItemHistory::record` changes it
+///   (code `i` impression at t, `e` click or cart, `p` purchase); `x seconds` — its expiry.
 ///
 /// Returns an empty array when the chunk was applied, else the 1-based positions (among the
 /// ids) of the ids already seen, and nothing was written.
@@ -102,6 +111,25 @@ while i <= n do
     redis.call('LPUSH', key, unpack(push))
     redis.call('LTRIM', key, 0, RECENT_LIMIT)
     i = i + 3 + count
+  elseif op == 'h' then
+    local field, code = ARGV[i + 2], ARGV[i + 3]
+    local cur = redis.call('HGET', key, field) or ''
+    local bought = string.sub(cur, 1, 1) == 'p' or code == 'p'
+    local times = {}
+    if code == 'i' then
+      for t in string.gmatch(cur, '%d+') do times[#times + 1] = t end
+      times[#times + 1] = ARGV[i + 4]
+      while #times > HISTORY_IMPRESSIONS do table.remove(times, 1) end
+    end
+    local value = (bought and 'p' or '') .. table.concat(times, ',')
+    if value == '' then
+      redis.call('HDEL', key, field)
+    else
+      redis.call('HSET', key, field, value)
+    end
+    i = i + 5
+  elseif op == 'x' then
+    redis.call('EXPIRE', key, ARGV[i + 2]); i = i + 3
   else
     return redis.error_reply('unknown operation ' .. tostring(op))
   end
@@ -122,6 +150,7 @@ pub(super) const EVENTS_PER_CALL: usize = 200;
 pub(super) static APPLY_EVENTS: LazyLock<(String, redis::Script)> = LazyLock::new(|| {
     let code = APPLY_EVENTS_LUA
         .replace("RECENT_LIMIT", &(RECENT_ITEMS - 1).to_string())
+        .replace("HISTORY_IMPRESSIONS", &HISTORY_IMPRESSIONS.to_string())
         .replace("STATS_FORMAT", &format!("'<{}'", "d".repeat(STATS_VALUES)))
         .replace("STATS_BYTES", &(STATS_VALUES * 8).to_string())
         .replace("STATS_VALUES", &STATS_VALUES.to_string())
@@ -247,7 +276,10 @@ pub(super) fn invocation(
             .entry(&*item.item_id)
             .or_insert_with(|| (item, ItemStats::default()));
         stats.record(e.kind, e.timestamp);
-        users.entry(&e.user_id).or_default().record(e.kind, item);
+        users
+            .entry(&e.user_id)
+            .or_default()
+            .record(e.kind, item, e.timestamp);
     }
 
     let trending = table.position(keys::trending(tenant));
@@ -307,6 +339,26 @@ pub(super) fn invocation(
         for id in &profile.recent_items {
             call.arg(&**id);
         }
+    }
+    // Item histories change in event order (an impression after a click counts, before it
+    // does not), so one operation per event; then each user's history expiry, once.
+    let mut histories = IndexSet::new();
+    for (e, item) in events {
+        let key = table.position(keys::history(tenant, &e.user_id));
+        histories.insert(key);
+        let code = match e.kind {
+            EventKind::Impression => "i",
+            EventKind::Click | EventKind::AddToCart => "e",
+            EventKind::Purchase => "p",
+        };
+        call.arg("h")
+            .arg(key)
+            .arg(&*item.item_id)
+            .arg(code)
+            .arg(e.timestamp.max(0.0) as u32);
+    }
+    for key in histories {
+        call.arg("x").arg(key).arg(HISTORY_TTL_SECONDS);
     }
     for key in table.0 {
         call.key(key);

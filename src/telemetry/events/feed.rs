@@ -19,6 +19,9 @@ pub struct FeedServed<'a> {
     pub latency: Duration,
     /// The degradation reason, when served from the fallback.
     pub degraded: Option<&'a str>,
+    /// 1-based page of the feed session.
+    pub page: u32,
+    pub rules_version: u64,
 }
 
 impl InternalEvent for FeedServed<'_> {
@@ -41,6 +44,8 @@ impl InternalEvent for FeedServed<'_> {
             latency_ms = self.latency.as_secs_f64() * 1e3,
             degraded = self.degraded.is_some(),
             degraded_reason = self.degraded,
+            page = self.page,
+            rules_version = self.rules_version,
         );
     }
 }

@@ -8,6 +8,7 @@ mod feed;
 mod ingest;
 mod model;
 mod quality;
+mod rules;
 mod server;
 mod store;
 
@@ -16,6 +17,7 @@ pub use feed::*;
 pub use ingest::*;
 pub use model::*;
 pub use quality::*;
+pub use rules::*;
 pub use server::*;
 pub use store::*;
 

@@ -5,6 +5,7 @@
 
 mod define;
 mod ml;
+mod rules;
 
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Registry,
@@ -12,6 +13,7 @@ use prometheus::{
 
 use define::Registrar;
 pub use ml::MlMetrics;
+pub use rules::{REMOVAL_RULES, RulesMetrics};
 
 /// Feed latency from 0.5 ms to 1 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -89,6 +91,8 @@ pub struct Metrics {
     pub grpc_server_handling_seconds: HistogramVec,
     /// Model health: feature validity, drift, canary, live ranking quality.
     pub ml: MlMetrics,
+    /// Business rules and feed sessions.
+    pub rules: RulesMetrics,
 }
 
 impl Metrics {
@@ -341,6 +345,7 @@ impl Metrics {
             )
             .expect("static metric definition"),
             ml: MlMetrics::new(&r),
+            rules: RulesMetrics::new(&r),
             registry,
         };
         m.init_global();
@@ -421,7 +426,8 @@ impl Metrics {
         }
         self.feature_missing_total
             .with_label_values(&[tenant, "item"]);
-        for reason in ["redis_down", "store_error"] {
+        self.rules.init_tenant(tenant);
+        for reason in ["redis_down", "store_error", "session_unavailable"] {
             self.feed_degraded_total
                 .with_label_values(&[tenant, reason]);
         }

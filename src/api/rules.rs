@@ -1,0 +1,74 @@
+//! A tenant's rules through the API: read the version in force, or replace the document as a
+//! whole (validated first: every problem listed, nothing changed on any).
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::AppState;
+use super::error::{ApiError, Detail};
+use crate::domain::rules::Rules;
+use crate::ranking::rules::TenantRules;
+use crate::ranking::rules_book::Refreshed;
+use crate::telemetry::InternalEvent;
+use crate::telemetry::events::{RulesChanged, RulesRefreshFailed};
+
+/// A tenant's rules and their version (0: the configured rules, never replaced).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct VersionedRules {
+    pub version: u64,
+    pub rules: Rules,
+}
+
+impl From<&TenantRules> for VersionedRules {
+    fn from(r: &TenantRules) -> Self {
+        Self {
+            version: r.version,
+            rules: r.rules.clone(),
+        }
+    }
+}
+
+/// How long a rules read or write may take.
+const STORE_BUDGET: Duration = Duration::from_secs(2);
+
+/// The rules in force for `tenant`, as the store has them now.
+pub async fn get(state: &AppState, tenant: &str) -> Result<VersionedRules, ApiError> {
+    let (rules, refreshed) = state.rules.get(tenant, Instant::now() + STORE_BUDGET).await;
+    match refreshed {
+        Refreshed::Changed(r) => RulesChanged {
+            tenant,
+            version: r.version,
+        }
+        .emit(&state.metrics),
+        // A read that failed must not pass for the version in force everywhere.
+        Refreshed::Failed(e) => {
+            RulesRefreshFailed { tenant, error: &e }.emit(&state.metrics);
+            return Err(e.into());
+        }
+        Refreshed::Unchanged => {}
+    }
+    Ok(VersionedRules::from(&*rules))
+}
+
+/// Replaces `tenant`'s rules with the document `body` (JSON): validated first, then stored as
+/// the next version, which every replica serves within `feed.rules_refresh_ms`.
+pub async fn put(state: &AppState, tenant: &str, body: &[u8]) -> Result<VersionedRules, ApiError> {
+    let rules = Rules::parse(body).map_err(|problems| ApiError::InvalidArgument {
+        message: format!(
+            "{} problem(s) in the rules document; nothing was changed",
+            problems.len()
+        ),
+        details: problems
+            .into_iter()
+            .map(|(field, reason)| Detail::field(field, reason))
+            .collect(),
+    })?;
+    let installed = state.rules.put(tenant, rules).await?;
+    RulesChanged {
+        tenant,
+        version: installed.version,
+    }
+    .emit(&state.metrics);
+    Ok(VersionedRules::from(&*installed))
+}

@@ -1,0 +1,140 @@
+//! Which rules each tenant's feeds use now: the version stored through the API (re-read from
+//! the store at most every `feed.rules_refresh_ms`, so every replica serves a `PUT` within that
+//! time), else the tenant's configured rules (version 0). A feed never waits for a refresh
+//! longer than its store budget, and a failed refresh keeps the rules it had.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use super::rules::TenantRules;
+use crate::domain::rules::Rules;
+use crate::store::{RulesStore, StoreError, by_deadline};
+
+struct Entry {
+    checked: Instant,
+    rules: Arc<TenantRules>,
+}
+
+pub struct RulesBook {
+    store: Arc<dyn RulesStore>,
+    configured: HashMap<String, Arc<TenantRules>>,
+    refresh: Duration,
+    current: RwLock<HashMap<String, Entry>>,
+}
+
+/// What a refresh found, for the caller to report.
+pub enum Refreshed {
+    /// The version in force now, when it changed.
+    Changed(Arc<TenantRules>),
+    Unchanged,
+    Failed(StoreError),
+}
+
+impl RulesBook {
+    /// `configured`: each tenant's rules from config (already validated).
+    pub fn new(
+        store: Arc<dyn RulesStore>,
+        configured: impl IntoIterator<Item = (String, Rules)>,
+        refresh: Duration,
+    ) -> Self {
+        Self {
+            store,
+            configured: configured
+                .into_iter()
+                .map(|(t, r)| (t, Arc::new(TenantRules::new(0, r))))
+                .collect(),
+            refresh,
+            current: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn configured(&self, tenant: &str) -> Arc<TenantRules> {
+        self.configured
+            .get(tenant)
+            .cloned()
+            .unwrap_or_else(super::rules::defaults)
+    }
+
+    /// The rules in force without asking the store (the degraded path).
+    pub fn cached(&self, tenant: &str) -> Arc<TenantRules> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(tenant)
+            .map(|e| e.rules.clone())
+            .unwrap_or_else(|| self.configured(tenant))
+    }
+
+    /// The rules in force for `tenant`, re-read from the store first when the last read is
+    /// older than the refresh interval (by one caller at a time: the others use the rules
+    /// they have meanwhile). The read gives up at `deadline`.
+    pub async fn get(&self, tenant: &str, deadline: Instant) -> (Arc<TenantRules>, Refreshed) {
+        {
+            let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+            match current.get_mut(tenant) {
+                Some(e) if e.checked.elapsed() < self.refresh => {
+                    return (e.rules.clone(), Refreshed::Unchanged);
+                }
+                Some(e) => e.checked = Instant::now(),
+                None => {
+                    current.insert(
+                        tenant.to_owned(),
+                        Entry {
+                            checked: Instant::now(),
+                            rules: self.configured(tenant),
+                        },
+                    );
+                }
+            }
+        }
+        let read = by_deadline(deadline, "the rules store", self.store.rules(tenant)).await;
+        let had = self.cached(tenant);
+        match read {
+            Err(e) => (had, Refreshed::Failed(e)),
+            Ok(stored) => {
+                let version = stored.as_ref().map_or(0, |s| s.version);
+                if version == had.version {
+                    return (had, Refreshed::Unchanged);
+                }
+                let rules = match stored {
+                    None => self.configured(tenant),
+                    Some(s) => match Rules::parse(s.document.as_bytes()) {
+                        Ok(r) => Arc::new(TenantRules::new(s.version, r)),
+                        // Only valid documents are stored; one that is not (written by a newer
+                        // release?) must not take the rules down.
+                        Err(problems) => {
+                            let cause =
+                                format!("stored rules v{version} are invalid: {problems:?}");
+                            return (had, Refreshed::Failed(StoreError::Unavailable(cause)));
+                        }
+                    },
+                };
+                self.install(tenant, rules.clone());
+                (rules.clone(), Refreshed::Changed(rules))
+            }
+        }
+    }
+
+    /// Validated `rules` stored as the tenant's next version, and in force here at once.
+    pub async fn put(&self, tenant: &str, rules: Rules) -> Result<Arc<TenantRules>, StoreError> {
+        let document = serde_json::to_string(&rules)
+            .map_err(|e| StoreError::Unavailable(format!("encoding the rules: {e}")))?;
+        let version = self.store.put_rules(tenant, &document).await?;
+        let installed = Arc::new(TenantRules::new(version, rules));
+        self.install(tenant, installed.clone());
+        Ok(installed)
+    }
+
+    fn install(&self, tenant: &str, rules: Arc<TenantRules>) {
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        let entry = current.entry(tenant.to_owned()).or_insert_with(|| Entry {
+            checked: Instant::now(),
+            rules: rules.clone(),
+        });
+        // Versions only grow: a slow read must not put an older one back.
+        if rules.version >= entry.rules.version {
+            entry.rules = rules;
+        }
+    }
+}
