@@ -123,7 +123,8 @@ import glob, json, re, sys
 alerts = json.load(open(sys.argv[1]))["alerts"]
 runbook = open("RUNBOOK.md").read()
 headings = re.findall(r"^## (.+)$", runbook, re.M)
-anchors = {h.strip().lower() for h in headings}
+# GitHub's anchors: lower case, punctuation dropped, spaces as hyphens.
+anchors = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
 base = "https://github.com/eaglerank/eaglerank/blob/main/monitoring/RUNBOOK.md#"
 problems = []
 names = sorted({a["alert"] for a in alerts})
@@ -354,7 +355,10 @@ TENANT_FAMILIES = (
     "eaglerank_feed_degraded_total", "eaglerank_feature_missing_total",
     "eaglerank_events_ingested_total", "eaglerank_events_duplicates_total",
     "eaglerank_ranking_feeds_total", "eaglerank_ranking_interactions_total",
-    "eaglerank_ranking_reciprocal_rank_sum",
+    "eaglerank_ranking_reciprocal_rank_sum", "eaglerank_rules_candidates_removed_total",
+    "eaglerank_rules_diversity_relaxations_total", "eaglerank_rules_pins_served_total",
+    "eaglerank_feed_session_page", "eaglerank_rules_version",
+    "eaglerank_rules_refresh_failures_total", "eaglerank_feed_session_write_failures_total",
 )
 SELECTOR = re.compile(r"(?<![\w:$.])([a-zA-Z_:][\w:]*)(?![\w:])(\s*\{[^}]*\})?")
 
@@ -378,7 +382,7 @@ def check_selectors(where, expr):
 # Panel types without queries (no targets, no data source).
 NO_QUERIES = {"row", "alertlist", "text"}
 # Annotations every dashboard has: what changed, and since when.
-ANNOTATIONS = ("Deploys", "Process starts", "Model reloads")
+ANNOTATIONS = ("Deploys", "Process starts", "Model reloads", "Rules changes")
 
 uids = {}
 files = sorted(glob.glob("grafana/dashboards/*.json"))

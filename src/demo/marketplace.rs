@@ -46,6 +46,9 @@ fn tenant_seed(seed: u64, tenant: &str) -> u64 {
         })
 }
 
+/// How many positions above an item the click model looks at for monotony.
+pub const MONOTONY_WINDOW: usize = 5;
+
 fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }
@@ -129,6 +132,42 @@ impl Marketplace {
                 - 0.6 * price_gap
                 - 0.02 * position as f64,
         )
+    }
+
+    /// [`Self::click_probability`] for an item in the context a real feed shows it in: users
+    /// tire of items they have been shown again and again without acting on them (`repeats`:
+    /// earlier impressions of it), and of a feed that keeps showing the same brand or category
+    /// (the items among the [`MONOTONY_WINDOW`] positions above it that share them). Used by
+    /// `eaglerank drive`, where a user sees many feeds; the simulator's log, which trains the
+    /// model, keeps the context-free model.
+    pub fn click_probability_in_feed(
+        &self,
+        taste: &HiddenTaste,
+        i: usize,
+        position: usize,
+        repeats: u32,
+        above: &[usize],
+    ) -> f64 {
+        let base = self.click_probability(taste, i, position);
+        let recent = &above[above.len().saturating_sub(MONOTONY_WINDOW)..];
+        let same_brand = recent
+            .iter()
+            .filter(|j| self.item_brand[**j] == self.item_brand[i])
+            .count() as f64;
+        let same_category = recent
+            .iter()
+            .filter(|j| self.item_category[**j] == self.item_category[i])
+            .count() as f64;
+        let logit = (base / (1.0 - base)).ln()
+            - 0.35 * f64::from(repeats.min(10))
+            - 0.5 * same_brand
+            - 0.2 * same_category;
+        sigmoid(logit)
+    }
+
+    /// The index of item `i`'s brand, for a driver's bookkeeping.
+    pub fn brand_of(&self, i: usize) -> usize {
+        self.item_brand[i]
     }
 
     /// Probability that a click on item `i` ends in a purchase.

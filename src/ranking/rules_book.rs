@@ -14,6 +14,8 @@ use crate::store::{RulesStore, StoreError, by_deadline};
 struct Entry {
     checked: Instant,
     rules: Arc<TenantRules>,
+    /// When a `PUT` through this replica installed `rules`.
+    put: Option<Instant>,
 }
 
 pub struct RulesBook {
@@ -83,6 +85,7 @@ impl RulesBook {
                         Entry {
                             checked: Instant::now(),
                             rules: self.configured(tenant),
+                            put: None,
                         },
                     );
                 }
@@ -110,7 +113,7 @@ impl RulesBook {
                         }
                     },
                 };
-                self.install(tenant, rules.clone());
+                self.install(tenant, rules.clone(), false);
                 (rules.clone(), Refreshed::Changed(rules))
             }
         }
@@ -122,19 +125,90 @@ impl RulesBook {
             .map_err(|e| StoreError::Unavailable(format!("encoding the rules: {e}")))?;
         let version = self.store.put_rules(tenant, &document).await?;
         let installed = Arc::new(TenantRules::new(version, rules));
-        self.install(tenant, installed.clone());
+        self.install(tenant, installed.clone(), true);
         Ok(installed)
     }
 
-    fn install(&self, tenant: &str, rules: Arc<TenantRules>) {
+    /// The store is the truth: what a refresh read replaces what is here, even an older
+    /// version (the store lost its rules: a flush, an old snapshot) — except just after a
+    /// `PUT` through this replica, when a read that began before it may still land.
+    fn install(&self, tenant: &str, rules: Arc<TenantRules>, put: bool) {
         let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
         let entry = current.entry(tenant.to_owned()).or_insert_with(|| Entry {
             checked: Instant::now(),
             rules: rules.clone(),
+            put: None,
         });
-        // Versions only grow: a slow read must not put an older one back.
-        if rules.version >= entry.rules.version {
+        let fresh_put = entry.put.is_some_and(|t| t.elapsed() < self.refresh);
+        if put || rules.version >= entry.rules.version || !fresh_put {
             entry.rules = rules;
+            entry.put = put.then(Instant::now);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::store::StoredRules;
+
+    /// A store whose content the test sets, as another replica or a Redis restore would.
+    #[derive(Default)]
+    struct Fixed(Mutex<Option<StoredRules>>);
+
+    #[async_trait]
+    impl RulesStore for Fixed {
+        async fn rules(&self, _: &str) -> Result<Option<StoredRules>, StoreError> {
+            Ok(self.0.lock().unwrap().clone())
+        }
+
+        async fn put_rules(&self, _: &str, document: &str) -> Result<u64, StoreError> {
+            let mut s = self.0.lock().unwrap();
+            let version = s.as_ref().map_or(0, |r| r.version) + 1;
+            *s = Some(StoredRules {
+                version,
+                document: document.to_owned(),
+            });
+            Ok(version)
+        }
+    }
+
+    fn stored(version: u64, json: &str) -> Option<StoredRules> {
+        Some(StoredRules {
+            version,
+            document: json.to_owned(),
+        })
+    }
+
+    #[actix_rt::test]
+    async fn the_store_decides_which_version_is_served() {
+        let store = Arc::new(Fixed::default());
+        let mut configured = Rules::default();
+        configured.exclude_purchased = false;
+        let book = RulesBook::new(store.clone(), [("t".into(), configured)], Duration::ZERO);
+        let far = Instant::now() + Duration::from_secs(5);
+        let (rules, _) = book.get("t", far).await;
+        assert_eq!((rules.version, rules.rules.exclude_purchased), (0, false));
+        // Another replica's PUT.
+        *store.0.lock().unwrap() = stored(3, r#"{"exclude": {"items": ["i1"]}}"#);
+        let (rules, refreshed) = book.get("t", far).await;
+        assert_eq!(rules.version, 3);
+        assert!(matches!(refreshed, Refreshed::Changed(_)));
+        // The store lost its rules and started again: its version is served, not the higher.
+        *store.0.lock().unwrap() = stored(1, "{}");
+        assert_eq!(book.get("t", far).await.0.version, 1);
+        // A stored document this release cannot read leaves the rules in force.
+        *store.0.lock().unwrap() = stored(2, r#"{"future_rule": true}"#);
+        let (rules, refreshed) = book.get("t", far).await;
+        assert_eq!(rules.version, 1);
+        assert!(matches!(refreshed, Refreshed::Failed(_)));
+        // A PUT here is in force here at once.
+        let put = book.put("t", Rules::default()).await.unwrap();
+        assert_eq!(put.version, 3);
+        assert_eq!(book.cached("t").version, 3);
     }
 }

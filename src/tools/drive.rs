@@ -34,6 +34,10 @@ pub struct DriveArgs {
     /// Rotate every user's category preferences before driving.
     #[arg(long)]
     pub shift: bool,
+    /// Drive only the first N demo users (0: all): few users see many feeds each, which is
+    /// where repeats and fatigue show.
+    #[arg(long, default_value_t = 0)]
+    pub users: usize,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Serialize)]
@@ -44,6 +48,10 @@ pub struct DriveReport {
     pub purchases: usize,
     /// Clicks per impression: what the click model made of the feeds served.
     pub ctr: f64,
+    /// Share of impressions of an item the user had been shown before without acting on it.
+    pub repeat_share: f64,
+    /// Mean number of items sharing a brand with the item right above them, per feed.
+    pub same_brand_adjacent: f64,
 }
 
 #[derive(Deserialize)]
@@ -81,8 +89,16 @@ pub async fn run(settings: &Settings, args: &DriveArgs) -> anyhow::Result<DriveR
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
     let mut report = DriveReport::default();
     let run = format!("{:x}", (crate::domain::unix_now() * 1e3) as u64);
+    // What each user has been shown without acting on it: the click model tires of repeats.
+    let mut shown: std::collections::HashMap<(usize, usize), u32> = Default::default();
+    let (mut repeats, mut adjacent) = (0usize, 0usize);
     for request in 0..args.requests {
-        let (user, taste) = &market.users[rng.random_range(0..market.users.len())];
+        let population = match args.users {
+            0 => market.users.len(),
+            n => n.min(market.users.len()),
+        };
+        let u = rng.random_range(0..population);
+        let (user, taste) = &market.users[u];
         let taste = if args.shift {
             shifted(taste)
         } else {
@@ -112,13 +128,25 @@ pub async fn run(settings: &Settings, args: &DriveArgs) -> anyhow::Result<DriveR
                 request_id: Some(feed.request_id.clone()),
             });
         };
+        let mut above: Vec<usize> = Vec::with_capacity(feed.items.len());
         for (position, item) in feed.items.iter().enumerate() {
             let Some(i) = market.index_of(&item.item_id) else {
                 continue;
             };
             event(EventKind::Impression, &item.item_id);
             report.impressions += 1;
-            if rng.random_bool(market.click_probability(&taste, i, position)) {
+            let before = shown.entry((u, i)).or_default();
+            repeats += usize::from(*before > 0);
+            adjacent += usize::from(
+                above
+                    .last()
+                    .is_some_and(|j| market.brand_of(*j) == market.brand_of(i)),
+            );
+            let p = market.click_probability_in_feed(&taste, i, position, *before, &above);
+            *before += 1;
+            above.push(i);
+            if rng.random_bool(p) {
+                shown.remove(&(u, i));
                 event(EventKind::Click, &item.item_id);
                 report.clicks += 1;
                 if rng.random_bool(market.purchase_probability(&taste, i)) {
@@ -137,5 +165,7 @@ pub async fn run(settings: &Settings, args: &DriveArgs) -> anyhow::Result<DriveR
         report.requests += 1;
     }
     report.ctr = report.clicks as f64 / report.impressions.max(1) as f64;
+    report.repeat_share = repeats as f64 / report.impressions.max(1) as f64;
+    report.same_brand_adjacent = adjacent as f64 / report.requests.max(1) as f64;
     Ok(report)
 }

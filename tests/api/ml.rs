@@ -541,6 +541,7 @@ async fn shifting_the_simulated_preferences_moves_live_ctr() {
         limit: 20,
         seed,
         shift,
+        users: 0,
     };
     let m0 = app.metrics().await;
     let before = eaglerank::tools::drive::run(&settings, &drive(false, 1))
