@@ -187,8 +187,10 @@ mod tests {
     #[actix_rt::test]
     async fn the_store_decides_which_version_is_served() {
         let store = Arc::new(Fixed::default());
-        let mut configured = Rules::default();
-        configured.exclude_purchased = false;
+        let configured = Rules {
+            exclude_purchased: false,
+            ..Default::default()
+        };
         let book = RulesBook::new(store.clone(), [("t".into(), configured)], Duration::ZERO);
         let far = Instant::now() + Duration::from_secs(5);
         let (rules, _) = book.get("t", far).await;
