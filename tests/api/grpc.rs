@@ -154,6 +154,60 @@ fn codes(status: &tonic::Status) -> (Code, String) {
 }
 
 #[actix_rt::test]
+async fn grpc_pages_follow_the_cursor_without_repeats_and_share_rest_sessions() {
+    let app = grpc_app(&[]).await;
+    let mut client = FeedServiceClient::new(channel(&app).await);
+    let first = grpc_feed(
+        &mut client,
+        with_key(feed_request("demo-a", "u9", 10), DEMO_A_KEY),
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.page, 1);
+    assert!(!first.next_cursor.is_empty());
+    let mut req = feed_request("demo-a", "u9", 10);
+    req.cursor = first.next_cursor.clone();
+    let second = grpc_feed(&mut client, with_key(req, DEMO_A_KEY))
+        .await
+        .unwrap();
+    assert_eq!(second.page, 2);
+    // The third page over REST, with the gRPC page's cursor: one session, either transport.
+    let third: Value = app
+        .feed(
+            "demo-a",
+            DEMO_A_KEY,
+            &format!("user_id=u9&limit=10&cursor={}", second.next_cursor),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(third["page"], 3);
+    let mut all: Vec<String> = first
+        .items
+        .iter()
+        .chain(&second.items)
+        .map(|i| i.item_id.clone())
+        .collect();
+    all.extend(
+        third["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["item_id"].as_str().unwrap().to_owned()),
+    );
+    let unique: std::collections::HashSet<_> = all.iter().collect();
+    assert_eq!((all.len(), unique.len()), (30, 30));
+    // An altered cursor: INVALID_ARGUMENT.
+    let mut req = feed_request("demo-a", "u9", 10);
+    req.cursor = format!("{}0", second.next_cursor);
+    let status = grpc_feed(&mut client, with_key(req, DEMO_A_KEY))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+}
+
+#[actix_rt::test]
 async fn every_error_of_the_table_has_its_grpc_code() {
     let app = grpc_app(&[("tenants.demo-b.rate_limit_per_second", 1.into())]).await;
     let mut client = FeedServiceClient::new(channel(&app).await);

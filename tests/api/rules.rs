@@ -401,3 +401,168 @@ async fn two_replicas_on_one_redis_share_rules_availability_and_sessions() {
     }
     assert_eq!(p3["page"], 3);
 }
+
+/// The events a user's history is made of, posted for demo-a.
+async fn post(app: &TestApp, user: &str, item: &str, kinds: &[&str]) {
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let events: Vec<Value> = kinds
+        .iter()
+        .map(|k| {
+            let id = format!("rules-{}", uuid::Uuid::new_v4());
+            json!({"event_id": id, "type": k, "user_id": user, "item_id": item, "timestamp": now})
+        })
+        .collect();
+    assert_eq!(app.post_events(&json!(events)).await.status(), 202);
+}
+
+#[actix_rt::test]
+async fn purchases_and_fatigue_come_from_the_users_events() {
+    let app = spawn_app().await;
+    let feed = app.page("user_id=u20&limit=10").await;
+    let (bought, seen) = (ids(&feed)[0].clone(), ids(&feed)[1].clone());
+    post(&app, "u20", &bought, &["click", "purchase"]).await;
+    let after = app.page("user_id=u20&limit=10&explain=true").await;
+    assert!(!ids(&after).contains(&bought));
+    assert!(
+        after["rules_removed"]["purchased"].as_u64().unwrap() >= 1,
+        "{after}"
+    );
+
+    assert_eq!(
+        app.put_rules(&json!({"fatigue": {"max_impressions": 2, "window_hours": 24}}))
+            .await
+            .status(),
+        200
+    );
+    post(&app, "u20", &seen, &["impression"]).await;
+    assert!(
+        ids(&app.page("user_id=u20&limit=10").await).contains(&seen),
+        "one impression: still served"
+    );
+    post(&app, "u20", &seen, &["impression"]).await;
+    let tired = app.page("user_id=u20&limit=10&explain=true").await;
+    assert!(!ids(&tired).contains(&seen));
+    assert_eq!(tired["rules_removed"]["fatigue"], 1, "{tired}");
+    // Another user is not tired of it; a click ends this one's fatigue.
+    assert_eq!(
+        app.page("user_id=u21&limit=10&explain=true").await["rules_removed"]["fatigue"],
+        0
+    );
+    post(&app, "u20", &seen, &["click"]).await;
+    assert_eq!(
+        app.page("user_id=u20&limit=10&explain=true").await["rules_removed"]["fatigue"],
+        0
+    );
+}
+
+#[actix_rt::test]
+async fn availability_flips_under_load_are_never_served_after_the_patch_answered() {
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+    let app = Arc::new(spawn_app().await);
+    // The item every cold-start user gets first.
+    let item = ids(&app.page("user_id=fresh-0&limit=5").await)[0].clone();
+    // (unavailable from, unavailable until) of each flip, as the client saw the PATCHes answer.
+    let windows: Arc<Mutex<Vec<(Instant, Option<Instant>)>>> = Default::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for worker in 0..4 {
+        let (app, item, windows, stop) = (app.clone(), item.clone(), windows.clone(), stop.clone());
+        load.push(actix_rt::spawn(async move {
+            let (mut feeds, mut violations) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let sent = Instant::now();
+                let f = app
+                    .page(&format!("user_id=load-{worker}-{feeds}&limit=20"))
+                    .await;
+                let answered = Instant::now();
+                feeds += 1;
+                if ids(&f).contains(&item) {
+                    // Served: it must not have been sent entirely inside an unavailable window.
+                    let inside =
+                        windows.lock().unwrap().iter().any(|(from, until)| {
+                            *from <= sent && until.is_none_or(|u| answered <= u)
+                        });
+                    if inside {
+                        violations.push(feeds);
+                    }
+                }
+            }
+            (feeds, violations)
+        }));
+    }
+    for _ in 0..10 {
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            app.patch_item(&item, &json!({"available": false}))
+                .await
+                .status(),
+            200
+        );
+        windows.lock().unwrap().push((Instant::now(), None));
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+        let reopening = Instant::now();
+        windows.lock().unwrap().last_mut().unwrap().1 = Some(reopening);
+        assert_eq!(
+            app.patch_item(&item, &json!({"available": true}))
+                .await
+                .status(),
+            200
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for task in load {
+        let (feeds, violations) = task.await.unwrap();
+        assert!(
+            violations.is_empty(),
+            "served while unavailable: {violations:?}"
+        );
+        total += feeds;
+    }
+    assert!(total > 20, "the load ran: {total} feeds");
+}
+
+#[actix_rt::test]
+async fn a_degraded_feed_honours_availability() {
+    let redis = RedisServer::start();
+    load_demo(&redis).await;
+    let app = spawn_redis_app_with(
+        &redis,
+        &[
+            ("redis.fallback_refresh_seconds", 1.into()),
+            ("cache.item_ttl_ms", 200.into()),
+            ("redis.command_timeout_ms", 200.into()),
+            ("server.request_deadline_ms", 2_000.into()),
+        ],
+    )
+    .await;
+    app.wait_ready(200).await;
+    let degraded_feed = || async {
+        redis.pause();
+        app.wait_ready(503).await;
+        let f = app.page("user_id=u1&limit=20").await;
+        redis.resume();
+        app.wait_ready(200).await;
+        assert_eq!(f["degraded"], true, "{f}");
+        ids(&f)
+    };
+    let before = degraded_feed().await;
+    let gone = before[0].clone();
+    assert_eq!(
+        app.patch_item(&gone, &json!({"available": false}))
+            .await
+            .status(),
+        200
+    );
+    // One fallback refresh (1 s) after the item cache (200 ms) let the change through.
+    actix_rt::time::sleep(Duration::from_millis(2_500)).await;
+    let after = degraded_feed().await;
+    assert!(
+        !after.contains(&gone),
+        "{gone} served degraded after it became unavailable"
+    );
+    assert_eq!(after.len(), 20);
+}
