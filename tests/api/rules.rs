@@ -465,7 +465,8 @@ async fn availability_flips_under_load_are_never_served_after_the_patch_answered
     // The item every cold-start user gets first.
     let item = ids(&app.page("user_id=fresh-0&limit=5").await)[0].clone();
     // (unavailable from, unavailable until) of each flip, as the client saw the PATCHes answer.
-    let windows: Arc<Mutex<Vec<(Instant, Option<Instant>)>>> = Default::default();
+    type Windows = Vec<(Instant, Option<Instant>)>;
+    let windows: Arc<Mutex<Windows>> = Default::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut load = Vec::new();
     for worker in 0..4 {
