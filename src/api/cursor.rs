@@ -20,7 +20,8 @@ pub struct Cursor {
 }
 
 pub struct CursorKey {
-    key: Vec<u8>,
+    /// The HMAC keyed once: each cursor clones it rather than hashing the key again.
+    keyed: Hmac<Sha256>,
     /// A cursor older than this is refused (its session is gone too).
     ttl_seconds: u64,
 }
@@ -35,11 +36,14 @@ impl CursorKey {
         } else {
             secret.as_bytes().to_vec()
         };
-        Self { key, ttl_seconds }
+        Self {
+            keyed: Hmac::<Sha256>::new_from_slice(&key).expect("any key length"),
+            ttl_seconds,
+        }
     }
 
     fn mac(&self, tenant: &str, user: &str, payload: &str) -> Hmac<Sha256> {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("any key length");
+        let mut mac = self.keyed.clone();
         // Lengths first: ("ab", "c") and ("a", "bc") must not sign alike.
         for part in [tenant, user, payload] {
             mac.update(&(part.len() as u64).to_le_bytes());
