@@ -57,6 +57,7 @@ pub struct Settings {
     pub kafka: KafkaSettings,
     pub admin: AdminSettings,
     pub feed: FeedSettings,
+    pub ops: OpsSettings,
     /// Models besides the default one (`[model]`), by name: `[models.<name>]`.
     #[serde(default)]
     pub models: BTreeMap<String, ModelFiles>,
@@ -381,6 +382,12 @@ pub struct CacheSettings {
     /// How long a replica reuses a tenant's candidate lists (0: read them per request).
     #[serde(rename = "list_ttl_ms", deserialize_with = "millis::deserialize")]
     pub list_ttl: Duration,
+}
+
+/// The built-in ops page (`/ops`, `/ops/data`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct OpsSettings {
+    pub enabled: bool,
 }
 
 /// Feed sessions (pagination) and business rules.

@@ -197,8 +197,10 @@ impl Application {
                 settings.feed.session_ttl.as_secs(),
             ),
             session_ttl: settings.feed.session_ttl,
+            ops: Default::default(),
         });
         let max_body = settings.server.max_body_bytes;
+        let ops_enabled = settings.ops.enabled;
         // Bound before anything serves: a busy port fails the start, not the first call.
         let grpc_listener = match settings.grpc.enabled() {
             true => Some(
@@ -241,6 +243,7 @@ impl Application {
                 )
                 .app_data(web::QueryConfig::default().error_handler(error::query_error))
                 .configure(http::routes)
+                .configure(|cfg| http::ops_routes(cfg, ops_enabled))
                 .default_service(web::to(error::not_found))
         })
         .workers(workers)

@@ -9,6 +9,7 @@ pub mod cursor;
 pub mod error;
 pub mod events;
 pub mod feed;
+pub mod ops;
 pub mod readiness;
 pub mod rules;
 
@@ -44,6 +45,8 @@ pub struct AppState {
     pub sessions: Arc<dyn crate::store::FeedSessions>,
     pub cursors: cursor::CursorKey,
     pub session_ttl: Duration,
+    /// The ops page's counters over the last minute.
+    pub ops: ops::OpsBoard,
 }
 
 /// The transport a request came by: a bounded label of the feed metrics and a field of the

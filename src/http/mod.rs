@@ -10,6 +10,7 @@ pub mod in_flight;
 mod items;
 pub mod methods;
 pub mod openapi;
+mod ops;
 mod probes;
 pub mod request_span;
 mod rules;
@@ -19,6 +20,23 @@ use actix_web::web;
 pub use crate::api::AppState;
 pub use crate::api::feed::{DEFAULT_LIMIT, MAX_LIMIT};
 pub use items::MAX_ITEMS_PER_CALL;
+
+/// The ops page and its data, when `ops.enabled`.
+pub fn ops_routes(cfg: &mut web::ServiceConfig, enabled: bool) {
+    if !enabled {
+        return;
+    }
+    cfg.service(
+        web::resource("/ops")
+            .route(web::get().to(ops::page))
+            .default_service(error::method_not_allowed("GET")),
+    )
+    .service(
+        web::resource("/ops/data")
+            .route(web::get().to(ops::data))
+            .default_service(error::method_not_allowed("GET")),
+    );
+}
 
 /// Routes; each resource answers other methods with 405 in the API's error shape.
 pub fn routes(cfg: &mut web::ServiceConfig) {

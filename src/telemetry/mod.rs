@@ -4,6 +4,7 @@ pub mod events;
 pub mod logging;
 pub mod metrics;
 pub mod otel;
+pub mod recent;
 
 pub use events::InternalEvent;
 pub use metrics::Metrics;

@@ -16,6 +16,7 @@ mod lifecycle;
 mod logs;
 mod metrics;
 mod ml;
+mod ops;
 mod pipeline;
 mod redis;
 mod rules;

@@ -64,6 +64,11 @@ pub struct FeedFailed<'a> {
 
 impl InternalEvent for FeedFailed<'_> {
     fn emit(self, m: &Metrics) {
+        // A client's mistake (a bad cursor) is not an operator's error.
+        if !self.code.starts_with("invalid") {
+            m.recent_errors
+                .push("feed", self.tenant, self.code, self.error.to_string());
+        }
         m.feed_requests_total
             .with_label_values(&[self.tenant, self.transport, self.code])
             .inc();

@@ -100,7 +100,9 @@ pub struct KafkaConsumerFailed<'a> {
 }
 
 impl InternalEvent for KafkaConsumerFailed<'_> {
-    fn emit(self, _m: &Metrics) {
+    fn emit(self, m: &Metrics) {
+        m.recent_errors
+            .push("kafka", "", "consumer_failed", self.error.to_string());
         error!(event = "KafkaConsumerFailed", error = %self.error);
     }
 }

@@ -70,6 +70,12 @@ impl InternalEvent for RulesRefreshFailed<'_> {
             .refresh_failures_total
             .with_label_values(&[self.tenant])
             .inc();
+        m.recent_errors.push(
+            "rules",
+            self.tenant,
+            "refresh_failed",
+            self.error.to_string(),
+        );
         warn!(
             event = "RulesRefreshFailed",
             tenant = self.tenant,
@@ -90,6 +96,12 @@ impl InternalEvent for SessionWriteFailed<'_> {
             .session_write_failures_total
             .with_label_values(&[self.tenant])
             .inc();
+        m.recent_errors.push(
+            "sessions",
+            self.tenant,
+            "write_failed",
+            self.error.to_string(),
+        );
         warn!(
             event = "SessionWriteFailed",
             tenant = self.tenant,

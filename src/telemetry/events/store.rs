@@ -14,9 +14,13 @@ pub struct RedisStateChanged<'a> {
 }
 
 impl InternalEvent for RedisStateChanged<'_> {
-    fn emit(self, _m: &Metrics) {
+    fn emit(self, m: &Metrics) {
         match self.down {
-            Some(reason) => warn!(event = "RedisDown", reason),
+            Some(reason) => {
+                m.recent_errors
+                    .push("store", "", "redis_down", reason.to_owned());
+                warn!(event = "RedisDown", reason)
+            }
             None => info!(event = "RedisUp"),
         }
     }
@@ -100,6 +104,8 @@ impl InternalEvent for StoreCircuitChanged<'_> {
         match self.opened {
             Some(reason) => {
                 m.redis_circuit_opened_total.inc();
+                m.recent_errors
+                    .push("store", "", "circuit_open", reason.to_owned());
                 warn!(event = "CircuitOpened", reason);
             }
             None => info!(event = "CircuitClosed"),

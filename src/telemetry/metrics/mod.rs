@@ -93,6 +93,8 @@ pub struct Metrics {
     pub ml: MlMetrics,
     /// Business rules and feed sessions.
     pub rules: RulesMetrics,
+    /// The last few errors, for the ops page.
+    pub recent_errors: super::recent::RecentErrors,
 }
 
 impl Metrics {
@@ -346,6 +348,7 @@ impl Metrics {
             .expect("static metric definition"),
             ml: MlMetrics::new(&r),
             rules: RulesMetrics::new(&r),
+            recent_errors: Default::default(),
             registry,
         };
         m.init_global();
