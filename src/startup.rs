@@ -167,7 +167,6 @@ impl Application {
 
         let prometheus = PrometheusMetricsBuilder::new("eaglerank")
             .registry(metrics.registry.clone())
-            .endpoint("/metrics")
             .mask_unmatched_patterns("UNKNOWN")
             .build()
             .map_err(|e| anyhow::anyhow!("building the metrics middleware: {e}"))?;

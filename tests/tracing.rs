@@ -278,6 +278,60 @@ async fn probes_and_scrapes_create_no_spans_and_failures_mark_the_span() {
     assert!(!matches!(root.status, Status::Error { .. }));
 }
 
+#[actix_rt::test]
+async fn the_latency_histogram_carries_the_trace_ids_of_sampled_feeds_as_exemplars() {
+    tracer();
+    let app = spawn_app_with(&[]).await;
+    let res = app.feed("demo-a", DEMO_A_KEY, "user_id=u5&limit=10").await;
+    assert_eq!(res.status(), 200);
+    let trace = res.headers()["x-trace-id"].to_str().unwrap().to_owned();
+    let scrape = |accept: &'static str| {
+        let req = app.client.get(app.url("/metrics")).header("accept", accept);
+        async move {
+            let res = req.send().await.unwrap();
+            let kind = res.headers()["content-type"].to_str().unwrap().to_owned();
+            (kind, res.text().await.unwrap())
+        }
+    };
+    // What Prometheus asks for: OpenMetrics, with the exemplar on the feed's bucket.
+    let (kind, om) =
+        scrape("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5").await;
+    assert!(kind.starts_with("application/openmetrics-text"), "{kind}");
+    assert!(om.ends_with("# EOF\n"));
+    let exemplar = format!("# {{trace_id=\"{trace}\"}}");
+    let line = om
+        .lines()
+        .find(|l| l.contains(&exemplar))
+        .unwrap_or_else(|| panic!("no exemplar for {trace}"));
+    assert!(
+        line.starts_with(
+            r#"eaglerank_feed_latency_seconds_bucket{tenant="demo-a",transport="http",le=""#
+        ),
+        "{line}"
+    );
+    // `… <count> # {trace_id="…"} <seconds> <unix time>`: the value is the feed's latency.
+    let parts: Vec<&str> = line.split_whitespace().collect();
+    let latency: f64 = parts[parts.len() - 2].parse().unwrap();
+    let upper: f64 = line
+        .split("le=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(latency > 0.0 && latency <= upper, "{line}");
+    // A counter's family is named without `_total`; its samples keep it.
+    assert!(om.contains("# TYPE eaglerank_feed_requests counter\n"));
+    assert!(om.contains("eaglerank_feed_requests_total{"));
+    // Any other scraper: the classic text format, the same series, no exemplars.
+    let (kind, text) = scrape("text/plain").await;
+    assert!(kind.starts_with("text/plain; version=0.0.4"), "{kind}");
+    assert!(!text.contains("# {") && !text.contains("# EOF"));
+    assert!(text.contains("# TYPE eaglerank_feed_requests_total counter"));
+}
+
 /// An OTLP/HTTP receiver: decodes every export and keeps the spans.
 struct Receiver {
     url: String,

@@ -452,6 +452,7 @@ pub async fn serve(
         degraded: outcome.degraded,
         page: position.page,
         rules_version: outcome.rules.version,
+        trace_id: sampled_trace_id(&call.span).as_deref(),
     }
     .emit(&state.metrics);
     Ok(ServedFeed {
@@ -463,6 +464,16 @@ pub async fn serve(
         page: position.page,
         next_cursor,
     })
+}
+
+/// The request's trace id if its trace is sampled (exported): an exemplar must lead to a
+/// trace that exists.
+fn sampled_trace_id(span: &tracing::Span) -> Option<String> {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let cx = span.context();
+    let sc = cx.span().span_context().clone();
+    (sc.is_valid() && sc.is_sampled()).then(|| sc.trace_id().to_string())
 }
 
 /// Keeps a served page for the session's next pages (and for its cursor used again). Bounded

@@ -9,6 +9,7 @@ mod feed;
 pub mod in_flight;
 mod items;
 pub mod methods;
+mod metrics;
 pub mod openapi;
 mod ops;
 mod probes;
@@ -75,6 +76,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/openapi.json")
             .route(web::get().to(openapi::openapi_json))
+            .default_service(error::method_not_allowed("GET")),
+    )
+    .service(
+        web::resource("/metrics")
+            .route(web::get().to(metrics::metrics))
             .default_service(error::method_not_allowed("GET")),
     )
     .service(

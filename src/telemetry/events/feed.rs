@@ -22,6 +22,8 @@ pub struct FeedServed<'a> {
     /// 1-based page of the feed session.
     pub page: u32,
     pub rules_version: u64,
+    /// The trace id, when the request's trace is sampled: the latency's exemplar.
+    pub trace_id: Option<&'a str>,
 }
 
 impl InternalEvent for FeedServed<'_> {
@@ -32,6 +34,14 @@ impl InternalEvent for FeedServed<'_> {
         m.feed_latency_seconds
             .with_label_values(&[self.tenant, self.transport])
             .observe(self.latency.as_secs_f64());
+        if let Some(trace_id) = self.trace_id {
+            m.feed_latency_exemplars.record(
+                self.tenant,
+                self.transport,
+                self.latency.as_secs_f64(),
+                trace_id,
+            );
+        }
         info!(
             event = "FeedServed",
             tenant = self.tenant,

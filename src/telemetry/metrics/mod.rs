@@ -4,7 +4,9 @@
 //! internal events (`telemetry::events`) update them.
 
 mod define;
+mod exemplars;
 mod ml;
+pub mod openmetrics;
 mod rules;
 
 use prometheus::{
@@ -12,6 +14,7 @@ use prometheus::{
 };
 
 use define::Registrar;
+pub use exemplars::{Exemplar, LatencyExemplars};
 pub use ml::MlMetrics;
 pub use rules::{REMOVAL_RULES, RulesMetrics};
 
@@ -95,6 +98,8 @@ pub struct Metrics {
     pub rules: RulesMetrics,
     /// The last few errors, for the ops page.
     pub recent_errors: super::recent::RecentErrors,
+    /// Trace ids of sampled feeds, per latency bucket (OpenMetrics exemplars).
+    pub feed_latency_exemplars: LatencyExemplars,
 }
 
 impl Metrics {
@@ -349,6 +354,7 @@ impl Metrics {
             ml: MlMetrics::new(&r),
             rules: RulesMetrics::new(&r),
             recent_errors: Default::default(),
+            feed_latency_exemplars: LatencyExemplars::new(LATENCY_BUCKETS),
             registry,
         };
         m.init_global();
