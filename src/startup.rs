@@ -124,7 +124,7 @@ impl Application {
             ModelLoaded {
                 name: &model.metadata.name,
                 version: &model.metadata.version,
-                features: model.spec.len(),
+                features: model.spec.names(),
             }
             .emit(&metrics);
         }
@@ -135,6 +135,13 @@ impl Application {
         ));
         for id in tenants.ids() {
             metrics.init_tenant(id);
+            let (model, _) = models.for_tenant(id);
+            metrics.ml.init_quality(
+                &model.metadata.name,
+                &model.metadata.version,
+                id,
+                &crate::telemetry::events::CUTOFFS,
+            );
         }
         let served = Arc::new(ServedFeeds::new(
             store.feed_log.clone(),

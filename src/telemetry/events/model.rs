@@ -171,11 +171,13 @@ impl InternalEvent for ShadowCompared<'_> {
 pub struct ModelLoaded<'a> {
     pub name: &'a str,
     pub version: &'a str,
-    pub features: usize,
+    /// Its input, by name.
+    pub features: &'a [String],
 }
 
 impl InternalEvent for ModelLoaded<'_> {
     fn emit(self, m: &Metrics) {
+        m.ml.init_model(self.name, self.features);
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION"), self.name, self.version])
             .set(1);
@@ -183,7 +185,7 @@ impl InternalEvent for ModelLoaded<'_> {
             event = "ModelLoaded",
             model = self.name,
             model_version = self.version,
-            features = self.features as u64
+            features = self.features.len() as u64
         );
     }
 }

@@ -91,4 +91,29 @@ impl MlMetrics {
             ),
         }
     }
+
+    /// A model's drift series at 0 from its load: the panels show its features before the
+    /// first drift window closes (`drift_samples_total` tells whether one has).
+    pub fn init_model(&self, model: &str, features: &[String]) {
+        for feature in features {
+            self.feature_drift_psi.with_label_values(&[model, feature]);
+        }
+        self.score_drift_psi.with_label_values(&[model]);
+        self.drift_samples_total.with_label_values(&[model]);
+    }
+
+    /// The live-quality series of a tenant's model at 0: CTR@k and MRR panels and `rate()`
+    /// work from the first feed, not from the first click.
+    pub fn init_quality(&self, model: &str, version: &str, tenant: &str, cutoffs: &[usize]) {
+        self.ranking_feeds_total
+            .with_label_values(&[model, version, tenant]);
+        self.ranking_reciprocal_rank_sum
+            .with_label_values(&[model, version, tenant]);
+        for kind in ["click", "purchase"] {
+            for k in cutoffs {
+                self.ranking_interactions_total
+                    .with_label_values(&[model, version, tenant, kind, &k.to_string()]);
+            }
+        }
+    }
 }
