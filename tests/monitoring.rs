@@ -82,6 +82,8 @@ fn start_prometheus(targets: &[String]) -> Prometheus {
             dir.path().join("data").display()
         ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        // As every Prometheus of monitoring/ and deploy/ runs: keeps the feed latency's exemplars.
+        .arg("--enable-feature=exemplar-storage")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -60,7 +60,13 @@ pub fn encode(families: &[MetricFamily], exemplars: &LatencyExemplars) -> String
     for f in families {
         let name = f.name();
         let (family, kind) = match f.get_field_type() {
-            MetricType::COUNTER => (name.strip_suffix("_total").unwrap_or(name), "counter"),
+            MetricType::COUNTER => match name.strip_suffix("_total") {
+                Some(base) => (base, "counter"),
+                // An OpenMetrics counter's samples end in `_total`: a counter named otherwise
+                // (`eaglerank_ranking_reciprocal_rank_sum`) is exposed as `unknown`, so that
+                // its series keeps the name rules and dashboards use.
+                None => (name, "unknown"),
+            },
             MetricType::GAUGE => (name, "gauge"),
             MetricType::HISTOGRAM => (name, "histogram"),
             MetricType::SUMMARY => (name, "summary"),
@@ -72,9 +78,10 @@ pub fn encode(families: &[MetricFamily], exemplars: &LatencyExemplars) -> String
             let pairs = m.get_label();
             match f.get_field_type() {
                 MetricType::COUNTER => {
+                    let suffix = if kind == "counter" { "_total" } else { "" };
                     let _ = writeln!(
                         out,
-                        "{family}_total{} {}",
+                        "{family}{suffix}{} {}",
                         labels(pairs, None),
                         number(m.get_counter().value())
                     );
