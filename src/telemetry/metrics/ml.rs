@@ -111,8 +111,13 @@ impl MlMetrics {
             .with_label_values(&[model, version, tenant]);
         for kind in ["click", "purchase"] {
             for k in cutoffs {
-                self.ranking_interactions_total
-                    .with_label_values(&[model, version, tenant, kind, &k.to_string()]);
+                self.ranking_interactions_total.with_label_values(&[
+                    model,
+                    version,
+                    tenant,
+                    kind,
+                    &k.to_string(),
+                ]);
             }
         }
     }
