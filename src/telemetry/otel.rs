@@ -139,6 +139,17 @@ pub fn install(
     service: &str,
     provider: Option<SdkTracerProvider>,
 ) -> TracingGuard {
+    let _ = subscriber(log, service, provider.as_ref()).try_init();
+    TracingGuard { provider }
+}
+
+/// The subscriber [`install`] makes global: JSON (or pretty) logs and, with a provider, the
+/// OpenTelemetry layer.
+fn subscriber(
+    log: &LogSettings,
+    service: &str,
+    provider: Option<&SdkTracerProvider>,
+) -> impl tracing::Subscriber + Send + Sync {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("{},actix_server=warn", log.level)));
     let fmt = match log.format {
@@ -150,18 +161,48 @@ pub fn install(
             .boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer().boxed(),
     };
-    let otel = provider.as_ref().map(|p| {
+    // Each layer its own filter: the log level (`log.level`, RUST_LOG) decides what is logged,
+    // never what is traced — with one global filter, `log.level = "warn"` silently dropped the
+    // info-level spans every trace (and every latency exemplar) is made of.
+    let otel = provider.map(|p| {
         opentelemetry::global::set_text_map_propagator(
             opentelemetry_sdk::propagation::TraceContextPropagator::new(),
         );
-        tracing_opentelemetry::layer().with_tracer(p.tracer("eaglerank"))
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("eaglerank"))
+            .with_filter(EnvFilter::new("info,actix_server=warn"))
     });
-    let _ = tracing_subscriber::registry()
-        .with(filter)
+    tracing_subscriber::registry()
         .with(otel)
-        .with(fmt)
-        .try_init();
-    TracingGuard { provider }
+        .with(fmt.with_filter(filter))
+}
+
+#[cfg(test)]
+mod subscriber_tests {
+    use opentelemetry_sdk::trace::InMemorySpanExporter;
+
+    use super::*;
+
+    #[test]
+    fn a_quiet_log_level_still_traces() {
+        let mut settings = crate::config::Settings::load(&[]).unwrap();
+        settings.log.level = "error".into();
+        settings.tracing.sample_ratio = 1.0;
+        let exporter = InMemorySpanExporter::default();
+        let provider = provider(exporter.clone(), &settings.tracing, "test");
+        let sub = subscriber(&settings.log, "test", Some(&provider));
+        tracing::subscriber::with_default(sub, || {
+            tracing::info_span!("feed.session").in_scope(|| {});
+        });
+        provider.force_flush().unwrap();
+        let spans = exporter.get_finished_spans().unwrap();
+        assert_eq!(
+            spans.len(),
+            1,
+            "the info span is traced though only errors are logged"
+        );
+        assert_eq!(spans[0].name, "feed.session");
+    }
 }
 
 #[derive(Debug)]
