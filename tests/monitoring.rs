@@ -158,6 +158,7 @@ async fn traffic(apps: &[&TestApp], round: usize) {
 
 #[actix_rt::test]
 async fn every_metric_exists_and_every_dashboard_and_recording_query_returns_data() {
+    trace_everything();
     let q = queries();
     let redis = RedisServer::start();
     // Drift windows small enough to be reported during the test.
@@ -274,4 +275,56 @@ async fn every_metric_exists_and_every_dashboard_and_recording_query_returns_dat
         "queries without data:\n{}",
         missing.join("\n")
     );
+
+    // 3. The feeds' traces are sampled (the service's own provider, exporting to memory): the
+    // latency histogram's exemplars reach Prometheus' exemplar storage with their trace ids.
+    let url = reqwest::Url::parse_with_params(
+        &format!("{}/api/v1/query_exemplars", prom.url),
+        &[
+            ("query", "eaglerank_feed_latency_seconds_bucket"),
+            ("start", "0"),
+            ("end", "99999999999"),
+        ],
+    )
+    .unwrap();
+    let mut trace_ids = Vec::new();
+    for _ in 0..40 {
+        let body: Value = client
+            .get(url.clone())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        trace_ids = body["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["exemplars"].as_array().cloned().unwrap_or_default())
+            .filter_map(|e| e["labels"]["trace_id"].as_str().map(str::to_owned))
+            .collect();
+        if !trace_ids.is_empty() {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(!trace_ids.is_empty(), "no exemplar stored by Prometheus");
+    assert!(trace_ids.iter().all(|t| t.len() == 32), "{trace_ids:?}");
+}
+
+/// Installs the service's tracer provider, sampling every feed and exporting to memory, so
+/// that the instances' feeds carry exemplars.
+fn trace_everything() {
+    let mut settings = eaglerank::config::Settings::load(&[]).unwrap();
+    settings.tracing.sample_ratio = 1.0;
+    // Quiet: the log level no longer decides what is traced.
+    settings.log.level = "off".into();
+    let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+    let provider = eaglerank::telemetry::otel::provider(exporter, &settings.tracing, "eaglerank");
+    std::mem::forget(eaglerank::telemetry::otel::install(
+        &settings.log,
+        "eaglerank",
+        Some(provider),
+    ));
 }
