@@ -13,7 +13,7 @@ pub use item::{
     Item, ItemDerived, ItemId, ItemPatch, ItemRecord, ItemStats, WINDOWS, WindowCounts, growth,
     key_hash,
 };
-pub use user::{HISTORY_IMPRESSIONS, ItemHistory, UserProfile};
+pub use user::{HISTORY_IMPRESSIONS, HISTORY_ITEMS, ItemHistory, UserProfile};
 pub mod rules;
 
 /// Seconds since the Unix epoch, as the model's time features use them.

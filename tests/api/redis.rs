@@ -842,3 +842,42 @@ async fn the_redis_pools_state_is_exported_by_the_watchdog() {
         Some(0.0)
     );
 }
+
+/// A user's item history in Redis is bounded: past twice the embedded store's bound, the items
+/// seen longest ago go, down to that bound; the newest stay.
+#[actix_rt::test]
+async fn a_users_item_history_in_redis_stays_bounded() {
+    use eaglerank::domain::HISTORY_ITEMS;
+    let redis = RedisServer::start();
+    let r = redis.store();
+    let n = 2 * HISTORY_ITEMS + 1;
+    let items: Vec<Item> = (0..n)
+        .map(|i| Item {
+            item_id: format!("h{i}").into(),
+            category: "c".into(),
+            brand: "b".into(),
+            price: 1.0,
+            created_at: 0,
+            attributes: Default::default(),
+            available: true,
+            seller_id: None,
+        })
+        .collect();
+    r.upsert_items("t", items).await.unwrap();
+    let events: Vec<Event> = (0..n)
+        .map(|i| Event {
+            event_id: None,
+            kind: EventKind::Impression,
+            user_id: "u1".into(),
+            item_id: format!("h{i}").into(),
+            timestamp: ANCHOR + i as f64,
+        })
+        .collect();
+    for chunk in events.chunks(300) {
+        r.apply_events("t", chunk).await.unwrap();
+    }
+    let profile = r.user_profile("t", "u1").await.unwrap().expect("a profile");
+    assert_eq!(profile.history.len(), HISTORY_ITEMS);
+    assert!(profile.history.contains_key(format!("h{}", n - 1).as_str()));
+    assert!(!profile.history.contains_key("h0"));
+}

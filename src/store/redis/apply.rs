@@ -21,8 +21,8 @@ use indexmap::{IndexMap, IndexSet};
 
 use super::super::keys::{self, BRAND_PREFIX, CATEGORY_PREFIX, STATS_FIELD};
 use crate::domain::{
-    Event, EventKind, HISTORY_IMPRESSIONS, Item, ItemStats, RECENT_ITEMS, UserProfile, WINDOWS,
-    WindowCounts,
+    Event, EventKind, HISTORY_IMPRESSIONS, HISTORY_ITEMS, Item, ItemStats, RECENT_ITEMS,
+    UserProfile, WINDOWS, WindowCounts,
 };
 
 /// A user's item history expires this long after their last event: what bounds the purchase
@@ -129,7 +129,24 @@ while i <= n do
     end
     i = i + 5
   elseif op == 'x' then
-    redis.call('EXPIRE', key, ARGV[i + 2]); i = i + 3
+    redis.call('EXPIRE', key, ARGV[i + 2])
+    -- Bounded: past twice the embedded store's bound, the items seen longest ago go (those
+    -- remembered only as purchases first), down to that bound; amortized, one trim per
+    -- HISTORY_ITEMS new items.
+    if redis.call('HLEN', key) > 2 * HISTORY_ITEMS then
+      local all, entries = redis.call('HGETALL', key), {}
+      for j = 1, #all, 2 do
+        local last = 0
+        for t in string.gmatch(all[j + 1], '%d+') do last = tonumber(t) end
+        entries[#entries + 1] = {all[j], last}
+      end
+      table.sort(entries, function(a, b)
+        if a[2] ~= b[2] then return a[2] < b[2] end
+        return a[1] < b[1]
+      end)
+      for j = 1, #entries - HISTORY_ITEMS do redis.call('HDEL', key, entries[j][1]) end
+    end
+    i = i + 3
   else
     return redis.error_reply('unknown operation ' .. tostring(op))
   end
@@ -151,6 +168,7 @@ pub(super) static APPLY_EVENTS: LazyLock<(String, redis::Script)> = LazyLock::ne
     let code = APPLY_EVENTS_LUA
         .replace("RECENT_LIMIT", &(RECENT_ITEMS - 1).to_string())
         .replace("HISTORY_IMPRESSIONS", &HISTORY_IMPRESSIONS.to_string())
+        .replace("HISTORY_ITEMS", &HISTORY_ITEMS.to_string())
         .replace("STATS_FORMAT", &format!("'<{}'", "d".repeat(STATS_VALUES)))
         .replace("STATS_BYTES", &(STATS_VALUES * 8).to_string())
         .replace("STATS_VALUES", &STATS_VALUES.to_string())
