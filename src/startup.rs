@@ -104,7 +104,7 @@ async fn build_store(settings: &Settings, metrics: &Arc<Metrics>) -> anyhow::Res
         health: Arc::new(StoreHealth::new("memory")),
         fallback: Arc::new(PopularityFallback::default()),
         watched: false,
-        feed_log: Arc::new(MemoryFeedLog::new(&settings.events)),
+        feed_log: Arc::new(MemoryFeedLog::new(&settings.events).with_metrics(metrics.clone())),
         rules: Arc::new(MemoryRules::default()),
         sessions: Arc::new(MemorySessions::new(
             settings.feed.session_capacity,

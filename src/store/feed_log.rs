@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use super::StoreError;
 use crate::config::EventSettings;
 use crate::domain::ItemId;
+use crate::telemetry::InternalEvent;
+use crate::telemetry::events::FeedLogSized;
 
 /// One served feed, as the join needs it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,6 +62,7 @@ pub trait FeedLog: Send + Sync + 'static {
 /// whole, and past `join_capacity` feeds the oldest segment goes early (counted).
 pub struct MemoryFeedLog {
     log: Mutex<Log>,
+    metrics: Option<std::sync::Arc<crate::telemetry::Metrics>>,
     window: Duration,
     segment: Duration,
     capacity: usize,
@@ -137,6 +140,7 @@ impl MemoryFeedLog {
         let window = settings.join_window;
         Self {
             log: Mutex::new(Log::default()),
+            metrics: None,
             window,
             segment: (window / 30).max(Duration::from_secs(1)),
             capacity: settings.join_capacity as usize,
@@ -150,7 +154,19 @@ impl MemoryFeedLog {
     /// Bytes the log holds (allocated capacity of its tables and arenas, and the interned
     /// strings): the figure `join_capacity` is sized from.
     pub fn bytes(&self) -> usize {
-        let log = self.lock();
+        self.lock().bytes()
+    }
+
+    /// Reports its size and early evictions (`FeedLogSized`) into `metrics`.
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::telemetry::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+}
+
+impl Log {
+    fn bytes(&self) -> usize {
+        let log = self;
         let entry = std::mem::size_of::<(Key, Entry)>() + 1;
         let segments: usize = log
             .segments
@@ -171,7 +187,9 @@ impl MemoryFeedLog {
             .sum();
         segments + items + strings(log.models.values.len(), 64)
     }
+}
 
+impl MemoryFeedLog {
     /// Feeds held now.
     pub fn len(&self) -> usize {
         self.lock().entries
@@ -220,13 +238,15 @@ impl FeedLog for MemoryFeedLog {
         let now = Instant::now();
         let mut log = self.lock();
         log.expire(now, self.window);
+        let mut evicted = 0;
         while log.entries >= self.capacity.max(1) {
             let Some(gone) = log.segments.pop_front() else {
                 break;
             };
             log.entries -= gone.feeds.len();
-            log.evicted_early += gone.feeds.len() as u64;
+            evicted += gone.feeds.len();
         }
+        log.evicted_early += evicted as u64;
         let t = log.tenants.id(&tenant.to_owned());
         let model = log.models.id(&(feed.model.clone(), feed.version.clone()));
         if log.items.len() <= t as usize {
@@ -271,6 +291,16 @@ impl FeedLog for MemoryFeedLog {
             .is_none()
         {
             log.entries += 1;
+        }
+        // Reported as a segment closes (and on an eviction): not per feed.
+        let report = (fresh || evicted > 0).then(|| FeedLogSized {
+            entries: log.entries,
+            bytes: log.bytes(),
+            evicted,
+        });
+        drop(log);
+        if let (Some(event), Some(m)) = (report, &self.metrics) {
+            event.emit(m);
         }
         Ok(())
     }
@@ -394,7 +424,8 @@ mod tests {
 
     #[actix_rt::test]
     async fn past_its_capacity_the_oldest_feeds_go_and_are_counted() {
-        let log = MemoryFeedLog::new(&settings(1_800, 100));
+        let metrics = std::sync::Arc::new(crate::telemetry::Metrics::new());
+        let log = MemoryFeedLog::new(&settings(1_800, 100)).with_metrics(metrics.clone());
         for n in 0..250 {
             log.record("a", &format!("r{n}"), &feed(n), Duration::ZERO)
                 .await
@@ -402,6 +433,9 @@ mod tests {
         }
         assert!(log.len() <= 100 && log.len() >= 90, "{}", log.len());
         assert!(log.evicted_early() >= 150);
+        // Counted where an operator sees it, with the log's size.
+        assert_eq!(metrics.feed_log_evicted_total.get(), log.evicted_early());
+        assert!(metrics.feed_log_entries.get() > 0 && metrics.feed_log_bytes.get() > 0);
         assert!(log.lookup("a", &["r249"]).await.unwrap()[0].is_some());
     }
 

@@ -77,3 +77,27 @@ impl InternalEvent for InteractionUnjoined {
             .inc();
     }
 }
+
+/// The in-process served-feed log's size, reported as a segment closes, and the feeds it had to
+/// drop before their join window ended.
+pub struct FeedLogSized {
+    pub entries: usize,
+    pub bytes: usize,
+    pub evicted: usize,
+}
+
+impl InternalEvent for FeedLogSized {
+    fn emit(self, m: &Metrics) {
+        m.feed_log_entries.set(self.entries as i64);
+        m.feed_log_bytes.set(self.bytes as i64);
+        if self.evicted > 0 {
+            m.feed_log_evicted_total.inc_by(self.evicted as u64);
+            tracing::warn!(
+                event = "FeedLogEvicted",
+                evicted = self.evicted as u64,
+                entries = self.entries as u64,
+                "served feeds dropped before their join window ended: raise events.join_capacity"
+            );
+        }
+    }
+}

@@ -87,6 +87,9 @@ pub struct Metrics {
     pub redis_ping_seconds: Histogram,
     pub redis_pool_connections: IntGaugeVec,
     pub redis_pool_waiters: IntGauge,
+    pub feed_log_evicted_total: prometheus::IntCounter,
+    pub feed_log_entries: IntGauge,
+    pub feed_log_bytes: IntGauge,
     pub grpc_server_handled_total: IntCounterVec,
     pub requests_refused_total: IntCounterVec,
     pub requests_in_flight: IntGaugeVec,
@@ -351,6 +354,29 @@ impl Metrics {
                 "Callers waiting for a Redis connection (above 0: redis.pool_size is the bottleneck).",
             )
             .expect("static metric definition"),
+            feed_log_evicted_total: r.add(
+                prometheus::IntCounter::new(
+                    "eaglerank_feed_log_evicted_total",
+                    "Served feeds dropped from the in-process log before their join window \
+                     ended (events.join_capacity reached): their clicks cannot be joined.",
+                )
+                .expect("static metric definition"),
+            ),
+            feed_log_entries: r.add(
+                IntGauge::new(
+                    "eaglerank_feed_log_entries",
+                    "Served feeds held by the in-process log (embedded store; Redis: 0).",
+                )
+                .expect("static metric definition"),
+            ),
+            feed_log_bytes: r.add(
+                IntGauge::new(
+                    "eaglerank_feed_log_bytes",
+                    "Bytes the in-process served-feed log holds (its tables, arenas and \
+                     interned strings; embedded store; Redis: 0).",
+                )
+                .expect("static metric definition"),
+            ),
             ml: MlMetrics::new(&r),
             rules: RulesMetrics::new(&r),
             recent_errors: Default::default(),
