@@ -187,6 +187,7 @@ routing() {
     route push,email-critical alertname=EagleRankDown severity=critical service=eaglerank instance=a:8080 || return 1
     route push,email-critical alertname=EagleRankFeedErrorRatioHigh severity=critical service=eaglerank tenant=demo-a || return 1
     route email-warning alertname=EagleRankFeedLatencyHigh severity=warning service=eaglerank tenant=demo-a || return 1
+    route email-warning alertname=EagleRankExperimentArmUnderperforming severity=warning service=eaglerank tenant=demo-a experiment=exp arm=live || return 1
     route heartbeat alertname=Watchdog severity=heartbeat service=eaglerank || return 1
     route email-warning alertname=SomethingElse || return 1
 }
@@ -265,6 +266,9 @@ cases = [
      alert("EagleRankMemoryHigh", "critical", instance="b:8080", job="eaglerank"), [down_a], False),
     ("a down does not hide a tenant's error ratio",
      alert("EagleRankFeedErrorRatioHigh", "warning", tenant="t"), [down_a], False),
+    ("a down does not hide an experiment arm's guardrail",
+     alert("EagleRankExperimentArmUnderperforming", "warning", tenant="t", experiment="e", arm="b"),
+     [down_a], False),
     ("no target at all hides the service-wide alerts",
      alert("EagleRankEventsRejectedHigh", "warning", job="eaglerank"), [down_all], True),
     ("a down never hides the Watchdog", watchdog, [down_a], False),
@@ -359,6 +363,7 @@ TENANT_FAMILIES = (
     "eaglerank_rules_diversity_relaxations_total", "eaglerank_rules_pins_served_total",
     "eaglerank_feed_session_page", "eaglerank_rules_version",
     "eaglerank_rules_refresh_failures_total", "eaglerank_feed_session_write_failures_total",
+    "eaglerank_experiment_",
 )
 SELECTOR = re.compile(r"(?<![\w:$.])([a-zA-Z_:][\w:]*)(?![\w:])(\s*\{[^}]*\})?")
 
@@ -379,6 +384,9 @@ def check_selectors(where, expr):
         if has_tenant and 'tenant=~"$tenant"' not in matchers:
             bad(f"{where}: {name} is not filtered by tenant=~\"$tenant\"")
 
+# The tenant picker lists the tenants that feeds were requested for, except where a dashboard
+# is about something only some tenants have (the Experiments dashboard: tenants running one).
+TENANT_VARIABLES = {"experiments.json": "label_values(eaglerank_experiment_arm_share, tenant)"}
 # Panel types without queries (no targets, no data source).
 NO_QUERIES = {"row", "alertlist", "text"}
 # Annotations every dashboard has: what changed, and since when.
@@ -405,7 +413,7 @@ for path in files:
     uids[uid] = path
     variables = {v.get("name"): v for v in d.get("templating", {}).get("list", [])}
     expected = {
-        "tenant": "label_values(eaglerank_feed_requests_total, tenant)",
+        "tenant": TENANT_VARIABLES.get(path.split("/")[-1], "label_values(eaglerank_feed_requests_total, tenant)"),
         "instance": 'label_values(up{job="eaglerank"}, instance)',
     }
     for name, query in expected.items():

@@ -32,8 +32,9 @@ like the alerts: they mark events (a deploy, a process start, a model reload) an
 the rest of the time, so "queries" (which a test expects data from) leaves them out; their metrics
 are in "metrics" all the same.
 
-Dashboard expressions have their Grafana variables substituted: $tenant and $instance by `.*`
-(the "All" value), $__rate_interval and $__interval by 1m. Metric names are the identifiers of
+Dashboard expressions have their Grafana variables substituted: $tenant, $instance and
+$experiment by `.*` (the "All" value), $window (the Experiments dashboard's window) by 1h,
+$__rate_interval and $__interval by 1m. Metric names are the identifiers of
 an expression that are not functions, aggregations, keywords, label names (inside {}, by (),
 without (), on (), ignoring (), group_left (), group_right ()), durations or strings; names
 defined by the recording rules are listed apart.
@@ -55,6 +56,8 @@ DASHBOARDS_DIR = HERE / "grafana" / "dashboards"
 SUBSTITUTIONS = {
     "tenant": ".*",
     "instance": ".*",
+    "experiment": ".*",
+    "window": "1h",
     "__rate_interval": "1m",
     "__interval": "1m",
 }

@@ -1,5 +1,5 @@
-//! The `eaglerank` command line: `serve` (the default), `simulate`, `drive`, `load`, the
-//! benchmarks, `hash-key`.
+//! The `eaglerank` command line: `serve` (the default), `simulate`, `drive`, `load`,
+//! `dataset export`, `experiment report`, the benchmarks, `hash-key`.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -55,11 +55,34 @@ enum Command {
     /// messages, actor panics; librdkafka's mock cluster as the broker) and print its figures
     /// as JSON. `loadtest/chaos` runs them all.
     Chaos(crate::tools::chaos::ChaosArgs),
+    /// The served-feature log as a training set (`dataset export --out FILE`).
+    #[command(subcommand)]
+    Dataset(DatasetCommand),
+    /// A running experiment's arms compared (`experiment report --tenant T`).
+    #[command(subcommand)]
+    Experiment(ExperimentCommand),
     /// Print the SHA-256 digest of an API key read from stdin, for `api_key_sha256`.
     HashKey,
     /// Print the REST API's OpenAPI 3.1 document (as served at /openapi.json and committed
     /// as openapi.json).
     Openapi,
+}
+
+#[derive(Subcommand)]
+enum DatasetCommand {
+    /// Join the served-feature log (feature_log.dir, or feature_log.topic with Kafka) with the
+    /// outcomes that name its feeds, into a training set for `training/train.py`: one row per
+    /// shown item, graded label (purchase 3, add to cart 2, click 1, none 0). Prints its size,
+    /// label counts and time range as JSON.
+    Export(crate::tools::learning::ExportArgs),
+}
+
+#[derive(Subcommand)]
+enum ExperimentCommand {
+    /// Per arm of the tenant's running experiment: CTR@10, add-to-cart and purchase rates per
+    /// feed with 95 % intervals, MRR, and each arm's difference to the first (the control)
+    /// with its test, from the service's admin endpoint.
+    Report(crate::tools::learning::ReportArgs),
 }
 
 #[derive(clap::Args)]
@@ -136,6 +159,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Chaos(args) => system.block_on(async move {
             let report = crate::tools::chaos::run(settings, &args).await?;
             println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }),
+        Command::Dataset(DatasetCommand::Export(args)) => {
+            let summary = crate::tools::learning::export(&settings, &args)?;
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+            Ok(())
+        }
+        Command::Experiment(ExperimentCommand::Report(args)) => system.block_on(async move {
+            print!("{}", crate::tools::learning::report(&args).await?);
             Ok(())
         }),
         Command::HashKey | Command::Openapi => unreachable!("handled above"),

@@ -58,10 +58,59 @@ pub struct Settings {
     pub admin: AdminSettings,
     pub feed: FeedSettings,
     pub ops: OpsSettings,
+    pub feature_log: FeatureLogSettings,
     /// Models besides the default one (`[model]`), by name: `[models.<name>]`.
     #[serde(default)]
     pub models: BTreeMap<String, ModelFiles>,
     pub tenants: BTreeMap<String, TenantSettings>,
+    /// Where these settings came from (the `--config` files and the overrides on top of the
+    /// environment): `POST /v1/admin/config/reload` reads the same sources again.
+    #[serde(skip)]
+    pub sources: Sources,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    pub files: Vec<PathBuf>,
+    pub overrides: Vec<(String, config::Value)>,
+}
+
+/// The served-feature log (`learning::feature_log`): what retraining reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct FeatureLogSettings {
+    /// Share of served feeds logged, for tenants that do not set their own.
+    pub sample_rate: f64,
+    /// The files' directory when Kafka is not configured.
+    pub dir: PathBuf,
+    /// The topic when Kafka is configured.
+    pub topic: String,
+    pub max_file_bytes: u64,
+    #[serde(
+        rename = "max_file_age_seconds",
+        deserialize_with = "seconds::deserialize"
+    )]
+    pub max_file_age: Duration,
+    pub max_total_bytes: u64,
+    pub queue_capacity: usize,
+}
+
+/// A running experiment: its users split between arms, each ranked by its own model.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentSettings {
+    pub name: String,
+    /// The first arm is the control the others are compared with.
+    pub arms: Vec<ArmSettings>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArmSettings {
+    pub name: String,
+    /// `default` or a `[models.<name>]`.
+    pub model: String,
+    /// Share of the tenant's users (the arms' shares sum to 1).
+    pub share: f64,
 }
 
 /// The gRPC server (`grpc/`): its own port beside the HTTP one; `port = 0` turns it off.
@@ -362,6 +411,19 @@ pub struct KafkaSettings {
 }
 
 impl KafkaSettings {
+    /// The librdkafka settings every client shares (event producer and consumer, the
+    /// served-feature log), plus any `[kafka.properties]`.
+    pub fn client_config(&self) -> rdkafka::ClientConfig {
+        let mut config = rdkafka::ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        for (k, v) in &self.properties {
+            config.set(k, v);
+        }
+        config
+    }
+}
+
+impl KafkaSettings {
     pub fn enabled(&self) -> bool {
         !self.brokers.trim().is_empty()
     }
@@ -445,6 +507,12 @@ pub struct TenantSettings {
     /// The tenant's business rules until one is stored through the API (`PUT …/rules`).
     #[serde(default)]
     pub rules: crate::domain::rules::Rules,
+    /// This tenant's share of feeds in the served-feature log (default: `feature_log.sample_rate`).
+    #[serde(default)]
+    pub feature_log_sample_rate: Option<f64>,
+    /// The tenant's running experiment, if any.
+    #[serde(default)]
+    pub experiment: Option<ExperimentSettings>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -523,7 +591,26 @@ impl Settings {
         }
         settings.resolve_build_paths();
         settings.validate()?;
+        settings.sources = Sources {
+            files: extra_files.to_vec(),
+            overrides: overrides
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
+        };
         Ok(settings)
+    }
+
+    /// The same sources read again (a config reload): files edited since, the environment as
+    /// it is now, the same overrides.
+    pub fn reload(&self) -> Result<Self, ConfigError> {
+        let overrides: Vec<(&str, config::Value)> = self
+            .sources
+            .overrides
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        Self::load_with(&self.sources.files, &overrides)
     }
 
     /// A relative model or ONNX Runtime path that does not exist from the working directory
@@ -601,10 +688,74 @@ impl Settings {
                 return invalid(format!("tenants.{id}.shadow_sample_rate must be in [0, 1]"));
             }
         }
+        for (id, t) in &self.tenants {
+            if let Some(rate) = t.feature_log_sample_rate
+                && !(0.0..=1.0).contains(&rate)
+            {
+                return invalid(format!(
+                    "tenants.{id}.feature_log_sample_rate must be in [0, 1]"
+                ));
+            }
+            if let Some(e) = &t.experiment {
+                self.validate_experiment(e)
+                    .or_else(|m| invalid(format!("tenants.{id}.experiment.{m}")))?;
+            }
+        }
+        if !(0.0..=1.0).contains(&self.feature_log.sample_rate) {
+            return invalid("feature_log.sample_rate must be in [0, 1]".into());
+        }
+        if self.feature_log.queue_capacity == 0 || self.feature_log.max_file_bytes == 0 {
+            return invalid(
+                "feature_log.queue_capacity and feature_log.max_file_bytes must be > 0".into(),
+            );
+        }
         if self.model.watchdog_interval.is_zero() {
             return invalid("model.watchdog_interval_ms must be > 0".into());
         }
         Ok(())
+    }
+
+    /// An experiment's problem as `<field>: <reason>` (the caller prefixes the tenant).
+    fn validate_experiment(&self, e: &ExperimentSettings) -> Result<(), String> {
+        crate::domain::ids::check_id("name", &e.name)?;
+        if e.name.len() > 64 {
+            return Err("name: at most 64 characters (it labels metrics)".into());
+        }
+        if !(1..=8).contains(&e.arms.len()) {
+            return Err("arms: between 1 and 8 arms".into());
+        }
+        for (i, arm) in e.arms.iter().enumerate() {
+            let at = |r: String| format!("arms[{i}].{r}");
+            crate::domain::ids::check_id("name", &arm.name).map_err(at)?;
+            if arm.name.len() > 64 {
+                return Err(at("name: at most 64 characters (it labels metrics)".into()));
+            }
+            if e.arms[..i].iter().any(|a| a.name == arm.name) {
+                return Err(at(format!("name: {:?} names two arms", arm.name)));
+            }
+            if arm.model != DEFAULT_MODEL && !self.models.contains_key(&arm.model) {
+                return Err(at(format!(
+                    "model: {:?} is not \"default\" nor a [models.<name>]",
+                    arm.model
+                )));
+            }
+            if !(arm.share > 0.0 && arm.share <= 1.0) {
+                return Err(at("share: must be in (0, 1]".into()));
+            }
+        }
+        let total: f64 = e.arms.iter().map(|a| a.share).sum();
+        if (total - 1.0).abs() > 1e-6 {
+            return Err(format!("arms: the shares sum to {total}, not 1"));
+        }
+        Ok(())
+    }
+
+    /// The share of `tenant`'s feeds the served-feature log takes.
+    pub fn feature_log_rate(&self, tenant: &str) -> f64 {
+        self.tenants
+            .get(tenant)
+            .and_then(|t| t.feature_log_sample_rate)
+            .unwrap_or(self.feature_log.sample_rate)
     }
 
     /// The tenant registry's input: every configured tenant.

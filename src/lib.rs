@@ -12,6 +12,7 @@ pub mod domain;
 pub mod grpc;
 pub mod http;
 pub mod ingest;
+pub mod learning;
 pub mod ranking;
 pub mod startup;
 pub mod store;

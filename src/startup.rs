@@ -143,10 +143,25 @@ impl Application {
                 &crate::telemetry::events::CUTOFFS,
             );
         }
+        let feature_log = Arc::new(
+            crate::learning::FeatureLog::start(&settings, metrics.clone())
+                .context("starting the served-feature log")?,
+        );
+        let experiments = Arc::new(crate::learning::Experiments::new(&settings));
+        for (tenant, experiment) in experiments.all() {
+            crate::api::experiments::configured(
+                &metrics,
+                &models,
+                &tenant,
+                None,
+                Some(&experiment),
+            );
+        }
         let served = Arc::new(ServedFeeds::new(
             store.feed_log.clone(),
             &settings.events,
             metrics.clone(),
+            feature_log.clone(),
         ));
         let rules_book = Arc::new(RulesBook::new(
             store.rules.clone(),
@@ -204,6 +219,9 @@ impl Application {
             ),
             session_ttl: settings.feed.session_ttl,
             ops: Default::default(),
+            feature_log,
+            experiments,
+            settings: std::sync::Mutex::new(settings.clone()),
         });
         let max_body = settings.server.max_body_bytes;
         let ops_enabled = settings.ops.enabled;

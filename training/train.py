@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Train EagleRank's ranking model from the simulator's impression log.
+"""Train EagleRank's ranking model from the simulator's impression log or a live training set.
 
     cargo run --release -- simulate --requests 20000 --out training/data/impressions.jsonl
     .venv/bin/python training/train.py training/data/impressions.jsonl
@@ -9,6 +9,27 @@ LambdaRank model on 80 % of the users, evaluates NDCG@20 on the other 20 % again
 ranking, exports ONNX with the input/output names the service expects, and writes
 models/<name>.onnx plus models/<name>.json (feature order, probe rows, offline metrics, and
 the reference distributions the service's drift monitor compares served traffic with).
+
+A live training set, exported by the service from its served-feature log joined with the
+clicks, add-to-carts and purchases that followed (graded labels 0..3), trains the same way:
+
+    eaglerank dataset export --out live.jsonl
+    .venv/bin/python training/train.py live.jsonl --match-metadata models/ranker.json \\
+        --name ranker-live --model-name eaglerank-lgbm-live
+
+It has the log's shape (schema line, then one row per shown item, a request's rows
+contiguous) and is recognised by its schema's `"policy": "live"` or its rows' `ts`. Its
+held-out set is the last 20 % of requests by serving time, not a fifth of the users: a model
+is deployed on the traffic that comes after its data, and users' behaviour drifts. The
+offline metrics add ndcg@20_served, the NDCG of the scores the serving model logged on the
+same held-out feeds: did the new model rank what was clicked and bought above where the
+served ranking put it? --match-metadata refuses a set whose features (names, order) are not
+the named model's, and --model-name gives the model its own name, since the service refuses
+two loaded models with one name.
+
+Whatever would fail half-way or train quietly on the wrong thing (an empty or truncated file,
+a corrupt line, feature vectors of the wrong length) is refused up front: a message on
+stderr, exit status 2, no file written.
 """
 
 import argparse
@@ -30,6 +51,16 @@ SEED = 20261125
 INPUT, OUTPUT = "input", "variable"
 # Decile bins: PSI over ~10 bins is the usual industry reading (0.1 watch, 0.25 act).
 REFERENCE_BINS = 10
+# A live training set's graded labels, by value.
+LIVE_LABELS = ("none", "click", "add_to_cart", "purchase")
+# The offline baselines rank by these features.
+BASELINE_FEATURES = ("item_trending", "item_ctr")
+
+
+class Refused(Exception):
+    """A data set (or option) this script will not train from. main() prints the reason and
+    exits 2 before any file is written: a half-written model next to a good one is worse than
+    none."""
 
 
 def reference(values):
@@ -56,16 +87,127 @@ def reference_stats(names, x, scores):
     }
 
 
+def is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def load(path):
-    with open(path) as f:
-        schema = json.loads(f.readline())
-        rows = [json.loads(line) for line in f]
-    names = schema["features"]
+    """The schema and the rows as arrays, plus for a live training set (None for the simulator's
+    log) each row's serving time and logged score. Checked as it is read, so that a bad file is
+    refused naming the line rather than failing in numpy or LightGBM, or training on shifted
+    columns: a row's feature vector must be as long as the schema's names (null stays allowed:
+    it reads as NaN, LightGBM's missing value) and a request's rows contiguous (the LambdaRank
+    groups are runs of one request)."""
+    number = 0
+    try:
+        with open(path, encoding="utf-8") as f:
+            first = f.readline()
+            if not first.strip():
+                raise Refused("the file is empty")
+            try:
+                schema = json.loads(first)
+            except json.JSONDecodeError as e:
+                raise Refused(f"line 1 (the schema) is corrupt: {e.msg} at column {e.colno}") from None
+            names = schema.get("features") if isinstance(schema, dict) else None
+            if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+                raise Refused("line 1 is not a schema: no list of feature names under \"features\"")
+            rows, lines = [], []
+            seen, previous = set(), None
+            number = 1  # the last line read, for a decoding error's message
+            for number, line in enumerate(f, start=2):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line.rstrip())  # without the newline, the error's column is on the line
+                except json.JSONDecodeError as e:
+                    raise Refused(f"line {number} is corrupt: {e.msg} at column {e.colno}") from None
+                if not isinstance(row, dict):
+                    raise Refused(f"line {number} is not a row object")
+                for key in ("request", "user_id", "label", "features"):
+                    if key not in row:
+                        raise Refused(f"line {number} has no \"{key}\"")
+                features = row["features"]
+                if not isinstance(features, list) or len(features) != len(names):
+                    got = len(features) if isinstance(features, list) else "no list of"
+                    raise Refused(f"line {number} has {got} feature values, the schema names {len(names)}")
+                if not all(v is None or is_number(v) for v in features):
+                    raise Refused(f"line {number} has a feature value that is not a number")
+                label = row["label"]
+                if not isinstance(label, int) or isinstance(label, bool) or label < 0:
+                    raise Refused(f"line {number}: label {label!r} is not a non-negative integer")
+                request = row["request"]
+                if not isinstance(request, (str, int)) or isinstance(request, bool):
+                    raise Refused(f"line {number}: request {request!r} is neither a string nor an integer")
+                if not isinstance(row["user_id"], str):
+                    raise Refused(f"line {number}: user_id {row['user_id']!r} is not a string")
+                if request != previous:
+                    if request in seen:
+                        raise Refused(f"line {number}: request {request!r} resumes after other "
+                                      "requests' rows (a request's rows must be contiguous)")
+                    seen.add(request)
+                    previous = request
+                rows.append(row)
+                lines.append(number)
+    except OSError as e:
+        raise Refused(f"cannot read it: {e.strerror}") from None
+    except UnicodeDecodeError:
+        # Decoded in blocks: the line is approximate.
+        raise Refused(f"it is not UTF-8 text (near line {number + 1})") from None
+    if not rows:
+        raise Refused("it has a schema line but no rows")
+    announced = schema.get("rows")
+    if announced is not None and announced != len(rows):
+        raise Refused(f"the schema announces {announced} rows, the file holds {len(rows)} "
+                      "(a truncated export?)")
+
     x = np.array([r["features"] for r in rows], dtype=np.float32)
     y = np.array([r["label"] for r in rows], dtype=np.int32)
     request = np.array([r["request"] for r in rows])
     users = [r["user_id"] for r in rows]
-    return schema, names, x, y, request, users
+
+    live = None
+    if schema.get("policy") == "live" or any("ts" in r for r in rows):
+        for r, number in zip(rows, lines):
+            if not is_number(r.get("ts")):
+                raise Refused(f"line {number}: a live training set's row needs its serving time \"ts\"")
+            if r["label"] >= len(LIVE_LABELS):
+                raise Refused(f"line {number}: label {r['label']} is past the graded labels 0..3")
+        live = {
+            "ts": np.array([r["ts"] for r in rows], dtype=np.float64),
+            # A feed served without a model score (none logged) cannot be judged as served.
+            "logged_score": np.array(
+                [r["logged_score"] if is_number(r.get("logged_score")) else np.nan for r in rows],
+                dtype=np.float64),
+        }
+    return schema, names, x, y, request, users, live
+
+
+def match_features(names, metadata_path):
+    """Refuses a data set whose features are not, in order, those of the model the new one is to
+    replace or serve beside: the service builds one feature vector per model from its metadata,
+    so a different list would be another model (and another feature pipeline)."""
+    try:
+        expected = json.loads(Path(metadata_path).read_text())["features"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise Refused(f"cannot read the feature list of {metadata_path}: {e}") from None
+    if names == expected:
+        return
+    missing = [n for n in expected if n not in names]
+    extra = [n for n in names if n not in expected]
+    problems = []
+    if missing:
+        problems.append(f"missing {', '.join(missing)}")
+    if extra:
+        problems.append(f"extra {', '.join(extra)}")
+    if not problems:  # the same names, reordered or repeated
+        at = next((i for i, (a, b) in enumerate(zip(names, expected)) if a != b),
+                  min(len(names), len(expected)))
+        ours = names[at] if at < len(names) else "nothing"
+        theirs = expected[at] if at < len(expected) else "nothing"
+        problems.append(f"same names in another order or repeated: feature #{at} is {ours}, "
+                        f"{metadata_path} has {theirs} there")
+    counts = f" ({len(names)} against {len(expected)})" if len(names) != len(expected) else ""
+    raise Refused(f"its features differ from {metadata_path}'s{counts}: {'; '.join(problems)}")
 
 
 def held_out(user):
@@ -73,21 +215,47 @@ def held_out(user):
     return zlib.crc32(user.encode()) % 5 == 0
 
 
+def time_split(request, ts):
+    """A live training set's held-out rows: those of the last 20 % of requests by serving time
+    (a request's time is its earliest row's; ties keep the file's order). Returns the mask and
+    the first held-out time. In time rather than by user because a model serves the traffic
+    after its data: this is the evaluation that can see drift."""
+    ids, first, inverse = np.unique(request, return_index=True, return_inverse=True)
+    request_ts = np.full(len(ids), np.inf)
+    np.minimum.at(request_ts, inverse, ts)
+    by_time = np.lexsort((first, request_ts))
+    cut = len(ids) * 4 // 5  # integer arithmetic: no 0.8 rounding at the boundary
+    if cut == 0 or cut == len(ids):
+        raise Refused(f"{len(ids)} request(s) cannot be split into training and held-out sets")
+    held = np.zeros(len(ids), dtype=bool)
+    held[by_time[cut:]] = True
+    return held[inverse], float(request_ts[by_time[cut]])
+
+
 def group_sizes(request):
-    # Rows of one request are contiguous in the log.
+    # Rows of one request are contiguous in the log (load() refuses a file where they are not).
     _, sizes = np.unique(request, return_counts=True)
     order = np.argsort(np.unique(request, return_index=True)[1])
     return sizes[order]
 
 
 def mean_ndcg(scores, y, request, k=20):
+    """Mean NDCG@k over the requests with a positive label. The rows are grouped by one sort (a
+    mask per request is quadratic: minutes on a large live set) into the same requests, in the
+    same order (np.unique's), each with its rows in log order, as a mask per request gave: the
+    committed models' numbers are unchanged."""
+    _, inverse, counts = np.unique(request, return_inverse=True, return_counts=True)
+    by_request = np.argsort(inverse, kind="stable")
     values = []
-    for r in np.unique(request):
-        m = request == r
+    for m in np.split(by_request, np.cumsum(counts)[:-1]):
         if y[m].sum() == 0:
             continue  # no click: every order is equally good
+        if len(m) < 2:
+            continue  # a single item shown has one order (and sklearn refuses to score it)
+        if not np.isfinite(scores[m]).all():
+            continue  # a feed served without a logged score cannot be judged as served
         values.append(ndcg_score([y[m]], [scores[m]], k=k))
-    return float(np.mean(values)), len(values)
+    return (float(np.mean(values)) if values else None), len(values)
 
 
 def main():
@@ -95,6 +263,13 @@ def main():
     ap.add_argument("log", type=Path)
     ap.add_argument("--out-dir", type=Path, default=Path("models"))
     ap.add_argument("--name", default=None, help="output file stem (default: ranker, ranker-linear)")
+    ap.add_argument("--model-name", default=None,
+                    help="the metadata's model name (default: eaglerank-lgbm-lambdarank, eaglerank-linear); "
+                         "the service refuses two loaded models with one name, so a model served beside "
+                         "the committed one needs its own, e.g. eaglerank-lgbm-live")
+    ap.add_argument("--match-metadata", type=Path, default=None, metavar="PATH",
+                    help="refuse (exit 2) a data set whose feature names, in order, are not those of "
+                         "this model metadata, e.g. models/ranker.json")
     ap.add_argument("--model", choices=["lgbm", "linear"], default="lgbm",
                     help="lgbm: the LambdaRank trees (committed default); linear: a standardised ridge "
                          "regression, a cheap model that shows the service's own overhead")
@@ -103,14 +278,36 @@ def main():
     ap.add_argument("--learning-rate", type=float, default=0.05)
     args = ap.parse_args()
 
-    schema, names, x, y, request, users = load(args.log)
-    test = np.array([held_out(u) for u in users])
-    train = ~test
+    try:
+        schema, names, x, y, request, users, live = load(args.log)
+        if args.match_metadata is not None:
+            match_features(names, args.match_metadata)
+        absent = [n for n in BASELINE_FEATURES if n not in names]
+        if absent:
+            raise Refused(f"the offline baselines need the features {', '.join(absent)}")
+        if live is None:
+            test = np.array([held_out(u) for u in users])
+        else:
+            test, live["held_out_since"] = time_split(request, live["ts"])
+        train = ~test
+        # Checked here rather than met as a LightGBM error or a NaN metric after training.
+        if not (y[train] > 0).any():
+            raise Refused("its training rows have no positive label: nothing to learn")
+        _, held = np.unique(request[test], return_inverse=True)
+        judged = (np.bincount(held, weights=y[test] > 0) > 0) & (np.bincount(held) >= 2)
+        if not judged.any():
+            raise Refused("no held-out request of two or more rows has a positive label: nothing to evaluate")
+    except Refused as e:
+        print(f"train.py: refusing to train from {args.log}: {e}", file=sys.stderr)
+        sys.exit(2)
     print(f"{len(y)} impressions, {int((y > 0).sum())} clicks, {len(names)} features; "
           f"train {int(train.sum())} rows, held-out {int(test.sum())} rows", file=sys.stderr)
+    if live is not None:
+        since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(live["held_out_since"]))
+        print(f"live training set: held out the requests served from {since} on", file=sys.stderr)
 
     if args.model == "linear":
-        return train_linear(args, schema, names, x, y, request, train, test)
+        return train_linear(args, schema, names, x, y, request, train, test, live)
 
     model = lgb.LGBMRanker(
         objective="lambdarank",
@@ -132,7 +329,7 @@ def main():
     onnx_model = convert_lightgbm(
         model.booster_, initial_types=[(INPUT, FloatTensorType([None, len(names)]))],
         zipmap=False, target_opset=15)
-    write_model(args, schema, names, x, y, request, test, scores, onnx_model, "eaglerank-lgbm-lambdarank", {
+    write_model(args, schema, names, x, y, request, test, scores, onnx_model, live, "eaglerank-lgbm-lambdarank", {
         "algorithm": "LightGBM LGBMRanker (lambdarank)",
         "trees": args.trees,
         "leaves": args.leaves,
@@ -140,7 +337,7 @@ def main():
     })
 
 
-def train_linear(args, schema, names, x, y, request, train, test):
+def train_linear(args, schema, names, x, y, request, train, test, live):
     from sklearn.linear_model import LinearRegression, Ridge
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -148,6 +345,7 @@ def train_linear(args, schema, names, x, y, request, train, test):
     from skl2onnx.common.data_types import FloatTensorType as SklFloat
 
     model = make_pipeline(StandardScaler(), Ridge(alpha=1.0, random_state=SEED))
+    # Any positive label is a click (graded live labels included): a regression on the click.
     model.fit(x[train], (y[train] > 0).astype(np.float32))
     scores = model.predict(x[test])
     # Exported as one linear function: ONNX Runtime's Scaler op took ~15 us of a 500-row batch
@@ -159,12 +357,13 @@ def train_linear(args, schema, names, x, y, request, train, test):
     folded.intercept_ = float(ridge.intercept_ - np.dot(ridge.coef_, scaler.mean_ / scaler.scale_))
     folded.n_features_in_ = len(names)
     onnx_model = convert_sklearn(folded, initial_types=[(INPUT, SklFloat([None, len(names)]))], target_opset=15)
-    write_model(args, schema, names, x, y, request, test, scores, onnx_model, "eaglerank-linear", {
+    write_model(args, schema, names, x, y, request, test, scores, onnx_model, live, "eaglerank-linear", {
         "algorithm": "StandardScaler + Ridge regression on the click label, the scaler folded into the weights",
     })
 
 
-def write_model(args, schema, names, x, y, request, test, scores, onnx_model, model_name, algorithm):
+def write_model(args, schema, names, x, y, request, test, scores, onnx_model, live, model_name, algorithm):
+    model_name = args.model_name or model_name
     model_ndcg, groups = mean_ndcg(scores, y[test], request[test])
     popularity = x[test][:, names.index("item_trending")]
     pop_ndcg, _ = mean_ndcg(popularity, y[test], request[test])
@@ -197,6 +396,43 @@ def write_model(args, schema, names, x, y, request, test, scores, onnx_model, mo
     probe_rows = x[test][:8]
     probe_expected = sess.run([output_name], {INPUT: probe_rows})[0].reshape(-1)
 
+    offline = {
+        "ndcg@20_model": round(model_ndcg, 4),
+        "ndcg@20_popularity": round(pop_ndcg, 4),
+        "ndcg@20_ctr": round(ctr_ndcg, 4),
+        "ndcg@20_random": round(random_ndcg, 4),
+        "held_out_requests_with_clicks": groups,
+    }
+    data_facts = {
+        "log": str(args.log),
+        "tenant": schema.get("tenant"),
+        "policy": schema.get("policy"),
+        "requests": schema.get("requests"),
+        "impressions": int(len(y)),
+        "clicks": int((y > 0).sum()),
+        "held_out_users": "crc32(user_id) % 5 == 0",
+    }
+    if live is not None:
+        served_ndcg, served_groups = mean_ndcg(live["logged_score"][test], y[test], request[test])
+        if served_groups < groups:
+            print(f"ndcg@20_served: {groups - served_groups} of {groups} held-out requests with clicks "
+                  "have no logged score and are left out of it", file=sys.stderr)
+        # Same requests, same labels: the new model against the ranking that was served.
+        offline = {"ndcg@20_model": offline.pop("ndcg@20_model"),
+                   "ndcg@20_served": None if served_ndcg is None else round(served_ndcg, 4)} | offline
+        offline["held_out_since"] = live["held_out_since"]
+        counts = np.bincount(y, minlength=len(LIVE_LABELS))
+        data_facts.pop("held_out_users")
+        data_facts |= {
+            "source": schema.get("source"),
+            "since": schema.get("since"),
+            "until": schema.get("until"),
+            "rows": int(len(y)),
+            "labels": {label: int(c) for label, c in zip(LIVE_LABELS, counts)},
+            "join_window_seconds": schema.get("join_window_seconds"),
+            "held_out": "last 20 % of requests by time",
+        }
+
     digest = hashlib.sha256(data).hexdigest()[:12]
     meta = {
         "name": model_name,
@@ -211,22 +447,8 @@ def write_model(args, schema, names, x, y, request, test, scores, onnx_model, mo
         },
         "reference": reference_stats(names, x, all_scores),
         "training": algorithm | {
-            "data": {
-                "log": str(args.log),
-                "tenant": schema.get("tenant"),
-                "policy": schema.get("policy"),
-                "requests": schema.get("requests"),
-                "impressions": int(len(y)),
-                "clicks": int((y > 0).sum()),
-                "held_out_users": "crc32(user_id) % 5 == 0",
-            },
-            "offline": {
-                "ndcg@20_model": round(model_ndcg, 4),
-                "ndcg@20_popularity": round(pop_ndcg, 4),
-                "ndcg@20_ctr": round(ctr_ndcg, 4),
-                "ndcg@20_random": round(random_ndcg, 4),
-                "held_out_requests_with_clicks": groups,
-            },
+            "data": data_facts,
+            "offline": offline,
             "inference_ms_per_500_rows": {
                 "p50": round(timings[len(timings) // 2] * 1e3, 4),
                 "p99": round(timings[int(len(timings) * 0.99)] * 1e3, 4),

@@ -73,6 +73,11 @@ pub struct Feed {
     pub user_id: String,
     pub limit: usize,
     pub explain: bool,
+    /// Keep each served item's feature vector and model score (explain, or the served-feature
+    /// log).
+    pub keep_features: bool,
+    /// The model slot of the user's experiment arm; `None`: the tenant's model.
+    pub model: Option<Arc<str>>,
     /// The tenant's rules at the version this feed uses.
     pub rules: Arc<TenantRules>,
     /// Items served on the feed session's earlier pages: never again.
@@ -206,7 +211,7 @@ async fn degraded(
     let num_candidates = candidates.len();
     span.record("num_candidates", num_candidates);
     let t = Instant::now();
-    let (model, shadow) = deps.models.for_tenant(&msg.tenant);
+    let (model, shadow) = deps.models.for_feed(&msg.tenant, msg.model.as_deref());
     let rank = Rank {
         span,
         model,
@@ -220,6 +225,7 @@ async fn degraded(
         seen: msg.seen.clone(),
         page: msg.page,
         explain: msg.explain,
+        keep_features: msg.keep_features,
         enqueued: Instant::now(),
     };
     let ranking = ask(ranker::NAME, &deps.ranker, rank).await?;
@@ -299,7 +305,7 @@ async fn session(
     .emit(&deps.metrics);
 
     let t = Instant::now();
-    let (model, shadow) = deps.models.for_tenant(&msg.tenant);
+    let (model, shadow) = deps.models.for_feed(&msg.tenant, msg.model.as_deref());
     let rank = Rank {
         span: tracing::Span::current(),
         model,
@@ -313,6 +319,7 @@ async fn session(
         seen: msg.seen.clone(),
         page: msg.page,
         explain: msg.explain,
+        keep_features: msg.keep_features,
         enqueued: Instant::now(),
     };
     let ranking = ask(ranker::NAME, &deps.ranker, rank).await?;

@@ -25,7 +25,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::lifecycle::{Lifecycle, supervised_actor};
 use super::{ActorHealth, FeedError};
 use crate::config::{EventSettings, KafkaSettings};
-use crate::ingest::kafka::{DeadLetter, DeadLetters, Rejection, client_config, triage};
+use crate::ingest::kafka::{DeadLetter, DeadLetters, Rejection, triage};
 use crate::ingest::{self, Ingestor, Source};
 use crate::store::StoreError;
 use crate::telemetry::events::{
@@ -78,7 +78,9 @@ impl KafkaConsumer {
     }
 
     fn connect(&self) -> Result<StreamConsumer, rdkafka::error::KafkaError> {
-        let consumer: StreamConsumer = client_config(&self.kafka)
+        let consumer: StreamConsumer = self
+            .kafka
+            .client_config()
             .set("group.id", &self.kafka.group_id)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")

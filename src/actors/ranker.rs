@@ -114,6 +114,8 @@ pub struct Rank {
     pub page: u32,
     /// Return each item's feature values and what the rules did to it too.
     pub explain: bool,
+    /// Return each item's feature values and model score (for the served-feature log).
+    pub keep_features: bool,
     /// When it was sent: its wait in the mailbox is measured from here.
     pub enqueued: std::time::Instant,
 }
@@ -290,9 +292,8 @@ impl Ranker {
                     item_id: c.item_id.clone(),
                     sources: c.sources,
                     score: arranged.scores[i],
-                    model_score: msg.explain.then(|| ranked.scores[i]),
-                    features: msg
-                        .explain
+                    model_score: (msg.explain || msg.keep_features).then(|| ranked.scores[i]),
+                    features: (msg.explain || msg.keep_features)
                         .then(|| self.matrix[i * width..(i + 1) * width].to_vec()),
                     notes: notes.next().unwrap_or_default(),
                 }

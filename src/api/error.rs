@@ -67,6 +67,10 @@ pub enum ApiError {
     /// New model files failed their checks; the serving model is unchanged.
     #[error("model rejected, the serving model is unchanged: {0}")]
     ModelRejected(String),
+    /// The configuration read again is invalid, or asks for what only a restart does; the
+    /// running configuration is unchanged.
+    #[error("configuration rejected, nothing changed: {0}")]
+    ConfigRejected(String),
     #[error("internal error")]
     Internal {
         #[source]
@@ -125,6 +129,7 @@ error_codes! {
     // grpc-timeout) passed before the feed was ranked.
     DeadlineExceeded => "deadline_exceeded", SERVICE_UNAVAILABLE, DeadlineExceeded;
     ModelRejected => "model_rejected", UNPROCESSABLE_ENTITY, FailedPrecondition;
+    ConfigRejected => "config_rejected", UNPROCESSABLE_ENTITY, FailedPrecondition;
     Internal => "internal", INTERNAL_SERVER_ERROR, Internal;
 }
 
@@ -188,6 +193,7 @@ impl ApiError {
             ApiError::Unavailable(_) => Code::Unavailable,
             ApiError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             ApiError::ModelRejected(_) => Code::ModelRejected,
+            ApiError::ConfigRejected(_) => Code::ConfigRejected,
             ApiError::Internal { .. } => Code::Internal,
         }
     }
@@ -235,6 +241,7 @@ mod tests {
             ApiError::PermissionDenied(AuthError::WrongTenant),
             ApiError::NotFound("x".into()),
             ApiError::ModelRejected("x".into()),
+            ApiError::ConfigRejected("x".into()),
             ApiError::MethodNotAllowed,
             ApiError::PayloadTooLarge("x".into()),
             ApiError::RateLimited("t".into()),
@@ -245,7 +252,7 @@ mod tests {
         for e in samples {
             assert!(Code::ALL.contains(&e.code()), "{}", e.code().name());
         }
-        assert_eq!(Code::ALL.len(), 11);
+        assert_eq!(Code::ALL.len(), 12);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::actors::{Feed, FeedError, FeedOutcome, Lane, RankedItem, RulesReport,
 use crate::domain::ids::check_id;
 use crate::domain::tenants::Tenant;
 use crate::domain::{ItemId, unix_now};
+use crate::learning::{Assignment, FeedRecord, LoggedItem, Record};
 use crate::ranking::candidates::Sources;
 use crate::ranking::rules::TenantRules;
 use crate::ranking::rules_book::Refreshed;
@@ -126,6 +127,8 @@ pub struct ServedFeed {
     pub page: u32,
     /// The next page's cursor; `None` on the last page.
     pub next_cursor: Option<String>,
+    /// The user's experiment arm, if the tenant runs an experiment.
+    pub assignment: Option<Assignment>,
 }
 
 impl ServedFeed {
@@ -135,8 +138,10 @@ impl ServedFeed {
         item: &'a RankedItem,
     ) -> Option<impl Iterator<Item = (&'a str, f32)>> {
         let names = self.outcome.model.features.as_slice();
+        // Kept for the served-feature log too: shown only when asked for.
         item.features
             .as_ref()
+            .filter(|_| self.explain)
             .map(|values| names.iter().map(String::as_str).zip(values.iter().copied()))
     }
 
@@ -303,6 +308,47 @@ async fn replay(
     })
 }
 
+/// What ranks a request beyond its tenant: the user's experiment arm, and whether the feed goes
+/// to the served-feature log.
+struct Choice {
+    assignment: Option<Assignment>,
+    logged: bool,
+}
+
+/// The served feed as the served-feature log keeps it: each item's model score and features.
+fn feature_record(
+    tenant: &str,
+    user_id: &str,
+    request_id: &str,
+    page: u32,
+    outcome: &FeedOutcome,
+    assignment: Option<&Assignment>,
+) -> FeedRecord {
+    FeedRecord {
+        request_id: request_id.to_owned(),
+        tenant: tenant.to_owned(),
+        user_id: user_id.to_owned(),
+        ts: unix_now(),
+        model: outcome.model.name.clone(),
+        version: outcome.model.version.clone(),
+        experiment: assignment.map(|a| a.experiment.to_string()),
+        arm: assignment.map(|a| a.arm.to_string()),
+        page,
+        features: outcome.model.features.clone(),
+        items: outcome
+            .items
+            .iter()
+            .enumerate()
+            .map(|(position, item)| LoggedItem {
+                item_id: item.item_id.to_string(),
+                position: position as u32,
+                score: item.model_score.unwrap_or(item.score),
+                features: item.features.clone().unwrap_or_default(),
+            })
+            .collect(),
+    }
+}
+
 /// Runs the feed session on `lane` under the call's deadline.
 async fn rank(
     lane: &Lane,
@@ -311,6 +357,7 @@ async fn rank(
     call: &Call,
     rules: Arc<TenantRules>,
     position: &Position,
+    choice: &Choice,
 ) -> Result<FeedOutcome, ApiError> {
     let seen: FastSet<ItemId> = position
         .pages
@@ -323,6 +370,8 @@ async fn rank(
         user_id: request.user_id.clone(),
         limit: request.limit as usize,
         explain: request.explain,
+        keep_features: choice.logged,
+        model: choice.assignment.as_ref().map(|a| a.model.clone()),
         rules,
         seen: Arc::new(seen),
         page: position.page,
@@ -357,6 +406,14 @@ pub async fn serve(
     call: Call,
 ) -> Result<ServedFeed, ApiError> {
     call.span.record("tenant", &*tenant.id);
+    let choice = Choice {
+        assignment: state.experiments.assign(&tenant.id, &request.user_id),
+        logged: state.feature_log.sampled(&tenant.id, &call.request_id),
+    };
+    if let Some(a) = &choice.assignment {
+        call.span.record("experiment", &*a.experiment);
+        call.span.record("arm", &*a.arm);
+    }
     let outcome = async {
         let position = position(state, &tenant.id, &request, call.deadline).await?;
         let rules = rules(state, &tenant.id, &call).await;
@@ -368,7 +425,7 @@ pub async fn serve(
             }
             None => {
                 let mut outcome =
-                    rank(lane, tenant, &request, &call, rules, &position).await?;
+                    rank(lane, tenant, &request, &call, rules, &position, &choice).await?;
                 if let Some(cause) = &position.unreadable {
                     outcome.degraded.get_or_insert("session_unavailable");
                     tracing::warn!(tenant = %tenant.id, error = %cause, "feed session unreadable: served without its earlier pages");
@@ -400,6 +457,23 @@ pub async fn serve(
     // feed. Not for a degraded feed: the store just failed or is known down, and the write
     // would only make the feed wait for it (its clicks are counted as unjoined).
     // The session's page is written beside it, concurrently.
+    let arm = choice
+        .assignment
+        .as_ref()
+        .map(|a| (&*a.experiment, &*a.arm));
+    // What the model saw, for retraining: a fresh ranking (not a replayed page), not degraded
+    // (the fallback ranks without the user's features).
+    let feature_logged = choice.logged && !position.replayed && outcome.degraded.is_none();
+    if feature_logged {
+        state.feature_log.log(Record::Feed(feature_record(
+            &tenant.id,
+            &request.user_id,
+            &call.request_id,
+            position.page,
+            &outcome,
+            choice.assignment.as_ref(),
+        )));
+    }
     let record = async {
         if outcome.degraded.is_none() {
             state
@@ -407,9 +481,12 @@ pub async fn serve(
                 .record(
                     &tenant.id,
                     &call.request_id,
-                    &outcome.model.name,
-                    &outcome.model.version,
-                    outcome.items.iter().map(|i| i.item_id.clone()).collect(),
+                    crate::store::ServedFeed {
+                        model: outcome.model.name.clone(),
+                        version: outcome.model.version.clone(),
+                        items: outcome.items.iter().map(|i| i.item_id.clone()).collect(),
+                        arm: arm.map(|(e, a)| (e.to_owned(), a.to_owned())),
+                    },
                     call.deadline,
                 )
                 .await;
@@ -453,6 +530,9 @@ pub async fn serve(
         page: position.page,
         rules_version: outcome.rules.version,
         trace_id: sampled_trace_id(&call.span).as_deref(),
+        experiment: arm.map(|a| a.0),
+        arm: arm.map(|a| a.1),
+        feature_logged,
     }
     .emit(&state.metrics);
     Ok(ServedFeed {
@@ -463,6 +543,7 @@ pub async fn serve(
         explain: request.explain,
         page: position.page,
         next_cursor,
+        assignment: choice.assignment,
     })
 }
 

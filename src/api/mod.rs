@@ -8,6 +8,7 @@ pub mod auth;
 pub mod cursor;
 pub mod error;
 pub mod events;
+pub mod experiments;
 pub mod feed;
 pub mod ops;
 pub mod readiness;
@@ -47,6 +48,12 @@ pub struct AppState {
     pub session_ttl: Duration,
     /// The ops page's counters over the last minute.
     pub ops: ops::OpsBoard,
+    /// The served-feature log (sampled feeds with their features, for retraining).
+    pub feature_log: Arc<crate::learning::FeatureLog>,
+    /// Each tenant's running experiment.
+    pub experiments: Arc<crate::learning::Experiments>,
+    /// The settings in force, re-read by `POST /v1/admin/config/reload`.
+    pub settings: std::sync::Mutex<crate::config::Settings>,
 }
 
 /// The transport a request came by: a bounded label of the feed metrics and a field of the

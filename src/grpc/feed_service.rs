@@ -177,6 +177,16 @@ fn response(tenant: &str, served: ServedFeed) -> proto::GetFeedResponse {
         page: served.page,
         next_cursor: served.next_cursor.clone().unwrap_or_default(),
         rules_version: outcome.rules.version,
+        experiment: served
+            .assignment
+            .as_ref()
+            .map(|a| a.experiment.to_string())
+            .unwrap_or_default(),
+        arm: served
+            .assignment
+            .as_ref()
+            .map(|a| a.arm.to_string())
+            .unwrap_or_default(),
     }
 }
 

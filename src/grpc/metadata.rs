@@ -79,6 +79,8 @@ pub fn call_span(md: &MetadataMap, service: &'static str, method: &'static str) 
         rpc.method = method,
         rpc.grpc.status_code = tracing::field::Empty,
         tenant = tracing::field::Empty,
+        experiment = tracing::field::Empty,
+        arm = tracing::field::Empty,
         request_id = tracing::field::Empty,
     );
     let parent =

@@ -74,9 +74,10 @@ pub enum AdminErrors<'a> {
     /// Not an admin key.
     #[response(status = 403)]
     PermissionDenied(Body<'a>),
-    /// The new model files failed their checks; the serving model is unchanged.
+    /// The new model files failed their checks (model reload), or the configuration read again
+    /// is invalid (config reload); nothing changed.
     #[response(status = 422)]
-    ModelRejected(Body<'a>),
+    Rejected(Body<'a>),
     /// The model watchdog is not running.
     #[response(status = 503)]
     Unavailable(Body<'a>),

@@ -64,6 +64,10 @@ pub(super) struct FeedResponse<'a> {
     next_cursor: Option<&'a str>,
     /// The version of the tenant's business rules that arranged the page (0: configured).
     rules_version: u64,
+    /// The tenant's running experiment (null without one).
+    experiment: Option<&'a str>,
+    /// The user's arm of it, which chose the model (null without an experiment).
+    arm: Option<&'a str>,
     /// `explain=true` only: candidates each rule kept out (unavailable, seen, excluded,
     /// own_item, purchased, fatigue).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -131,7 +135,7 @@ fn response<'a>(tenant: &'a str, served: &'a ServedFeed) -> FeedResponse<'a> {
                 score: item.score,
                 rank: i + 1,
                 sources: item.sources,
-                model_score: item.model_score,
+                model_score: item.model_score.filter(|_| served.explain),
                 rules: served.explain.then_some(item.notes.as_slice()),
                 features: served.features(item).map(Iterator::collect),
             })
@@ -139,6 +143,8 @@ fn response<'a>(tenant: &'a str, served: &'a ServedFeed) -> FeedResponse<'a> {
         page: served.page,
         next_cursor: served.next_cursor.as_deref(),
         rules_version: outcome.rules.version,
+        experiment: served.assignment.as_ref().map(|a| &*a.experiment),
+        arm: served.assignment.as_ref().map(|a| &*a.arm),
         rules_removed: served.removed(),
         timings_ms: served.timings_ms(),
     }

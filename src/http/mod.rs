@@ -74,6 +74,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .default_service(error::method_not_allowed("POST")),
     )
     .service(
+        web::resource("/v1/admin/config/reload")
+            .route(web::post().to(admin::reload_config))
+            .default_service(error::method_not_allowed("POST")),
+    )
+    .service(
+        web::resource("/v1/admin/experiments")
+            .route(web::get().to(admin::experiments))
+            .default_service(error::method_not_allowed("GET")),
+    )
+    .service(
         web::resource("/openapi.json")
             .route(web::get().to(openapi::openapi_json))
             .default_service(error::method_not_allowed("GET")),

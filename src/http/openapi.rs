@@ -27,6 +27,8 @@ use super::{admin, events, feed, items, probes, rules};
         rules::put_rules,
         events::post_events,
         admin::reload_model,
+        admin::reload_config,
+        admin::experiments,
         probes::healthz,
         probes::readyz,
     ),

@@ -29,7 +29,9 @@ impl RootSpanBuilder for RootSpans {
             http.request.method = %method,
             url.path = %path,
             http.response.status_code = tracing::field::Empty,
-            tenant = tracing::field::Empty
+            tenant = tracing::field::Empty,
+            experiment = tracing::field::Empty,
+            arm = tracing::field::Empty
         )
     }
 

@@ -229,6 +229,8 @@ impl Ingestor {
                     request_id: r.as_deref()?,
                     kind: e.kind,
                     item_id: &e.item_id,
+                    user_id: &e.user_id,
+                    timestamp: e.timestamp,
                 })
             })
             .collect();

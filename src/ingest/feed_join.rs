@@ -1,17 +1,23 @@
-//! Live ranking quality: each served feed is logged for a while (its model and the items in
-//! rank order, in the store's [`FeedLog`]), and clicks and purchases that carry its
-//! `request_id` are joined with it. From the counters (`eaglerank_ranking_*`) PromQL derives
-//! CTR@k and the mean reciprocal rank of the first click, per model version and tenant —
-//! offline NDCG's live counterpart.
+//! Live ranking quality: each served feed is logged for a while (its model, experiment arm and
+//! the items in rank order, in the store's [`FeedLog`]), and clicks, carts and purchases that
+//! carry its `request_id` are joined with it. From the counters (`eaglerank_ranking_*`,
+//! `eaglerank_experiment_*`) PromQL derives CTR@k and the mean reciprocal rank of the first
+//! click, per model version and tenant, and per experiment arm — offline NDCG's live
+//! counterpart. Events naming a feed of the served-feature log's sample are logged there too
+//! (the outcomes a training set is labelled with).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::EventSettings;
-use crate::domain::{EventKind, ItemId};
+use crate::domain::{EventKind, UnixSeconds};
+use crate::learning::{FeatureLog, OutcomeRecord, Record};
 use crate::store::{FeedLog, ServedFeed, StoreError, by_deadline};
-use crate::telemetry::events::{FeedInteraction, FeedLogFailed, FeedRanked, InteractionUnjoined};
+use crate::telemetry::events::{
+    ExperimentFeedServed, ExperimentInteraction, FeedInteraction, FeedLogFailed, FeedRanked,
+    InteractionUnjoined,
+};
 use crate::telemetry::{InternalEvent, Metrics};
 
 /// An applied event the join looks at.
@@ -19,20 +25,29 @@ pub struct Outcome<'a> {
     pub request_id: &'a str,
     pub kind: EventKind,
     pub item_id: &'a str,
+    pub user_id: &'a str,
+    pub timestamp: UnixSeconds,
 }
 
 pub struct ServedFeeds {
     log: Arc<dyn FeedLog>,
     window: Duration,
     metrics: Arc<Metrics>,
+    features: Arc<FeatureLog>,
 }
 
 impl ServedFeeds {
-    pub fn new(log: Arc<dyn FeedLog>, settings: &EventSettings, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        log: Arc<dyn FeedLog>,
+        settings: &EventSettings,
+        metrics: Arc<Metrics>,
+        features: Arc<FeatureLog>,
+    ) -> Self {
         Self {
             log,
             window: settings.join_window,
             metrics,
+            features,
         }
     }
 
@@ -43,34 +58,47 @@ impl ServedFeeds {
         &self,
         tenant: &str,
         request_id: &str,
-        model: &str,
-        version: &str,
-        items: Vec<ItemId>,
+        feed: ServedFeed,
         deadline: Instant,
     ) {
         FeedRanked {
             tenant,
-            model,
-            version,
+            model: &feed.model,
+            version: &feed.version,
         }
         .emit(&self.metrics);
-        let feed = ServedFeed {
-            model: model.to_owned(),
-            version: version.to_owned(),
-            items,
-        };
+        if let Some((experiment, arm)) = &feed.arm {
+            ExperimentFeedServed {
+                tenant,
+                experiment,
+                arm,
+            }
+            .emit(&self.metrics);
+        }
         let write = self.log.record(tenant, request_id, &feed, self.window);
         if let Err(error) = by_deadline(deadline, "the served-feed log", write).await {
             FeedLogFailed { error: &error }.emit(&self.metrics);
         }
     }
 
-    /// Joins applied events with the feeds they name. Impressions and carts are not outcomes
-    /// here.
+    /// Joins applied events with the feeds they name (impressions are not outcomes here), and
+    /// logs those of the served-feature log's feeds there.
     pub async fn join(&self, tenant: &str, events: &[Outcome<'_>]) {
+        for e in events {
+            if self.features.sampled(tenant, e.request_id) {
+                self.features.log(Record::Outcome(OutcomeRecord {
+                    request_id: e.request_id.to_owned(),
+                    tenant: tenant.to_owned(),
+                    user_id: e.user_id.to_owned(),
+                    item_id: e.item_id.to_owned(),
+                    event: e.kind.as_str().to_owned(),
+                    ts: e.timestamp,
+                }));
+            }
+        }
         let outcomes: Vec<&Outcome<'_>> = events
             .iter()
-            .filter(|e| matches!(e.kind, EventKind::Click | EventKind::Purchase))
+            .filter(|e| e.kind != EventKind::Impression)
             .collect();
         if outcomes.is_empty() {
             return;
@@ -125,13 +153,29 @@ impl ServedFeeds {
             )
             .collect();
         for (e, feed, position, candidate) in joined {
+            let first_click = candidate && first.get(e.request_id).copied().unwrap_or(false);
+            if let Some((experiment, arm)) = &feed.arm {
+                ExperimentInteraction {
+                    tenant,
+                    experiment,
+                    arm,
+                    kind: e.kind.as_str(),
+                    position,
+                    first_click,
+                }
+                .emit(&self.metrics);
+            }
+            // The model-quality counters keep their two kinds.
+            if e.kind == EventKind::AddToCart {
+                continue;
+            }
             FeedInteraction {
                 tenant,
                 model: &feed.model,
                 version: &feed.version,
                 kind: e.kind.as_str(),
                 position,
-                first_click: candidate && first.get(e.request_id).copied().unwrap_or(false),
+                first_click,
             }
             .emit(&self.metrics);
         }

@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::{Deserialize, Serialize};
@@ -29,16 +28,6 @@ pub enum KafkaError {
     Encode(#[from] serde_json::Error),
 }
 
-/// The librdkafka settings shared by producer and consumer, plus any `[kafka.properties]`.
-pub fn client_config(settings: &KafkaSettings) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", &settings.brokers);
-    for (k, v) in &settings.properties {
-        config.set(k, v);
-    }
-    config
-}
-
 pub struct EventProducer {
     producer: FutureProducer,
     topic: String,
@@ -48,7 +37,8 @@ pub struct EventProducer {
 /// A producer whose sends complete once the brokers acknowledged them (idempotent), or fail
 /// after `kafka.produce_timeout_ms`.
 fn acknowledged_producer(settings: &KafkaSettings) -> Result<FutureProducer, KafkaError> {
-    Ok(client_config(settings)
+    Ok(settings
+        .client_config()
         .set("enable.idempotence", "true")
         .set(
             "message.timeout.ms",

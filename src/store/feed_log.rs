@@ -23,6 +23,9 @@ pub struct ServedFeed {
     pub model: String,
     pub version: String,
     pub items: Vec<ItemId>,
+    /// (experiment, arm) when the feed was served to an experiment's arm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arm: Option<(String, String)>,
 }
 
 /// Where served feeds are kept for the join window.
@@ -114,12 +117,16 @@ struct Log {
     segments: VecDeque<Segment>,
     entries: usize,
     tenants: Interner<String>,
-    models: Interner<(String, String)>,
+    /// Model, version and experiment arm: few distinct values, one number per feed.
+    models: Interner<Labels>,
     /// Per tenant (by its interned id).
     items: Vec<Interner<ItemId>>,
     /// Feeds dropped before their window ended (the capacity was reached).
     evicted_early: u64,
 }
+
+/// What a feed was ranked by: model, version, (experiment, arm).
+type Labels = (String, String, Option<(String, String)>);
 
 /// A request id as 128 bits (two words: 8-byte aligned, so an entry packs into 28 bytes).
 type Key = [u64; 2];
@@ -248,7 +255,9 @@ impl FeedLog for MemoryFeedLog {
         }
         log.evicted_early += evicted as u64;
         let t = log.tenants.id(&tenant.to_owned());
-        let model = log.models.id(&(feed.model.clone(), feed.version.clone()));
+        let model = log
+            .models
+            .id(&(feed.model.clone(), feed.version.clone(), feed.arm.clone()));
         if log.items.len() <= t as usize {
             log.items.resize_with(t as usize + 1, Interner::default);
         }
@@ -319,7 +328,7 @@ impl FeedLog for MemoryFeedLog {
             .iter()
             .map(|r| {
                 let (s, e) = Self::find(&log, t as u16, request_key(r))?;
-                let (model, version) = log.models.values[e.model as usize].clone();
+                let (model, version, arm) = log.models.values[e.model as usize].clone();
                 let arena = &log.segments[s].items;
                 let names = &log.items[t as usize].values;
                 let items = arena[e.offset as usize..e.offset as usize + e.len as usize]
@@ -330,6 +339,7 @@ impl FeedLog for MemoryFeedLog {
                     model,
                     version,
                     items,
+                    arm,
                 })
             })
             .collect())
@@ -380,6 +390,7 @@ mod tests {
             items: (0..20)
                 .map(|i| ItemId::from(format!("i{}", (n * 7 + i) % 5_000)))
                 .collect(),
+            arm: n.is_multiple_of(2).then(|| ("exp".into(), "b".into())),
         }
     }
 

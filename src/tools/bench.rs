@@ -240,7 +240,9 @@ pub async fn run_ingest(
     mock.create_topic(&settings.kafka.topic, partitions, 1)?;
     settings.kafka.brokers = mock.bootstrap_servers();
 
-    let producer: FutureProducer = crate::ingest::kafka::client_config(&settings.kafka)
+    let producer: FutureProducer = settings
+        .kafka
+        .client_config()
         .set("linger.ms", "5")
         .set("batch.num.messages", "10000")
         .set("queue.buffering.max.messages", "2000000")

@@ -52,6 +52,18 @@ pub struct DriveReport {
     pub repeat_share: f64,
     /// Mean number of items sharing a brand with the item right above them, per feed.
     pub same_brand_adjacent: f64,
+    /// Per experiment arm (as the service assigned it), when the tenant runs an experiment.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub arms: std::collections::BTreeMap<String, ArmDrive>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Serialize)]
+pub struct ArmDrive {
+    pub requests: usize,
+    pub impressions: usize,
+    pub clicks: usize,
+    pub purchases: usize,
+    pub ctr: f64,
 }
 
 #[derive(Deserialize)]
@@ -63,6 +75,8 @@ struct FeedItem {
 struct FeedBody {
     request_id: String,
     items: Vec<FeedItem>,
+    #[serde(default)]
+    arm: Option<String>,
 }
 
 /// The same tastes, with category weights moved to other categories.
@@ -128,6 +142,8 @@ pub async fn run(settings: &Settings, args: &DriveArgs) -> anyhow::Result<DriveR
                 request_id: Some(feed.request_id.clone()),
             });
         };
+        let (impressions, clicks, purchases) =
+            (report.impressions, report.clicks, report.purchases);
         let mut above: Vec<usize> = Vec::with_capacity(feed.items.len());
         for (position, item) in feed.items.iter().enumerate() {
             let Some(i) = market.index_of(&item.item_id) else {
@@ -150,6 +166,8 @@ pub async fn run(settings: &Settings, args: &DriveArgs) -> anyhow::Result<DriveR
                 event(EventKind::Click, &item.item_id);
                 report.clicks += 1;
                 if rng.random_bool(market.purchase_probability(&taste, i)) {
+                    // A purchase goes through the cart.
+                    event(EventKind::AddToCart, &item.item_id);
                     event(EventKind::Purchase, &item.item_id);
                     report.purchases += 1;
                 }
@@ -163,6 +181,16 @@ pub async fn run(settings: &Settings, args: &DriveArgs) -> anyhow::Result<DriveR
             .await?;
         anyhow::ensure!(res.status().is_success(), "events: {}", res.text().await?);
         report.requests += 1;
+        if let Some(arm) = feed.arm {
+            let a = report.arms.entry(arm).or_default();
+            a.requests += 1;
+            a.impressions += report.impressions - impressions;
+            a.clicks += report.clicks - clicks;
+            a.purchases += report.purchases - purchases;
+        }
+    }
+    for a in report.arms.values_mut() {
+        a.ctr = a.clicks as f64 / a.impressions.max(1) as f64;
     }
     report.ctr = report.clicks as f64 / report.impressions.max(1) as f64;
     report.repeat_share = repeats as f64 / report.impressions.max(1) as f64;

@@ -4,4 +4,5 @@
 pub mod bench;
 pub mod chaos;
 pub mod drive;
+pub mod learning;
 pub mod simulate;

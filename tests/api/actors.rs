@@ -129,6 +129,8 @@ async fn every_http_worker_gets_its_own_supervised_feed_lane() {
             user_id: "u1".into(),
             limit: 5,
             explain: false,
+            keep_features: false,
+            model: None,
             rules: eaglerank::ranking::rules::defaults(),
             seen: Default::default(),
             page: 1,

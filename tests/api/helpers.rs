@@ -23,6 +23,8 @@ pub fn test_overrides() -> Vec<(&'static str, config::Value)> {
         ("server.workers", 2.into()),
         ("store.demo.items", 1500.into()),
         ("store.demo.users", 300.into()),
+        // Tests that log served features turn it on, into a directory of their own.
+        ("feature_log.sample_rate", 0.0.into()),
     ]
 }
 
@@ -121,9 +123,17 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts the app inside the test's actix system with extra config overrides.
 pub async fn spawn_app_with(extra: &[(&'static str, config::Value)]) -> TestApp {
+    spawn_app_with_files(&[], extra).await
+}
+
+/// Starts the app with config files (as `--config` gives them) and extra overrides.
+pub async fn spawn_app_with_files(
+    files: &[std::path::PathBuf],
+    extra: &[(&'static str, config::Value)],
+) -> TestApp {
     let mut overrides = test_overrides();
     overrides.extend(extra.iter().cloned());
-    let settings = Settings::load_with(&[], &overrides).expect("test configuration loads");
+    let settings = Settings::load_with(files, &overrides).expect("test configuration loads");
     let app = Application::build(settings)
         .await
         .expect("application builds");
@@ -174,6 +184,7 @@ pub fn binary_command(envs: &[(&str, &str)]) -> Command {
         .env("EAGLERANK__SERVER__WORKERS", "1")
         .env("EAGLERANK__STORE__DEMO__ITEMS", "1000")
         .env("EAGLERANK__STORE__DEMO__USERS", "200")
+        .env("EAGLERANK__FEATURE_LOG__SAMPLE_RATE", "0")
         .envs(envs.iter().copied());
     cmd
 }

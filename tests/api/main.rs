@@ -12,6 +12,7 @@ mod health;
 mod helpers;
 mod items;
 mod kafka;
+mod learning;
 mod lifecycle;
 mod logs;
 mod metrics;

@@ -201,6 +201,20 @@ impl ModelRegistry {
         (self.slots[t.live].current(), shadow)
     }
 
+    /// As [`ModelRegistry::for_tenant`], ranked by the slot named `slot` instead (an experiment
+    /// arm's model) when given and loaded.
+    pub fn for_feed(
+        &self,
+        tenant: &str,
+        slot: Option<&str>,
+    ) -> (Arc<LoadedModel>, Option<Arc<LoadedModel>>) {
+        let (live, shadow) = self.for_tenant(tenant);
+        match slot.and_then(|name| self.slots.iter().find(|s| s.name == name)) {
+            Some(s) => (s.current(), shadow),
+            None => (live, shadow),
+        }
+    }
+
     /// The names of the models the other slots serve.
     pub fn names_besides(&self, slot: &str) -> Vec<String> {
         self.slots

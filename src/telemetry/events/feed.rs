@@ -24,6 +24,11 @@ pub struct FeedServed<'a> {
     pub rules_version: u64,
     /// The trace id, when the request's trace is sampled: the latency's exemplar.
     pub trace_id: Option<&'a str>,
+    /// The experiment and arm the user is in, if the tenant runs one.
+    pub experiment: Option<&'a str>,
+    pub arm: Option<&'a str>,
+    /// Whether the feed went to the served-feature log.
+    pub feature_logged: bool,
 }
 
 impl InternalEvent for FeedServed<'_> {
@@ -56,6 +61,9 @@ impl InternalEvent for FeedServed<'_> {
             degraded_reason = self.degraded,
             page = self.page,
             rules_version = self.rules_version,
+            experiment = self.experiment,
+            arm = self.arm,
+            feature_logged = self.feature_logged,
         );
     }
 }

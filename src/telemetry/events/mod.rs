@@ -6,6 +6,7 @@
 mod actors;
 mod feed;
 mod ingest;
+mod learning;
 mod model;
 mod quality;
 mod rules;
@@ -15,6 +16,7 @@ mod store;
 pub use actors::*;
 pub use feed::*;
 pub use ingest::*;
+pub use learning::*;
 pub use model::*;
 pub use quality::*;
 pub use rules::*;

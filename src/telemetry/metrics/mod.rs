@@ -5,6 +5,7 @@
 
 mod define;
 mod exemplars;
+mod learning;
 mod ml;
 pub mod openmetrics;
 mod rules;
@@ -15,6 +16,7 @@ use prometheus::{
 
 use define::Registrar;
 pub use exemplars::{Exemplar, LatencyExemplars};
+pub use learning::{EXPERIMENT_KINDS, FEATURE_LOG_DROP_REASONS, LearningMetrics};
 pub use ml::MlMetrics;
 pub use rules::{REMOVAL_RULES, RulesMetrics};
 
@@ -99,6 +101,8 @@ pub struct Metrics {
     pub ml: MlMetrics,
     /// Business rules and feed sessions.
     pub rules: RulesMetrics,
+    /// The served-feature log and the experiments.
+    pub learning: LearningMetrics,
     /// The last few errors, for the ops page.
     pub recent_errors: super::recent::RecentErrors,
     /// Trace ids of sampled feeds, per latency bucket (OpenMetrics exemplars).
@@ -379,6 +383,7 @@ impl Metrics {
             ),
             ml: MlMetrics::new(&r),
             rules: RulesMetrics::new(&r),
+            learning: LearningMetrics::new(&r),
             recent_errors: Default::default(),
             feed_latency_exemplars: LatencyExemplars::new(LATENCY_BUCKETS),
             registry,
@@ -396,6 +401,7 @@ impl Metrics {
         for outcome in ["loaded", "rejected"] {
             self.ml.model_reloads_total.with_label_values(&[outcome]);
         }
+        self.learning.init_global();
     }
 
     /// Registers the Redis series; only a Redis-backed service exports them (so that an
