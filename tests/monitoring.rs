@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use helpers::{DEMO_A_KEY, DEMO_B_KEY, RedisServer, TestApp, spawn_app_with};
+use helpers::{DEMO_A_KEY, DEMO_B_KEY, RedisServer, TestApp, spawn_app_with, spawn_app_with_files};
 use serde_json::{Value, json};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -120,21 +120,24 @@ async fn traffic(apps: &[&TestApp], round: usize) {
             // A user without history: missing features for the invalid-values panel.
             app.feed(tenant, key, &format!("user_id=new-{round}")).await;
         }
-        // Clicks joined with a served feed (live quality), and one that joins nothing.
-        let served: Value = app
-            .feed("demo-a", DEMO_A_KEY, "user_id=u2&limit=10")
-            .await
-            .json()
-            .await
-            .unwrap();
-        let joined: Vec<Value> = [(0, served["request_id"].clone()), (1, json!("gone"))]
-            .into_iter()
-            .map(|(i, request_id)| {
-                json!({"event_id": format!("j{round}-{i}"), "type": "click", "user_id": "u2",
-                       "item_id": served["items"][0]["item_id"], "request_id": request_id,
-                       "timestamp": eaglerank::ingest::now_rfc3339()})
-            })
-            .collect();
+        // Clicks joined with served feeds (live quality; users of both experiment arms), and
+        // one that joins nothing.
+        let mut joined = vec![
+            json!({"event_id": format!("j{round}-gone"), "type": "click",
+            "user_id": "u2", "item_id": "i1", "request_id": "gone",
+            "timestamp": eaglerank::ingest::now_rfc3339()}),
+        ];
+        for u in 0..6 {
+            let served: Value = app
+                .feed("demo-a", DEMO_A_KEY, &format!("user_id=u{u}&limit=10"))
+                .await
+                .json()
+                .await
+                .unwrap();
+            joined.push(json!({"event_id": format!("j{round}-{u}"), "type": "click",
+                "user_id": format!("u{u}"), "item_id": served["items"][0]["item_id"],
+                "request_id": served["request_id"], "timestamp": eaglerank::ingest::now_rfc3339()}));
+        }
         app.post_events(&json!(joined)).await;
         // A model reload (the same files: loaded).
         app.client
@@ -166,16 +169,28 @@ async fn every_metric_exists_and_every_dashboard_and_recording_query_returns_dat
         ("model.watchdog_interval_ms", 200.into()),
         ("model.drift_min_samples", 50.into()),
     ];
-    // The embedded instance also scores a shadow model for demo-a, and serves gRPC.
-    let memory = spawn_app_with(&[
-        ("grpc.port", i64::from(helpers::free_port()).into()),
-        drift[0].clone(),
-        drift[1].clone(),
-        ("models.linear.path", "models/ranker-linear.onnx".into()),
-        ("models.linear.metadata", "models/ranker-linear.json".into()),
-        ("tenants.demo-a.shadow_model", "linear".into()),
-        ("tenants.demo-a.shadow_sample_rate", 1.0.into()),
-    ])
+    // The embedded instance also scores a shadow model for demo-a, runs an experiment (the
+    // linear model as its second arm) and serves gRPC.
+    let experiment = tempfile::NamedTempFile::with_suffix(".toml").unwrap();
+    std::fs::write(
+        experiment.path(),
+        "[tenants.demo-a.experiment]\nname = \"linear\"\n\
+         arms = [{ name = \"control\", model = \"default\", share = 0.5 }, \
+                 { name = \"linear\", model = \"linear\", share = 0.5 }]\n",
+    )
+    .unwrap();
+    let memory = spawn_app_with_files(
+        &[experiment.path().to_owned()],
+        &[
+            ("grpc.port", i64::from(helpers::free_port()).into()),
+            drift[0].clone(),
+            drift[1].clone(),
+            ("models.linear.path", "models/ranker-linear.onnx".into()),
+            ("models.linear.metadata", "models/ranker-linear.json".into()),
+            ("tenants.demo-a.shadow_model", "linear".into()),
+            ("tenants.demo-a.shadow_sample_rate", 1.0.into()),
+        ],
+    )
     .await;
     let on_redis = spawn_app_with(&[
         drift[0].clone(),

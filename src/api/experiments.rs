@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::AppState;
 use super::error::ApiError;
 use crate::learning::experiments::{Change, Experiment};
-use crate::learning::report::ArmCounts;
+use crate::learning::report::{ArmCounts, ExperimentCounts as ExperimentView};
 use crate::ranking::model::ModelRegistry;
 use crate::telemetry::events::{CUTOFFS, ExperimentConfigured};
 use crate::telemetry::{InternalEvent, Metrics};
@@ -51,7 +51,7 @@ pub fn configured(
 
 /// What a reload changed.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Reloaded {
+pub struct ConfigReloaded {
     /// Tenants whose experiment started, changed or stopped: `{tenant, before, after}`
     /// (experiment names, null for none).
     pub experiments: Vec<ExperimentChange>,
@@ -71,7 +71,7 @@ pub struct ExperimentChange {
 /// Reads the configuration's sources again and applies what can change while serving: the
 /// experiments and the served-feature log's sample rates. An invalid configuration, or one
 /// whose experiments name a model this process did not load, changes nothing.
-pub fn reload(state: &AppState) -> Result<Reloaded, ApiError> {
+pub fn reload(state: &AppState) -> Result<ConfigReloaded, ApiError> {
     let mut current = state.settings.lock().unwrap_or_else(|e| e.into_inner());
     let next = current
         .reload()
@@ -110,7 +110,7 @@ pub fn reload(state: &AppState) -> Result<Reloaded, ApiError> {
         .map(|t| (t.clone(), next.feature_log_rate(t)))
         .collect();
     *current = next;
-    Ok(Reloaded {
+    Ok(ConfigReloaded {
         experiments: changes
             .into_iter()
             .map(|c| ExperimentChange {
@@ -123,15 +123,6 @@ pub fn reload(state: &AppState) -> Result<Reloaded, ApiError> {
         note: "a reload applies [tenants.<id>.experiment] and the feature_log sample rates; \
                every other change needs a restart",
     })
-}
-
-/// A running experiment and its arms' counters in this process.
-#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct ExperimentView {
-    pub tenant: String,
-    pub experiment: String,
-    #[schema(value_type = Vec<Object>)]
-    pub arms: Vec<ArmCounts>,
 }
 
 /// Every running experiment (or `tenant`'s), with the counters this replica has.

@@ -52,7 +52,7 @@ pub async fn reload_model(
     path = "/v1/admin/config/reload",
     tag = "admin",
     responses(
-        (status = 200, description = "Applied.", body = crate::api::experiments::Reloaded),
+        (status = 200, description = "Applied.", body = crate::api::experiments::ConfigReloaded),
         AdminErrors
     ),
     security(("bearer" = [])),
@@ -82,7 +82,7 @@ pub struct ExperimentsQuery {
     tag = "admin",
     params(ExperimentsQuery),
     responses(
-        (status = 200, description = "The running experiments.", body = Vec<crate::api::experiments::ExperimentView>),
+        (status = 200, description = "The running experiments.", body = Vec<crate::learning::report::ExperimentCounts>),
         AdminErrors
     ),
     security(("bearer" = [])),

@@ -24,6 +24,15 @@ pub struct ArmCounts {
     pub reciprocal_rank: f64,
 }
 
+/// A running experiment and its arms' counters in one process (`GET /v1/admin/experiments`).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ExperimentCounts {
+    pub tenant: String,
+    pub experiment: String,
+    #[schema(value_type = Vec<Object>)]
+    pub arms: Vec<ArmCounts>,
+}
+
 /// An estimate and its 95 % interval.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Estimate {

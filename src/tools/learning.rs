@@ -5,10 +5,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::api::experiments::ExperimentView;
 use crate::config::Settings;
 use crate::learning::dataset::{self, Selection, Summary};
-use crate::learning::report;
+use crate::learning::report::{self, ExperimentCounts};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ExportArgs {
@@ -92,7 +91,7 @@ pub async fn report(args: &ReportArgs) -> anyhow::Result<String> {
     let status = response.status();
     let body = response.text().await?;
     anyhow::ensure!(status.is_success(), "GET {url}: {status}: {body}");
-    let views: Vec<ExperimentView> =
+    let views: Vec<ExperimentCounts> =
         serde_json::from_str(&body).with_context(|| format!("GET {url}: {body}"))?;
     let view = views.into_iter().next().with_context(|| {
         format!(
