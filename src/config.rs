@@ -63,6 +63,10 @@ pub struct Settings {
     #[serde(default)]
     pub models: BTreeMap<String, ModelFiles>,
     pub tenants: BTreeMap<String, TenantSettings>,
+    /// Named rules documents an experiment arm may rank with instead of its tenant's rules:
+    /// `[rules_presets.<name>]`.
+    #[serde(default)]
+    pub rules_presets: BTreeMap<String, crate::domain::rules::Rules>,
     /// Where these settings came from (the `--config` files and the overrides on top of the
     /// environment): `POST /v1/admin/config/reload` reads the same sources again.
     #[serde(skip)]
@@ -111,6 +115,9 @@ pub struct ArmSettings {
     pub model: String,
     /// Share of the tenant's users (the arms' shares sum to 1).
     pub share: f64,
+    /// A `[rules_presets.<name>]` the arm's feeds are arranged by instead of the tenant's rules.
+    #[serde(default)]
+    pub rules: Option<String>,
 }
 
 /// The gRPC server (`grpc/`): its own port beside the HTTP one; `port = 0` turns it off.
@@ -637,6 +644,15 @@ impl Settings {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
+        for (name, rules) in &self.rules_presets {
+            if let Err(problems) = rules.validate() {
+                let list: Vec<String> = problems
+                    .iter()
+                    .map(|(field, reason)| format!("rules_presets.{name}.{field}: {reason}"))
+                    .collect();
+                return invalid(list.join("; "));
+            }
+        }
         for (id, t) in &self.tenants {
             if let Err(problems) = t.rules.validate() {
                 let list: Vec<String> = problems
@@ -737,6 +753,13 @@ impl Settings {
                 return Err(at(format!(
                     "model: {:?} is not \"default\" nor a [models.<name>]",
                     arm.model
+                )));
+            }
+            if let Some(preset) = &arm.rules
+                && !self.rules_presets.contains_key(preset)
+            {
+                return Err(at(format!(
+                    "rules: {preset:?} is not a [rules_presets.<name>]"
                 )));
             }
             if !(arm.share > 0.0 && arm.share <= 1.0) {

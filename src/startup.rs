@@ -171,6 +171,7 @@ impl Application {
                 .map(|(id, t)| (id.clone(), t.rules.clone())),
             settings.feed.rules_refresh,
         ));
+        rules_book.set_presets(settings.rules_presets.clone());
         if settings.feed.cursor_secret.is_empty() && settings.redis.enabled() {
             tracing::warn!(
                 "feed.cursor_secret is empty: cursors are valid only on the replica that issued them; give every replica the same secret"

@@ -263,6 +263,34 @@ async fn every_metric_exists_and_every_dashboard_and_recording_query_returns_dat
         assert!(found, "{name} is used by monitoring/ but not exported");
     }
 
+    // The experiment report reads the same counters from Prometheus (summed over replicas).
+    let mut report = Value::Null;
+    for _ in 0..20 {
+        let out = Command::new(env!("CARGO_BIN_EXE_eaglerank"))
+            .current_dir(ROOT)
+            .env("EAGLERANK__LOG__LEVEL", "warn")
+            .args(["experiment", "report", "--tenant", "demo-a", "--json"])
+            .args(["--prometheus", &prom.url, "--window", "1h"])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            report = serde_json::from_slice(&out.stdout).unwrap();
+            if report["arms"][0]["feeds"].as_u64() > Some(0) {
+                break;
+            }
+        }
+        actix_rt::time::sleep(Duration::from_millis(500)).await;
+    }
+    let arms: Vec<&str> = report["arms"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|a| a["arm"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(arms, ["control", "linear"], "{report}");
+    assert!(
+        report["arms"][1]["ctr_at_10_vs_control"]["z"].is_number(),
+        "{report}"
+    );
+
     // 2. Every recording rule and dashboard query returns data from the real Prometheus.
     let mut missing = Vec::new();
     for entry in q["queries"].as_array().unwrap() {

@@ -69,7 +69,7 @@ pub struct ExperimentChange {
 }
 
 /// Reads the configuration's sources again and applies what can change while serving: the
-/// experiments and the served-feature log's sample rates. An invalid configuration, or one
+/// experiments, the rules presets their arms name, and the served-feature log's sample rates. An invalid configuration, or one
 /// whose experiments name a model this process did not load, changes nothing.
 pub fn reload(state: &AppState) -> Result<ConfigReloaded, ApiError> {
     let mut current = state.settings.lock().unwrap_or_else(|e| e.into_inner());
@@ -104,6 +104,7 @@ pub fn reload(state: &AppState) -> Result<ConfigReloaded, ApiError> {
         );
     }
     state.feature_log.configure(&next);
+    state.rules.set_presets(next.rules_presets.clone());
     let rates = next
         .tenants
         .keys()
@@ -120,8 +121,8 @@ pub fn reload(state: &AppState) -> Result<ConfigReloaded, ApiError> {
             })
             .collect(),
         feature_log_sample_rates: rates,
-        note: "a reload applies [tenants.<id>.experiment] and the feature_log sample rates; \
-               every other change needs a restart",
+        note: "a reload applies [tenants.<id>.experiment], [rules_presets.*] and the \
+               feature_log sample rates; every other change needs a restart",
     })
 }
 

@@ -417,6 +417,13 @@ pub async fn serve(
     let outcome = async {
         let position = position(state, &tenant.id, &request, call.deadline).await?;
         let rules = rules(state, &tenant.id, &call).await;
+        // An experiment arm may be arranged by a preset instead of the tenant's rules.
+        let rules = choice
+            .assignment
+            .as_ref()
+            .and_then(|a| a.rules.as_deref())
+            .and_then(|preset| state.rules.preset(preset))
+            .unwrap_or(rules);
         let mut position = position;
         let outcome = match position.pages.get(&position.page) {
             Some(page) => {

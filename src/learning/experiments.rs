@@ -20,6 +20,8 @@ pub struct Arm {
     /// The model slot that ranks it.
     pub model: Arc<str>,
     pub share: f64,
+    /// The rules preset that arranges its feeds, if not the tenant's rules.
+    pub rules: Option<Arc<str>>,
 }
 
 /// The arm a request is in.
@@ -28,6 +30,7 @@ pub struct Assignment {
     pub experiment: Arc<str>,
     pub arm: Arc<str>,
     pub model: Arc<str>,
+    pub rules: Option<Arc<str>>,
 }
 
 impl Experiment {
@@ -41,6 +44,7 @@ impl Experiment {
                     name: a.name.as_str().into(),
                     model: a.model.as_str().into(),
                     share: a.share,
+                    rules: a.rules.as_deref().map(Into::into),
                 })
                 .collect(),
         }
@@ -64,6 +68,7 @@ impl Experiment {
             experiment: self.name.clone(),
             arm: arm.name.clone(),
             model: arm.model.clone(),
+            rules: arm.rules.clone(),
         }
     }
 }
@@ -163,6 +168,7 @@ mod tests {
                     name: format!("arm-{i}"),
                     model: "default".into(),
                     share: *s,
+                    rules: None,
                 })
                 .collect(),
         })

@@ -196,6 +196,39 @@ mod tests {
     }
 
     #[test]
+    fn a_full_queue_drops_and_counts_instead_of_waiting() {
+        let metrics = Arc::new(Metrics::new());
+        // A writer that is behind: nothing drains the queue of two.
+        let (tx, _rx) = std::sync::mpsc::sync_channel(2);
+        let log = FeatureLog {
+            rates: RwLock::new((HashMap::new(), 1.0)),
+            queue: Some(tx),
+            metrics: metrics.clone(),
+        };
+        let outcome = || {
+            Record::Outcome(crate::learning::OutcomeRecord {
+                request_id: "r".into(),
+                tenant: "t".into(),
+                user_id: "u".into(),
+                item_id: "i".into(),
+                event: "click".into(),
+                ts: 0.0,
+            })
+        };
+        let started = Instant::now();
+        for _ in 0..5 {
+            log.log(outcome());
+        }
+        assert!(started.elapsed() < Duration::from_secs(1), "never blocks");
+        let dropped = metrics
+            .learning
+            .feature_log_dropped_total
+            .with_label_values(&["queue_full"])
+            .get();
+        assert_eq!(dropped, 3);
+    }
+
+    #[test]
     fn sampling_takes_the_configured_share() {
         let n = 100_000;
         let hits = (0..n)

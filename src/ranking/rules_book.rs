@@ -23,6 +23,8 @@ pub struct RulesBook {
     configured: HashMap<String, Arc<TenantRules>>,
     refresh: Duration,
     current: RwLock<HashMap<String, Entry>>,
+    /// `[rules_presets.*]`, compiled: what an experiment arm may rank with instead.
+    presets: RwLock<HashMap<String, Arc<TenantRules>>>,
 }
 
 /// What a refresh found, for the caller to report.
@@ -48,7 +50,25 @@ impl RulesBook {
                 .collect(),
             refresh,
             current: RwLock::new(HashMap::new()),
+            presets: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// Replaces the presets (at start and on a config reload; already validated). A preset's
+    /// version is 0, like configured rules: it is never edited through the API.
+    pub fn set_presets(&self, presets: impl IntoIterator<Item = (String, Rules)>) {
+        *self.presets.write().unwrap_or_else(|e| e.into_inner()) = presets
+            .into_iter()
+            .map(|(name, r)| (name, Arc::new(TenantRules::new(0, r))))
+            .collect();
+    }
+
+    pub fn preset(&self, name: &str) -> Option<Arc<TenantRules>> {
+        self.presets
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
     }
 
     fn configured(&self, tenant: &str) -> Arc<TenantRules> {

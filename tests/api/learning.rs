@@ -521,6 +521,34 @@ async fn the_learning_loop_runs_end_to_end() {
         String::from_utf8_lossy(&train.stderr)
     );
     let offline: Value = serde_json::from_slice(&train.stdout).unwrap();
+    // A training set whose features differ from the model it must match is refused.
+    let text = std::fs::read_to_string(&data).unwrap();
+    let renamed = dir.path().join("renamed.jsonl");
+    std::fs::write(
+        &renamed,
+        text.replacen("\"item_ctr\"", "\"item_ctr_v2\"", 1),
+    )
+    .unwrap();
+    let refused = Command::new(&python)
+        .current_dir(root)
+        .args([
+            "training/train.py",
+            renamed.to_str().unwrap(),
+            "--out-dir",
+            &dir_s,
+        ])
+        .args([
+            "--name",
+            "refused",
+            "--match-metadata",
+            "models/ranker.json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("item_ctr_v2"), "{stderr}");
+    assert!(!dir.path().join("refused.onnx").exists());
     assert!(
         offline["ndcg@20_model"].as_f64().unwrap() > 0.0,
         "{offline}"
@@ -584,4 +612,102 @@ async fn the_learning_loop_runs_end_to_end() {
         "learning loop: offline {offline}\nlive CTR per arm {:?}\nreport {report:#}",
         driven.arms
     );
+}
+
+/// With Kafka configured the log goes to its topic (librdkafka's mock cluster as the broker),
+/// outcomes too — through the events topic, the consumer and the join — and the export reads
+/// the topic.
+#[actix_rt::test]
+async fn with_kafka_the_log_is_a_topic_and_the_export_reads_it() {
+    let kafka = rdkafka::mocking::MockCluster::new(1).unwrap();
+    kafka.create_topic("eaglerank-events", 2, 1).unwrap();
+    kafka.create_topic("eaglerank-feature-log", 3, 1).unwrap();
+    let brokers = kafka.bootstrap_servers();
+    let app = spawn_app_with(&[
+        ("kafka.brokers", brokers.clone().into()),
+        ("feature_log.sample_rate", 1.0.into()),
+        // No files: the records must come from the topic.
+        ("feature_log.dir", "/nonexistent/feature-log".into()),
+    ])
+    .await;
+    let mut events = Vec::new();
+    for u in 0..3 {
+        let f = feed(&app, &format!("u{u}"), false).await;
+        events.push(event(&f, u, "click", 0));
+    }
+    assert_eq!(app.post_events(&json!(events)).await.status(), 202);
+    let settings = eaglerank::config::Settings::load_with(
+        &[],
+        &[
+            ("kafka.brokers", brokers.into()),
+            ("feature_log.dir", "/nonexistent/feature-log".into()),
+        ],
+    )
+    .unwrap();
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let args = eaglerank::tools::learning::ExportArgs {
+        out: out.path().to_owned(),
+        since: None,
+        until: None,
+        tenant: None,
+        join_window_seconds: None,
+    };
+    // The consumer applies the clicks and the writer flushes: within seconds.
+    let start = Instant::now();
+    let summary = loop {
+        if let Ok(s) = eaglerank::tools::learning::export(&settings, &args)
+            && s.labels.click == 3
+        {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the clicks never reached the topic"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(summary.requests, 3);
+    assert_eq!(summary.rows, 60);
+}
+
+/// An arm may be arranged by a rules preset instead of its tenant's rules.
+#[actix_rt::test]
+async fn an_arm_may_rank_with_a_rules_preset() {
+    let dir = tempfile::tempdir().unwrap();
+    let categories: Vec<String> = (0..12).map(|c| format!("\"cat-{c:02}\"")).collect();
+    let config = dir.path().join("preset.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[rules_presets.half-catalog]\nexclude = {{ categories = [{}] }}\n\
+             [tenants.demo-a.experiment]\nname = \"preset\"\n\
+             arms = [{{ name = \"control\", model = \"default\", share = 0.5 }}, \
+                     {{ name = \"narrow\", model = \"default\", share = 0.5, rules = \"half-catalog\" }}]\n",
+            categories.join(", ")
+        ),
+    )
+    .unwrap();
+    let app = spawn_app_with_files(&[config], &[]).await;
+    let mut seen = std::collections::HashSet::new();
+    for u in 0..40 {
+        let f = feed(&app, &format!("u{u}"), true).await;
+        let excluded = f["rules_removed"]["excluded"].as_u64().unwrap_or(0);
+        match f["arm"].as_str().unwrap() {
+            "narrow" => assert!(excluded > 0, "{}", f["rules_removed"]),
+            _ => assert_eq!(excluded, 0, "{}", f["rules_removed"]),
+        }
+        seen.insert(f["arm"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(seen.len(), 2);
+    // A preset that does not exist is refused at start, naming the field.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[tenants.demo-a.experiment]\nname = \"x\"\narms = [{ name = \"a\", model = \"default\", share = 1.0, rules = \"nope\" }]\n",
+    )
+    .unwrap();
+    let err = eaglerank::config::Settings::load(&[bad])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("arms[0].rules"), "{err}");
 }
