@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::records::{FeedRecord, OutcomeRecord, Record, grade};
+use super::records::{FeedRecord, Record, grade};
 use super::sinks;
 use crate::config::KafkaSettings;
 
@@ -45,10 +45,10 @@ fn parse(bytes: &[u8], at: impl FnOnce() -> String) -> Result<Record, DatasetErr
     })
 }
 
-/// Every record of the log's files in `dir`, oldest file first. The newest file may end in a
-/// line still being written: that one is left out; any other line that does not parse is an
-/// error naming its file and line.
-pub fn read_files(dir: &Path) -> Result<Vec<Record>, DatasetError> {
+/// Visits every record of the log's files in `dir`, oldest file first, line by line. The newest
+/// file may end in a line still being written: that one is left out; any other line that does
+/// not parse is an error naming its file and line.
+pub fn read_files(dir: &Path, visit: &mut dyn FnMut(Record)) -> Result<(), DatasetError> {
     let files = sinks::files(dir).map_err(io(format!("reading {}", dir.display())))?;
     if files.is_empty() {
         return Err(DatasetError::Empty(format!(
@@ -57,29 +57,43 @@ pub fn read_files(dir: &Path) -> Result<Vec<Record>, DatasetError> {
             dir.display()
         )));
     }
-    let mut records = Vec::new();
     let last = files.len() - 1;
     for (n, (path, _)) in files.iter().enumerate() {
-        let text = std::fs::read(path).map_err(io(format!("reading {}", path.display())))?;
-        let complete = text.ends_with(b"\n");
-        let lines: Vec<&[u8]> = text.split(|b| *b == b'\n').collect();
-        for (i, line) in lines.iter().enumerate() {
-            let partial_tail = i == lines.len() - 1 && !complete && n == last;
-            if line.is_empty() || partial_tail {
-                continue;
+        let reading = || format!("reading {}", path.display());
+        let file = std::fs::File::open(path).map_err(io(reading()))?;
+        let mut reader = std::io::BufReader::with_capacity(256 * 1024, file);
+        let mut line = Vec::new();
+        for number in 1.. {
+            line.clear();
+            if reader.read_until(b'\n', &mut line).map_err(io(reading()))? == 0 {
+                break;
             }
-            records.push(parse(line, || format!("{}:{}", path.display(), i + 1))?);
+            let complete = line.last() == Some(&b'\n');
+            if !complete && n == last {
+                break; // still being written
+            }
+            let text = line.strip_suffix(b"\n").unwrap_or(&line);
+            if !text.is_empty() {
+                visit(parse(text, || format!("{}:{number}", path.display()))?);
+            }
         }
     }
-    Ok(records)
+    Ok(())
 }
 
-/// Every record on `topic`, from the beginning of each partition to its end as of now.
+/// The end offset of each partition of a topic, as of one moment: every pass of an export reads
+/// up to the same ends.
+pub type Ends = HashMap<i32, i64>;
+
+/// Visits every record on `topic`, from the beginning of each partition to its end as of the
+/// first call (`ends` keeps those ends for the next).
 pub fn read_topic(
     kafka: &KafkaSettings,
     topic: &str,
     timeout: Duration,
-) -> Result<Vec<Record>, DatasetError> {
+    ends: &mut Option<Ends>,
+    visit: &mut dyn FnMut(Record),
+) -> Result<(), DatasetError> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::{Message, Offset, TopicPartitionList};
     let k = |e: rdkafka::error::KafkaError| DatasetError::Kafka(e.to_string());
@@ -96,16 +110,22 @@ pub fn read_topic(
         .filter(|t| t.name() == topic && t.error().is_none())
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
         .collect();
-    let mut ends = HashMap::new();
-    let mut assignment = TopicPartitionList::new();
-    for p in partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, p, timeout).map_err(k)?;
-        if high > low {
-            ends.insert(p, high);
-            assignment
-                .add_partition_offset(topic, p, Offset::Beginning)
-                .map_err(k)?;
+    if ends.is_none() {
+        let mut found = Ends::new();
+        for p in partitions {
+            let (low, high) = consumer.fetch_watermarks(topic, p, timeout).map_err(k)?;
+            if high > low {
+                found.insert(p, high);
+            }
         }
+        *ends = Some(found);
+    }
+    let mut ends = ends.clone().unwrap_or_default();
+    let mut assignment = TopicPartitionList::new();
+    for p in ends.keys() {
+        assignment
+            .add_partition_offset(topic, *p, Offset::Beginning)
+            .map_err(k)?;
     }
     if ends.is_empty() {
         return Err(DatasetError::Empty(format!(
@@ -113,21 +133,23 @@ pub fn read_topic(
         )));
     }
     consumer.assign(&assignment).map_err(k)?;
-    let mut records = Vec::new();
     while !ends.is_empty() {
         let message = consumer
             .poll(timeout)
             .ok_or_else(|| DatasetError::Kafka(format!("no message within {timeout:?}")))?
             .map_err(k)?;
         let (p, offset) = (message.partition(), message.offset());
-        records.push(parse(message.payload().unwrap_or_default(), || {
-            format!("{topic}[{p}]@{offset}")
-        })?);
+        // Records past the fixed end (written since) belong to the next export.
+        if ends.get(&p).is_some_and(|end| offset < *end) {
+            visit(parse(message.payload().unwrap_or_default(), || {
+                format!("{topic}[{p}]@{offset}")
+            })?);
+        }
         if ends.get(&p).is_some_and(|end| offset + 1 >= *end) {
             ends.remove(&p);
         }
     }
-    Ok(records)
+    Ok(())
 }
 
 /// Which feeds to export, and how long after a feed its outcomes count.
@@ -195,37 +217,52 @@ struct Row<'a> {
     arm: Option<&'a str>,
 }
 
-/// Joins `records` into the training set written to `out`.
+/// An outcome as the join needs it: item, label grade, time.
+type Graded = (String, u8, f64);
+
+/// What the first pass learns: the outcomes by (tenant, request id), and which feeds are
+/// exported.
+struct FirstPass {
+    outcomes: HashMap<(String, String), Vec<Graded>>,
+    /// The earliest selected feed's time and feature names: the set's columns.
+    first: Option<(f64, Vec<String>)>,
+}
+
+/// Joins the log into the training set written to `out`, in two passes over it (`read` visits
+/// every record, and is called twice): the outcomes first — all that is held in memory — then
+/// the feeds, streamed into rows. Rows follow the log's order (files: time order; a topic:
+/// per partition); `train.py` orders by time itself.
 pub fn export(
-    records: Vec<Record>,
+    read: impl Fn(&mut dyn FnMut(Record)) -> Result<(), DatasetError>,
     selection: &Selection,
     out: &Path,
 ) -> Result<Summary, DatasetError> {
-    let mut feeds: Vec<FeedRecord> = Vec::new();
-    let mut outcomes: HashMap<(String, String), Vec<OutcomeRecord>> = HashMap::new();
-    for record in records {
-        match record {
-            Record::Feed(f) => {
-                let tenant_ok = selection.tenant.as_ref().is_none_or(|t| *t == f.tenant);
-                let time_ok = selection.since.is_none_or(|s| f.ts >= s)
-                    && selection.until.is_none_or(|u| f.ts < u);
-                if tenant_ok && time_ok {
-                    feeds.push(f);
-                }
+    let selected = |f: &FeedRecord| {
+        selection.tenant.as_ref().is_none_or(|t| *t == f.tenant)
+            && selection.since.is_none_or(|s| f.ts >= s)
+            && selection.until.is_none_or(|u| f.ts < u)
+    };
+    let mut pass = FirstPass {
+        outcomes: HashMap::new(),
+        first: None,
+    };
+    read(&mut |record| match record {
+        Record::Feed(f) => {
+            if selected(&f) && pass.first.as_ref().is_none_or(|(ts, _)| f.ts < *ts) {
+                pass.first = Some((f.ts, f.features));
             }
-            Record::Outcome(o) => outcomes
-                .entry((o.tenant.clone(), o.request_id.clone()))
-                .or_default()
-                .push(o),
         }
-    }
-    if feeds.is_empty() {
+        Record::Outcome(o) => pass
+            .outcomes
+            .entry((o.tenant, o.request_id))
+            .or_default()
+            .push((o.item_id, grade(&o.event), o.ts)),
+    })?;
+    let Some((first_ts, features)) = pass.first else {
         return Err(DatasetError::Empty(
             "no logged feed in the selected range and tenant".into(),
         ));
-    }
-    feeds.sort_by(|a, b| a.ts.total_cmp(&b.ts));
-    let features = feeds[0].features.clone();
+    };
     let window = selection.join_window.as_secs_f64();
     let mut summary = Summary {
         out: out.to_owned(),
@@ -233,25 +270,42 @@ pub fn export(
         requests: 0,
         rows: 0,
         labels: Labels::default(),
-        since: feeds[0].ts,
-        until: feeds[feeds.len() - 1].ts,
+        since: first_ts,
+        until: first_ts,
         features: features.clone(),
         skipped_other_features: 0,
     };
-    let mut body = Vec::new();
-    for feed in &feeds {
+    // The rows go to a file beside `out` first: the schema line that heads `out` needs their
+    // counts.
+    let rows_path = out.with_extension("rows.tmp");
+    let writing = |path: &Path| format!("writing {}", path.display());
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(io(writing(out)))?;
+    }
+    let mut rows = std::io::BufWriter::new(
+        std::fs::File::create(&rows_path).map_err(io(writing(&rows_path)))?,
+    );
+    let mut failed: Option<std::io::Error> = None;
+    read(&mut |record| {
+        let Record::Feed(feed) = record else { return };
+        if !selected(&feed) || failed.is_some() {
+            return;
+        }
         if feed.features != features {
             summary.skipped_other_features += 1;
-            continue;
+            return;
         }
-        let joined = outcomes.get(&(feed.tenant.clone(), feed.request_id.clone()));
+        let joined = pass
+            .outcomes
+            .get(&(feed.tenant.clone(), feed.request_id.clone()));
         summary.requests += 1;
+        summary.until = summary.until.max(feed.ts);
         for item in &feed.items {
             let label = joined
                 .into_iter()
                 .flatten()
-                .filter(|o| o.item_id == item.item_id && o.ts <= feed.ts + window)
-                .map(|o| grade(&o.event))
+                .filter(|(id, _, ts)| *id == item.item_id && *ts <= feed.ts + window)
+                .map(|(_, grade, _)| *grade)
                 .max()
                 .unwrap_or(0);
             match label {
@@ -275,34 +329,42 @@ pub fn export(
                 experiment: feed.experiment.as_deref(),
                 arm: feed.arm.as_deref(),
             };
-            serde_json::to_writer(&mut body, &row).expect("rows serialize");
-            body.push(b'\n');
+            let written = serde_json::to_writer(&mut rows, &row)
+                .map_err(std::io::Error::from)
+                .and_then(|()| rows.write_all(b"\n"));
+            if let Err(e) = written {
+                failed = Some(e);
+                return;
+            }
         }
-    }
-    let schema = Schema {
-        features: &features,
-        tenant: selection.tenant.as_deref(),
-        policy: "live",
-        source: "served-feature log",
-        requests: summary.requests,
-        rows: summary.rows,
-        since: summary.since,
-        until: summary.until,
-        labels: &summary.labels,
-        join_window_seconds: selection.join_window.as_secs(),
-    };
-    let write = || -> std::io::Result<u64> {
-        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)?;
+    })?;
+    let finish = || -> std::io::Result<u64> {
+        if let Some(e) = failed {
+            return Err(e);
         }
+        rows.flush()?;
+        drop(rows);
+        let schema = Schema {
+            features: &features,
+            tenant: selection.tenant.as_deref(),
+            policy: "live",
+            source: "served-feature log",
+            requests: summary.requests,
+            rows: summary.rows,
+            since: summary.since,
+            until: summary.until,
+            labels: &summary.labels,
+            join_window_seconds: selection.join_window.as_secs(),
+        };
         let mut file = std::io::BufWriter::new(std::fs::File::create(out)?);
         serde_json::to_writer(&mut file, &schema)?;
         file.write_all(b"\n")?;
-        file.write_all(&body)?;
+        std::io::copy(&mut std::fs::File::open(&rows_path)?, &mut file)?;
         file.flush()?;
+        std::fs::remove_file(&rows_path)?;
         Ok(std::fs::metadata(out)?.len())
     };
-    summary.bytes = write().map_err(io(format!("writing {}", out.display())))?;
+    summary.bytes = finish().map_err(io(writing(out)))?;
     Ok(summary)
 }
 
@@ -316,7 +378,7 @@ pub fn read_schema(path: &Path) -> std::io::Result<serde_json::Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::learning::records::LoggedItem;
+    use crate::learning::records::{LoggedItem, OutcomeRecord};
 
     fn feed(id: &str, ts: f64, items: &[&str]) -> Record {
         Record::Feed(FeedRecord {
@@ -383,7 +445,13 @@ mod tests {
             until: None,
             join_window: Duration::from_secs(1800),
         };
-        let s = export(records.clone(), &selection, &out).unwrap();
+        let from = |records: Vec<Record>| {
+            move |visit: &mut dyn FnMut(Record)| {
+                records.iter().cloned().for_each(&mut *visit);
+                Ok(())
+            }
+        };
+        let s = export(from(records.clone()), &selection, &out).unwrap();
         assert_eq!((s.requests, s.rows), (2, 4));
         assert_eq!(
             (
@@ -405,7 +473,7 @@ mod tests {
             since: Some(150.0),
             ..selection.clone()
         };
-        let s = export(records.clone(), &later, &out).unwrap();
+        let s = export(from(records.clone()), &later, &out).unwrap();
         assert_eq!((s.requests, s.labels.purchase), (1, 1));
         // Nothing in range: an error, not an empty file.
         let none = Selection {
@@ -413,7 +481,7 @@ mod tests {
             ..selection
         };
         assert!(matches!(
-            export(records, &none, &out),
+            export(from(records), &none, &out),
             Err(DatasetError::Empty(_))
         ));
         std::fs::remove_file(&out).unwrap();
@@ -424,15 +492,19 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("er-dataset-dir-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        assert!(matches!(read_files(&dir), Err(DatasetError::Empty(_))));
+        let read = |dir: &Path| {
+            let mut records = Vec::new();
+            read_files(dir, &mut |r| records.push(r)).map(|()| records)
+        };
+        assert!(matches!(read(&dir), Err(DatasetError::Empty(_))));
         let line = serde_json::to_string(&feed("r1", 1.0, &["i1"])).unwrap();
         let first = dir.join("feature-log-0000000000001-1-1.jsonl");
         let newest = dir.join("feature-log-0000000000002-1-2.jsonl");
         std::fs::write(&first, format!("{line}\n")).unwrap();
         std::fs::write(&newest, format!("{line}\n{{\"kind\":\"fe")).unwrap();
-        assert_eq!(read_files(&dir).unwrap().len(), 2);
+        assert_eq!(read(&dir).unwrap().len(), 2);
         std::fs::write(&first, format!("{line}\nnot json\n")).unwrap();
-        let err = read_files(&dir).unwrap_err().to_string();
+        let err = read(&dir).unwrap_err().to_string();
         assert!(
             err.contains("feature-log-0000000000001-1-1.jsonl:2"),
             "{err}"

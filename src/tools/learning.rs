@@ -40,15 +40,6 @@ fn parse_time(text: &str) -> Result<f64, String> {
 /// Reads the log the settings name (the topic with Kafka configured, else the files) and
 /// writes the training set.
 pub fn export(settings: &Settings, args: &ExportArgs) -> anyhow::Result<Summary> {
-    let records = if settings.kafka.enabled() {
-        dataset::read_topic(
-            &settings.kafka,
-            &settings.feature_log.topic,
-            Duration::from_secs(10),
-        )?
-    } else {
-        dataset::read_files(&settings.feature_log.dir)?
-    };
     let selection = Selection {
         tenant: args.tenant.clone(),
         since: args.since,
@@ -57,7 +48,21 @@ pub fn export(settings: &Settings, args: &ExportArgs) -> anyhow::Result<Summary>
             .join_window_seconds
             .map_or(settings.events.join_window, Duration::from_secs),
     };
-    Ok(dataset::export(records, &selection, &args.out)?)
+    let ends = std::cell::RefCell::new(None);
+    let read = |visit: &mut dyn FnMut(crate::learning::Record)| {
+        if settings.kafka.enabled() {
+            dataset::read_topic(
+                &settings.kafka,
+                &settings.feature_log.topic,
+                Duration::from_secs(10),
+                &mut ends.borrow_mut(),
+                visit,
+            )
+        } else {
+            dataset::read_files(&settings.feature_log.dir, visit)
+        }
+    };
+    Ok(dataset::export(read, &selection, &args.out)?)
 }
 
 #[derive(Debug, Clone, clap::Args)]
