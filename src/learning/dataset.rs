@@ -2,7 +2,7 @@
 //! set. The join happens here, at export time, not in a consumer: the log already holds both
 //! sides (feeds and the outcomes that name them, in order per user), so an export can pick its
 //! time range and join window after the fact, and nothing is lost to a joiner's state or
-//! restarts. The cost — reading the range whole — is an offline job's.
+//! restarts. It reads the log twice and holds only the outcomes in memory.
 //!
 //! Output: JSON Lines in the simulator's training-log shape (a schema line, then one row per
 //! shown item, rows of a feed contiguous), so `training/train.py` reads both the same way.

@@ -152,7 +152,10 @@ pub fn feature_rows(
 
 /// Indices of the `k` best scores, best first, by the model alone (no rules). NaN ranks last;
 /// ties go to the smaller item id, so that the same data always gives the same feed.
-pub fn order(scores: &[f32], candidates: &[Scorable], k: usize) -> Vec<usize> {
+/// Serving orders in the rules stage (`rules::arrange`); this plain top-k is kept for tests
+/// only, as the oracle the default rules must reproduce.
+#[cfg(test)]
+pub(crate) fn order(scores: &[f32], candidates: &[Scorable], k: usize) -> Vec<usize> {
     let key = |i: usize| {
         if scores[i].is_nan() {
             f32::NEG_INFINITY
