@@ -266,13 +266,20 @@ async fn every_metric_exists_and_every_dashboard_and_recording_query_returns_dat
     // The experiment report reads the same counters from Prometheus (summed over replicas).
     let mut report = Value::Null;
     for _ in 0..20 {
-        let out = Command::new(env!("CARGO_BIN_EXE_eaglerank"))
-            .current_dir(ROOT)
-            .env("EAGLERANK__LOG__LEVEL", "warn")
-            .args(["experiment", "report", "--tenant", "demo-a", "--json"])
-            .args(["--prometheus", &prom.url, "--window", "1h"])
-            .output()
-            .unwrap();
+        let out = helpers::cli(
+            &[
+                "experiment",
+                "report",
+                "--tenant",
+                "demo-a",
+                "--json",
+                "--prometheus",
+                &prom.url,
+                "--window",
+                "1h",
+            ],
+            &[],
+        );
         if out.status.success() {
             report = serde_json::from_slice(&out.stdout).unwrap();
             if report["arms"][0]["feeds"].as_u64() > Some(0) {

@@ -46,6 +46,8 @@ pub struct FileSink {
 }
 
 struct OpenFile {
+    /// Written to since the last idle call: only then is there anything to flush or prune.
+    dirty: bool,
     out: BufWriter<File>,
     path: PathBuf,
     since: Instant,
@@ -80,6 +82,7 @@ impl FileSink {
             let path = self.dir.join(name);
             let file = File::options().create_new(true).append(true).open(&path)?;
             self.current = Some(OpenFile {
+                dirty: false,
                 out: BufWriter::with_capacity(64 * 1024, file),
                 path,
                 since: Instant::now(),
@@ -105,6 +108,7 @@ impl Sink for FileSink {
         f.out.write_all(line)?;
         f.out.write_all(b"\n")?;
         f.bytes += line.len() as u64 + 1;
+        f.dirty = true;
         if f.bytes >= self.max_file_bytes {
             self.rotate()?;
         }
@@ -115,10 +119,12 @@ impl Sink for FileSink {
         let Some(f) = &mut self.current else {
             return Ok(());
         };
-        f.out.flush()?;
         if f.since.elapsed() >= self.max_file_age {
-            self.rotate()?;
-        } else {
+            return self.rotate();
+        }
+        // Idle ticks come every 200 ms: the directory is read again only after new writes.
+        if std::mem::take(&mut f.dirty) {
+            f.out.flush()?;
             let open = f.path.clone();
             prune(&self.dir, self.max_total_bytes, Some(&open))?;
         }
@@ -202,24 +208,18 @@ impl KafkaSink {
 
 impl Sink for KafkaSink {
     fn write(&mut self, key: &str, line: &[u8]) -> std::io::Result<()> {
-        let mut record = BaseRecord::to(&self.topic).key(key).payload(line);
-        // librdkafka's own queue full: let it deliver for a moment, then try once more.
-        for attempt in 0..2 {
-            match self.producer.send(record) {
-                Ok(()) => {
-                    self.producer.poll(Duration::ZERO);
-                    return Ok(());
-                }
-                Err((e, r)) => {
-                    if attempt == 1 {
-                        return Err(std::io::Error::other(e));
-                    }
-                    record = r;
-                    self.producer.poll(Duration::from_millis(100));
-                }
+        let record = BaseRecord::to(&self.topic).key(key).payload(line);
+        // Refused (e.g. librdkafka's own queue full): let it deliver for a moment, then try
+        // once more.
+        let sent = match self.producer.send(record) {
+            Err((_, record)) => {
+                self.producer.poll(Duration::from_millis(100));
+                self.producer.send(record)
             }
-        }
-        unreachable!("returns within two attempts")
+            sent => sent,
+        };
+        self.producer.poll(Duration::ZERO);
+        sent.map_err(|(e, _)| std::io::Error::other(e))
     }
 
     fn idle(&mut self) -> std::io::Result<()> {

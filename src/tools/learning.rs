@@ -211,33 +211,16 @@ async fn from_prometheus(
         .collect();
     arms.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     let sel = format!("tenant={tenant:?},experiment={experiment:?}");
-    let increase =
-        |metric: &str, by: &str| format!("sum by ({by}) (increase({metric}{{{sel}}}[{window}]))");
-    let p = prometheus;
-    let feeds = by_arm(
-        &client,
-        p,
-        &increase("eaglerank_experiment_feeds_total", "arm"),
-    )
-    .await?;
-    let clicks10 = by_arm(
-        &client,
-        p,
-        &increase("eaglerank_experiment_clicks_at_10_total", "arm"),
-    )
-    .await?;
-    let kinds = by_arm(
-        &client,
-        p,
-        &increase("eaglerank_experiment_interactions_total", "arm, kind"),
-    )
-    .await?;
-    let rr = by_arm(
-        &client,
-        p,
-        &increase("eaglerank_experiment_reciprocal_rank_total", "arm"),
-    )
-    .await?;
+    // Each counter's increase over the window, summed over replicas, by arm (and kind).
+    let fetch = |metric: &str, by: &str| {
+        let expr = format!("sum by ({by}) (increase({metric}{{{sel}}}[{window}]))");
+        let client = &client;
+        async move { by_arm(client, prometheus, &expr).await }
+    };
+    let feeds = fetch("eaglerank_experiment_feeds_total", "arm").await?;
+    let clicks10 = fetch("eaglerank_experiment_clicks_at_10_total", "arm").await?;
+    let kinds = fetch("eaglerank_experiment_interactions_total", "arm, kind").await?;
+    let rr = fetch("eaglerank_experiment_reciprocal_rank_total", "arm").await?;
     let count = |m: &ByArm, arm: &str, kind: &str| {
         m.get(&(arm.to_owned(), kind.to_owned()))
             .copied()

@@ -189,6 +189,18 @@ pub fn binary_command(envs: &[(&str, &str)]) -> Command {
     cmd
 }
 
+/// Runs an `eaglerank` command (not the server) to completion, logging warnings only.
+pub fn cli(args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_eaglerank"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("RUST_LOG")
+        .env("EAGLERANK__LOG__LEVEL", "warn")
+        .envs(envs.iter().copied())
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
 pub fn spawn_binary(envs: &[(&str, &str)]) -> Binary {
     spawn_command(binary_command(envs))
 }

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{DEMO_A_KEY, TestApp, metric_value, spawn_app_with, spawn_app_with_files};
+use crate::helpers::{
+    DEMO_A_KEY, TestApp, cli, metric_value, spawn_app_with, spawn_app_with_files,
+};
 
 const ADMIN_KEY: &str = "er_admin_demo_Wq4Zt8Kp2Nx6";
 
@@ -46,17 +48,6 @@ async fn wait_logged(dir: &Path, kind: &str, n: usize) -> Vec<Value> {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-fn cli(args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_eaglerank"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_remove("RUST_LOG")
-        .env("EAGLERANK__LOG__LEVEL", "warn")
-        .envs(envs.iter().copied())
-        .args(args)
-        .output()
-        .expect("the binary runs")
 }
 
 async fn feed(app: &TestApp, user: &str, explain: bool) -> Value {
