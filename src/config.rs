@@ -237,6 +237,18 @@ pub struct ModelSettings {
     )]
     pub watchdog_interval: Duration,
     pub drift_min_samples: u64,
+    pub engine: ModelEngine,
+}
+
+/// What scores a model: `auto` evaluates tree ensembles natively (when they agree with
+/// ONNX Runtime on the probe rows) and everything else with ONNX Runtime; `onnxruntime`
+/// scores every model with ONNX Runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelEngine {
+    #[default]
+    Auto,
+    Onnxruntime,
 }
 
 fn is_digest(hex_digest: &str) -> bool {
@@ -520,6 +532,16 @@ pub struct TenantSettings {
     /// The tenant's running experiment, if any.
     #[serde(default)]
     pub experiment: Option<ExperimentSettings>,
+    /// Two-stage ranking: this cheap model scores every candidate and the feed's model
+    /// re-scores only its best `first_stage_keep`.
+    #[serde(default)]
+    pub first_stage_model: Option<String>,
+    #[serde(default = "default_first_stage_keep")]
+    pub first_stage_keep: usize,
+}
+
+fn default_first_stage_keep() -> usize {
+    100
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -690,7 +712,8 @@ impl Settings {
             return invalid("admin.api_key_sha256 must hold 64-char hex SHA-256 digests".into());
         }
         for (id, t) in &self.tenants {
-            for name in std::iter::once(&t.model).chain(&t.shadow_model) {
+            let models = [&t.shadow_model, &t.first_stage_model];
+            for name in std::iter::once(&t.model).chain(models.into_iter().flatten()) {
                 if name != DEFAULT_MODEL && !self.models.contains_key(name) {
                     return invalid(format!(
                         "tenants.{id} names model {name:?}: not \"default\" nor a [models.<name>]"
@@ -702,6 +725,9 @@ impl Settings {
             }
             if !(0.0..=1.0).contains(&t.shadow_sample_rate) {
                 return invalid(format!("tenants.{id}.shadow_sample_rate must be in [0, 1]"));
+            }
+            if t.first_stage_model.is_some() && t.first_stage_keep == 0 {
+                return invalid(format!("tenants.{id}.first_stage_keep must be at least 1"));
             }
         }
         for (id, t) in &self.tenants {

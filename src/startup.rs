@@ -125,6 +125,7 @@ impl Application {
                 name: &model.metadata.name,
                 version: &model.metadata.version,
                 features: model.spec.names(),
+                engine: model.engine.name(),
             }
             .emit(&metrics);
         }

@@ -27,6 +27,21 @@ served ranking put it? --match-metadata refuses a set whose features (names, ord
 the named model's, and --model-name gives the model its own name, since the service refuses
 two loaded models with one name.
 
+A first stage for two-stage ranking (a cheap model scores all ~500 candidates of a feed, the
+GBDT only its top K) is a linear function distilled from the committed GBDT, the teacher:
+
+    eaglerank simulate --requests 20000 --anchor 1790000000 --out training/data/impressions.jsonl \\
+        --candidates-out training/data/candidates.jsonl --candidates-every 10
+    .venv/bin/python training/train.py training/data/impressions.jsonl --model first-stage \\
+        --candidates training/data/candidates.jsonl
+
+It learns the teacher's scores on every candidate of the sampled requests (what a first stage
+ranks: not only the shown items) of the training users, writes models/ranker-first-stage.* with
+the teacher's features in the teacher's order (the service assembles one matrix for both
+stages), and reports the cascade on the held-out users' candidate groups: for K in 20..200, the
+share of the teacher's top 20 the first stage's top K keeps, and the NDCG@20 of that top K
+re-ordered by the teacher, graded by the simulator's true click probability.
+
 Whatever would fail half-way or train quietly on the wrong thing (an empty or truncated file,
 a corrupt line, feature vectors of the wrong length) is refused up front: a message on
 stderr, exit status 2, no file written.
@@ -55,6 +70,14 @@ REFERENCE_BINS = 10
 LIVE_LABELS = ("none", "click", "add_to_cart", "purchase")
 # The offline baselines rank by these features.
 BASELINE_FEATURES = ("item_trending", "item_ctr")
+# A feed's first page: the teacher's top FEED_TOP is what a first stage must keep, NDCG@FEED_TOP
+# what the served feed is judged by.
+FEED_TOP = 20
+# The first stage's cuts the cascade report measures, and the one its variants are chosen at.
+CASCADE_KS = (20, 50, 100, 200)
+SELECT_AT = 100
+# The pairwise first stage's pairs: this many other candidates per teacher-top candidate.
+PAIR_NEGATIVES = 20
 
 
 class Refused(Exception):
@@ -296,13 +319,22 @@ def main():
     ap.add_argument("--match-metadata", type=Path, default=None, metavar="PATH",
                     help="refuse (exit 2) a data set whose feature names, in order, are not those of "
                          "this model metadata, e.g. models/ranker.json")
-    ap.add_argument("--model", choices=["lgbm", "linear"], default="lgbm",
+    ap.add_argument("--model", choices=["lgbm", "linear", "first-stage"], default="lgbm",
                     help="lgbm: the LambdaRank trees (committed default); linear: a standardised ridge "
-                         "regression, a cheap model that shows the service's own overhead")
+                         "regression, a cheap model that shows the service's own overhead; first-stage: "
+                         "a linear model distilled from --teacher on --candidates, to pick the K "
+                         "candidates the GBDT scores")
+    ap.add_argument("--candidates", type=Path, default=None, metavar="PATH",
+                    help="first-stage: every candidate of sampled requests, from `eaglerank simulate "
+                         "--candidates-out`, e.g. training/data/candidates.jsonl (required)")
+    ap.add_argument("--teacher", type=Path, default=Path("models/ranker.onnx"), metavar="PATH",
+                    help="first-stage: the model to distil (its metadata is the .json beside it)")
     ap.add_argument("--trees", type=int, default=100)
     ap.add_argument("--leaves", type=int, default=15)
     ap.add_argument("--learning-rate", type=float, default=0.05)
     args = ap.parse_args()
+    if args.model == "first-stage" and args.candidates is None:
+        ap.error("--model first-stage needs --candidates (from `eaglerank simulate --candidates-out`)")
 
     try:
         schema, names, x, y, request, users, live = load(args.log)
@@ -334,6 +366,8 @@ def main():
 
     if args.model == "linear":
         return train_linear(args, schema, names, x, y, request, train, test, live)
+    if args.model == "first-stage":
+        return train_first_stage(args, schema, names, x, y, request, users, train, test, live)
 
     model = lgb.LGBMRanker(
         objective="lambdarank",
@@ -389,6 +423,396 @@ def train_linear(args, schema, names, x, y, request, train, test, live):
     })
 
 
+def session(model):
+    """An ONNX Runtime session as the service runs a model: one thread. `model` is the ONNX bytes or
+    a path."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+
+
+def predict(sess, input_name, output_name, x):
+    return sess.run([output_name], {input_name: x})[0].reshape(-1)
+
+
+def load_teacher(path):
+    """The model a first stage is distilled from, and its metadata (the .json beside it): the
+    feature order, which the first stage keeps (the service assembles one matrix for both stages),
+    and the tensor names."""
+    meta_path = path.with_suffix(".json")
+    try:
+        meta = json.loads(meta_path.read_text())
+        features, input_name, output_name = meta["features"], meta["input"], meta["output"]
+    except OSError as e:
+        raise Refused(f"cannot read its metadata {meta_path}: {e.strerror}") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise Refused(f"cannot read its metadata {meta_path}: {type(e).__name__} {e}") from None
+    if not isinstance(features, list) or not features or not all(isinstance(n, str) for n in features):
+        raise Refused(f"{meta_path} has no list of feature names under \"features\"")
+    try:
+        sess = session(str(path))
+    except Exception as e:  # ONNX Runtime raises its own types: no file, not a model, ...
+        raise Refused(f"ONNX Runtime cannot load it: {e}") from None
+    if input_name not in [i.name for i in sess.get_inputs()] or \
+            output_name not in [o.name for o in sess.get_outputs()]:
+        raise Refused(f"it has no input {input_name!r} or no output {output_name!r}, which {meta_path} names")
+    return sess, meta
+
+
+def numbers(value, shape, number, what, layout=""):
+    """A line's nested JSON lists as a float64 array of `shape`, null read as NaN. One numpy
+    conversion per line (a Python check of ~7 000 values a line would dominate the load); only
+    a line numpy cannot read as numbers is looked at value by value."""
+    try:
+        a = np.array(value)
+    except ValueError:  # ragged lists
+        a = None
+    if a is None or a.shape != shape:
+        raise Refused(f"line {number}: \"{what}\" is not {' x '.join(map(str, shape))} values{layout}")
+    if a.dtype.kind == "O" and all(v is None or is_number(v) for v in a.flat):
+        return np.array(value, dtype=np.float64)
+    if a.dtype.kind not in "iuf":
+        raise Refused(f"line {number}: \"{what}\" has a value that is not a number")
+    return a.astype(np.float64)
+
+
+def load_candidates(path, wanted):
+    """Every candidate of the requests `eaglerank simulate --candidates-out` sampled: a schema line
+    (the simulator's whole feature catalogue), then one line per request with its ~500
+    candidates' feature vectors and true click probabilities. Keeps the columns named `wanted`,
+    in that order. Checked as it is read, like load(): a bad line is refused by its number rather
+    than scored on shifted columns. Returns the schema and, concatenated request after request,
+    the rows, their p_click, each request's candidate count, id and user."""
+    number = 0
+    try:
+        with open(path, encoding="utf-8") as f:
+            first = f.readline()
+            if not first.strip():
+                raise Refused("the file is empty")
+            try:
+                schema = json.loads(first)
+            except json.JSONDecodeError as e:
+                raise Refused(f"line 1 (the schema) is corrupt: {e.msg} at column {e.colno}") from None
+            names = schema.get("features") if isinstance(schema, dict) else None
+            if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+                raise Refused("line 1 is not a schema: no list of feature names under \"features\"")
+            missing = [n for n in wanted if n not in names]
+            if missing:
+                raise Refused(f"it has no column for the teacher's feature(s) {', '.join(missing)}")
+            columns = [names.index(n) for n in wanted]
+            xs, clicks, sizes, requests, users = [], [], [], [], []
+            seen = set()
+            number = 1
+            for number, line in enumerate(f, start=2):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line.rstrip())
+                except json.JSONDecodeError as e:
+                    raise Refused(f"line {number} is corrupt: {e.msg} at column {e.colno}") from None
+                if not isinstance(row, dict):
+                    raise Refused(f"line {number} is not a request object")
+                for key in ("request", "user_id", "item_ids", "p_click", "features"):
+                    if key not in row:
+                        raise Refused(f"line {number} has no \"{key}\"")
+                request = row["request"]
+                if not isinstance(request, (str, int)) or isinstance(request, bool):
+                    raise Refused(f"line {number}: request {request!r} is neither a string nor an integer")
+                if request in seen:
+                    raise Refused(f"line {number}: request {request!r} appears twice")
+                seen.add(request)
+                if not isinstance(row["user_id"], str):
+                    raise Refused(f"line {number}: user_id {row['user_id']!r} is not a string")
+                if not isinstance(row["item_ids"], list) or not row["item_ids"]:
+                    raise Refused(f"line {number}: \"item_ids\" is not a non-empty list")
+                n = len(row["item_ids"])
+                x = numbers(row["features"], (n, len(names)), number, "features",
+                            " (a vector per item id, a value per schema name)")
+                # The service fills a missing value before it scores: a null is not what it ranks.
+                if not np.isfinite(x[:, columns]).all():
+                    raise Refused(f"line {number}: a feature value is null or not finite")
+                p_click = numbers(row["p_click"], (n,), number, "p_click", " (one per item id)")
+                if not (np.isfinite(p_click) & (p_click >= 0) & (p_click <= 1)).all():
+                    raise Refused(f"line {number}: a p_click is not a probability")
+                xs.append(x[:, columns].astype(np.float32))
+                clicks.append(p_click)
+                sizes.append(n)
+                requests.append(request)
+                users.append(row["user_id"])
+    except OSError as e:
+        raise Refused(f"cannot read it: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise Refused(f"it is not UTF-8 text (near line {number + 1})") from None
+    if not xs:
+        raise Refused("it has a schema line but no requests")
+    # A warning, not a refusal: fewer groups train and judge the same model, only on less data.
+    announced, every = schema.get("requests"), schema.get("every")
+    if isinstance(announced, int) and isinstance(every, int) and every > 0 and len(xs) < announced // every:
+        print(f"train.py: {path} holds {len(xs)} requests, its schema announces one in {every} of "
+              f"{announced} (a truncated file?)", file=sys.stderr)
+    return schema, {
+        "x": np.concatenate(xs),
+        "p_click": np.concatenate(clicks),
+        "sizes": np.array(sizes),
+        "request": requests,
+        "users": users,
+    }
+
+
+def validation(user):
+    # A fifth of the training users (held_out() takes crc32 % 5 == 0) choose between the variants.
+    return zlib.crc32(user.encode()) % 5 == 1
+
+
+def groups(sizes):
+    """Each request's rows, as slices: the candidate rows are concatenated request after request."""
+    ends = np.cumsum(sizes)
+    return [slice(int(e - s), int(e)) for s, e in zip(sizes, ends)]
+
+
+def subset(mask, sizes, *arrays):
+    """The requests `mask` picks: their sizes, then their rows of each array."""
+    rows = np.repeat(mask, sizes)
+    return (sizes[mask],) + tuple(a[rows] for a in arrays)
+
+
+def top(scores, k):
+    # Ties (the GBDT's leaves give alike candidates one score) go to the earlier row: deterministic.
+    return np.argsort(-scores, kind="stable")[:k]
+
+
+def within_request(values, sizes):
+    """`values` less their request's mean. A first stage only compares the candidates of one
+    request: a request's score level, and the user's own features every candidate shares, are no
+    signal for it (and would bend the weights towards predicting who scores high overall)."""
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    means = np.add.reduceat(values, starts, axis=0) / sizes.reshape((-1,) + (1,) * (values.ndim - 1))
+    return values - np.repeat(means, sizes, axis=0)
+
+
+def feature_scale(x):
+    # Comparable columns for the penalty and the solver: item_age_days runs to hundreds, item_ctr below 1.
+    scale = x.astype(np.float64).std(axis=0)
+    scale[scale == 0] = 1.0
+    return scale
+
+
+def fit_ridge(x, target, sizes):
+    """Ridge regression of the teacher's score on the features, both centred per request (the
+    within-request fit: a feature all of a request's candidates share gets no weight). Returns the
+    weights on the raw features."""
+    from sklearn.linear_model import Ridge
+    scale = feature_scale(x)
+    xc = within_request(x.astype(np.float64), sizes) / scale
+    tc = within_request(target.astype(np.float64), sizes)
+    return Ridge(alpha=1.0, fit_intercept=False).fit(xc, tc).coef_ / scale
+
+
+def fit_pairwise(x, target, sizes):
+    """Logistic regression on pairs (one of the teacher's top FEED_TOP, another candidate of the
+    same request): the linear function that best puts the teacher's top above the rest, all that
+    recall asks (the order inside the top is the teacher's business in the second stage).
+    PAIR_NEGATIVES others per top candidate, drawn with the fixed seed. Returns the weights on the
+    raw features."""
+    from sklearn.linear_model import LogisticRegression
+    rng = np.random.default_rng(SEED)
+    scale = feature_scale(x)
+    diffs = []
+    for g in groups(sizes):
+        order = top(target[g], g.stop - g.start)
+        best, rest = order[:FEED_TOP], order[FEED_TOP:]
+        if len(rest) == 0:
+            continue  # every candidate is in the top: no pair to learn from
+        others = rest[rng.integers(len(rest), size=(len(best), PAIR_NEGATIVES))]
+        xg = x[g].astype(np.float64)
+        diffs.append((xg[best][:, None, :] - xg[others]).reshape(-1, x.shape[1]))
+    d = np.concatenate(diffs) / scale
+    # Each pair both ways round: two balanced classes and no intercept (a pair has no side of its own).
+    labels = np.r_[np.ones(len(d)), np.zeros(len(d))]
+    model = LogisticRegression(C=1.0, fit_intercept=False, max_iter=1000).fit(np.vstack([d, -d]), labels)
+    return model.coef_[0] / scale
+
+
+def recall(first, teacher, sizes, k):
+    """Mean over requests of the share of the teacher's top FEED_TOP among the first stage's top k."""
+    values = []
+    for g in groups(sizes):
+        best = top(teacher[g], FEED_TOP)
+        values.append(len(np.intersect1d(best, top(first[g], k))) / len(best))
+    return float(np.mean(values))
+
+
+def cascade(first, teacher, p_click, sizes):
+    """The two stages on held-out requests' candidates, for each K in CASCADE_KS: the share of the
+    teacher's top FEED_TOP that the first stage's top K keeps, and NDCG@FEED_TOP of the feed the
+    cascade serves (the top K re-ordered by the teacher), beside the teacher on every candidate,
+    the first stage alone and a random order. Graded by p_click, the simulator's true,
+    position-free click probability of every candidate: clicks exist only for shown items. A
+    request of FEED_TOP candidates or fewer is left out (every K keeps all of them). Returns the
+    metadata's record and a markdown table."""
+    rng = np.random.default_rng(SEED)
+    kept = [g for g in groups(sizes) if g.stop - g.start > FEED_TOP]
+    ndcg = {name: [] for name in ("teacher", "first_stage", "random")}
+    at = {k: {"recall": [], "ndcg": []} for k in CASCADE_KS}
+    for g in kept:
+        f, t, p = first[g], teacher[g].astype(np.float64), p_click[g]
+        ndcg["teacher"].append(ndcg_score([p], [t], k=FEED_TOP))
+        ndcg["first_stage"].append(ndcg_score([p], [f], k=FEED_TOP))
+        ndcg["random"].append(ndcg_score([p], [rng.random(len(p))], k=FEED_TOP))
+        best = top(t, FEED_TOP)
+        for k in CASCADE_KS:
+            chosen = top(f, k)
+            at[k]["recall"].append(len(np.intersect1d(best, chosen)) / FEED_TOP)
+            # The kept K in the teacher's order, the rest after them (below the top FEED_TOP, as K >= FEED_TOP).
+            served = np.full(len(t), t.min() - 1.0)
+            served[chosen] = t[chosen]
+            at[k]["ndcg"].append(ndcg_score([p], [served], k=FEED_TOP))
+    counts = np.array([g.stop - g.start for g in kept])
+    record = {
+        "held_out": "crc32(user_id) % 5 == 0",
+        "requests": len(kept),
+        "left_out_requests": len(sizes) - len(kept),
+        "candidates_per_request": {"mean": round(float(counts.mean()), 1), "min": int(counts.min()),
+                                   "max": int(counts.max())},
+        "graded_by": "p_click",
+        f"ndcg@{FEED_TOP}_teacher": round(float(np.mean(ndcg["teacher"])), 4),
+        f"ndcg@{FEED_TOP}_first_stage": round(float(np.mean(ndcg["first_stage"])), 4),
+        f"ndcg@{FEED_TOP}_random": round(float(np.mean(ndcg["random"])), 4),
+        "k": [{"k": k, f"recall_of_teacher_top{FEED_TOP}": round(float(np.mean(at[k]["recall"])), 4),
+               f"ndcg@{FEED_TOP}_cascade": round(float(np.mean(at[k]["ndcg"])), 4)} for k in CASCADE_KS],
+    }
+    lines = [
+        f"Cascade on {len(kept)} held-out requests, {record['candidates_per_request']['mean']:.0f} candidates "
+        f"each ({counts.min()}-{counts.max()}), graded by the true click probability:",
+        "",
+        f"| ranking | rows the GBDT scores | recall of the GBDT's top {FEED_TOP} | NDCG@{FEED_TOP} |",
+        "|---|---:|---:|---:|",
+        f"| GBDT on every candidate | all ({counts.mean():.0f}) | 1.000 | {record[f'ndcg@{FEED_TOP}_teacher']:.3f} |",
+    ]
+    for row in reversed(record["k"]):
+        lines.append(f"| first stage's top {row['k']}, re-ordered by the GBDT | {row['k']} | "
+                     f"{row[f'recall_of_teacher_top{FEED_TOP}']:.3f} | {row[f'ndcg@{FEED_TOP}_cascade']:.3f} |")
+    lines.append(f"| first stage alone | 0 | — | {record[f'ndcg@{FEED_TOP}_first_stage']:.3f} |")
+    lines.append(f"| random | 0 | — | {record[f'ndcg@{FEED_TOP}_random']:.3f} |")
+    return record, "\n".join(lines)
+
+
+def train_first_stage(args, schema, names, x, y, request, users, train, test, live):
+    """A linear first stage distilled from the teacher on every candidate of the training users'
+    sampled requests (module docstring). Two variants, a within-request ridge regression on the
+    teacher's score and a pairwise logistic regression, are compared on a fifth of the training
+    users by recall@SELECT_AT; the better one (ridge on a tie: the simpler) is refitted on all the
+    training users, exported like --model linear and judged on the held-out users."""
+    from sklearn.linear_model import LinearRegression
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType as SklFloat
+
+    started = time.perf_counter()
+    try:
+        teacher, teacher_meta = load_teacher(args.teacher)
+    except Refused as e:
+        refuse(args.teacher, e)
+    features = teacher_meta["features"]
+    try:
+        if live is not None:
+            raise Refused("a first stage is distilled on the simulator's candidates, judged on its "
+                          "held-out users: a live training set is split by time, its requests are not "
+                          "the candidates file's")
+        missing = [n for n in features if n not in names]
+        if missing:
+            raise Refused(f"it has no column for the teacher's feature(s) {', '.join(missing)}")
+        absent = [n for n in BASELINE_FEATURES if n not in features]
+        if absent:
+            raise Refused(f"the offline baselines need the features {', '.join(absent)}, which the "
+                          "teacher does not use")
+    except Refused as e:
+        refuse(args.log, e)
+    try:
+        candidate_schema, cand = load_candidates(args.candidates, features)
+        if candidate_schema.get("tenant") != schema.get("tenant"):
+            raise Refused(f"its tenant is {candidate_schema.get('tenant')!r}, the log's "
+                          f"{schema.get('tenant')!r}: not the same simulation")
+        # The candidates and the log come from one simulate run: a request is one user's in both.
+        by_request = dict(zip(request.tolist(), users))
+        for r, u in zip(cand["request"], cand["users"]):
+            if r in by_request and by_request[r] != u:
+                raise Refused(f"request {r!r} is user {u}'s, in the log user {by_request[r]}'s: "
+                              "not the same simulation")
+        held = np.array([held_out(u) for u in cand["users"]])
+        if held.all() or not held.any():
+            raise Refused(f"its {len(held)} request(s) cannot be split into training and held-out users")
+    except Refused as e:
+        refuse(args.candidates, e)
+    sizes = cand["sizes"]
+    print(f"{len(sizes)} candidate requests, {len(cand['x'])} candidates; training users "
+          f"{int((~held).sum())} requests, held-out {int(held.sum())}", file=sys.stderr)
+
+    # The teacher as the service runs it: its ONNX export, its column order.
+    teacher_scores = predict(teacher, teacher_meta["input"], teacher_meta["output"], cand["x"])
+    picked = np.array([validation(u) for u in cand["users"]])
+    variants = {"ridge": fit_ridge, "pairwise": fit_pairwise}
+    compared = {}
+    if (~held & picked).any() and (~held & ~picked).any():
+        fit_sizes, fit_x, fit_t = subset(~held & ~picked, sizes, cand["x"], teacher_scores)
+        val_sizes, val_x, val_t = subset(~held & picked, sizes, cand["x"], teacher_scores)
+        for variant, fit in variants.items():
+            compared[variant] = round(recall(val_x @ fit(fit_x, fit_t, fit_sizes), val_t, val_sizes, SELECT_AT), 4)
+        print(f"validation recall@{SELECT_AT} of the teacher's top {FEED_TOP}: "
+              + ", ".join(f"{v} {r:.4f}" for v, r in compared.items()), file=sys.stderr)
+    chosen = max(compared, key=compared.get) if compared else "ridge"  # max keeps the first of equals
+
+    train_sizes, train_x, train_t = subset(~held, sizes, cand["x"], teacher_scores)
+    weights = variants[chosen](train_x, train_t, train_sizes)
+    # Only the order within a request counts; the intercept puts the scores at the teacher's mean level.
+    folded = LinearRegression()
+    folded.coef_ = weights.astype(np.float64)
+    folded.intercept_ = float(train_t.mean() - (train_x.astype(np.float64) @ weights).mean())
+    folded.n_features_in_ = len(features)
+    # A fixed graph name (skl2onnx draws a uuid): the same data gives the same bytes, and version.
+    onnx_model = convert_sklearn(folded, initial_types=[(INPUT, SklFloat([None, len(features)]))],
+                                 target_opset=15, name="eaglerank-first-stage")
+
+    # Judged as served: the exported model's float32 scores.
+    test_sizes, test_x, test_t, test_p = subset(held, sizes, cand["x"], teacher_scores, cand["p_click"])
+    exported = session(onnx_model.SerializeToString())
+    first = predict(exported, INPUT, onnx_model.graph.output[0].name, test_x)
+    record, table = cascade(first, test_t, test_p, test_sizes)
+    print(table, file=sys.stderr)
+    print(f"first stage: {chosen}, {time.perf_counter() - started:.1f} s from loading the candidates "
+          "to the cascade report", file=sys.stderr)
+
+    x = x[:, [names.index(n) for n in features]]
+    write_model(args, schema, features, x, y, request, test, folded.predict(x[test]), onnx_model, live,
+                "eaglerank-first-stage", {
+        "algorithm": {
+            "ridge": "Ridge regression on the teacher's score, score and features centred per request",
+            "pairwise": f"Logistic regression on pairs (one of the teacher's top {FEED_TOP}, another "
+                        "candidate of the request)",
+        }[chosen] + "; one linear function on the teacher's features",
+        "teacher": {"model": str(args.teacher), "name": teacher_meta.get("name"),
+                    "version": teacher_meta.get("version")},
+        "candidates": {
+            "file": str(args.candidates),
+            "requests": len(sizes),
+            "rows": int(sizes.sum()),
+            "training_requests": int((~held).sum()),
+            "every": candidate_schema.get("every"),
+        },
+        "selection": {
+            "validation_users": "crc32(user_id) % 5 == 1",
+            f"recall@{SELECT_AT}": compared,
+            "chosen": chosen,
+        },
+        "cascade": record,
+    })
+
+
+def refuse(source, e):
+    print(f"train.py: refusing to train from {source}: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
 def write_model(args, schema, names, x, y, request, test, scores, onnx_model, live, model_name, algorithm):
     model_name = args.model_name or model_name
     model_ndcg, groups = mean_ndcg(scores, y[test], request[test])
@@ -400,10 +824,7 @@ def write_model(args, schema, names, x, y, request, test, scores, onnx_model, li
     output_name = onnx_model.graph.output[0].name
     data = onnx_model.SerializeToString()
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+    sess = session(data)
     onnx_scores = sess.run([output_name], {INPUT: x[test]})[0].reshape(-1)
     max_diff = float(np.max(np.abs(onnx_scores - scores)))
     assert max_diff < 1e-4, f"ONNX disagrees with the trained model by {max_diff}"
@@ -486,7 +907,7 @@ def write_model(args, schema, names, x, y, request, test, scores, onnx_model, li
             "seed": SEED,
         },
     }
-    name = args.name or {"lgbm": "ranker", "linear": "ranker-linear"}[args.model]
+    name = args.name or {"lgbm": "ranker", "linear": "ranker-linear", "first-stage": "ranker-first-stage"}[args.model]
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / f"{name}.onnx").write_bytes(data)
     (args.out_dir / f"{name}.json").write_text(json.dumps(meta, indent=2) + "\n")

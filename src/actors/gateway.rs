@@ -108,6 +108,8 @@ pub struct StageTimings {
 pub struct FeedOutcome {
     /// The model that ranked these items.
     pub model: Arc<ModelMetadata>,
+    /// The cascade's first stage, when the tenant has one.
+    pub first_stage: Option<Arc<ModelMetadata>>,
     pub items: Vec<RankedItem>,
     pub num_candidates: usize,
     pub timings: StageTimings,
@@ -211,11 +213,12 @@ async fn degraded(
     let num_candidates = candidates.len();
     span.record("num_candidates", num_candidates);
     let t = Instant::now();
-    let (model, shadow) = deps.models.for_feed(&msg.tenant, msg.model.as_deref());
+    let models = deps.models.for_feed(&msg.tenant, msg.model.as_deref());
     let rank = Rank {
         span,
-        model,
-        shadow,
+        model: models.model,
+        shadow: models.shadow,
+        first_stage: models.first_stage,
         user_id: msg.user_id.as_str().into(),
         user: None,
         candidates,
@@ -231,6 +234,7 @@ async fn degraded(
     let ranking = ask(ranker::NAME, &deps.ranker, rank).await?;
     Ok(FeedOutcome {
         model: ranking.model,
+        first_stage: ranking.first_stage,
         items: ranking.items,
         num_candidates,
         timings: StageTimings {
@@ -305,11 +309,12 @@ async fn session(
     .emit(&deps.metrics);
 
     let t = Instant::now();
-    let (model, shadow) = deps.models.for_feed(&msg.tenant, msg.model.as_deref());
+    let models = deps.models.for_feed(&msg.tenant, msg.model.as_deref());
     let rank = Rank {
         span: tracing::Span::current(),
-        model,
-        shadow,
+        model: models.model,
+        shadow: models.shadow,
+        first_stage: models.first_stage,
         user_id: msg.user_id.as_str().into(),
         user,
         candidates: scorable,
@@ -329,6 +334,7 @@ async fn session(
     timings.rules = ranking.rules.duration;
     Ok(FeedOutcome {
         model: ranking.model,
+        first_stage: ranking.first_stage,
         items: ranking.items,
         num_candidates,
         timings,

@@ -18,7 +18,7 @@ use actix::prelude::*;
 
 use super::ActorHealth;
 use super::lifecycle::{Lifecycle, supervised_actor};
-use crate::ranking::model::{ModelRegistry, OnnxScorer, ReloadOutcome, Slot};
+use crate::ranking::model::{ModelRegistry, ReloadOutcome, Scorer, Slot};
 use crate::telemetry::events::{ModelCanaryChecked, ModelDriftMeasured, ModelReloaded};
 use crate::telemetry::{InternalEvent, Metrics};
 
@@ -31,7 +31,7 @@ pub struct ModelWatchdog {
     metrics: Arc<Metrics>,
     actors: Arc<ActorHealth>,
     /// The canary's sessions, by model id (only the served models').
-    sessions: HashMap<u64, OnnxScorer>,
+    sessions: HashMap<u64, Scorer>,
     /// A reload is running on the blocking pool: ticks do not start another.
     reloading: bool,
 }
@@ -153,6 +153,7 @@ fn reload_slot(models: &ModelRegistry, slot: &Slot, metrics: &Metrics) -> Reload
         loaded: matches!(outcome, ReloadOutcome::Loaded(_)),
         model: serving.metadata.name.clone(),
         version: serving.metadata.version.clone(),
+        engine: serving.engine.name(),
         error: match outcome {
             ReloadOutcome::Rejected(e) => Some(e.to_string()),
             ReloadOutcome::Loaded(_) => None,
@@ -199,6 +200,8 @@ pub struct ReloadReport {
     /// The model serving after the reload (the new one, or the old one kept).
     pub model: String,
     pub version: String,
+    /// What scores the serving model: `native_trees` or `onnxruntime`.
+    pub engine: &'static str,
     /// Why the new files were rejected.
     pub error: Option<String>,
 }

@@ -18,8 +18,11 @@ use crate::FastSet;
 use crate::domain::{ItemId, UnixSeconds, UserProfile};
 use crate::ranking::candidates::Sources;
 use crate::ranking::features::FeatureHealth;
-use crate::ranking::model::{LoadedModel, ModelError, ModelMetadata, ModelRegistry, OnnxScorer};
-use crate::ranking::pipeline::{self, RankRequest, Scorable};
+use crate::ranking::features::FeatureSpec;
+use crate::ranking::model::{
+    FirstStage, LoadedModel, ModelError, ModelMetadata, ModelRegistry, Scorer,
+};
+use crate::ranking::pipeline::{self, RankRequest, Scorable, Stage};
 use crate::ranking::rules::{Note, Removed, TenantRules};
 use crate::telemetry::events::{FeaturesInvalid, MessageDequeued, ModelScored, ShadowCompared};
 use crate::telemetry::{InternalEvent, Metrics};
@@ -32,12 +35,14 @@ const MAX_SESSIONS: usize = 8;
 pub struct Ranker {
     /// Sessions by model id. Ids only grow, so the smallest is the oldest load: the first to
     /// go when there are too many.
-    sessions: BTreeMap<u64, OnnxScorer>,
+    sessions: BTreeMap<u64, Scorer>,
     models: Arc<ModelRegistry>,
     metrics: Arc<Metrics>,
     health: Arc<ActorHealth>,
     /// Reused between requests: the matrix is the largest allocation of a request.
     matrix: Vec<f32>,
+    /// A cascade's second-stage rows (its kept candidates').
+    kept_rows: Vec<f32>,
     shadow_matrix: Vec<f32>,
     feature_health: FeatureHealth,
 }
@@ -56,6 +61,7 @@ impl Ranker {
             metrics,
             health,
             matrix: Vec::new(),
+            kept_rows: Vec::new(),
             shadow_matrix: Vec::new(),
             feature_health: FeatureHealth::default(),
         };
@@ -103,6 +109,8 @@ pub struct Rank {
     pub model: Arc<LoadedModel>,
     /// Scored too, never served: its top-k is compared with the live model's.
     pub shadow: Option<Arc<LoadedModel>>,
+    /// A cascade: this model scores every candidate, `model` only the best it keeps.
+    pub first_stage: Option<FirstStage>,
     pub user_id: Arc<str>,
     pub user: Option<Arc<UserProfile>>,
     pub candidates: Vec<Scorable>,
@@ -126,8 +134,11 @@ pub struct RankedCandidate {
     pub sources: Sources,
     /// After boosts: what the order follows.
     pub score: f32,
-    /// The model's own score (explain only).
+    /// The model's own score (explain only; `None` when a cascade's first stage did not
+    /// pass it on).
     pub model_score: Option<f32>,
+    /// The cascade's first-stage score (explain only).
+    pub first_stage_score: Option<f32>,
     pub features: Option<Vec<f32>>,
     /// What the rules did to it (explain only).
     pub notes: Vec<Note>,
@@ -149,6 +160,8 @@ pub struct RulesReport {
 pub struct Ranking {
     /// The model that ranked: the one served when the request reached the ranker.
     pub model: Arc<ModelMetadata>,
+    /// A cascade's first stage.
+    pub first_stage: Option<Arc<ModelMetadata>>,
     pub items: Vec<RankedCandidate>,
     pub assemble: Duration,
     pub inference: Duration,
@@ -156,7 +169,7 @@ pub struct Ranking {
 }
 
 impl Ranker {
-    fn scorer(&mut self, model: &LoadedModel) -> Result<&mut OnnxScorer, ModelError> {
+    fn scorer(&mut self, model: &LoadedModel) -> Result<&mut Scorer, ModelError> {
         if let Entry::Vacant(e) = self.sessions.entry(model.id) {
             e.insert(model.scorer()?);
             // Never the one just built: a request may still hold an old model.
@@ -169,12 +182,13 @@ impl Ranker {
     }
 
     /// Scores `candidates` with `model` from `matrix` (its spec's columns), recording the
-    /// scores and drift like the live model's.
+    /// scores and (with `drift`) their distribution like the live model's.
     fn score(
         &mut self,
         model: &LoadedModel,
         matrix: &[f32],
         rows: usize,
+        drift: bool,
     ) -> Result<Vec<f32>, ModelError> {
         let started = Instant::now();
         let scores = tracing::info_span!(
@@ -191,25 +205,26 @@ impl Ranker {
             scores: &scores,
         }
         .emit(&self.metrics);
-        if let Some(drift) = &model.drift {
-            drift.observe(matrix, &scores);
+        if let Some(monitor) = model.drift.as_ref().filter(|_| drift) {
+            monitor.observe(matrix, &scores);
         }
         Ok(scores)
     }
 
     /// Scores the shadow model on the same candidates and exports how much of the live top-k
-    /// it would have shown. Its failures are logged, never the request's.
-    fn shadow(&mut self, msg: &Rank, live_top: &[usize]) {
+    /// it would have shown. Its failures are logged, never the request's. `assembled`: the
+    /// spec of the rows in `self.matrix` (every candidate's).
+    fn shadow(&mut self, msg: &Rank, assembled: &FeatureSpec, live_top: &[usize]) {
         let Some(shadow) = &msg.shadow else {
             return;
         };
         let live = &msg.model;
         let rows = msg.candidates.len();
         let mut matrix = std::mem::take(&mut self.shadow_matrix);
-        let scored = if shadow.spec.names() == live.spec.names() {
+        let scored = if shadow.spec.names() == assembled.names() {
             // The live rows are the shadow's too.
             let live_rows = std::mem::take(&mut self.matrix);
-            let scored = self.score(shadow, &live_rows, rows);
+            let scored = self.score(shadow, &live_rows, rows, true);
             self.matrix = live_rows;
             scored.map(|scores| {
                 // The same rules and session as the live ranking: what differs is the model.
@@ -222,7 +237,7 @@ impl Ranker {
                 &request,
                 &mut matrix,
                 &mut FeatureHealth::default(),
-                |m, n| self.score(shadow, m, n),
+                |m, n| self.score(shadow, m, n, true),
             )
             .map(|ranked| ranked.arranged.order)
         };
@@ -255,34 +270,75 @@ impl Ranker {
             limit = msg.limit,
             model.name = %meta.name,
             model.version = %meta.version,
+            first_stage.name = tracing::field::Empty,
+            first_stage.keep = tracing::field::Empty,
         );
         let _entered = span.enter();
         let request = request(&msg, &msg.seen, msg.limit);
         let mut matrix = std::mem::take(&mut self.matrix);
+        let mut kept_rows = std::mem::take(&mut self.kept_rows);
         let mut feature_health = std::mem::take(&mut self.feature_health);
-        let ranked = pipeline::rank(
-            &model.spec,
-            &request,
-            &mut matrix,
-            &mut feature_health,
-            |rows, n| self.score(&model, rows, n),
-        );
+        // The rows of every candidate are in the first stage's columns in a cascade.
+        let assembled = msg
+            .first_stage
+            .as_ref()
+            .map_or(&model, |f| &f.model)
+            .clone();
+        let ranked = match &msg.first_stage {
+            None => pipeline::rank(
+                &model.spec,
+                &request,
+                &mut matrix,
+                &mut feature_health,
+                |rows, n| self.score(&model, rows, n, true),
+            ),
+            Some(first) => {
+                // Each stage's `model.inference` span is a child of this one.
+                span.record("first_stage.name", &*first.model.metadata.name);
+                span.record("first_stage.keep", first.keep);
+                pipeline::rank_cascade(
+                    &first.model.spec,
+                    first.keep,
+                    &model.spec,
+                    &request,
+                    &mut matrix,
+                    &mut kept_rows,
+                    &mut feature_health,
+                    // The second stage sees the first's best, not the candidates its training
+                    // reference describes: its drift is measured where it ranks alone. The
+                    // features' drift is the first stage's, over every candidate.
+                    |stage, rows, n| match stage {
+                        Stage::First => self.score(&first.model, rows, n, true),
+                        Stage::Second => self.score(&model, rows, n, false),
+                    },
+                )
+            }
+        };
         FeaturesInvalid {
-            model: &meta.name,
-            features: model.spec.names(),
+            model: &assembled.metadata.name,
+            features: assembled.spec.names(),
             missing: &feature_health.missing,
             nan: &feature_health.nan,
         }
         .emit(&self.metrics);
         self.matrix = matrix;
+        self.kept_rows = kept_rows;
         self.feature_health = feature_health;
-        let ranked = ranked?;
+        let mut ranked = ranked?;
         if msg.shadow.is_some() {
-            self.shadow(&msg, &ranked.arranged.order);
+            self.shadow(&msg, &assembled.spec, &ranked.arranged.order);
         }
+        let detail = msg.explain || msg.keep_features;
         let width = model.spec.len();
-        let arranged = ranked.arranged;
-        let mut notes = arranged.notes.into_iter();
+        let row = |i: usize| -> Option<&[f32]> {
+            match &ranked.first_stage {
+                None => Some(&self.matrix[i * width..(i + 1) * width]),
+                Some(first) => first.kept[i]
+                    .map(|r| &self.kept_rows[r as usize * width..(r as usize + 1) * width]),
+            }
+        };
+        let mut notes = std::mem::take(&mut ranked.arranged.notes).into_iter();
+        let arranged = &ranked.arranged;
         let items = arranged
             .order
             .iter()
@@ -292,15 +348,21 @@ impl Ranker {
                     item_id: c.item_id.clone(),
                     sources: c.sources,
                     score: arranged.scores[i],
-                    model_score: (msg.explain || msg.keep_features).then(|| ranked.scores[i]),
-                    features: (msg.explain || msg.keep_features)
-                        .then(|| self.matrix[i * width..(i + 1) * width].to_vec()),
+                    model_score: ranked.model_score(i).filter(|_| detail),
+                    first_stage_score: ranked
+                        .first_stage
+                        .as_ref()
+                        .filter(|_| detail)
+                        .map(|f| f.scores[i]),
+                    features: row(i).filter(|_| detail).map(<[f32]>::to_vec),
                     notes: notes.next().unwrap_or_default(),
                 }
             })
             .collect();
+        let arranged = ranked.arranged;
         Ok(Ranking {
             model: model.metadata.clone(),
+            first_stage: msg.first_stage.as_ref().map(|f| f.model.metadata.clone()),
             items,
             assemble: ranked.assemble,
             inference: ranked.inference,

@@ -39,7 +39,7 @@ pub fn configured(
     .emit(metrics);
     // The arms' models' live-quality series start at 0 too.
     for (_, slot, _) in &arms {
-        let (model, _) = models.for_feed(tenant, Some(slot));
+        let model = models.for_feed(tenant, Some(slot)).model;
         metrics.ml.init_quality(
             &model.metadata.name,
             &model.metadata.version,

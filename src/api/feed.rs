@@ -263,6 +263,7 @@ async fn rules(state: &AppState, tenant: &str, call: &Call) -> Arc<TenantRules> 
 async fn replay(
     state: &AppState,
     tenant: &str,
+    arm_model: Option<&str>,
     page: &Page,
     rules: &TenantRules,
     deadline: Instant,
@@ -291,12 +292,16 @@ async fn replay(
             sources: Sources::from_bits(i.sources),
             score: i.score,
             model_score: None,
+            first_stage_score: None,
             features: None,
             notes: Vec::new(),
         })
         .collect::<Vec<_>>();
+    // The models the page was ranked with (an experiment arm's, if the user is in one).
+    let models = state.models.for_feed(tenant, arm_model);
     Ok(FeedOutcome {
-        model: state.models.for_tenant(tenant).0.metadata.clone(),
+        model: models.model.metadata.clone(),
+        first_stage: models.first_stage.map(|f| f.model.metadata.clone()),
         num_candidates: items.len(),
         items,
         timings: StageTimings {
@@ -428,7 +433,8 @@ pub async fn serve(
         let outcome = match position.pages.get(&position.page) {
             Some(page) => {
                 position.replayed = true;
-                replay(state, &tenant.id, page, &rules, call.deadline).await?
+                let arm_model = choice.assignment.as_ref().map(|a| &*a.model);
+                replay(state, &tenant.id, arm_model, page, &rules, call.deadline).await?
             }
             None => {
                 let mut outcome =

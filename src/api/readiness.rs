@@ -39,6 +39,7 @@ pub fn readiness(state: &AppState) -> Readiness {
                 "ok": slot.canary_ok(),
                 "name": m.metadata.name,
                 "version": m.metadata.version,
+                "engine": m.engine.name(),
             })
         })
         .collect();

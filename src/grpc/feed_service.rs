@@ -168,6 +168,8 @@ fn response(tenant: &str, served: ServedFeed) -> proto::GetFeedResponse {
                     .features(item)
                     .map(|f| f.map(|(k, v)| (k.to_owned(), v)).collect())
                     .unwrap_or_default(),
+                model_score: item.model_score.filter(|_| served.explain),
+                first_stage_score: item.first_stage_score.filter(|_| served.explain),
             })
             .collect(),
         timings_ms: served
@@ -177,6 +179,10 @@ fn response(tenant: &str, served: ServedFeed) -> proto::GetFeedResponse {
         page: served.page,
         next_cursor: served.next_cursor.clone().unwrap_or_default(),
         rules_version: outcome.rules.version,
+        first_stage: outcome.first_stage.as_ref().map(|m| proto::Model {
+            name: m.name.clone(),
+            version: m.version.clone(),
+        }),
         experiment: served
             .assignment
             .as_ref()

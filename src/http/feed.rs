@@ -30,9 +30,13 @@ pub(super) struct FeedItem<'a> {
     #[schema(minimum = 1)]
     rank: usize,
     sources: Sources,
-    /// `explain=true` only: the model's score, before boosts.
+    /// `explain=true` only: the model's score, before boosts (absent when a two-stage
+    /// cascade's first stage did not pass the item on).
     #[serde(skip_serializing_if = "Option::is_none")]
     model_score: Option<f32>,
+    /// `explain=true` only, with a two-stage cascade: the first stage's score.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_stage_score: Option<f32>,
     /// `explain=true` only: what the business rules did to it (boosts, pin, diversity).
     #[serde(skip_serializing_if = "Option::is_none")]
     rules: Option<&'a [Note]>,
@@ -50,6 +54,10 @@ pub(super) struct FeedResponse<'a> {
     /// Send it back with the events of this feed (clicks, purchases) to join them.
     request_id: &'a str,
     model: ModelRef<'a>,
+    /// The tenant's two-stage cascade: the cheap model that scored every candidate before
+    /// `model` re-scored the best of them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_stage: Option<ModelRef<'a>>,
     /// Served from the popularity fallback (the store is down or slow).
     degraded: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -124,6 +132,10 @@ fn response<'a>(tenant: &'a str, served: &'a ServedFeed) -> FeedResponse<'a> {
             name: &outcome.model.name,
             version: &outcome.model.version,
         },
+        first_stage: outcome.first_stage.as_ref().map(|m| ModelRef {
+            name: &m.name,
+            version: &m.version,
+        }),
         degraded: outcome.degraded.is_some(),
         degraded_reason: outcome.degraded,
         items: outcome
@@ -136,6 +148,7 @@ fn response<'a>(tenant: &'a str, served: &'a ServedFeed) -> FeedResponse<'a> {
                 rank: i + 1,
                 sources: item.sources,
                 model_score: item.model_score.filter(|_| served.explain),
+                first_stage_score: item.first_stage_score.filter(|_| served.explain),
                 rules: served.explain.then_some(item.notes.as_slice()),
                 features: served.features(item).map(Iterator::collect),
             })

@@ -150,35 +150,11 @@ pub fn feature_rows(
         .in_scope(|| spec.assemble(ctx, candidates.iter().map(|c| &*c.record), matrix, health));
 }
 
-/// Indices of the `k` best scores, best first, by the model alone (no rules). NaN ranks last;
-/// ties go to the smaller item id, so that the same data always gives the same feed.
-/// Serving orders in the rules stage (`rules::arrange`); this plain top-k is kept for tests
-/// only, as the oracle the default rules must reproduce.
+/// Indices of the `k` best scores, best first, by the model alone (no rules): the oracle the
+/// default rules must reproduce, for tests.
 #[cfg(test)]
 pub(crate) fn order(scores: &[f32], candidates: &[Scorable], k: usize) -> Vec<usize> {
-    let key = |i: usize| {
-        if scores[i].is_nan() {
-            f32::NEG_INFINITY
-        } else {
-            scores[i]
-        }
-    };
-    let better = |a: &usize, b: &usize| {
-        key(*b)
-            .total_cmp(&key(*a))
-            .then_with(|| candidates[*a].item_id.cmp(&candidates[*b].item_id))
-    };
-    let mut idx: Vec<usize> = (0..scores.len()).collect();
-    let k = k.min(idx.len());
-    if k == 0 {
-        return Vec::new();
-    }
-    if k < idx.len() {
-        idx.select_nth_unstable_by(k - 1, better);
-        idx.truncate(k);
-    }
-    idx.sort_unstable_by(better);
-    idx
+    rules::best_by_score(scores, candidates, 0..scores.len(), Some(k))
 }
 
 /// One request's ranking input.
@@ -202,12 +178,44 @@ pub struct RankRequest<'a> {
 /// (indices into the candidates), and the time each part took.
 #[derive(Debug)]
 pub struct Ranked {
-    /// The model's score per candidate (before boosts).
+    /// The score per candidate the rules arranged (before boosts): the model's — in a
+    /// cascade, the second stage's for the kept candidates, and for the others a score below
+    /// every kept one, in the first stage's order.
     pub scores: Vec<f32>,
+    /// What a cascade's first stage did (`None`: one stage).
+    pub first_stage: Option<FirstStageRanked>,
     pub arranged: Arranged,
     pub assemble: Duration,
+    /// Both stages' inference in a cascade.
     pub inference: Duration,
     pub rules: Duration,
+}
+
+/// A cascade's first stage: its score for every candidate, and which it kept.
+#[derive(Debug)]
+pub struct FirstStageRanked {
+    pub scores: Vec<f32>,
+    /// Per candidate, its row in the second stage's batch (`None`: not kept, the second stage
+    /// never scored it).
+    pub kept: Vec<Option<u32>>,
+    pub inference: Duration,
+}
+
+impl Ranked {
+    /// The served model's own score of candidate `i` (`None`: a cascade did not pass it on).
+    pub fn model_score(&self, i: usize) -> Option<f32> {
+        match &self.first_stage {
+            Some(first) if first.kept[i].is_none() => None,
+            _ => Some(self.scores[i]),
+        }
+    }
+}
+
+/// Which model a cascade's `score` call is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    First,
+    Second,
 }
 
 /// Stage 9: the rules on scored candidates — what is served, in which order.
@@ -245,9 +253,94 @@ pub fn rank(
     let arranged = arrange(request, &scores);
     Ok(Ranked {
         scores,
+        first_stage: None,
         arranged,
         assemble: assembled - started,
         inference: scored - assembled,
+        rules: scored.elapsed(),
+    })
+}
+
+/// Stages 6–9 with two models: the first (`first_spec`'s rows, into `matrix`) scores every
+/// candidate; its best `keep` (by [`rules::best_by_score`]) are scored again by the second —
+/// their rows copied out of `matrix` when both models read the same features, assembled in
+/// `spec`'s columns otherwise, into `kept_rows` (which keeps them for explain and the
+/// served-feature log) — and the rules arrange the result. Candidates the first stage did not
+/// keep still take part, after every kept one: the rules may remove kept ones, and pages go
+/// deeper than `keep`. With `keep` ≥ the candidates, the order is the second model's alone.
+#[allow(clippy::too_many_arguments)]
+pub fn rank_cascade(
+    first_spec: &FeatureSpec,
+    keep: usize,
+    spec: &FeatureSpec,
+    request: &RankRequest<'_>,
+    matrix: &mut Vec<f32>,
+    kept_rows: &mut Vec<f32>,
+    health: &mut FeatureHealth,
+    mut score: impl FnMut(Stage, &[f32], usize) -> Result<Vec<f32>, ModelError>,
+) -> Result<Ranked, ModelError> {
+    let started = Instant::now();
+    let ctx = FeatureContext::new(request.now, request.user);
+    let candidates = request.candidates;
+    let n = candidates.len();
+    feature_rows(first_spec, &ctx, candidates, matrix, health);
+    let assembled = Instant::now();
+    let first_scores = score(Stage::First, matrix, n)?;
+    let first_scored = Instant::now();
+
+    let best = rules::select_by_score(&first_scores, candidates, 0..n, Some(keep), false);
+    let mut kept = vec![None; n];
+    for (row, &i) in best.iter().enumerate() {
+        kept[i] = Some(row as u32);
+    }
+    kept_rows.clear();
+    if spec.names() == first_spec.names() {
+        let width = spec.len();
+        for &i in &best {
+            kept_rows.extend_from_slice(&matrix[i * width..(i + 1) * width]);
+        }
+    } else {
+        let chosen: Vec<Scorable> = best.iter().map(|&i| candidates[i].clone()).collect();
+        feature_rows(spec, &ctx, &chosen, kept_rows, health);
+    }
+    let copied = Instant::now();
+    let second_scores = score(Stage::Second, kept_rows, best.len())?;
+    let scored = Instant::now();
+
+    // The rest rank below the lowest kept score, in the first stage's order: its scores
+    // mapped linearly into [floor - 1, floor - 1/2] (no sort; a NaN stays NaN, last).
+    let lowest = |scores: &mut dyn Iterator<Item = f32>| {
+        scores
+            .filter(|s| !s.is_nan())
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), s| {
+                (lo.min(s), hi.max(s))
+            })
+    };
+    let (floor, _) = lowest(&mut second_scores.iter().copied());
+    let floor = if floor.is_finite() { floor } else { 0.0 };
+    let (lo, hi) = lowest(
+        &mut (0..n)
+            .filter(|&i| kept[i].is_none())
+            .map(|i| first_scores[i]),
+    );
+    let span = if hi > lo { hi - lo } else { 1.0 };
+    let scores: Vec<f32> = (0..n)
+        .map(|i| match kept[i] {
+            Some(row) => second_scores[row as usize],
+            None => floor - 1.0 + 0.5 * (first_scores[i] - lo) / span,
+        })
+        .collect();
+    let arranged = arrange(request, &scores);
+    Ok(Ranked {
+        scores,
+        first_stage: Some(FirstStageRanked {
+            scores: first_scores,
+            kept,
+            inference: first_scored - assembled,
+        }),
+        arranged,
+        assemble: (assembled - started) + (copied - first_scored),
+        inference: (first_scored - assembled) + (scored - copied),
         rules: scored.elapsed(),
     })
 }
@@ -311,5 +404,127 @@ mod tests {
         .unwrap();
         assert_eq!(ranked.arranged.order, [1, 2]);
         assert_eq!(matrix.len(), 3 * width);
+    }
+
+    /// Deterministic pseudo-random scores, one per row, from the row's first feature values.
+    fn scores_of(matrix: &[f32], rows: usize, salt: u32) -> Vec<f32> {
+        let width = matrix.len() / rows.max(1);
+        (0..rows)
+            .map(|r| {
+                let x = matrix[r * width..(r + 1) * width]
+                    .iter()
+                    .fold(salt, |h, v| h.wrapping_mul(31).wrapping_add(v.to_bits()));
+                (x.wrapping_mul(2_654_435_761) >> 8) as f32 / 16_777_216.0
+            })
+            .collect()
+    }
+
+    fn distinct(n: usize) -> Vec<Scorable> {
+        (0..n)
+            .map(|i| {
+                let mut c = scorable(&format!("i{i:03}"));
+                Arc::get_mut(&mut c.record).unwrap().item.price = 1.0 + i as f64;
+                c
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_cascade_keeping_every_candidate_serves_what_the_second_model_alone_serves() {
+        let c = distinct(60);
+        let spec = FeatureSpec::full_catalog();
+        let rules = rules::defaults();
+        let seen = FastSet::default();
+        let request = RankRequest {
+            now: 86_400.0,
+            user_id: "u",
+            user: None,
+            candidates: &c,
+            limit: 20,
+            rules: &rules,
+            seen: &seen,
+            page: 1,
+            explain: false,
+        };
+        let (mut m1, mut m2, mut kept_rows) = (Vec::new(), Vec::new(), Vec::new());
+        let mut health = FeatureHealth::default();
+        let alone = rank(&spec, &request, &mut m1, &mut health, |m, n| {
+            Ok(scores_of(m, n, 2))
+        })
+        .unwrap();
+        let second = |m: &[f32], n: usize| scores_of(m, n, 2);
+        let cascade = |keep: usize, m2: &mut Vec<f32>, kept_rows: &mut Vec<f32>| {
+            rank_cascade(
+                &spec,
+                keep,
+                &spec,
+                &request,
+                m2,
+                kept_rows,
+                &mut FeatureHealth::default(),
+                |stage, m, n| {
+                    Ok(match stage {
+                        Stage::First => scores_of(m, n, 1),
+                        Stage::Second => second(m, n),
+                    })
+                },
+            )
+            .unwrap()
+        };
+        let all = cascade(60, &mut m2, &mut kept_rows);
+        assert_eq!(all.arranged.order, alone.arranged.order);
+        assert_eq!(all.arranged.order.len(), 20);
+        assert_eq!(kept_rows.len(), 60 * spec.len());
+        for i in 0..60 {
+            assert_eq!(all.model_score(i), Some(alone.scores[i]));
+        }
+
+        // Keeping 25: the served 20 are the second model's best among the first's best 25.
+        let some = cascade(25, &mut m2, &mut kept_rows);
+        let first = some.first_stage.as_ref().unwrap();
+        let kept: Vec<usize> = (0..60).filter(|&i| first.kept[i].is_some()).collect();
+        assert_eq!(kept.len(), 25);
+        let by_first = order(&first.scores, &c, 25);
+        assert_eq!(kept, {
+            let mut k = by_first.clone();
+            k.sort();
+            k
+        });
+        let scores = second(&m1, 60);
+        let mut expected: Vec<usize> = kept.clone();
+        expected.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]));
+        expected.truncate(20);
+        assert_eq!(some.arranged.order, expected);
+        assert!(some.model_score(*by_first.last().unwrap()).is_some());
+        let dropped = (0..60).find(|i| first.kept[*i].is_none()).unwrap();
+        assert_eq!(some.model_score(dropped), None);
+
+        // Past the kept ones (a deep page, rules removing kept items), the rest follow in the
+        // first model's order.
+        let wide = RankRequest {
+            limit: 60,
+            ..request
+        };
+        let deep = rank_cascade(
+            &spec,
+            25,
+            &spec,
+            &wide,
+            &mut m2,
+            &mut kept_rows,
+            &mut FeatureHealth::default(),
+            |stage, m, n| {
+                Ok(match stage {
+                    Stage::First => scores_of(m, n, 1),
+                    Stage::Second => second(m, n),
+                })
+            },
+        )
+        .unwrap();
+        assert_eq!(deep.arranged.order.len(), 60);
+        assert_eq!(
+            &deep.arranged.order[25..],
+            &order(&first.scores, &c, 60)[25..]
+        );
     }
 }

@@ -321,6 +321,54 @@ impl Limits {
     }
 }
 
+/// The best `k` (all when `None`) of the candidates at `indices`, best first, by score: NaN
+/// ranks last and ties go to the smaller item id, so the same data always gives the same feed.
+/// The one ordering rule of a feed: the rules' arrangement and the cascade's first stage.
+pub fn best_by_score(
+    scores: &[f32],
+    candidates: &[Scorable],
+    indices: impl Iterator<Item = usize>,
+    k: Option<usize>,
+) -> Vec<usize> {
+    select_by_score(scores, candidates, indices, k, true)
+}
+
+/// As [`best_by_score`], in no particular order unless `sorted`: which are the best is all a
+/// cascade's first stage needs to know.
+pub fn select_by_score(
+    scores: &[f32],
+    candidates: &[Scorable],
+    indices: impl Iterator<Item = usize>,
+    k: Option<usize>,
+    sorted: bool,
+) -> Vec<usize> {
+    // Sorted as (sort key, index) pairs: the comparisons read no score through an index and
+    // map no NaN.
+    let mut keyed: Vec<(f32, u32)> = indices
+        .map(|i| {
+            let s = scores[i];
+            (if s.is_nan() { f32::NEG_INFINITY } else { s }, i as u32)
+        })
+        .collect();
+    let better = |a: &(f32, u32), b: &(f32, u32)| {
+        b.0.total_cmp(&a.0).then_with(|| {
+            candidates[a.1 as usize]
+                .item_id
+                .cmp(&candidates[b.1 as usize].item_id)
+        })
+    };
+    if let Some(k) = k.filter(|k| *k < keyed.len()) {
+        if k > 0 {
+            keyed.select_nth_unstable_by(k - 1, better);
+        }
+        keyed.truncate(k);
+    }
+    if sorted {
+        keyed.sort_unstable_by(better);
+    }
+    keyed.into_iter().map(|k| k.1 as usize).collect()
+}
+
 /// The rules applied to scored candidates: removals, boosts, pins (first page) and the
 /// diversity re-rank, for the best `limit`. Deterministic: ties go to the smaller item id, as
 /// in `pipeline::order`.
@@ -383,34 +431,15 @@ pub fn arrange(
         category: d.max_per_category,
         seller: d.max_per_seller,
     });
-    // Sorted as (sort key, index) pairs: the comparisons read no score through an index and
-    // map no NaN; NaN ranks last; ties go to the smaller item id.
-    let mut keyed: Vec<(f32, u32)> = eligible
-        .iter()
-        .map(|&i| {
-            let s = scores[i];
-            (if s.is_nan() { f32::NEG_INFINITY } else { s }, i as u32)
-        })
-        .collect();
-    let better = |a: &(f32, u32), b: &(f32, u32)| {
-        b.0.total_cmp(&a.0).then_with(|| {
-            candidates[a.1 as usize]
-                .item_id
-                .cmp(&candidates[b.1 as usize].item_id)
-        })
-    };
-    let passed = keyed.len();
+    let passed = eligible.len();
     let wanted = input.limit.saturating_sub(pinned.len());
     // Without diversity only the best `wanted` matter; with it, the re-rank may reach further.
-    if diversity.is_none() && wanted < keyed.len() {
-        if wanted > 0 {
-            keyed.select_nth_unstable_by(wanted - 1, better);
-        }
-        keyed.truncate(wanted);
-    }
-    keyed.sort_unstable_by(better);
-    eligible.clear();
-    eligible.extend(keyed.iter().map(|k| k.1 as usize));
+    let eligible = best_by_score(
+        &scores,
+        candidates,
+        eligible.iter().copied(),
+        diversity.is_none().then_some(wanted),
+    );
     let fill = |limits: Option<&Limits>| fill(candidates, &eligible, &pinned, limits, input.limit);
     let (order, relaxed) = fill(diversity.as_ref());
     let more = order.len() < passed + pinned.len();

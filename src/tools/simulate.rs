@@ -17,7 +17,7 @@ use crate::config::Settings;
 use crate::demo::seed_tenant;
 use crate::domain::{Event, EventKind, ItemId, UnixSeconds};
 use crate::ranking::features::{FeatureContext, FeatureHealth, FeatureSpec};
-use crate::ranking::model::{LoadedModel, OnnxScorer};
+use crate::ranking::model::{LoadedModel, Scorer};
 use crate::ranking::pipeline::{self, RankRequest};
 use crate::ranking::rules::TenantRules;
 use crate::store::{FeatureStore, MemoryStore};
@@ -66,6 +66,13 @@ pub struct SimulateArgs {
     /// Also produce the simulated events to Kafka (the [kafka] brokers and topic of the config).
     #[arg(long)]
     pub emit_kafka: bool,
+    /// Also write every candidate of one request in `candidates_every` (all ~500, not only the
+    /// shown ones) with its feature row and the click model's position-free probability: what
+    /// a first ranking stage is trained and judged on (`train.py --model first-stage`).
+    #[arg(long)]
+    pub candidates_out: Option<PathBuf>,
+    #[arg(long, default_value_t = 10)]
+    pub candidates_every: usize,
 }
 
 /// Where the simulated events go besides the simulator's own store.
@@ -165,6 +172,39 @@ struct Row<'a> {
     features: &'a [f32],
 }
 
+/// One request's every candidate, for `--candidates-out`.
+#[derive(Serialize)]
+struct CandidateGroup<'a> {
+    request: usize,
+    user_id: &'a str,
+    item_ids: Vec<&'a str>,
+    /// The click model's probability at position 0: the candidate's relevance to this user.
+    p_click: Vec<f64>,
+    features: Vec<&'a [f32]>,
+}
+
+#[derive(Serialize)]
+struct CandidateSchema<'a> {
+    features: &'a [String],
+    tenant: &'a str,
+    requests: usize,
+    every: usize,
+}
+
+/// A JSON Lines file whose first line is `schema`.
+fn jsonl(
+    path: &std::path::Path,
+    schema: &impl Serialize,
+) -> anyhow::Result<BufWriter<std::fs::File>> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {dir:?}"))?;
+    }
+    let file = std::fs::File::create(path).with_context(|| format!("creating {path:?}"))?;
+    let mut out = BufWriter::new(file);
+    writeln!(out, "{}", serde_json::to_string(schema)?)?;
+    Ok(out)
+}
+
 #[derive(Debug, Default, Serialize)]
 pub struct SimulationReport {
     pub requests: usize,
@@ -183,7 +223,7 @@ const REQUEST_INTERVAL: f64 = 2.0;
 /// The model policy's order: the pipeline's ranking with the bare model (no metrics, drift or
 /// shadow), exactly what serving computes for the same store state, user and clock.
 fn model_order(
-    scorer: &mut OnnxScorer,
+    scorer: &mut Scorer,
     spec: &FeatureSpec,
     request: &RankRequest<'_>,
     matrix: &mut Vec<f32>,
@@ -247,19 +287,26 @@ pub async fn run(settings: &Settings, args: &SimulateArgs) -> anyhow::Result<Sim
     let rules = TenantRules::new(0, settings.rules(&args.tenant));
     let no_pages = FastSet::default();
 
-    if let Some(dir) = args.out.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {dir:?}"))?;
-    }
-    let file =
-        std::fs::File::create(&args.out).with_context(|| format!("creating {:?}", args.out))?;
-    let mut out = BufWriter::new(file);
     let schema = Schema {
         features: logged.names(),
         tenant: &args.tenant,
         policy: format!("{:?}", args.policy).to_lowercase(),
         requests: args.requests,
     };
-    writeln!(out, "{}", serde_json::to_string(&schema)?)?;
+    let mut out = jsonl(&args.out, &schema)?;
+    let every = args.candidates_every.max(1);
+    let mut candidates_out = match &args.candidates_out {
+        Some(path) => Some(jsonl(
+            path,
+            &CandidateSchema {
+                features: logged.names(),
+                tenant: &args.tenant,
+                requests: args.requests,
+                every,
+            },
+        )?),
+        None => None,
+    };
 
     let emitters = Emitter::from_args(settings, args)?;
     let mut emitted = 0u64;
@@ -318,6 +365,23 @@ pub async fn run(settings: &Settings, args: &SimulateArgs) -> anyhow::Result<Sim
 
         report.requests += 1;
         let width = logged.len();
+        if let Some(file) = candidates_out.as_mut().filter(|_| request % every == 0) {
+            let group = CandidateGroup {
+                request,
+                user_id: &user_id,
+                item_ids: candidates.iter().map(|c| &*c.item_id).collect(),
+                p_click: candidates
+                    .iter()
+                    .map(|c| {
+                        market
+                            .index_of(&c.item_id)
+                            .map_or(0.0, |i| market.click_probability(&taste, i, 0))
+                    })
+                    .collect(),
+                features: matrix.chunks(width).collect(),
+            };
+            writeln!(file, "{}", serde_json::to_string(&group)?)?;
+        }
         for (position, &row) in order.iter().take(args.shown).enumerate() {
             let item_id = &candidates[row].item_id;
             let Some(i) = market.index_of(item_id) else {
@@ -353,6 +417,9 @@ pub async fn run(settings: &Settings, args: &SimulateArgs) -> anyhow::Result<Sim
         }
     }
     out.flush()?;
+    if let Some(file) = candidates_out.as_mut() {
+        file.flush()?;
+    }
     report.emitted = emitted;
     Ok(report)
 }

@@ -291,6 +291,8 @@ async fn the_simulator_emits_its_events_to_a_running_service() {
         emit_url: Some(app.address.clone()),
         emit_key: Some(DEMO_A_KEY.into()),
         emit_kafka: false,
+        candidates_out: Some(dir.path().join("candidates.jsonl")),
+        candidates_every: 10,
     };
     let report = eaglerank::tools::simulate::run(&settings, &args)
         .await
@@ -316,6 +318,35 @@ async fn the_simulator_emits_its_events_to_a_running_service() {
         ingested, report.emitted as f64,
         "every simulated event reached the service"
     );
+
+    // Every candidate of one request in ten, each with its row and relevance: what the first
+    // ranking stage is distilled on.
+    let text = std::fs::read_to_string(dir.path().join("candidates.jsonl")).unwrap();
+    let mut lines = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap());
+    let schema = lines.next().unwrap();
+    let width = schema["features"].as_array().unwrap().len();
+    let groups: Vec<Value> = lines.collect();
+    assert_eq!(groups.len(), 10);
+    for (g, group) in groups.iter().enumerate() {
+        assert_eq!(group["request"], g * 10);
+        let ids = group["item_ids"].as_array().unwrap();
+        assert!(
+            ids.len() > 20,
+            "all candidates, not the shown 20: {}",
+            ids.len()
+        );
+        let rows = group["features"].as_array().unwrap();
+        let relevance = group["p_click"].as_array().unwrap();
+        assert_eq!((rows.len(), relevance.len()), (ids.len(), ids.len()));
+        assert!(rows.iter().all(|r| r.as_array().unwrap().len() == width));
+        assert!(
+            relevance
+                .iter()
+                .all(|p| (0.0..1.0).contains(&p.as_f64().unwrap()))
+        );
+    }
 }
 
 /// `stats[path…]` as a number.

@@ -140,6 +140,61 @@ async fn explain_adds_feature_values_and_stage_timings() {
     }
 }
 
+/// The demo's two-stage cascade, seen from outside: the response names both models, explain
+/// shows each served item's first-stage and model scores, and the served order is the
+/// model's. Keeping as few as the page holds, the first stage decides which items those are.
+#[actix_rt::test]
+async fn explain_shows_both_stages_of_the_cascade() {
+    for keep in [100, 20] {
+        let app = crate::helpers::spawn_app_with(&[(
+            "tenants.demo-a.first_stage_keep",
+            (keep as i64).into(),
+        )])
+        .await;
+        let body = feed_json(&app, "user_id=u42&limit=20&explain=true").await;
+        assert_eq!(body["model"]["name"], "eaglerank-lgbm-lambdarank");
+        assert_eq!(body["first_stage"]["name"], "eaglerank-first-stage");
+        let items = body["items"].as_array().unwrap();
+        assert_eq!(items.len(), 20);
+        let score = |i: &Value, k: &str| i[k].as_f64().unwrap_or_else(|| panic!("{k} in {i}"));
+        // The model scored what the first stage kept; the rules removed some of those (items
+        // the user bought), so with 20 kept a page of 20 ends with items the model never saw
+        // (no `model_score`), after every item it did.
+        let scored: Vec<f64> = items
+            .iter()
+            .map_while(|i| i["model_score"].as_f64())
+            .collect();
+        assert!(
+            items[scored.len()..]
+                .iter()
+                .all(|i| i.get("model_score").is_none())
+        );
+        if keep == 100 {
+            assert_eq!(scored.len(), 20);
+        }
+        assert!(
+            scored.len() >= 15,
+            "{} of 20 scored by the model",
+            scored.len()
+        );
+        // The default rules keep the model's order.
+        assert!(scored.windows(2).all(|w| w[0] >= w[1]), "{scored:?}");
+        let first: Vec<f64> = items
+            .iter()
+            .map(|i| score(i, "first_stage_score"))
+            .collect();
+        let first_sorted = first.windows(2).all(|w| w[0] >= w[1]);
+        assert!(
+            !first_sorted,
+            "the second stage re-orders what the first kept: {first:?}"
+        );
+        // Without explain, neither score is shown; the models still are.
+        let plain = feed_json(&app, "user_id=u42&limit=20").await;
+        assert!(plain["items"][0].get("first_stage_score").is_none());
+        assert_eq!(plain["first_stage"]["name"], "eaglerank-first-stage");
+    }
+}
+
 #[actix_rt::test]
 async fn tenants_have_separate_catalogs() {
     let app = spawn_app().await;

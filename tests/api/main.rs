@@ -21,3 +21,4 @@ mod ops;
 mod pipeline;
 mod redis;
 mod rules;
+mod trees;

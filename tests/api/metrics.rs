@@ -1,3 +1,5 @@
+use eaglerank::telemetry::events::SCORES_SAMPLED;
+
 use crate::helpers::{DEMO_A_KEY, DEMO_B_KEY, metric_value, spawn_app, spawn_app_with};
 
 #[actix_rt::test]
@@ -60,14 +62,24 @@ async fn every_documented_metric_is_exported_after_a_request() {
         );
         assert_eq!(metric_value(&m, &series), Some(1.0), "{series}");
     }
-    let scored = metric_value(
-        &m,
-        r#"eaglerank_model_score_count{model="eaglerank-lgbm-lambdarank"}"#,
-    )
-    .unwrap();
+    // The demo's two-stage cascade: the first stage scores every candidate, the ranker its
+    // best 100; the score histogram takes up to 32 evenly spaced scores of each batch.
+    let sampled = |rows: usize| rows.div_ceil(rows.div_ceil(SCORES_SAMPLED)) as f64;
     let candidates =
         metric_value(&m, r#"eaglerank_candidates_fetched_sum{tenant="demo-a"}"#).unwrap();
-    assert_eq!(scored, candidates, "every candidate is scored once");
+    let scored = |model: &str| {
+        metric_value(
+            &m,
+            &format!(r#"eaglerank_model_score_count{{model="{model}"}}"#),
+        )
+        .unwrap()
+    };
+    assert!(candidates > 100.0, "{candidates}");
+    assert_eq!(
+        scored("eaglerank-first-stage"),
+        sampled(candidates as usize)
+    );
+    assert_eq!(scored("eaglerank-lgbm-lambdarank"), sampled(100));
     for actor in [
         "gateway",
         "candidates",

@@ -18,7 +18,7 @@ fn invalid(metrics: &str, feature: &str, kind: &str) -> f64 {
     metric_value(
         metrics,
         &format!(
-            r#"eaglerank_feature_invalid_total{{feature="{feature}",kind="{kind}",model="eaglerank-lgbm-lambdarank"}}"#
+            r#"eaglerank_feature_invalid_total{{feature="{feature}",kind="{kind}",model="{FIRST_STAGE}"}}"#
         ),
     )
     .unwrap_or(0.0)
@@ -91,6 +91,9 @@ async fn missing_and_nan_features_are_counted_per_feature() {
 
 const ADMIN_KEY: &str = "er_admin_demo_Wq4Zt8Kp2Nx6";
 const LGBM: &str = "eaglerank-lgbm-lambdarank";
+/// The demo's cascade first stage: it scores every candidate, so the assembled rows (their
+/// invalid values, their drift) are counted under its name.
+const FIRST_STAGE: &str = "eaglerank-first-stage";
 
 /// The committed models' files copied where a test may replace them.
 struct ModelDir {
@@ -306,6 +309,67 @@ async fn the_canary_catches_a_model_whose_outputs_differ_from_the_recorded_ones(
     );
 }
 
+/// A cascade's first stage is a model like any other: checked against its probe at start-up
+/// (the service refuses to start, naming the slot) and by the canary while serving, whose
+/// verdict readiness reads.
+#[actix_rt::test]
+async fn a_cascade_stage_failing_its_canary_fails_readiness_like_any_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let (onnx, json) = (dir.path().join("first.onnx"), dir.path().join("first.json"));
+    std::fs::copy("models/ranker-first-stage.onnx", &onnx).unwrap();
+    let mut meta: Value =
+        serde_json::from_str(&std::fs::read_to_string("models/ranker-first-stage.json").unwrap())
+            .unwrap();
+    for e in meta["probe"]["expected"].as_array_mut().unwrap() {
+        *e = (e.as_f64().unwrap() + 1.0).into();
+    }
+    std::fs::write(&json, meta.to_string()).unwrap();
+    let settings = eaglerank::config::Settings::load_with(
+        &[],
+        &[
+            ("models.first_stage.path", onnx.display().to_string().into()),
+            (
+                "models.first_stage.metadata",
+                json.display().to_string().into(),
+            ),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        settings.tenants["demo-a"].first_stage_model.as_deref(),
+        Some("first_stage")
+    );
+
+    let refused = eaglerank::ranking::model::ModelRegistry::load(&settings)
+        .err()
+        .unwrap();
+    assert_eq!(refused.slot, "first_stage");
+    assert!(refused.to_string().contains("probe row"), "{refused}");
+
+    let registry = std::sync::Arc::new(
+        eaglerank::ranking::model::ModelRegistry::load_unchecked(&settings).unwrap(),
+    );
+    let metrics = std::sync::Arc::new(eaglerank::telemetry::Metrics::new());
+    let health = std::sync::Arc::new(eaglerank::actors::ActorHealth::new(
+        metrics.clone(),
+        &[("model_watchdog", 1)],
+    ));
+    let watchdog = eaglerank::actors::ModelWatchdog::new(
+        registry.clone(),
+        std::time::Duration::from_secs(3600),
+        1000,
+        metrics.clone(),
+        health,
+    );
+    use actix::Actor;
+    let _addr = watchdog.start();
+    actix_rt::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!registry.canary_ok(), "readiness reads this");
+    let canary = |model: &str| metrics.ml.model_canary_ok.with_label_values(&[model]).get();
+    assert_eq!(canary(FIRST_STAGE), 0);
+    assert_eq!(canary(LGBM), 1, "the second stage passes");
+}
+
 fn gauge(metrics: &str, series: &str) -> Option<f64> {
     metric_value(metrics, series)
 }
@@ -321,9 +385,12 @@ async fn served_traffic_that_shifts_moves_the_drift_psi() {
         ("model.drift_min_samples", 250.into()),
     ])
     .await;
+    // In the demo's cascade the first stage scores every candidate: drift is measured on its
+    // rows and scores. The second stage sees only the first's best (not what its training
+    // reference describes): it reports no drift there.
     let user_known =
-        format!(r#"eaglerank_feature_drift_psi{{feature="user_known",model="{LGBM}"}}"#);
-    let samples = format!(r#"eaglerank_drift_samples_total{{model="{LGBM}"}}"#);
+        format!(r#"eaglerank_feature_drift_psi{{feature="user_known",model="{FIRST_STAGE}"}}"#);
+    let samples = format!(r#"eaglerank_drift_samples_total{{model="{FIRST_STAGE}"}}"#);
     let settle = || actix_rt::time::sleep(std::time::Duration::from_millis(300));
 
     // Training saw ~11 % of rows from users without history: one request in ten here.
@@ -342,10 +409,12 @@ async fn served_traffic_that_shifts_moves_the_drift_psi() {
     assert!(
         gauge(
             &m,
-            &format!(r#"eaglerank_score_drift_psi{{model="{LGBM}"}}"#)
+            &format!(r#"eaglerank_score_drift_psi{{model="{FIRST_STAGE}"}}"#)
         )
         .is_some()
     );
+    let second_stage = format!(r#"eaglerank_drift_samples_total{{model="{LGBM}"}}"#);
+    assert_eq!(metric_value(&m, &second_stage).unwrap_or(0.0), 0.0);
 
     for i in 0..60 {
         feed(&app, &format!("stranger-{i}")).await;
@@ -497,7 +566,7 @@ async fn tenants_choose_their_model_and_a_shadow_model_is_compared() {
         .iter()
         .map(|m| m["slot"].as_str().unwrap())
         .collect();
-    assert_eq!(slots, ["default", "linear"]);
+    assert_eq!(slots, ["default", "first_stage", "linear"]);
 
     // A reload may not bring a model whose name another slot's model has: metrics would mix
     // them. (The default slot's files become the linear model's.)

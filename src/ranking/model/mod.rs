@@ -7,7 +7,10 @@
 
 mod drift;
 mod onnx;
+mod onnx_graph;
 mod registry;
+mod scorer;
+mod trees;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,12 +18,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ModelSettings;
+use crate::config::{ModelEngine, ModelSettings};
 use crate::ranking::features::{FeatureSpec, UnknownFeature};
 
 pub use drift::{Bins, DriftMonitor, DriftReport, Reference, psi};
 pub use onnx::OnnxScorer;
-pub use registry::{ModelRegistry, ReloadOutcome, Slot, SlotError};
+pub use registry::{FeedModels, FirstStage, ModelRegistry, ReloadOutcome, Slot, SlotError};
+pub use scorer::{AGREEMENT, Engine, Scorer};
+pub use trees::{TreeEnsemble, Unsupported};
 
 /// `models/<name>.json`, written by `training/train.py` next to the `.onnx` file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -86,13 +91,14 @@ impl From<ort::Error> for ModelError {
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A model checked and ready to serve: its bytes (each ranker builds its own session
-/// from them), its metadata, the feature spec its metadata describes, and the drift monitor
-/// its served traffic feeds.
+/// from them), its metadata, the feature spec its metadata describes, the drift monitor
+/// its served traffic feeds, and the engine that scores it.
 pub struct LoadedModel {
     pub id: u64,
     pub metadata: Arc<ModelMetadata>,
     pub spec: Arc<FeatureSpec>,
     pub drift: Option<DriftMonitor>,
+    pub engine: Engine,
     bytes: Arc<[u8]>,
 }
 
@@ -116,28 +122,35 @@ impl LoadedModel {
                 source,
             })?
             .into();
-        Self::from_parts(metadata, bytes)
+        Self::from_parts(metadata, bytes, settings.engine)
     }
 
     #[doc(hidden)]
-    pub fn from_parts(metadata: ModelMetadata, bytes: Arc<[u8]>) -> Result<Self, ModelError> {
+    pub fn from_parts(
+        metadata: ModelMetadata,
+        bytes: Arc<[u8]>,
+        engine: ModelEngine,
+    ) -> Result<Self, ModelError> {
         let spec = FeatureSpec::from_names(&metadata.features)?;
         let drift = metadata
             .reference
             .as_ref()
             .and_then(|r| DriftMonitor::new(r, &metadata.features));
+        let metadata = Arc::new(metadata);
+        let engine = scorer::choose(engine, &bytes, &metadata)?;
         Ok(Self {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            metadata: Arc::new(metadata),
+            metadata,
             spec: Arc::new(spec),
             drift,
+            engine,
             bytes,
         })
     }
 
-    /// A new ONNX session for one thread.
-    pub fn scorer(&self) -> Result<OnnxScorer, ModelError> {
-        OnnxScorer::new(&self.bytes, self.metadata.clone())
+    /// A scorer for one thread: the native trees (shared), or a new ONNX Runtime session.
+    pub fn scorer(&self) -> Result<Scorer, ModelError> {
+        Scorer::new(&self.engine, &self.bytes, &self.metadata)
     }
 }
 

@@ -64,18 +64,13 @@ impl OnnxScorer {
         &self.metadata
     }
 
-    /// Scores `rows` rows of a row-major matrix with `metadata.features.len()` columns.
+    /// Scores `rows` rows of a row-major matrix with `metadata.features.len()` columns
+    /// (the caller, [`super::Scorer`], checked its size).
     pub fn score(&mut self, matrix: &[f32], rows: usize) -> Result<Vec<f32>, ModelError> {
         if rows == 0 {
             return Ok(Vec::new());
         }
         let cols = self.metadata.features.len();
-        if matrix.len() != rows * cols {
-            return Err(ModelError::Mismatch(format!(
-                "matrix has {} values, expected {rows} x {cols}",
-                matrix.len()
-            )));
-        }
         let input = TensorRef::from_array_view(([rows, cols], matrix))?;
         let outputs = self
             .session
@@ -91,41 +86,6 @@ impl OnnxScorer {
             )));
         }
         Ok(scores.to_vec())
-    }
-
-    /// Scores the probe rows and compares with what training recorded.
-    pub fn check_probe(&mut self) -> Result<(), ModelError> {
-        let probe = self.metadata.probe.clone();
-        let cols = self.metadata.features.len();
-        if probe.rows.is_empty() || probe.rows.len() != probe.expected.len() {
-            return Err(ModelError::Mismatch(
-                "probe must have as many expected scores as rows, and at least one".into(),
-            ));
-        }
-        if let Some(bad) = probe.rows.iter().find(|r| r.len() != cols) {
-            return Err(ModelError::Mismatch(format!(
-                "probe row has {} values, expected {cols}",
-                bad.len()
-            )));
-        }
-        let matrix: Vec<f32> = probe.rows.concat();
-        let got = self.score(&matrix, probe.rows.len())?;
-        let constant = |v: &[f32]| v.windows(2).all(|w| w[0] == w[1]);
-        if got.len() > 1 && constant(&got) && !constant(&probe.expected) {
-            return Err(ModelError::Mismatch(format!(
-                "degenerate output: every probe row scores {}",
-                got[0]
-            )));
-        }
-        for (i, (g, e)) in got.iter().zip(&probe.expected).enumerate() {
-            if !g.is_finite() || (g - e).abs() > probe.tolerance {
-                return Err(ModelError::Mismatch(format!(
-                    "probe row {i} scores {g}, training recorded {e} (tolerance {})",
-                    probe.tolerance
-                )));
-            }
-        }
-        Ok(())
     }
 }
 

@@ -106,7 +106,26 @@ struct TenantModels {
     live: usize,
     /// The shadow slot, scored on one request in `every`.
     shadow: Option<(usize, u64)>,
+    /// The cascade's first stage and how many candidates it passes on.
+    first_stage: Option<(usize, usize)>,
     requests: AtomicU64,
+}
+
+/// A cascade's first stage: a cheap model that scores every candidate, of which the best
+/// `keep` are scored again by the feed's model.
+#[derive(Clone)]
+pub struct FirstStage {
+    pub model: Arc<LoadedModel>,
+    pub keep: usize,
+}
+
+/// The models one feed uses.
+pub struct FeedModels {
+    /// Ranks the feed (the cascade's second stage).
+    pub model: Arc<LoadedModel>,
+    /// Scored too, never served, when this request is in the tenant's shadow sample.
+    pub shadow: Option<Arc<LoadedModel>>,
+    pub first_stage: Option<FirstStage>,
 }
 
 pub struct ModelRegistry {
@@ -135,9 +154,23 @@ impl ModelRegistry {
     /// Loads every configured model (each checked against its probe) and the tenants' choice.
     /// Two models may not share a metadata name: metrics tell models apart by it.
     pub fn load(settings: &Settings) -> Result<Self, SlotError> {
+        Self::load_with(settings, LoadedModel::load)
+    }
+
+    /// As [`ModelRegistry::load`] without the probe check: for tests of a served model that
+    /// fails its canary later, which a checked load never lets through.
+    #[doc(hidden)]
+    pub fn load_unchecked(settings: &Settings) -> Result<Self, SlotError> {
+        Self::load_with(settings, LoadedModel::load_unchecked)
+    }
+
+    fn load_with(
+        settings: &Settings,
+        load: impl Fn(&ModelSettings) -> Result<LoadedModel, ModelError>,
+    ) -> Result<Self, SlotError> {
         let mut slots = Vec::new();
         for (name, model_settings) in settings.model_slots() {
-            let model = LoadedModel::load(&model_settings).map_err(|source| SlotError {
+            let model = load(&model_settings).map_err(|source| SlotError {
                 slot: name.clone(),
                 source,
             })?;
@@ -168,9 +201,15 @@ impl ModelRegistry {
                     .and_then(index)
                     .filter(|_| t.shadow_sample_rate > 0.0)
                     .map(|s| (s, (1.0 / t.shadow_sample_rate).round().max(1.0) as u64));
+                let first_stage = t
+                    .first_stage_model
+                    .as_deref()
+                    .and_then(index)
+                    .map(|s| (s, t.first_stage_keep));
                 let models = TenantModels {
                     live,
                     shadow,
+                    first_stage,
                     requests: AtomicU64::new(0),
                 };
                 (id.clone(), models)
@@ -202,16 +241,25 @@ impl ModelRegistry {
     }
 
     /// As [`ModelRegistry::for_tenant`], ranked by the slot named `slot` instead (an experiment
-    /// arm's model) when given and loaded.
-    pub fn for_feed(
-        &self,
-        tenant: &str,
-        slot: Option<&str>,
-    ) -> (Arc<LoadedModel>, Option<Arc<LoadedModel>>) {
+    /// arm's model) when given and loaded, with the tenant's first stage if it has a cascade.
+    pub fn for_feed(&self, tenant: &str, slot: Option<&str>) -> FeedModels {
         let (live, shadow) = self.for_tenant(tenant);
-        match slot.and_then(|name| self.slots.iter().find(|s| s.name == name)) {
-            Some(s) => (s.current(), shadow),
-            None => (live, shadow),
+        let model = match slot.and_then(|name| self.slots.iter().find(|s| s.name == name)) {
+            Some(s) => s.current(),
+            None => live,
+        };
+        let first_stage =
+            self.tenants
+                .get(tenant)
+                .and_then(|t| t.first_stage)
+                .map(|(slot, keep)| FirstStage {
+                    model: self.slots[slot].current(),
+                    keep,
+                });
+        FeedModels {
+            model,
+            shadow,
+            first_stage,
         }
     }
 

@@ -188,7 +188,7 @@ impl Metrics {
             ),
             model_score: r.histogram(
                 "eaglerank_model_score",
-                "Distribution of model scores over all scored candidates.",
+                "Distribution of model scores: a sample of up to 32 evenly spaced scores per scored batch.",
                 SCORE_BUCKETS,
                 &["model"],
             ),
