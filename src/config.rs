@@ -533,8 +533,9 @@ pub struct TenantSettings {
     #[serde(default)]
     pub experiment: Option<ExperimentSettings>,
     /// Two-stage ranking: this cheap model scores every candidate and the feed's model
-    /// re-scores only its best `first_stage_keep`.
-    #[serde(default)]
+    /// re-scores only its best `first_stage_keep`. `""` (what a layered file can set to turn
+    /// a cascade off): none.
+    #[serde(default, deserialize_with = "empty_is_none")]
     pub first_stage_model: Option<String>,
     #[serde(default = "default_first_stage_keep")]
     pub first_stage_keep: usize,
@@ -542,6 +543,10 @@ pub struct TenantSettings {
 
 fn default_first_stage_keep() -> usize {
     100
+}
+
+fn empty_is_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.filter(|s| !s.is_empty()))
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,5 @@
 //! Feature vectors for (user, item) pairs. The code knows how to compute every feature in
-//! [`CATALOG`]; which ones a model uses, and in which column order, comes from the model's
+//! [`Feature`]; which ones a model uses, and in which column order, comes from the model's
 //! metadata file. Serving and the simulator (whose logs train the model) both assemble rows
 //! through [`FeatureSpec::assemble`], so training sees exactly what serving computes.
 
@@ -83,10 +83,6 @@ impl<'a> UserSide<'a> {
     }
 }
 
-/// `None`: the input the feature needs is absent (an unknown user, no price history). The
-/// value is then the default the model was trained with (0), and the ranker counts it.
-type FeatureFn = fn(&FeatureContext<'_>, &ItemRecord) -> Option<f32>;
-
 /// What a missing or non-finite feature value is replaced with; training saw the same.
 pub const DEFAULT_VALUE: f32 = 0.0;
 
@@ -122,98 +118,136 @@ fn ln1p(x: f64) -> Option<f32> {
     Some(if x < 0.0 { 0.0 } else { x.ln_1p() as f32 })
 }
 
-/// Every feature the service can compute, by name, with a line of documentation.
-pub const CATALOG: &[(&str, FeatureFn, &str)] = &[
-    (
-        "item_log_impressions",
-        |_, i| ln1p(i.stats.impressions),
-        "ln(1 + impressions)",
-    ),
-    (
-        "item_log_clicks",
-        |_, i| ln1p(i.stats.clicks),
-        "ln(1 + clicks)",
-    ),
-    (
-        "item_log_purchases",
-        |_, i| ln1p(i.stats.purchases),
-        "ln(1 + purchases)",
-    ),
-    (
-        "item_ctr",
-        |_, i| Some(smoothed_ctr(i.stats.clicks, i.stats.impressions) as f32),
-        "click-through rate, smoothed with a Beta prior",
-    ),
-    (
-        "item_conversion",
-        |_, i| {
-            Some(
-                ((i.stats.purchases + CONVERSION_PRIOR_PURCHASES)
-                    / (i.stats.clicks + CONVERSION_PRIOR_CLICKS)) as f32,
-            )
-        },
-        "purchases per click, smoothed",
-    ),
-    (
-        "item_trending",
-        |c, i| ln1p(i.stats.trending_score_at(c.growth)),
-        "ln(1 + decayed trending score)",
-    ),
-    (
-        "item_log_price",
-        // ln1p's clamp of negative prices, from the value computed once per record.
-        |_, i| {
-            Some(if i.item.price < 0.0 {
-                0.0
-            } else {
-                i.derived().log_price as f32
-            })
-        },
-        "ln(1 + price)",
-    ),
-    (
-        "item_age_days",
-        |c, i| Some(((c.now - i.item.created_at as f64) / 86_400.0).max(0.0) as f32),
-        "days since the item was listed",
-    ),
-    (
-        "user_known",
-        |c, _| Some(f32::from(u8::from(c.user.is_some()))),
-        "1 when the user has history",
-    ),
-    (
-        "user_log_interactions",
-        |c, _| c.user.and_then(|u| ln1p(u.interactions)),
+/// Defines [`Feature`]: every feature the service can compute, with its name, a line of
+/// documentation and its value — `None` when the input it needs is absent (an unknown user, no
+/// price history); the value is then the default the model was trained with (0), and the
+/// ranker counts it. One definition gives both the one-value form ([`Feature::value`]) and the
+/// column loop assembly runs ([`Feature::fill_column`]): a loop per feature, with the value's
+/// code inlined into it, instead of a call through a function pointer per value (500 rows ×
+/// 14 features a feed).
+macro_rules! catalog {
+    ($( $variant:ident = $name:literal, $doc:literal, |$c:pat_param, $i:pat_param| $body:expr; )*) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Feature {
+            $($variant),*
+        }
+
+        impl Feature {
+            /// In catalog order: the simulator logs them all, in this order.
+            pub const ALL: &'static [Feature] = &[$(Feature::$variant),*];
+
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Feature::$variant => $name),*
+                }
+            }
+
+            pub fn doc(self) -> &'static str {
+                match self {
+                    $(Feature::$variant => $doc),*
+                }
+            }
+
+            pub fn value(self, ctx: &FeatureContext<'_>, item: &ItemRecord) -> Option<f32> {
+                match self {
+                    $(Feature::$variant => {
+                        let ($c, $i) = (ctx, item);
+                        $body
+                    }),*
+                }
+            }
+
+            /// Writes this feature for every item into `column` of the row-major `rows`.
+            fn fill_column<'a>(
+                self,
+                ctx: &FeatureContext<'_>,
+                items: impl Iterator<Item = &'a ItemRecord>,
+                rows: &mut [std::mem::MaybeUninit<f32>],
+                column: usize,
+                width: usize,
+                health: (&mut u32, &mut u32),
+            ) -> usize {
+                match self {
+                    $(Feature::$variant => fill(items, rows, column, width, health, |item| {
+                        let ($c, $i) = (ctx, item);
+                        $body
+                    })),*
+                }
+            }
+        }
+    };
+}
+
+/// One column of an assembled matrix: missing and non-finite values become
+/// [`DEFAULT_VALUE`], tallied in `(missing, nan)`. Returns the rows written.
+#[inline(always)]
+fn fill<'a>(
+    items: impl Iterator<Item = &'a ItemRecord>,
+    rows: &mut [std::mem::MaybeUninit<f32>],
+    column: usize,
+    width: usize,
+    (missing, nan): (&mut u32, &mut u32),
+    value: impl Fn(&'a ItemRecord) -> Option<f32>,
+) -> usize {
+    let mut written = 0;
+    for (item, row) in items.zip(rows.chunks_exact_mut(width)) {
+        written += 1;
+        row[column].write(match value(item) {
+            Some(v) if v.is_finite() => v,
+            Some(_) => {
+                *nan += 1;
+                DEFAULT_VALUE
+            }
+            None => {
+                *missing += 1;
+                DEFAULT_VALUE
+            }
+        });
+    }
+    written
+}
+
+catalog! {
+    ItemLogImpressions = "item_log_impressions", "ln(1 + impressions)",
+        |_, i| ln1p(i.stats.impressions);
+    ItemLogClicks = "item_log_clicks", "ln(1 + clicks)",
+        |_, i| ln1p(i.stats.clicks);
+    ItemLogPurchases = "item_log_purchases", "ln(1 + purchases)",
+        |_, i| ln1p(i.stats.purchases);
+    ItemCtr = "item_ctr", "click-through rate, smoothed with a Beta prior",
+        |_, i| Some(smoothed_ctr(i.stats.clicks, i.stats.impressions) as f32);
+    ItemConversion = "item_conversion", "purchases per click, smoothed",
+        |_, i| Some(
+            ((i.stats.purchases + CONVERSION_PRIOR_PURCHASES)
+                / (i.stats.clicks + CONVERSION_PRIOR_CLICKS)) as f32,
+        );
+    ItemTrending = "item_trending", "ln(1 + decayed trending score)",
+        |c, i| ln1p(i.stats.trending_score_at(c.growth));
+    // ln1p's clamp of negative prices, from the value computed once per record.
+    ItemLogPrice = "item_log_price", "ln(1 + price)",
+        |_, i| Some(if i.item.price < 0.0 { 0.0 } else { i.derived().log_price as f32 });
+    ItemAgeDays = "item_age_days", "days since the item was listed",
+        |c, i| Some(((c.now - i.item.created_at as f64) / 86_400.0).max(0.0) as f32);
+    UserKnown = "user_known", "1 when the user has history",
+        |c, _| Some(f32::from(u8::from(c.user.is_some())));
+    UserLogInteractions = "user_log_interactions",
         "ln(1 + the user's clicks, carts and purchases)",
-    ),
-    (
-        "user_category_affinity",
-        |c, i| c.user_side.as_ref().map(|u| u.category_share(i)),
+        |c, _| c.user.and_then(|u| ln1p(u.interactions));
+    UserCategoryAffinity = "user_category_affinity",
         "share of the user's activity in the item's category",
-    ),
-    (
-        "user_brand_affinity",
-        |c, i| c.user_side.as_ref().map(|u| u.brand_share(i)),
-        "share of the user's activity on the item's brand",
-    ),
-    (
-        "user_price_ratio",
-        |c, i| {
-            let user = c.user_side.as_ref()?.log_mean_price?;
-            Some((i.derived().log_price - user) as f32)
-        },
+        |c, i| c.user_side.as_ref().map(|u| u.category_share(i));
+    UserBrandAffinity = "user_brand_affinity", "share of the user's activity on the item's brand",
+        |c, i| c.user_side.as_ref().map(|u| u.brand_share(i));
+    UserPriceRatio = "user_price_ratio",
         "ln of item price over the user's mean price (0 when unknown)",
-    ),
-    (
-        "user_seen_item",
-        |c, i| {
-            c.user_side
-                .as_ref()
-                .map(|u| f32::from(u8::from(u.has_seen(i))))
-        },
-        "1 when the user recently interacted with the item",
-    ),
-];
+        |c, i| c
+            .user_side
+            .as_ref()
+            .and_then(|u| u.log_mean_price)
+            .map(|user| (i.derived().log_price - user) as f32);
+    UserSeenItem = "user_seen_item", "1 when the user recently interacted with the item",
+        |c, i| c.user_side.as_ref().map(|u| f32::from(u8::from(u.has_seen(i))));
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("unknown feature {0:?}; known features: {1}")]
@@ -222,35 +256,35 @@ pub struct UnknownFeature(String, String);
 /// The ordered list of features one model consumes.
 pub struct FeatureSpec {
     names: Vec<String>,
-    fns: Vec<FeatureFn>,
+    features: Vec<Feature>,
 }
 
 impl FeatureSpec {
     pub fn from_names(names: &[String]) -> Result<Self, UnknownFeature> {
-        let fns = names
+        let features = names
             .iter()
             .map(|name| {
-                CATALOG
+                Feature::ALL
                     .iter()
-                    .find(|(n, _, _)| n == name)
-                    .map(|(_, f, _)| *f)
+                    .copied()
+                    .find(|f| f.name() == name)
                     .ok_or_else(|| {
-                        let known: Vec<&str> = CATALOG.iter().map(|(n, _, _)| *n).collect();
+                        let known: Vec<&str> = Feature::ALL.iter().map(|f| f.name()).collect();
                         UnknownFeature(name.clone(), known.join(", "))
                     })
             })
             .collect::<Result<_, _>>()?;
         Ok(Self {
             names: names.to_vec(),
-            fns,
+            features,
         })
     }
 
     /// Every feature of the catalog, in catalog order: what the simulator logs.
     pub fn full_catalog() -> Self {
         Self {
-            names: CATALOG.iter().map(|(n, _, _)| n.to_string()).collect(),
-            fns: CATALOG.iter().map(|(_, f, _)| *f).collect(),
+            names: Feature::ALL.iter().map(|f| f.name().to_owned()).collect(),
+            features: Feature::ALL.to_vec(),
         }
     }
 
@@ -259,38 +293,47 @@ impl FeatureSpec {
     }
 
     pub fn len(&self) -> usize {
-        self.fns.len()
+        self.features.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.fns.is_empty()
+        self.features.is_empty()
     }
 
-    /// Appends one row per item to `out` (row-major, `len()` columns). Missing and
-    /// non-finite values become [`DEFAULT_VALUE`] and are tallied per column in `health`.
-    pub fn assemble<'a>(
+    /// Appends one row per item to `out` (row-major, `len()` columns), a column at a time.
+    /// Missing and non-finite values become [`DEFAULT_VALUE`] and are tallied per column in
+    /// `health`.
+    pub fn assemble<'a, I>(
         &self,
         ctx: &FeatureContext<'_>,
-        items: impl IntoIterator<Item = &'a ItemRecord>,
+        items: I,
         out: &mut Vec<f32>,
         health: &mut FeatureHealth,
-    ) {
+    ) where
+        I: IntoIterator<Item = &'a ItemRecord>,
+        I::IntoIter: Clone + ExactSizeIterator,
+    {
         health.reset(self.len());
-        for item in items {
-            for (j, f) in self.fns.iter().enumerate() {
-                out.push(match f(ctx, item) {
-                    Some(v) if v.is_finite() => v,
-                    Some(_) => {
-                        health.nan[j] += 1;
-                        DEFAULT_VALUE
-                    }
-                    None => {
-                        health.missing[j] += 1;
-                        DEFAULT_VALUE
-                    }
-                });
-            }
+        let items = items.into_iter();
+        let width = self.len();
+        if width == 0 {
+            return;
         }
+        let n = items.len();
+        let values = n * width;
+        out.reserve(values);
+        // Written in place, not zeroed first: a memset of the whole matrix cost ~28 k
+        // instructions a feed.
+        let rows = &mut out.spare_capacity_mut()[..values];
+        for (j, feature) in self.features.iter().enumerate() {
+            let tally = (&mut health.missing[j], &mut health.nan[j]);
+            let written = feature.fill_column(ctx, items.clone(), rows, j, width, tally);
+            // `len()` is a safe trait's word: what was written is checked, not trusted.
+            assert_eq!(written, n, "an iterator shorter than its len()");
+        }
+        // SAFETY: the `values` slots past the length were just written: every column (one
+        // `fill_column` each) of all `n` rows, as the assertion checked.
+        unsafe { out.set_len(out.len() + values) };
     }
 }
 
