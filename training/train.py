@@ -114,6 +114,22 @@ def is_number(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+
+def read_schema(f):
+    """Line 1 of a simulator log (impressions or candidates): the schema, with its list of
+    feature names. Refused, saying what is wrong, rather than failing later on its absence."""
+    first = f.readline()
+    if not first.strip():
+        raise Refused("the file is empty")
+    try:
+        schema = json.loads(first)
+    except json.JSONDecodeError as e:
+        raise Refused(f"line 1 (the schema) is corrupt: {e.msg} at column {e.colno}") from None
+    names = schema.get("features") if isinstance(schema, dict) else None
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise Refused("line 1 is not a schema: no list of feature names under \"features\"")
+    return schema, names
+
 def load(path):
     """The schema and the rows as arrays, plus for a live training set (None for the simulator's
     log) each row's serving time and logged score. Checked as it is read, so that a bad file is
@@ -124,16 +140,7 @@ def load(path):
     number = 0
     try:
         with open(path, encoding="utf-8") as f:
-            first = f.readline()
-            if not first.strip():
-                raise Refused("the file is empty")
-            try:
-                schema = json.loads(first)
-            except json.JSONDecodeError as e:
-                raise Refused(f"line 1 (the schema) is corrupt: {e.msg} at column {e.colno}") from None
-            names = schema.get("features") if isinstance(schema, dict) else None
-            if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-                raise Refused("line 1 is not a schema: no list of feature names under \"features\"")
+            schema, names = read_schema(f)
             rows, lines = [], []
             seen, previous = set(), None
             number = 1  # the last line read, for a decoding error's message
@@ -487,16 +494,7 @@ def load_candidates(path, wanted):
     number = 0
     try:
         with open(path, encoding="utf-8") as f:
-            first = f.readline()
-            if not first.strip():
-                raise Refused("the file is empty")
-            try:
-                schema = json.loads(first)
-            except json.JSONDecodeError as e:
-                raise Refused(f"line 1 (the schema) is corrupt: {e.msg} at column {e.colno}") from None
-            names = schema.get("features") if isinstance(schema, dict) else None
-            if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-                raise Refused("line 1 is not a schema: no list of feature names under \"features\"")
+            schema, names = read_schema(f)
             missing = [n for n in wanted if n not in names]
             if missing:
                 raise Refused(f"it has no column for the teacher's feature(s) {', '.join(missing)}")

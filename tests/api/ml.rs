@@ -286,21 +286,7 @@ async fn the_canary_catches_a_model_whose_outputs_differ_from_the_recorded_ones(
     let registry = std::sync::Arc::new(eaglerank::ranking::model::ModelRegistry::new(
         settings, unchecked,
     ));
-    let metrics = std::sync::Arc::new(eaglerank::telemetry::Metrics::new());
-    let health = std::sync::Arc::new(eaglerank::actors::ActorHealth::new(
-        metrics.clone(),
-        &[("model_watchdog", 1)],
-    ));
-    let watchdog = eaglerank::actors::ModelWatchdog::new(
-        registry.clone(),
-        std::time::Duration::from_secs(3600),
-        1000,
-        metrics.clone(),
-        health,
-    );
-    use actix::Actor;
-    let _addr = watchdog.start();
-    actix_rt::time::sleep(std::time::Duration::from_millis(500)).await;
+    let metrics = canary_verdict(&registry).await;
     assert!(!registry.canary_ok(), "readiness reads this");
     assert_eq!(
         metrics.ml.model_canary_ok.with_label_values(&[LGBM]).get(),
@@ -349,6 +335,18 @@ async fn a_cascade_stage_failing_its_canary_fails_readiness_like_any_model() {
     let registry = std::sync::Arc::new(
         eaglerank::ranking::model::ModelRegistry::load_unchecked(&settings).unwrap(),
     );
+    let metrics = canary_verdict(&registry).await;
+    assert!(!registry.canary_ok(), "readiness reads this");
+    let canary = |model: &str| metrics.ml.model_canary_ok.with_label_values(&[model]).get();
+    assert_eq!(canary(FIRST_STAGE), 0);
+    assert_eq!(canary(LGBM), 1, "the second stage passes");
+}
+
+/// Starts a model watchdog over `registry` and waits for its first canary verdict (it runs
+/// one at start); returns the metrics it wrote.
+async fn canary_verdict(
+    registry: &std::sync::Arc<eaglerank::ranking::model::ModelRegistry>,
+) -> std::sync::Arc<eaglerank::telemetry::Metrics> {
     let metrics = std::sync::Arc::new(eaglerank::telemetry::Metrics::new());
     let health = std::sync::Arc::new(eaglerank::actors::ActorHealth::new(
         metrics.clone(),
@@ -362,12 +360,10 @@ async fn a_cascade_stage_failing_its_canary_fails_readiness_like_any_model() {
         health,
     );
     use actix::Actor;
-    let _addr = watchdog.start();
+    // The actor stops when its address is dropped: keep it for the rest of the test.
+    std::mem::forget(watchdog.start());
     actix_rt::time::sleep(std::time::Duration::from_millis(500)).await;
-    assert!(!registry.canary_ok(), "readiness reads this");
-    let canary = |model: &str| metrics.ml.model_canary_ok.with_label_values(&[model]).get();
-    assert_eq!(canary(FIRST_STAGE), 0);
-    assert_eq!(canary(LGBM), 1, "the second stage passes");
+    metrics
 }
 
 fn gauge(metrics: &str, series: &str) -> Option<f64> {
