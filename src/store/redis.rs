@@ -23,8 +23,40 @@ mod apply;
 use apply::{APPLY_EVENTS, EVENTS_PER_CALL, decode_stats};
 
 enum Pool {
-    Single(deadpool_redis::Pool),
+    Single(deadpool::managed::Pool<Manager>),
     Cluster(deadpool_redis::cluster::Pool),
+}
+
+/// A connection handed out within this long of its previous checkout goes without a check.
+const TRUSTED_FOR: Duration = Duration::from_secs(1);
+
+/// deadpool-redis's manager, without its check on every checkout: that is a round trip
+/// (`UNWATCH` + `PING`), and a feed checks out a connection for each of its ~8 store calls, so
+/// it doubled the feed's round trips and Redis's own work. Here a connection is checked only
+/// when it sat idle past [`TRUSTED_FOR`]; one that failed a command or timed out is never
+/// handed out again (`RedisStore::run` detaches it), so skipping the check cannot serve a
+/// broken connection twice. No EagleRank call leaves a transaction open (no `WATCH`; `MULTI`
+/// only inside one pipeline), which the `UNWATCH` guards against.
+struct Manager(deadpool_redis::Manager);
+
+impl deadpool::managed::Manager for Manager {
+    type Type = redis::aio::MultiplexedConnection;
+    type Error = redis::RedisError;
+
+    async fn create(&self) -> Result<Self::Type, Self::Error> {
+        deadpool::managed::Manager::create(&self.0).await
+    }
+
+    async fn recycle(
+        &self,
+        conn: &mut Self::Type,
+        metrics: &deadpool::managed::Metrics,
+    ) -> deadpool::managed::RecycleResult<Self::Error> {
+        if metrics.last_used() < TRUSTED_FOR {
+            return Ok(());
+        }
+        deadpool::managed::Manager::recycle(&self.0, conn, metrics).await
+    }
 }
 
 /// Catalog entries a replica keeps for ingestion (a few hundred bytes each).
@@ -73,7 +105,7 @@ fn build_pool(settings: &RedisSettings) -> Result<Pool, StoreError> {
     let manager =
         deadpool_redis::Manager::new_with_config(url.as_str(), connection).map_err(unavailable)?;
     Ok(Pool::Single(
-        deadpool_redis::Pool::builder(manager)
+        deadpool::managed::Pool::builder(Manager(manager))
             .max_size(settings.pool_size)
             .timeouts(timeouts)
             .runtime(Runtime::Tokio1)
@@ -187,7 +219,12 @@ impl RedisStore {
         let answer = match self.pool()? {
             Pool::Single(p) => {
                 let mut c = p.get().await.map_err(unavailable)?;
-                tokio::time::timeout(timeout, pipe.query_async(&mut *c)).await
+                let answer = tokio::time::timeout(timeout, pipe.query_async(&mut *c)).await;
+                if !matches!(answer, Ok(Ok(_))) {
+                    // Not back into the pool: its next checkout would not check it.
+                    drop(deadpool::managed::Object::take(c));
+                }
+                answer
             }
             Pool::Cluster(p) => {
                 let mut c = p.get().await.map_err(unavailable)?;
@@ -205,7 +242,11 @@ impl RedisStore {
         let answer = match self.pool()? {
             Pool::Single(p) => {
                 let mut c = p.get().await.map_err(unavailable)?;
-                tokio::time::timeout(timeout, load.query_async::<()>(&mut *c)).await
+                let answer = tokio::time::timeout(timeout, load.query_async::<()>(&mut *c)).await;
+                if !matches!(answer, Ok(Ok(_))) {
+                    drop(deadpool::managed::Object::take(c));
+                }
+                answer
             }
             Pool::Cluster(p) => {
                 let mut c = p.get().await.map_err(unavailable)?;
