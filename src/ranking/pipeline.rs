@@ -301,7 +301,15 @@ pub fn rank_cascade(
         }
     } else {
         let chosen: Vec<Scorable> = best.iter().map(|&i| candidates[i].clone()).collect();
-        feature_rows(spec, &ctx, &chosen, kept_rows, health);
+        // Invalid values are tallied once, on the first stage's rows of every candidate
+        // (`health` is sized for those columns).
+        feature_rows(
+            spec,
+            &ctx,
+            &chosen,
+            kept_rows,
+            &mut FeatureHealth::default(),
+        );
     }
     let copied = Instant::now();
     let second_scores = score(Stage::Second, kept_rows, best.len())?;
@@ -526,5 +534,65 @@ mod tests {
             &deep.arranged.order[25..],
             &order(&first.scores, &c, 60)[25..]
         );
+    }
+
+    #[test]
+    fn a_first_stage_on_other_features_assembles_the_second_stages_rows_for_the_kept_only() {
+        let c = distinct(30);
+        let first = FeatureSpec::from_names(&["item_log_price".into()]).unwrap();
+        let second = FeatureSpec::full_catalog();
+        let rules = rules::defaults();
+        let seen = FastSet::default();
+        let request = RankRequest {
+            now: 86_400.0,
+            user_id: "u",
+            user: None,
+            candidates: &c,
+            limit: 5,
+            rules: &rules,
+            seen: &seen,
+            page: 1,
+            explain: false,
+        };
+        let (mut matrix, mut kept_rows, mut health) =
+            (Vec::new(), Vec::new(), FeatureHealth::default());
+        let ranked = rank_cascade(
+            &first,
+            10,
+            &second,
+            &request,
+            &mut matrix,
+            &mut kept_rows,
+            &mut health,
+            |stage, m, n| {
+                Ok(match stage {
+                    // The first stage ranks by price (its one column); the second inverts it.
+                    Stage::First => m.to_vec(),
+                    Stage::Second => {
+                        let price = second.names().iter().position(|n| n == "item_log_price");
+                        let w = second.len();
+                        (0..n).map(|r| -m[r * w + price.unwrap()]).collect()
+                    }
+                })
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            matrix.len(),
+            30,
+            "the first stage's one column, every candidate"
+        );
+        assert_eq!(
+            kept_rows.len(),
+            10 * second.len(),
+            "the second's rows, kept only"
+        );
+        assert_eq!(
+            health.missing.len(),
+            1,
+            "tallied on the first stage's columns"
+        );
+        // Kept: the 10 most expensive (i020..i029); served: the cheapest 5 of those.
+        assert_eq!(ranked.arranged.order, [20, 21, 22, 23, 24]);
     }
 }
