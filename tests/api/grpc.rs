@@ -90,6 +90,13 @@ async fn a_grpc_feed_is_the_rest_feed() {
     let model = feed.model.as_ref().unwrap();
     assert_eq!(model.name, rest["model"]["name"]);
     assert_eq!(model.version, rest["model"]["version"]);
+    // The demo's two-stage cascade, named as REST names it.
+    let first_stage = feed
+        .first_stage
+        .as_ref()
+        .expect("the cascade's first stage");
+    assert_eq!(first_stage.name, rest["first_stage"]["name"]);
+    assert_eq!(first_stage.name, "eaglerank-first-stage");
     // The same user, store and model a moment apart: the same items in the same order, from
     // the same sources, with the same ranks.
     let rest_items = rest["items"].as_array().unwrap();
@@ -103,8 +110,13 @@ async fn a_grpc_feed_is_the_rest_feed() {
             serde_json::from_value::<Vec<String>>(r["sources"].clone()).unwrap()
         );
         assert!((f64::from(g.score) - r["score"].as_f64().unwrap()).abs() < 1e-3);
-        // explain: the model's input by name.
+        // explain: the model's input by name, and both stages' scores.
         assert!(g.features.len() > 5, "{:?}", g.features);
+        assert!(g.first_stage_score.is_some_and(f32::is_finite), "{g:?}");
+        assert!(
+            g.model_score.is_some(),
+            "page 1 of 10 comes from the kept 100: {g:?}"
+        );
     }
     assert!(
         feed.timings_ms.contains_key("total"),
@@ -121,6 +133,7 @@ async fn a_grpc_feed_is_the_rest_feed() {
     .unwrap();
     assert_eq!(feed.items.len(), 20);
     assert!(feed.timings_ms.is_empty() && feed.items[0].features.is_empty());
+    assert!(feed.items[0].model_score.is_none() && feed.items[0].first_stage_score.is_none());
 
     // Counted beside REST, by transport; the gRPC call itself by method and code.
     let m = app.metrics().await;
