@@ -41,7 +41,8 @@ pub struct ItemHistory {
     pub purchased: bool,
     /// Unix seconds of the impressions since the user last clicked, carted or bought it,
     /// oldest first, the last [`HISTORY_IMPRESSIONS`].
-    pub impressions: Vec<u32>,
+    /// Up to four inline (no heap block of their own: most items were seen once or twice).
+    pub impressions: smallvec::SmallVec<[u32; 4]>,
 }
 
 impl ItemHistory {
