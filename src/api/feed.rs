@@ -20,12 +20,9 @@ use crate::domain::{ItemId, unix_now};
 use crate::learning::{Assignment, FeedRecord, LoggedItem, Record};
 use crate::ranking::candidates::Sources;
 use crate::ranking::rules::TenantRules;
-use crate::ranking::rules_book::Refreshed;
 use crate::store::{Page, PageItem, Pages, by_deadline};
 use crate::telemetry::InternalEvent;
-use crate::telemetry::events::{
-    FeedFailed, FeedServed, RulesApplied, RulesChanged, RulesRefreshFailed, SessionWriteFailed,
-};
+use crate::telemetry::events::{FeedFailed, FeedServed, RulesApplied, SessionWriteFailed};
 
 pub const DEFAULT_LIMIT: u32 = 20;
 pub const MAX_LIMIT: u32 = 100;
@@ -246,15 +243,8 @@ async fn rules(state: &AppState, tenant: &str, call: &Call) -> Arc<TenantRules> 
     let now = Instant::now();
     let deadline = now + call.deadline.saturating_duration_since(now) / 2;
     let (rules, refreshed) = state.rules.get(tenant, deadline).await;
-    match refreshed {
-        Refreshed::Changed(r) => RulesChanged {
-            tenant,
-            version: r.version,
-        }
-        .emit(&state.metrics),
-        Refreshed::Failed(e) => RulesRefreshFailed { tenant, error: &e }.emit(&state.metrics),
-        Refreshed::Unchanged => {}
-    }
+    // A failed re-read is reported; the feed is served with the rules in force.
+    let _ = super::rules::report(state, tenant, refreshed);
     rules
 }
 

@@ -35,20 +35,33 @@ const STORE_BUDGET: Duration = Duration::from_secs(2);
 /// The rules in force for `tenant`, as the store has them now.
 pub async fn get(state: &AppState, tenant: &str) -> Result<VersionedRules, ApiError> {
     let (rules, refreshed) = state.rules.get(tenant, Instant::now() + STORE_BUDGET).await;
+    // A read that failed must not pass for the version in force everywhere.
+    report(state, tenant, refreshed)?;
+    Ok(VersionedRules::from(&*rules))
+}
+
+/// Reports what a refresh of `tenant`'s rules found (`RulesChanged`, `RulesRefreshFailed`)
+/// and hands a failed read back, for the caller to decide what it means.
+pub(crate) fn report(
+    state: &AppState,
+    tenant: &str,
+    refreshed: Refreshed,
+) -> Result<(), crate::store::StoreError> {
     match refreshed {
-        Refreshed::Changed(r) => RulesChanged {
-            tenant,
-            version: r.version,
+        Refreshed::Changed(r) => {
+            RulesChanged {
+                tenant,
+                version: r.version,
+            }
+            .emit(&state.metrics);
+            Ok(())
         }
-        .emit(&state.metrics),
-        // A read that failed must not pass for the version in force everywhere.
         Refreshed::Failed(e) => {
             RulesRefreshFailed { tenant, error: &e }.emit(&state.metrics);
-            return Err(e.into());
+            Err(e)
         }
-        Refreshed::Unchanged => {}
+        Refreshed::Unchanged => Ok(()),
     }
-    Ok(VersionedRules::from(&*rules))
 }
 
 /// Replaces `tenant`'s rules with the document `body` (JSON): validated first, then stored as

@@ -184,9 +184,7 @@ pub async fn patch_item(
         .store
         .patch_item(&tenant.id, &item_id, &patch)
         .await?
-        .ok_or_else(|| {
-            ApiError::NotFound(format!("no item {item_id:?} in tenant {:?}", tenant.id))
-        })?;
+        .ok_or_else(|| no_item(&tenant.id, &item_id))?;
     ItemsUpserted {
         tenant: &tenant.id,
         count: 1,
@@ -299,11 +297,14 @@ pub async fn get_item(
         .await?
         .pop()
         .flatten()
-        .ok_or_else(|| {
-            ApiError::NotFound(format!("no item {item_id:?} in tenant {:?}", tenant.id))
-        })?;
+        .ok_or_else(|| no_item(&tenant.id, &item_id))?;
     Ok(HttpResponse::Ok().json(ItemWithStats {
         stats: stats(&found.stats, unix_now()),
         item: &found.item,
     }))
+}
+
+/// The 404 of an item the tenant does not have.
+fn no_item(tenant: &str, item_id: &str) -> ApiError {
+    ApiError::NotFound(format!("no item {item_id:?} in tenant {tenant:?}"))
 }
