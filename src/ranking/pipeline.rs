@@ -427,6 +427,26 @@ mod tests {
             .collect()
     }
 
+    /// A first page of `limit` for an unknown user, under `rules`.
+    fn first_page<'a>(
+        candidates: &'a [Scorable],
+        limit: usize,
+        rules: &'a TenantRules,
+        seen: &'a FastSet<ItemId>,
+    ) -> RankRequest<'a> {
+        RankRequest {
+            now: 86_400.0,
+            user_id: "u",
+            user: None,
+            candidates,
+            limit,
+            rules,
+            seen,
+            page: 1,
+            explain: false,
+        }
+    }
+
     fn distinct(n: usize) -> Vec<Scorable> {
         (0..n)
             .map(|i| {
@@ -441,19 +461,8 @@ mod tests {
     fn a_cascade_keeping_every_candidate_serves_what_the_second_model_alone_serves() {
         let c = distinct(60);
         let spec = FeatureSpec::full_catalog();
-        let rules = rules::defaults();
-        let seen = FastSet::default();
-        let request = RankRequest {
-            now: 86_400.0,
-            user_id: "u",
-            user: None,
-            candidates: &c,
-            limit: 20,
-            rules: &rules,
-            seen: &seen,
-            page: 1,
-            explain: false,
-        };
+        let (rules, seen) = (rules::defaults(), FastSet::default());
+        let request = first_page(&c, 20, &rules, &seen);
         let (mut m1, mut m2, mut kept_rows) = (Vec::new(), Vec::new(), Vec::new());
         let mut health = FeatureHealth::default();
         let alone = rank(&spec, &request, &mut m1, &mut health, |m, n| {
@@ -541,19 +550,8 @@ mod tests {
         let c = distinct(30);
         let first = FeatureSpec::from_names(&["item_log_price".into()]).unwrap();
         let second = FeatureSpec::full_catalog();
-        let rules = rules::defaults();
-        let seen = FastSet::default();
-        let request = RankRequest {
-            now: 86_400.0,
-            user_id: "u",
-            user: None,
-            candidates: &c,
-            limit: 5,
-            rules: &rules,
-            seen: &seen,
-            page: 1,
-            explain: false,
-        };
+        let (rules, seen) = (rules::defaults(), FastSet::default());
+        let request = first_page(&c, 5, &rules, &seen);
         let (mut matrix, mut kept_rows, mut health) =
             (Vec::new(), Vec::new(), FeatureHealth::default());
         let ranked = rank_cascade(
