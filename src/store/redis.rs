@@ -317,7 +317,7 @@ fn item_record(
 fn user_profile(
     fields: HashMap<String, String>,
     recent: Vec<String>,
-    history: HashMap<String, String>,
+    history: Vec<(String, String)>,
 ) -> UserProfile {
     let mut p = UserProfile {
         history: history
@@ -368,10 +368,12 @@ impl FeatureStore for RedisStore {
         pipe.hgetall(keys::user(tenant, user_id))
             .lrange(keys::recent(tenant, user_id), 0, RECENT_ITEMS as isize - 1)
             .hgetall(keys::history(tenant, user_id));
+        // The history as pairs, not a map: it becomes the profile's map anyway, and a
+        // SipHash map of up to 500 entries per feed only to be taken apart showed in the profile.
         let (fields, recent, history): (
             HashMap<String, String>,
             Vec<String>,
-            HashMap<String, String>,
+            Vec<(String, String)>,
         ) = self.query(&pipe).await?;
         // Impressions alone make a profile too (as in the embedded store): fatigue needs it.
         if fields.is_empty() && history.is_empty() {
