@@ -121,10 +121,9 @@ fn ln1p(x: f64) -> Option<f32> {
 /// Defines [`Feature`]: every feature the service can compute, with its name, a line of
 /// documentation and its value — `None` when the input it needs is absent (an unknown user, no
 /// price history); the value is then the default the model was trained with (0), and the
-/// ranker counts it. One definition gives both the one-value form ([`Feature::value`]) and the
-/// column loop assembly runs ([`Feature::fill_column`]): a loop per feature, with the value's
-/// code inlined into it, instead of a call through a function pointer per value (500 rows ×
-/// 14 features a feed).
+/// ranker counts it. Assembly runs [`Feature::fill_column`]: a loop per feature, with the
+/// value's code inlined into it, instead of a call through a function pointer per value (500
+/// rows × 14 features a feed).
 macro_rules! catalog {
     ($( $variant:ident = $name:literal, $doc:literal, |$c:pat_param, $i:pat_param| $body:expr; )*) => {
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,15 +144,6 @@ macro_rules! catalog {
             pub fn doc(self) -> &'static str {
                 match self {
                     $(Feature::$variant => $doc),*
-                }
-            }
-
-            pub fn value(self, ctx: &FeatureContext<'_>, item: &ItemRecord) -> Option<f32> {
-                match self {
-                    $(Feature::$variant => {
-                        let ($c, $i) = (ctx, item);
-                        $body
-                    }),*
                 }
             }
 

@@ -59,6 +59,17 @@ impl deadpool::managed::Manager for Manager {
     }
 }
 
+/// Returns a connection to its pool only if its command was answered: one that failed or
+/// timed out is dropped, since its next checkout would not check it ([`Manager`]).
+fn release<T>(
+    conn: deadpool::managed::Object<Manager>,
+    answer: &Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
+) {
+    if !matches!(answer, Ok(Ok(_))) {
+        drop(deadpool::managed::Object::take(conn));
+    }
+}
+
 /// Catalog entries a replica keeps for ingestion (a few hundred bytes each).
 const CATALOG_CACHE_CAPACITY: u64 = 500_000;
 
@@ -220,10 +231,7 @@ impl RedisStore {
             Pool::Single(p) => {
                 let mut c = p.get().await.map_err(unavailable)?;
                 let answer = tokio::time::timeout(timeout, pipe.query_async(&mut *c)).await;
-                if !matches!(answer, Ok(Ok(_))) {
-                    // Not back into the pool: its next checkout would not check it.
-                    drop(deadpool::managed::Object::take(c));
-                }
+                release(c, &answer);
                 answer
             }
             Pool::Cluster(p) => {
@@ -243,9 +251,7 @@ impl RedisStore {
             Pool::Single(p) => {
                 let mut c = p.get().await.map_err(unavailable)?;
                 let answer = tokio::time::timeout(timeout, load.query_async::<()>(&mut *c)).await;
-                if !matches!(answer, Ok(Ok(_))) {
-                    drop(deadpool::managed::Object::take(c));
-                }
+                release(c, &answer);
                 answer
             }
             Pool::Cluster(p) => {

@@ -5,7 +5,7 @@
 
 use eaglerank::config::{ModelEngine, Settings};
 use eaglerank::ranking::features::{FeatureContext, FeatureHealth};
-use eaglerank::ranking::model::{AGREEMENT, LoadedModel};
+use eaglerank::ranking::model::{AGREEMENT, LoadedModel, max_gap};
 use eaglerank::ranking::pipeline;
 use eaglerank::store::MemoryStore;
 use eaglerank::telemetry::Metrics;
@@ -14,14 +14,6 @@ fn load(engine: ModelEngine) -> LoadedModel {
     let mut settings = Settings::load(&[]).unwrap().model;
     settings.engine = engine;
     LoadedModel::load(&settings).unwrap()
-}
-
-fn max_gap(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 #[actix_rt::test]

@@ -24,7 +24,7 @@ use crate::ranking::features::{FeatureSpec, UnknownFeature};
 pub use drift::{Bins, DriftMonitor, DriftReport, Reference, psi};
 pub use onnx::OnnxScorer;
 pub use registry::{FeedModels, FirstStage, ModelRegistry, ReloadOutcome, Slot, SlotError};
-pub use scorer::{AGREEMENT, Engine, Scorer};
+pub use scorer::{AGREEMENT, Engine, Scorer, max_gap};
 pub use trees::{TreeEnsemble, Unsupported};
 
 /// `models/<name>.json`, written by `training/train.py` next to the `.onnx` file.
