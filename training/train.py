@@ -130,19 +130,17 @@ def read_schema(f):
         raise Refused("line 1 is not a schema: no list of feature names under \"features\"")
     return schema, names
 
-def load(path):
-    """The schema and the rows as arrays, plus for a live training set (None for the simulator's
-    log) each row's serving time and logged score. Checked as it is read, so that a bad file is
-    refused naming the line rather than failing in numpy or LightGBM, or training on shifted
-    columns: a row's feature vector must be as long as the schema's names (null stays allowed:
-    it reads as NaN, LightGBM's missing value) and a request's rows contiguous (the LambdaRank
-    groups are runs of one request)."""
+
+def read_log(path, what, required):
+    """A simulator log (impressions or candidates), read as it is checked: yields (schema,
+    names) first, then (line number, row) for each non-blank line — a JSON object (a `what`)
+    with a "request" id (a string or an integer), a string "user_id" and the `required` keys.
+    A file that cannot be read or decoded, or a line that is not such an object, is refused
+    naming the line, whatever the caller then checks."""
     number = 0
     try:
         with open(path, encoding="utf-8") as f:
-            schema, names = read_schema(f)
-            rows, lines = [], []
-            seen, previous = set(), None
+            yield read_schema(f)
             number = 1  # the last line read, for a decoding error's message
             for number, line in enumerate(f, start=2):
                 if not line.strip():
@@ -152,37 +150,52 @@ def load(path):
                 except json.JSONDecodeError as e:
                     raise Refused(f"line {number} is corrupt: {e.msg} at column {e.colno}") from None
                 if not isinstance(row, dict):
-                    raise Refused(f"line {number} is not a row object")
-                for key in ("request", "user_id", "label", "features"):
+                    raise Refused(f"line {number} is not a {what} object")
+                for key in ("request", "user_id", *required):
                     if key not in row:
                         raise Refused(f"line {number} has no \"{key}\"")
-                features = row["features"]
-                if not isinstance(features, list) or len(features) != len(names):
-                    got = len(features) if isinstance(features, list) else "no list of"
-                    raise Refused(f"line {number} has {got} feature values, the schema names {len(names)}")
-                if not all(v is None or is_number(v) for v in features):
-                    raise Refused(f"line {number} has a feature value that is not a number")
-                label = row["label"]
-                if not isinstance(label, int) or isinstance(label, bool) or label < 0:
-                    raise Refused(f"line {number}: label {label!r} is not a non-negative integer")
                 request = row["request"]
                 if not isinstance(request, (str, int)) or isinstance(request, bool):
                     raise Refused(f"line {number}: request {request!r} is neither a string nor an integer")
                 if not isinstance(row["user_id"], str):
                     raise Refused(f"line {number}: user_id {row['user_id']!r} is not a string")
-                if request != previous:
-                    if request in seen:
-                        raise Refused(f"line {number}: request {request!r} resumes after other "
-                                      "requests' rows (a request's rows must be contiguous)")
-                    seen.add(request)
-                    previous = request
-                rows.append(row)
-                lines.append(number)
+                yield number, row
     except OSError as e:
         raise Refused(f"cannot read it: {e.strerror}") from None
     except UnicodeDecodeError:
         # Decoded in blocks: the line is approximate.
         raise Refused(f"it is not UTF-8 text (near line {number + 1})") from None
+
+def load(path):
+    """The schema and the rows as arrays, plus for a live training set (None for the simulator's
+    log) each row's serving time and logged score. Checked as it is read, so that a bad file is
+    refused naming the line rather than failing in numpy or LightGBM, or training on shifted
+    columns: a row's feature vector must be as long as the schema's names (null stays allowed:
+    it reads as NaN, LightGBM's missing value) and a request's rows contiguous (the LambdaRank
+    groups are runs of one request)."""
+    log = read_log(path, "row", ("label", "features"))
+    schema, names = next(log)
+    rows, lines = [], []
+    seen, previous = set(), None
+    for number, row in log:
+        features = row["features"]
+        if not isinstance(features, list) or len(features) != len(names):
+            got = len(features) if isinstance(features, list) else "no list of"
+            raise Refused(f"line {number} has {got} feature values, the schema names {len(names)}")
+        if not all(v is None or is_number(v) for v in features):
+            raise Refused(f"line {number} has a feature value that is not a number")
+        label = row["label"]
+        if not isinstance(label, int) or isinstance(label, bool) or label < 0:
+            raise Refused(f"line {number}: label {label!r} is not a non-negative integer")
+        request = row["request"]
+        if request != previous:
+            if request in seen:
+                raise Refused(f"line {number}: request {request!r} resumes after other "
+                              "requests' rows (a request's rows must be contiguous)")
+            seen.add(request)
+            previous = request
+        rows.append(row)
+        lines.append(number)
     if not rows:
         raise Refused("it has a schema line but no rows")
     announced = schema.get("rows")
@@ -491,57 +504,35 @@ def load_candidates(path, wanted):
     in that order. Checked as it is read, like load(): a bad line is refused by its number rather
     than scored on shifted columns. Returns the schema and, concatenated request after request,
     the rows, their p_click, each request's candidate count, id and user."""
-    number = 0
-    try:
-        with open(path, encoding="utf-8") as f:
-            schema, names = read_schema(f)
-            missing = [n for n in wanted if n not in names]
-            if missing:
-                raise Refused(f"it has no column for the teacher's feature(s) {', '.join(missing)}")
-            columns = [names.index(n) for n in wanted]
-            xs, clicks, sizes, requests, users = [], [], [], [], []
-            seen = set()
-            number = 1
-            for number, line in enumerate(f, start=2):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line.rstrip())
-                except json.JSONDecodeError as e:
-                    raise Refused(f"line {number} is corrupt: {e.msg} at column {e.colno}") from None
-                if not isinstance(row, dict):
-                    raise Refused(f"line {number} is not a request object")
-                for key in ("request", "user_id", "item_ids", "p_click", "features"):
-                    if key not in row:
-                        raise Refused(f"line {number} has no \"{key}\"")
-                request = row["request"]
-                if not isinstance(request, (str, int)) or isinstance(request, bool):
-                    raise Refused(f"line {number}: request {request!r} is neither a string nor an integer")
-                if request in seen:
-                    raise Refused(f"line {number}: request {request!r} appears twice")
-                seen.add(request)
-                if not isinstance(row["user_id"], str):
-                    raise Refused(f"line {number}: user_id {row['user_id']!r} is not a string")
-                if not isinstance(row["item_ids"], list) or not row["item_ids"]:
-                    raise Refused(f"line {number}: \"item_ids\" is not a non-empty list")
-                n = len(row["item_ids"])
-                x = numbers(row["features"], (n, len(names)), number, "features",
-                            " (a vector per item id, a value per schema name)")
-                # The service fills a missing value before it scores: a null is not what it ranks.
-                if not np.isfinite(x[:, columns]).all():
-                    raise Refused(f"line {number}: a feature value is null or not finite")
-                p_click = numbers(row["p_click"], (n,), number, "p_click", " (one per item id)")
-                if not (np.isfinite(p_click) & (p_click >= 0) & (p_click <= 1)).all():
-                    raise Refused(f"line {number}: a p_click is not a probability")
-                xs.append(x[:, columns].astype(np.float32))
-                clicks.append(p_click)
-                sizes.append(n)
-                requests.append(request)
-                users.append(row["user_id"])
-    except OSError as e:
-        raise Refused(f"cannot read it: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise Refused(f"it is not UTF-8 text (near line {number + 1})") from None
+    log = read_log(path, "request", ("item_ids", "p_click", "features"))
+    schema, names = next(log)
+    missing = [n for n in wanted if n not in names]
+    if missing:
+        raise Refused(f"it has no column for the teacher's feature(s) {', '.join(missing)}")
+    columns = [names.index(n) for n in wanted]
+    xs, clicks, sizes, requests, users = [], [], [], [], []
+    seen = set()
+    for number, row in log:
+        request = row["request"]
+        if request in seen:
+            raise Refused(f"line {number}: request {request!r} appears twice")
+        seen.add(request)
+        if not isinstance(row["item_ids"], list) or not row["item_ids"]:
+            raise Refused(f"line {number}: \"item_ids\" is not a non-empty list")
+        n = len(row["item_ids"])
+        x = numbers(row["features"], (n, len(names)), number, "features",
+                    " (a vector per item id, a value per schema name)")
+        # The service fills a missing value before it scores: a null is not what it ranks.
+        if not np.isfinite(x[:, columns]).all():
+            raise Refused(f"line {number}: a feature value is null or not finite")
+        p_click = numbers(row["p_click"], (n,), number, "p_click", " (one per item id)")
+        if not (np.isfinite(p_click) & (p_click >= 0) & (p_click <= 1)).all():
+            raise Refused(f"line {number}: a p_click is not a probability")
+        xs.append(x[:, columns].astype(np.float32))
+        clicks.append(p_click)
+        sizes.append(n)
+        requests.append(request)
+        users.append(row["user_id"])
     if not xs:
         raise Refused("it has a schema line but no requests")
     # A warning, not a refusal: fewer groups train and judge the same model, only on less data.
