@@ -58,6 +58,7 @@ pub struct Settings {
     pub admin: AdminSettings,
     pub feed: FeedSettings,
     pub ops: OpsSettings,
+    pub budgets: BudgetSettings,
     pub feature_log: FeatureLogSettings,
     /// Models besides the default one (`[model]`), by name: `[models.<name>]`.
     #[serde(default)]
@@ -471,6 +472,17 @@ pub struct OpsSettings {
     pub enabled: bool,
 }
 
+/// Tenants' budgets (each in `[tenants.<id>.budget]`) and how often their usage is measured.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BudgetSettings {
+    /// How often each tenant's entries and bytes are measured (`eaglerank_tenant_*`).
+    #[serde(
+        rename = "report_interval_ms",
+        deserialize_with = "millis::deserialize"
+    )]
+    pub report_interval: Duration,
+}
+
 /// Feed sessions (pagination) and business rules.
 #[derive(Debug, Clone, Deserialize)]
 pub struct FeedSettings {
@@ -539,6 +551,9 @@ pub struct TenantSettings {
     pub first_stage_model: Option<String>,
     #[serde(default = "default_first_stage_keep")]
     pub first_stage_keep: usize,
+    /// What the tenant may keep (items, users, served feeds, rules) and its events per second.
+    #[serde(default)]
+    pub budget: crate::domain::budget::Budget,
 }
 
 fn default_first_stage_keep() -> usize {
@@ -689,6 +704,9 @@ impl Settings {
                 return invalid(list.join("; "));
             }
         }
+        if self.budgets.report_interval.is_zero() {
+            return invalid("budgets.report_interval_ms must be > 0".into());
+        }
         if self.feed.session_ttl.is_zero() {
             return invalid("feed.session_ttl_seconds must be > 0".into());
         }
@@ -819,7 +837,13 @@ impl Settings {
             display_name: &t.display_name,
             api_key_sha256: &t.api_key_sha256,
             rate_limit_per_second: t.rate_limit_per_second,
+            budget: t.budget,
         })
+    }
+
+    /// Each tenant's budget.
+    pub fn budgets(&self) -> impl Iterator<Item = (&str, crate::domain::budget::Budget)> {
+        self.tenants.iter().map(|(id, t)| (id.as_str(), t.budget))
     }
 
     /// Candidate limits for one tenant: the global defaults with the tenant's overrides.

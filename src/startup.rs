@@ -54,7 +54,9 @@ async fn build_store(settings: &Settings, metrics: &Arc<Metrics>) -> anyhow::Res
             settings.redis.breaker_open,
         ));
         let store = Arc::new(
-            RedisStore::connect(&settings.redis)?.with_dedup(Dedup::from(&settings.events)),
+            RedisStore::connect(&settings.redis)?
+                .with_dedup(Dedup::from(&settings.events))
+                .with_budgets(settings.budgets()),
         );
         let pool: PoolProbe = {
             let store = store.clone();
@@ -85,7 +87,8 @@ async fn build_store(settings: &Settings, metrics: &Arc<Metrics>) -> anyhow::Res
     let store = MemoryStore::with_dedup(
         settings.tenants.keys().cloned(),
         Dedup::from(&settings.events),
-    );
+    )
+    .with_budgets(settings.budgets());
     if settings.store.demo.enabled {
         let anchor = settings
             .store
@@ -104,7 +107,11 @@ async fn build_store(settings: &Settings, metrics: &Arc<Metrics>) -> anyhow::Res
         health: Arc::new(StoreHealth::new("memory")),
         fallback: Arc::new(PopularityFallback::default()),
         watched: false,
-        feed_log: Arc::new(MemoryFeedLog::new(&settings.events).with_metrics(metrics.clone())),
+        feed_log: Arc::new(
+            MemoryFeedLog::new(&settings.events)
+                .with_budgets(settings.budgets())
+                .with_metrics(metrics.clone()),
+        ),
         rules: Arc::new(MemoryRules::default()),
         sessions: Arc::new(MemorySessions::new(
             settings.feed.session_capacity,

@@ -133,6 +133,79 @@ fn the_benchmark_harness_writes_a_complete_report() {
 }
 
 #[test]
+fn the_soak_reports_rss_over_time_for_both_backends() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = Command::new("python3")
+        .arg(Path::new(ROOT).join("loadtest/bench"))
+        .args([
+            "--smoke",
+            "--soak",
+            "0.2",
+            "--soak-only",
+            "--binary",
+            env!("CARGO_BIN_EXE_eaglerank"),
+            "--out",
+        ])
+        .arg(out_dir.path())
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "bench failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let md = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(md.ends_with("-soak0.2m.md"), "{md}");
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(md.replace(".md", ".json")).unwrap())
+            .unwrap();
+    let backends = report["backends"].as_array().unwrap();
+    assert_eq!(backends.len(), 2);
+    for b in backends {
+        assert!(b["soak"]["samples"].as_array().unwrap().len() >= 2);
+        assert!(number(b, "soak.summary.plateau_mb") > 0.0);
+        assert!(number(b, "soak.summary.feeds_per_s_mean") > 0.0);
+        assert!(number(b, "soak.wrk.rps") > 0.0);
+        assert_eq!(number(b, "soak.wrk.error_count"), 0.0);
+    }
+    let text = std::fs::read_to_string(&md).unwrap();
+    for needle in ["## Soak: memory", "## Soak: redis", "RSS plateau"] {
+        assert!(text.contains(needle), "{needle} missing");
+    }
+}
+
+/// The soak's reading of an RSS curve: a plateau, when it was reached, growth at the end.
+#[test]
+fn the_soak_summary_finds_the_plateau_and_the_late_growth() {
+    let script = r#"
+import importlib.machinery, importlib.util, json, sys
+loader = importlib.machinery.SourceFileLoader("bench", sys.argv[1])
+bench = importlib.util.module_from_spec(importlib.util.spec_from_loader("bench", loader))
+loader.exec_module(bench)
+# 10 minutes every 5 s: RSS rises 100 -> 300 MB over the first 2 minutes, then stays flat.
+flat = [{"t": t, "rps": 1000.0, "rss_mb": min(100 + t * 200 / 120, 300)} for t in range(0, 605, 5)]
+# The same, but growing 0.1 MB/s from minute 4 on.
+leak = [dict(s, rss_mb=s["rss_mb"] + max(0, s["t"] - 240) * 0.1) for s in flat]
+print(json.dumps([bench.soak_summary(flat), bench.soak_summary(leak)]))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(Path::new(ROOT).join("loadtest/bench"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let [flat, leak]: [Value; 2] = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(number(&flat, "plateau_mb"), 300.0);
+    // Within 2 % of 300 MB (294 MB) from 120 s on.
+    assert_eq!(number(&flat, "plateau_reached_s"), 120.0);
+    assert_eq!(number(&flat, "growth_last_5min_mb"), 0.0);
+    // 300 s at 0.1 MB/s: 30 MB in the last 5 minutes.
+    assert!((number(&leak, "growth_last_5min_mb") - 30.0).abs() < 0.5);
+    assert!(number(&leak, "growth_last_5min_pct") > 5.0);
+}
+
+#[test]
 fn the_chaos_harness_runs_every_scenario_and_prints_both_tables() {
     // One second per fault and two connections: the tooling works end to end; the figures of
     // a real run are the README's.

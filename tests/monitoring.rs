@@ -189,6 +189,10 @@ async fn every_metric_exists_and_every_dashboard_and_recording_query_returns_dat
             ("models.linear.metadata", "models/ranker-linear.json".into()),
             ("tenants.demo-a.shadow_model", "linear".into()),
             ("tenants.demo-a.shadow_sample_rate", 1.0.into()),
+            // Budgets export their series (and the budget panel has data).
+            ("tenants.demo-a.budget.items", 100_000.into()),
+            ("tenants.demo-a.budget.feed_log_entries", 100_000.into()),
+            ("budgets.report_interval_ms", 200.into()),
         ],
     )
     .await;

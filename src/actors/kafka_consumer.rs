@@ -294,8 +294,19 @@ async fn apply_batch(cx: &BatchContext, batch: &[OwnedMessage]) -> Result<(), St
                 applied
                     .unknown_item_indices
                     .iter()
-                    .map(|&k| (indices[k], Rejection::UnknownItem)),
+                    .map(|&k| (indices[k], Rejection::UnknownItem))
+                    .chain(
+                        applied
+                            .over_budget
+                            .iter()
+                            .map(|&k| (indices[k], Rejection::OverBudget)),
+                    ),
             ),
+            // Not an answer `apply` gives (a budget refuses events one by one, above), but
+            // should it: kept for replay, like the events it does refuse.
+            Err(StoreError::QuotaExceeded { .. }) => {
+                rejected.extend(indices.iter().map(|&i| (i, Rejection::OverBudget)))
+            }
             Err(e @ StoreError::Unavailable(_)) => return Err(e.to_string()),
             // Configured, but not in the store: as permanent as an unconfigured tenant.
             Err(StoreError::UnknownTenant(_)) => {

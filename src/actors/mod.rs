@@ -12,6 +12,7 @@ mod model_watchdog;
 mod ranker;
 mod redis_watchdog;
 mod supervisor;
+mod usage_reporter;
 
 use std::time::Duration;
 
@@ -31,6 +32,7 @@ pub use model_watchdog::{ModelWatchdog, ReloadModel, ReloadReport};
 pub use ranker::{Rank, Ranker, Ranking, RulesReport};
 pub use redis_watchdog::RedisWatchdog;
 pub use supervisor::ActorSystem;
+pub use usage_reporter::UsageReporter;
 
 /// Why a feed request could not be served.
 #[derive(Debug, thiserror::Error)]

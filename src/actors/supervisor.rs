@@ -15,6 +15,7 @@ use super::kafka_consumer::{self, KafkaConsumer};
 use super::lanes::Lanes;
 use super::model_watchdog::{self, ModelWatchdog};
 use super::redis_watchdog::{self, RedisWatchdog};
+use super::usage_reporter::{self, UsageReporter};
 use super::{ActorHealth, ActorStatus, Stop, candidate_fetcher, gateway, ranker};
 use crate::config::Settings;
 use crate::ingest::feed_join::ServedFeeds;
@@ -30,6 +31,7 @@ pub struct ActorSystem {
     pub model_watchdog: Addr<ModelWatchdog>,
     pub ingestor: Addr<EventIngestor>,
     pub kafka_consumer: Option<Addr<KafkaConsumer>>,
+    pub usage_reporter: Addr<UsageReporter>,
     pub health: Arc<ActorHealth>,
 }
 
@@ -50,6 +52,7 @@ impl ActorSystem {
             (ranker::NAME, lanes),
             (event_ingestor::NAME, 1),
             (model_watchdog::NAME, 1),
+            (usage_reporter::NAME, 1),
         ];
         if store.watched {
             actors.push((redis_watchdog::NAME, 1));
@@ -124,6 +127,28 @@ impl ActorSystem {
             Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| consumer)
         });
 
+        let usage_reporter = {
+            let tenants = Arc::new(
+                settings
+                    .tenants
+                    .iter()
+                    .map(|(id, t)| usage_reporter::Tenant {
+                        id: id.clone(),
+                        budget: t.budget,
+                        rules: t.rules.clone(),
+                    })
+                    .collect::<Vec<_>>(),
+            );
+            let reporter = UsageReporter::new(
+                store.clone(),
+                tenants,
+                settings.budgets.report_interval,
+                metrics.clone(),
+                health.clone(),
+            );
+            Supervisor::start(move |_| reporter)
+        };
+
         let lanes = Arc::new(Lanes::new(
             store.clone(),
             limits,
@@ -138,6 +163,7 @@ impl ActorSystem {
             model_watchdog,
             ingestor,
             kafka_consumer,
+            usage_reporter,
             health,
         }
     }
@@ -176,6 +202,7 @@ impl ActorSystem {
             model_watchdog,
             ingestor,
             kafka_consumer,
+            usage_reporter,
             ..
         } = self;
         if let Some(consumer) = kafka_consumer {
@@ -188,6 +215,7 @@ impl ActorSystem {
             let _ = watchdog.send(Stop).await;
         }
         let _ = model_watchdog.send(Stop).await;
+        let _ = usage_reporter.send(Stop).await;
         lanes.shutdown().await;
     }
 }

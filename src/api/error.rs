@@ -60,6 +60,23 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("rate limit of tenant {0:?} exceeded; retry later")]
     RateLimited(String),
+    /// The batch's events do not fit in what is left of the tenant's events per second.
+    #[error(
+        "events budget of tenant {tenant:?} ({per_second} events/s) exceeded by a batch of {events}; nothing was applied, retry later"
+    )]
+    EventRateLimited {
+        tenant: String,
+        per_second: u32,
+        events: usize,
+    },
+    /// A write past one of the tenant's memory budgets (`[tenants.<id>.budget]`): refused,
+    /// and nothing already stored is touched. Retrying does not help until the budget is
+    /// raised or entries are removed.
+    #[error("{message}")]
+    QuotaExceeded {
+        message: String,
+        details: Vec<Detail>,
+    },
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
@@ -124,6 +141,8 @@ error_codes! {
     MethodNotAllowed => "method_not_allowed", METHOD_NOT_ALLOWED, Unimplemented;
     PayloadTooLarge => "payload_too_large", PAYLOAD_TOO_LARGE, ResourceExhausted;
     RateLimited => "rate_limited", TOO_MANY_REQUESTS, ResourceExhausted;
+    // A memory budget of the tenant: 507 rather than 429, because waiting does not help.
+    QuotaExceeded => "quota_exceeded", INSUFFICIENT_STORAGE, ResourceExhausted;
     Unavailable => "unavailable", SERVICE_UNAVAILABLE, Unavailable;
     // The request's deadline (server.request_deadline_ms, or a gRPC client's shorter
     // grpc-timeout) passed before the feed was ranked.
@@ -161,10 +180,12 @@ impl ApiError {
         }
     }
 
-    /// The details of an invalid batch (empty for every other error).
+    /// The details of an invalid batch or a refused write (empty for every other error).
     pub fn details(&self) -> &[Detail] {
         match self {
-            ApiError::InvalidArgument { details, .. } => details,
+            ApiError::InvalidArgument { details, .. } | ApiError::QuotaExceeded { details, .. } => {
+                details
+            }
             _ => &[],
         }
     }
@@ -189,7 +210,8 @@ impl ApiError {
             ApiError::NotFound(_) => Code::NotFound,
             ApiError::MethodNotAllowed => Code::MethodNotAllowed,
             ApiError::PayloadTooLarge(_) => Code::PayloadTooLarge,
-            ApiError::RateLimited(_) => Code::RateLimited,
+            ApiError::RateLimited(_) | ApiError::EventRateLimited { .. } => Code::RateLimited,
+            ApiError::QuotaExceeded { .. } => Code::QuotaExceeded,
             ApiError::Unavailable(_) => Code::Unavailable,
             ApiError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             ApiError::ModelRejected(_) => Code::ModelRejected,
@@ -212,7 +234,9 @@ impl From<AuthError> for ApiError {
 impl From<FeedError> for ApiError {
     fn from(e: FeedError) -> Self {
         match e {
-            FeedError::Model(_) | FeedError::Store(StoreError::UnknownTenant(_)) => {
+            // A feed writes nothing a budget bounds: a quota error here is a bug.
+            FeedError::Model(_)
+            | FeedError::Store(StoreError::UnknownTenant(_) | StoreError::QuotaExceeded { .. }) => {
                 ApiError::internal(e)
             }
             FeedError::DeadlineExceeded(_) => ApiError::DeadlineExceeded(e.to_string()),
@@ -225,7 +249,13 @@ impl From<FeedError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        ApiError::from(FeedError::Store(e))
+        match e {
+            StoreError::QuotaExceeded { .. } => ApiError::QuotaExceeded {
+                message: e.to_string(),
+                details: Vec::new(),
+            },
+            other => ApiError::from(FeedError::Store(other)),
+        }
     }
 }
 
@@ -245,6 +275,15 @@ mod tests {
             ApiError::MethodNotAllowed,
             ApiError::PayloadTooLarge("x".into()),
             ApiError::RateLimited("t".into()),
+            ApiError::EventRateLimited {
+                tenant: "t".into(),
+                per_second: 1,
+                events: 2,
+            },
+            ApiError::QuotaExceeded {
+                message: "x".into(),
+                details: vec![],
+            },
             ApiError::Unavailable("x".into()),
             ApiError::DeadlineExceeded("x".into()),
             ApiError::internal(anyhow::anyhow!("x")),
@@ -252,7 +291,7 @@ mod tests {
         for e in samples {
             assert!(Code::ALL.contains(&e.code()), "{}", e.code().name());
         }
-        assert_eq!(Code::ALL.len(), 12);
+        assert_eq!(Code::ALL.len(), 13);
     }
 
     #[test]
@@ -264,6 +303,7 @@ mod tests {
             (Code::PermissionDenied, G::PermissionDenied, 403),
             (Code::NotFound, G::NotFound, 404),
             (Code::RateLimited, G::ResourceExhausted, 429),
+            (Code::QuotaExceeded, G::ResourceExhausted, 507),
             (Code::PayloadTooLarge, G::ResourceExhausted, 413),
             (Code::Unavailable, G::Unavailable, 503),
             (Code::DeadlineExceeded, G::DeadlineExceeded, 503),

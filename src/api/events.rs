@@ -13,7 +13,7 @@ use crate::actors::{FeedError, IngestEvents};
 use crate::domain::tenants::Tenant;
 use crate::ingest::{self, Source};
 use crate::telemetry::InternalEvent;
-use crate::telemetry::events::EventsRejected;
+use crate::telemetry::events::{EventsRejected, QuotaRefused};
 
 /// What was taken. `duplicates` and `unknown_items` are known only when the batch was applied
 /// in process; with Kafka the consumer applies it later.
@@ -35,8 +35,33 @@ pub async fn ingest(
     transport: Transport,
 ) -> Result<Accepted, ApiError> {
     let events = validate(state, raw)
+        .and_then(|events| admit(state, tenant, events))
         .inspect_err(|e| super::auth::refused(state, &tenant.id, transport, e))?;
     apply(state, tenant, events, transport).await
+}
+
+/// The batch, if it fits in what is left of the tenant's events per second.
+fn admit(
+    state: &AppState,
+    tenant: &Tenant,
+    events: Vec<ingest::ValidEvent>,
+) -> Result<Vec<ingest::ValidEvent>, ApiError> {
+    if tenant.admit_events(events.len()) {
+        return Ok(events);
+    }
+    let e = ApiError::EventRateLimited {
+        tenant: tenant.id.to_string(),
+        per_second: tenant.budget.events_per_second,
+        events: events.len(),
+    };
+    QuotaRefused {
+        tenant: &tenant.id,
+        budget: "events_per_second",
+        count: events.len(),
+        message: &e.to_string(),
+    }
+    .emit(&state.metrics);
+    Err(e)
 }
 
 /// The whole batch, or every problem of it.
@@ -111,6 +136,23 @@ async fn apply(
                 actor: "ingestor",
                 source,
             })??;
+    if !applied.over_budget.is_empty() {
+        // The others were applied: the batch may be sent again whole once there is room
+        // (its applied event ids are replays then, and change nothing).
+        let users = tenant.budget.users;
+        return Err(ApiError::QuotaExceeded {
+            message: format!(
+                "{} event(s) of users new to the store refused: the tenant's users budget ({users}) is reached; the other {} event(s) of the batch were applied",
+                applied.over_budget.len(),
+                accepted - applied.over_budget.len(),
+            ),
+            details: applied
+                .over_budget
+                .iter()
+                .map(|&i| Detail::at(i, format!("a new user past the users budget ({users})")))
+                .collect(),
+        });
+    }
     Ok(Accepted {
         accepted,
         duplicates: Some(applied.duplicates),

@@ -7,11 +7,13 @@ use serde::Serialize;
 
 use super::AppState;
 use super::error::{ApiError, Detail};
+use crate::domain::budget::Component;
 use crate::domain::rules::Rules;
+use crate::domain::tenants::Tenant;
 use crate::ranking::rules::TenantRules;
 use crate::ranking::rules_book::Refreshed;
 use crate::telemetry::InternalEvent;
-use crate::telemetry::events::{RulesChanged, RulesRefreshFailed};
+use crate::telemetry::events::{QuotaRefused, RulesChanged, RulesRefreshFailed};
 
 /// A tenant's rules and their version (0: the configured rules, never replaced).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -66,7 +68,11 @@ pub(crate) fn report(
 
 /// Replaces `tenant`'s rules with the document `body` (JSON): validated first, then stored as
 /// the next version, which every replica serves within `feed.rules_refresh_ms`.
-pub async fn put(state: &AppState, tenant: &str, body: &[u8]) -> Result<VersionedRules, ApiError> {
+pub async fn put(
+    state: &AppState,
+    tenant: &Tenant,
+    body: &[u8],
+) -> Result<VersionedRules, ApiError> {
     let rules = Rules::parse(body).map_err(|problems| ApiError::InvalidArgument {
         message: format!(
             "{} problem(s) in the rules document; nothing was changed",
@@ -77,6 +83,26 @@ pub async fn put(state: &AppState, tenant: &str, body: &[u8]) -> Result<Versione
             .map(|(field, reason)| Detail::field(field, reason))
             .collect(),
     })?;
+    if let Some(limit) = tenant.budget.limit(Component::Rules)
+        && rules.entries() as u64 > limit
+    {
+        let e = ApiError::QuotaExceeded {
+            message: format!(
+                "the rules document has {} entries (exclusions, boosts and pins); the tenant's rules budget is {limit}; nothing was changed",
+                rules.entries()
+            ),
+            details: Vec::new(),
+        };
+        QuotaRefused {
+            tenant: &tenant.id,
+            budget: "rules",
+            count: 1,
+            message: &e.to_string(),
+        }
+        .emit(&state.metrics);
+        return Err(e);
+    }
+    let tenant = &*tenant.id;
     let installed = state.rules.put(tenant, rules).await?;
     RulesChanged {
         tenant,

@@ -213,7 +213,35 @@ pub struct ItemRecord {
     derived: DerivedCell,
 }
 
+/// The heap a hash table of `capacity` entries of `entry` bytes holds (hashbrown: buckets are a
+/// power of two, at most 7/8 full, one control byte each).
+pub fn table_bytes(capacity: usize, entry: usize) -> usize {
+    if capacity == 0 {
+        return 0;
+    }
+    let buckets = (capacity * 8 / 7).next_power_of_two();
+    buckets * (entry + 1)
+}
+
 impl ItemRecord {
+    /// Bytes this record holds, estimated (its allocation and its strings; the derived
+    /// features once computed): what a tenant's `items` memory is reported from.
+    pub fn approx_bytes(&self) -> usize {
+        let i = &self.item;
+        // An `Arc`'s two counters precede the record.
+        16 + std::mem::size_of::<Self>()
+            + i.item_id.len()
+            + 16
+            + i.category.capacity()
+            + i.brand.capacity()
+            + i.seller_id.as_ref().map_or(0, String::capacity)
+            // serde_json's map: a B-tree of keys and values; ~64 bytes an entry beside its text.
+            + i.attributes
+                .iter()
+                .map(|(k, v)| 64 + k.len() + v.to_string().len())
+                .sum::<usize>()
+    }
+
     pub fn new(item: Item, stats: ItemStats) -> Self {
         Self {
             item,

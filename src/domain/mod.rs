@@ -2,6 +2,7 @@
 //! profiles, identifier rules and tenants. Data and pure functions only: this layer imports
 //! nothing else of the crate, and everything else builds on it.
 
+pub mod budget;
 mod event;
 pub mod ids;
 mod item;
@@ -11,7 +12,7 @@ mod user;
 pub use event::{Event, EventKind};
 pub use item::{
     Item, ItemDerived, ItemId, ItemPatch, ItemRecord, ItemStats, WINDOWS, WindowCounts, growth,
-    key_hash,
+    key_hash, table_bytes,
 };
 pub use user::{HISTORY_IMPRESSIONS, HISTORY_ITEMS, ItemHistory, UserProfile};
 pub mod rules;

@@ -43,6 +43,20 @@ pub struct Rules {
     pub new_arrival_hours: u32,
 }
 
+impl Rules {
+    /// Its entries, as the `rules` budget counts them: excluded categories, brands, sellers
+    /// and items, boosts and pins.
+    pub fn entries(&self) -> usize {
+        let e = &self.exclude;
+        e.categories.len()
+            + e.brands.len()
+            + e.sellers.len()
+            + e.items.len()
+            + self.boosts.len()
+            + self.pins.len()
+    }
+}
+
 impl Default for Rules {
     fn default() -> Self {
         Self {

@@ -8,16 +8,31 @@ use std::sync::Arc;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use sha2::{Digest, Sha256};
 
+use super::budget::Budget;
+
 pub struct Tenant {
     pub id: Arc<str>,
     pub display_name: String,
     limiter: Option<DefaultDirectRateLimiter>,
+    pub budget: Budget,
+    /// `budget.events_per_second`, as a limiter.
+    event_limiter: Option<DefaultDirectRateLimiter>,
 }
 
 impl Tenant {
     /// Takes one request from the tenant's budget; false when it is exhausted.
     pub fn admit(&self) -> bool {
         self.limiter.as_ref().is_none_or(|l| l.check().is_ok())
+    }
+
+    /// Takes `events` from the tenant's events-per-second budget; false when they do not fit
+    /// (a batch larger than a second's budget never does).
+    pub fn admit_events(&self, events: usize) -> bool {
+        let Some(limiter) = &self.event_limiter else {
+            return true;
+        };
+        let n = NonZeroU32::new(events.min(u32::MAX as usize) as u32);
+        n.is_none_or(|n| matches!(limiter.check_n(n), Ok(Ok(()))))
     }
 }
 
@@ -59,6 +74,7 @@ pub struct TenantSpec<'a> {
     pub api_key_sha256: &'a [String],
     /// 0 = unlimited.
     pub rate_limit_per_second: u32,
+    pub budget: Budget,
 }
 
 /// The metric label of every tenant that is not configured.
@@ -82,6 +98,9 @@ impl Tenants {
                     id: id.clone(),
                     display_name: t.display_name.to_owned(),
                     limiter,
+                    budget: t.budget,
+                    event_limiter: NonZeroU32::new(t.budget.events_per_second)
+                        .map(|eps| RateLimiter::direct(Quota::per_second(eps))),
                 }),
             );
             for d in t.api_key_sha256.iter().filter_map(|h| parse_digest(h)) {
@@ -157,6 +176,7 @@ mod tests {
             display_name: id,
             api_key_sha256: keys,
             rate_limit_per_second: 0,
+            budget: Budget::default(),
         };
         let tenants = Tenants::new([spec("demo-a", &a_keys), spec("demo-b", &b_keys)], &[]);
         assert_eq!(&*tenants.authorize("demo-a", Some(a)).unwrap().id, "demo-a");
@@ -180,5 +200,29 @@ mod tests {
             tenants.authorize("demo-b", Some(a)).err(),
             Some(AuthError::WrongTenant)
         );
+    }
+
+    #[test]
+    fn events_are_taken_from_the_tenant_s_events_per_second() {
+        let keys = vec![];
+        let limited = TenantSpec {
+            id: "a",
+            display_name: "a",
+            api_key_sha256: &keys,
+            rate_limit_per_second: 0,
+            budget: Budget {
+                events_per_second: 10,
+                ..Budget::default()
+            },
+        };
+        let tenants = Tenants::new([limited], &[]);
+        let a = tenants.by_id.get("a").unwrap();
+        assert!(a.admit_events(8));
+        // Two are left this second; a batch larger than a whole second never fits.
+        assert!(!a.admit_events(8));
+        assert!(a.admit_events(2));
+        assert!(!a.admit_events(11));
+        // Requests are a separate budget: unlimited here.
+        assert!(a.admit());
     }
 }

@@ -102,6 +102,31 @@ impl ItemHistory {
 }
 
 impl UserProfile {
+    /// Bytes this profile holds, estimated (its allocation, affinity tables, recent items and
+    /// history): what a tenant's `users` memory is reported from.
+    pub fn approx_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let strings = |m: &FastMap<String, f32>| m.keys().map(String::capacity).sum::<usize>();
+        let spilled: usize = self
+            .history
+            .values()
+            .filter(|h| h.impressions.spilled())
+            .map(|h| h.impressions.capacity() * 4)
+            .sum();
+        16 + size_of::<Self>()
+            + super::item::table_bytes(self.category_affinity.capacity(), size_of::<(String, f32)>())
+            + strings(&self.category_affinity)
+            + super::item::table_bytes(self.brand_affinity.capacity(), size_of::<(String, f32)>())
+            + strings(&self.brand_affinity)
+            // Item ids are shared with the catalog (`Arc<str>`): a pointer each.
+            + self.recent_items.capacity() * size_of::<ItemId>()
+            + super::item::table_bytes(
+                self.history.capacity(),
+                size_of::<(ItemId, ItemHistory)>(),
+            )
+            + spilled
+    }
+
     /// Updates the profile for an event on `item` at `at`. Impressions change only the
     /// history: a user's taste shows in what they act on.
     pub fn record(&mut self, kind: EventKind, item: &Item, at: UnixSeconds) {

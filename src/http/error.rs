@@ -22,7 +22,7 @@ pub struct Body<'a> {
 #[schema(as = ErrorInfo)]
 struct BodyInner<'a> {
     /// The error code: `invalid_argument`, `unauthenticated`, `permission_denied`,
-    /// `not_found`, `method_not_allowed`, `payload_too_large`, `rate_limited`, `unavailable`,
+    /// `not_found`, `method_not_allowed`, `payload_too_large`, `rate_limited`, `quota_exceeded`, `unavailable`,
     /// `deadline_exceeded`, `model_rejected`, `internal`.
     #[schema(value_type = String)]
     code: &'a str,
@@ -52,9 +52,14 @@ pub enum TenantErrors<'a> {
     /// The body is larger than `server.max_body_bytes`.
     #[response(status = 413)]
     PayloadTooLarge(Body<'a>),
-    /// The tenant's rate limit is exhausted; retry after a second.
+    /// The tenant's rate limit (requests, or events per second) is exhausted; retry after a
+    /// second.
     #[response(status = 429)]
     RateLimited(Body<'a>),
+    /// A write past one of the tenant's memory budgets (items, users, rules): refused, nothing
+    /// stored was touched (`details` names the refused elements).
+    #[response(status = 507)]
+    QuotaExceeded(Body<'a>),
     /// A dependency is down or the request's deadline passed (`unavailable`,
     /// `deadline_exceeded`); feeds degrade instead where they can.
     #[response(status = 503)]
@@ -98,7 +103,7 @@ impl ResponseError for ApiError {
             ApiError::Unauthenticated(_) => {
                 response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
             }
-            ApiError::RateLimited(_) => {
+            ApiError::RateLimited(_) | ApiError::EventRateLimited { .. } => {
                 response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
             }
             _ => {}

@@ -40,6 +40,6 @@ pub async fn put_rules(
     body: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let rules = api::rules::put(&state, &tenant.id, &body).await?;
+    let rules = api::rules::put(&state, &tenant, &body).await?;
     Ok(HttpResponse::Ok().json(rules))
 }

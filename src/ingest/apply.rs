@@ -167,6 +167,9 @@ pub struct Applied {
     /// Which ones, by index in the batch (the Kafka consumer dead-letters them).
     #[serde(skip)]
     pub unknown_item_indices: Vec<usize>,
+    /// Events of new users past the tenant's `users` budget, by index: not applied.
+    #[serde(skip)]
+    pub over_budget: Vec<usize>,
 }
 
 /// Applies validated events. Shared by the in-process path and the Kafka consumer.
@@ -203,12 +206,14 @@ impl Ingestor {
             duplicates: outcome.duplicates.len(),
             unknown_items,
             unknown_item_indices: outcome.unknown_items.clone(),
+            over_budget: outcome.over_budget.clone(),
         };
         // Metrics count what was written: events on unknown items are rejections only.
         let skipped: HashSet<usize> = outcome
             .unknown_items
             .iter()
             .chain(&outcome.duplicates)
+            .chain(&outcome.over_budget)
             .copied()
             .collect();
         let written: Vec<Event> = batch
@@ -245,12 +250,13 @@ impl Ingestor {
             duration: started.elapsed(),
         }
         .emit(&self.metrics);
-        if unknown_items > 0 {
-            EventsRejected {
-                reason: "unknown_item",
-                count: unknown_items,
+        for (reason, count) in [
+            ("unknown_item", unknown_items),
+            ("quota_exceeded", outcome.over_budget.len()),
+        ] {
+            if count > 0 {
+                EventsRejected { reason, count }.emit(&self.metrics);
             }
-            .emit(&self.metrics);
         }
         Ok(applied)
     }

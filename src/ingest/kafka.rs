@@ -95,15 +95,19 @@ pub enum Rejection {
     UnknownTenant,
     /// On an item the store does not know.
     UnknownItem,
+    /// From a user the store does not know, past the tenant's `users` budget: kept in the
+    /// dead-letter topic for replay once the budget allows.
+    OverBudget,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 5] = [
+    pub const ALL: [Rejection; 6] = [
         Rejection::Unparseable,
         Rejection::TooLarge,
         Rejection::Invalid,
         Rejection::UnknownTenant,
         Rejection::UnknownItem,
+        Rejection::OverBudget,
     ];
 
     /// The `reason` label and dead-letter header value.
@@ -114,6 +118,7 @@ impl Rejection {
             Rejection::Invalid => "invalid",
             Rejection::UnknownTenant => "unknown_tenant",
             Rejection::UnknownItem => "unknown_item",
+            Rejection::OverBudget => "quota_exceeded",
         }
     }
 }

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 
 use super::{
     ApplyOutcome, CandidateLists, CandidateQuery, FeatureStore, FeedLog, FeedSessions, Page, Pages,
-    RulesStore, ServedFeed, StoreError, StoreHealth, StoredRules,
+    RulesStore, ServedFeed, StoreError, StoreHealth, StoredRules, TenantUsage,
 };
 use crate::domain::{Event, Item, ItemId, ItemPatch, ItemRecord, UserProfile};
 use crate::telemetry::events::StoreCircuitChanged;
@@ -160,8 +160,10 @@ impl<S> Guarded<S> {
         let result = call.await;
         let transition = match &result {
             Err(StoreError::Unavailable(reason)) => self.health.call_failed(reason),
-            // An unknown tenant is the caller's problem, not Redis's.
-            Ok(_) | Err(StoreError::UnknownTenant(_)) => self.health.call_succeeded(),
+            // An unknown tenant or a full budget is the caller's problem, not Redis's.
+            Ok(_) | Err(StoreError::UnknownTenant(_) | StoreError::QuotaExceeded { .. }) => {
+                self.health.call_succeeded()
+            }
         };
         report(transition, &self.metrics);
         result
@@ -235,6 +237,10 @@ impl<S: FeatureStore> FeatureStore for Guarded<S> {
         events: &[Event],
     ) -> Result<ApplyOutcome, StoreError> {
         self.call(self.inner.apply_events(tenant, events)).await
+    }
+
+    async fn usage(&self, tenant: &str) -> Result<TenantUsage, StoreError> {
+        self.call(self.inner.usage(tenant)).await
     }
 }
 

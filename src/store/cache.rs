@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{ApplyOutcome, CandidateLists, CandidateQuery, FeatureStore, SharedStore, StoreError};
+use super::{
+    ApplyOutcome, CandidateLists, CandidateQuery, FeatureStore, SharedStore, StoreError,
+    TenantUsage,
+};
 use crate::config::CacheSettings;
 use crate::domain::{Event, Item, ItemId, ItemPatch, ItemRecord, UserProfile};
 use crate::telemetry::events::CacheLookedUp;
@@ -268,5 +271,9 @@ impl FeatureStore for CachedStore {
         self.cache(tenant)?
             .forget(events.iter().map(|e| &e.item_id));
         result
+    }
+
+    async fn usage(&self, tenant: &str) -> Result<TenantUsage, StoreError> {
+        self.inner.usage(tenant).await
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::StoreError;
+use super::{StoreError, Usage};
 use crate::config::EventSettings;
 use crate::domain::ItemId;
 use crate::telemetry::InternalEvent;
@@ -53,6 +53,12 @@ pub trait FeedLog: Send + Sync + 'static {
         request_ids: &[&str],
         ttl: Duration,
     ) -> Result<Vec<bool>, StoreError>;
+
+    /// The feeds `tenant` holds and their bytes, where the log can tell without scanning
+    /// (the embedded log; Redis's keys expire on their own and are not counted).
+    fn usage(&self, _tenant: &str) -> Option<Usage> {
+        None
+    }
 }
 
 /// The embedded store's log: bounded, expiring, in process — and compact, because at a few
@@ -69,6 +75,8 @@ pub struct MemoryFeedLog {
     window: Duration,
     segment: Duration,
     capacity: usize,
+    /// Tenants' `feed_log_entries` budgets: past its own, a tenant's oldest feeds go.
+    budgets: HashMap<String, u64>,
 }
 
 /// One feed's entry.
@@ -86,6 +94,16 @@ struct Segment {
     started: Instant,
     feeds: HashMap<Key, Entry, foldhash::fast::FixedState>,
     items: Vec<u32>,
+    /// Feeds per tenant (by interned id).
+    per_tenant: Vec<u32>,
+}
+
+impl Segment {
+    fn held_by(&self, tenant: u16) -> usize {
+        self.per_tenant
+            .get(tenant as usize)
+            .map_or(0, |n| *n as usize)
+    }
 }
 
 /// Strings (tenants, model versions, item ids) as small numbers, both ways.
@@ -121,6 +139,9 @@ struct Log {
     models: Interner<Labels>,
     /// Per tenant (by its interned id).
     items: Vec<Interner<ItemId>>,
+    /// Feeds held per tenant, and its budget (by interned id).
+    held: Vec<usize>,
+    limits: Vec<Option<u64>>,
     /// Feeds dropped before their window ended (the capacity was reached).
     evicted_early: u64,
 }
@@ -151,7 +172,22 @@ impl MemoryFeedLog {
             window,
             segment: (window / 30).max(Duration::from_secs(1)),
             capacity: settings.join_capacity as usize,
+            budgets: HashMap::new(),
         }
+    }
+
+    /// Bounds each listed tenant's feeds by its `feed_log_entries` budget (0: only the log's
+    /// `join_capacity`).
+    pub fn with_budgets<'a>(
+        mut self,
+        budgets: impl IntoIterator<Item = (&'a str, crate::domain::budget::Budget)>,
+    ) -> Self {
+        self.budgets = budgets
+            .into_iter()
+            .filter(|(_, b)| b.feed_log_entries > 0)
+            .map(|(t, b)| (t.to_owned(), b.feed_log_entries))
+            .collect();
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Log> {
@@ -227,9 +263,45 @@ impl Log {
             if now.duration_since(oldest.started) <= window + Duration::from_secs(1) {
                 break;
             }
-            let gone = self.segments.pop_front().expect("a front");
-            self.entries -= gone.feeds.len();
+            self.drop_oldest();
         }
+    }
+
+    /// Drops the oldest segment whole; how many feeds went.
+    fn drop_oldest(&mut self) -> usize {
+        let Some(gone) = self.segments.pop_front() else {
+            return 0;
+        };
+        self.entries -= gone.feeds.len();
+        for (t, n) in gone.per_tenant.iter().enumerate() {
+            self.held[t] -= *n as usize;
+        }
+        gone.feeds.len()
+    }
+
+    /// Drops `tenant`'s feeds from the oldest segment holding any (a thirtieth of the
+    /// window's): its own, never another tenant's. How many went.
+    fn drop_oldest_of(&mut self, tenant: u16) -> usize {
+        let Some(segment) = self.segments.iter_mut().find(|s| s.held_by(tenant) > 0) else {
+            return 0;
+        };
+        segment.feeds.retain(|_, e| e.tenant != tenant);
+        let n = std::mem::take(&mut segment.per_tenant[tenant as usize]) as usize;
+        self.entries -= n;
+        self.held[tenant as usize] -= n;
+        n
+    }
+
+    /// `tenant`'s interned id, its tables grown to hold it.
+    fn tenant(&mut self, tenant: &str, budgets: &HashMap<String, u64>) -> u16 {
+        let t = self.tenants.id(&tenant.to_owned()) as usize;
+        if self.items.len() <= t {
+            self.items.resize_with(t + 1, Interner::default);
+            self.held.resize(t + 1, 0);
+            self.limits.resize(t + 1, None);
+            self.limits[t] = budgets.get(tenant).copied();
+        }
+        t as u16
     }
 }
 
@@ -246,21 +318,22 @@ impl FeedLog for MemoryFeedLog {
         let mut log = self.lock();
         log.expire(now, self.window);
         let mut evicted = 0;
-        while log.entries >= self.capacity.max(1) {
-            let Some(gone) = log.segments.pop_front() else {
-                break;
-            };
-            log.entries -= gone.feeds.len();
-            evicted += gone.feeds.len();
+        while log.entries >= self.capacity.max(1) && !log.segments.is_empty() {
+            evicted += log.drop_oldest();
+        }
+        let t = log.tenant(tenant, &self.budgets);
+        if let Some(limit) = log.limits[t as usize] {
+            while log.held[t as usize] as u64 >= limit.max(1) {
+                match log.drop_oldest_of(t) {
+                    0 => break,
+                    n => evicted += n,
+                }
+            }
         }
         log.evicted_early += evicted as u64;
-        let t = log.tenants.id(&tenant.to_owned());
         let model = log
             .models
             .id(&(feed.model.clone(), feed.version.clone(), feed.arm.clone()));
-        if log.items.len() <= t as usize {
-            log.items.resize_with(t as usize + 1, Interner::default);
-        }
         let ids: Vec<u32> = feed
             .items
             .iter()
@@ -283,11 +356,12 @@ impl FeedLog for MemoryFeedLog {
                 started: now,
                 feeds: HashMap::default(),
                 items: Vec::new(),
+                per_tenant: Vec::new(),
             });
         }
         let segment = log.segments.back_mut().expect("just ensured");
         let entry = Entry {
-            tenant: t as u16,
+            tenant: t,
             model: model as u16,
             clicked: false,
             len: ids.len() as u8,
@@ -299,7 +373,12 @@ impl FeedLog for MemoryFeedLog {
             .insert(request_key(request_id), entry)
             .is_none()
         {
+            if segment.per_tenant.len() <= t as usize {
+                segment.per_tenant.resize(t as usize + 1, 0);
+            }
+            segment.per_tenant[t as usize] += 1;
             log.entries += 1;
+            log.held[t as usize] += 1;
         }
         // Reported as a segment closes (and on an eviction): not per feed.
         let report = (fresh || evicted > 0).then(|| FeedLogSized {
@@ -369,6 +448,20 @@ impl FeedLog for MemoryFeedLog {
                 first
             })
             .collect())
+    }
+
+    fn usage(&self, tenant: &str) -> Option<Usage> {
+        let log = self.lock();
+        let held = log
+            .tenants
+            .get(&tenant.to_owned())
+            .map_or(0, |t| log.held[t as usize]);
+        // The log's bytes, shared by feeds: a tenant's share is its share of the feeds.
+        let bytes = log.bytes() as u64 * held as u64 / log.entries.max(1) as u64;
+        Some(Usage {
+            entries: held as u64,
+            bytes,
+        })
     }
 }
 
@@ -448,6 +541,35 @@ mod tests {
         assert_eq!(metrics.feed_log_evicted_total.get(), log.evicted_early());
         assert!(metrics.feed_log_entries.get() > 0 && metrics.feed_log_bytes.get() > 0);
         assert!(log.lookup("a", &["r249"]).await.unwrap()[0].is_some());
+    }
+
+    #[actix_rt::test]
+    async fn a_tenant_past_its_budget_loses_its_own_oldest_feeds_only() {
+        let budget = crate::domain::budget::Budget {
+            feed_log_entries: 60,
+            ..Default::default()
+        };
+        let log = MemoryFeedLog::new(&settings(1_800, 10_000)).with_budgets([("a", budget)]);
+        for n in 0..300 {
+            log.record("a", &format!("a{n}"), &feed(n), Duration::ZERO)
+                .await
+                .unwrap();
+            if n < 100 {
+                log.record("b", &format!("b{n}"), &feed(n), Duration::ZERO)
+                    .await
+                    .unwrap();
+            }
+        }
+        let (a, b) = (log.usage("a").unwrap(), log.usage("b").unwrap());
+        assert!(a.entries <= 60 && a.entries >= 50, "{a:?}");
+        assert_eq!(b.entries, 100);
+        assert_eq!(log.len(), (a.entries + b.entries) as usize);
+        assert!(a.bytes > 0 && b.bytes > a.bytes);
+        // b's oldest feed is still joined; a's newest is, its oldest are gone.
+        assert!(log.lookup("b", &["b0"]).await.unwrap()[0].is_some());
+        assert!(log.lookup("a", &["a299"]).await.unwrap()[0].is_some());
+        assert!(log.lookup("a", &["a0"]).await.unwrap()[0].is_none());
+        assert_eq!(log.evicted_early(), 300 - a.entries);
     }
 
     /// The in-process log's size per feed, as `bytes` counts it: 100 000 feeds of 20 items

@@ -6,9 +6,12 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
-use super::{ApplyOutcome, CandidateLists, CandidateQuery, FeatureStore, SharedStore, StoreError};
+use super::{
+    ApplyOutcome, CandidateLists, CandidateQuery, FeatureStore, SharedStore, StoreError,
+    TenantUsage,
+};
 use crate::domain::{Event, Item, ItemId, ItemPatch, ItemRecord, UserProfile};
-use crate::telemetry::events::StoreCalled;
+use crate::telemetry::events::{QuotaRefused, StoreCalled};
 use crate::telemetry::{InternalEvent, Metrics};
 
 pub struct Instrumented {
@@ -71,8 +74,19 @@ impl FeatureStore for Instrumented {
     }
 
     async fn upsert_items(&self, tenant: &str, items: Vec<Item>) -> Result<(), StoreError> {
-        self.timed("upsert_items", self.inner.upsert_items(tenant, items))
-            .await
+        let result = self
+            .timed("upsert_items", self.inner.upsert_items(tenant, items))
+            .await;
+        if let Err(e @ StoreError::QuotaExceeded { adding, .. }) = &result {
+            QuotaRefused {
+                tenant,
+                budget: "items",
+                count: *adding,
+                message: &e.to_string(),
+            }
+            .emit(&self.metrics);
+        }
+        result
     }
 
     async fn patch_item(
@@ -90,7 +104,24 @@ impl FeatureStore for Instrumented {
         tenant: &str,
         events: &[Event],
     ) -> Result<ApplyOutcome, StoreError> {
-        self.timed("apply_events", self.inner.apply_events(tenant, events))
-            .await
+        let result = self
+            .timed("apply_events", self.inner.apply_events(tenant, events))
+            .await;
+        if let Ok(outcome) = &result
+            && !outcome.over_budget.is_empty()
+        {
+            QuotaRefused {
+                tenant,
+                budget: "users",
+                count: outcome.over_budget.len(),
+                message: "events of new users past the tenant's users budget were not applied",
+            }
+            .emit(&self.metrics);
+        }
+        result
+    }
+
+    async fn usage(&self, tenant: &str) -> Result<TenantUsage, StoreError> {
+        self.timed("usage", self.inner.usage(tenant)).await
     }
 }

@@ -8,6 +8,7 @@
 //! | `er:{t}:trending`                   | zset | item → trending score relative to `TRENDING_EPOCH` |
 //! | `er:{t}:cat:<category>`             | zset | item → all-time engagement (popularity) |
 //! | `er:{t}:new`                        | zset | item → `created_at` |
+//! | `er:{t}:users`                      | set  | every user id with a profile: the `users` budget's count and membership test |
 //! | `er:{t}:user:<user_id>`             | hash | `interactions`, `affinity_total`, `price_sum`, `price_count`, `c:<category>`, `b:<brand>` |
 //! | `er:{t}:recent:<user_id>`           | list | recently interacted item ids, newest first |
 //! | `er:{t}:seen:<bucket>`              | set  | event ids applied in one time bucket (half the dedup window); unlinked once out of the window |
@@ -35,6 +36,10 @@ pub fn new_arrivals(tenant: &str) -> String {
 
 pub fn user(tenant: &str, user: &str) -> String {
     format!("er:{{{tenant}}}:user:{user}")
+}
+
+pub fn users(tenant: &str) -> String {
+    format!("er:{{{tenant}}}:users")
 }
 
 pub fn recent(tenant: &str, user: &str) -> String {

@@ -10,11 +10,16 @@ use async_trait::async_trait;
 
 use moka::sync::Cache;
 
-use super::{ApplyOutcome, CandidateLists, CandidateQuery, Dedup, FeatureStore, StoreError};
-use crate::domain::{Event, Item, ItemId, ItemPatch, ItemRecord, UserProfile};
+use super::{
+    ApplyOutcome, CandidateLists, CandidateQuery, Dedup, FeatureStore, StoreError, TenantUsage,
+    Usage,
+};
+use crate::domain::budget::{Budget, Component, room};
+use crate::domain::{Event, Item, ItemId, ItemPatch, ItemRecord, UserProfile, table_bytes};
 
 #[derive(Default)]
 struct TenantState {
+    budget: Budget,
     items: FastMap<ItemId, Arc<ItemRecord>>,
     users: FastMap<String, Arc<UserProfile>>,
     /// Sorted candidate lists; dropped on every write and rebuilt by the next read.
@@ -104,6 +109,16 @@ impl MemoryStore {
         }
     }
 
+    /// Bounds each listed tenant's items and users by its budget (others: unlimited).
+    pub fn with_budgets<'a>(self, budgets: impl IntoIterator<Item = (&'a str, Budget)>) -> Self {
+        for (tenant, budget) in budgets {
+            if let Some(state) = self.tenants.get(tenant) {
+                write(state).budget = budget;
+            }
+        }
+        self
+    }
+
     fn tenant(&self, tenant: &str) -> Result<&RwLock<TenantState>, StoreError> {
         self.tenants
             .get(tenant)
@@ -183,6 +198,23 @@ impl FeatureStore for MemoryStore {
 
     async fn upsert_items(&self, tenant: &str, items: Vec<Item>) -> Result<(), StoreError> {
         let mut state = write(self.tenant(tenant)?);
+        let limit = state.budget.limit(Component::Items);
+        if limit.is_some() {
+            let new: crate::FastSet<&str> = items
+                .iter()
+                .map(|i| &*i.item_id)
+                .filter(|id| !state.items.contains_key(*id))
+                .collect();
+            if new.len() > room(limit, state.items.len()) {
+                return Err(StoreError::QuotaExceeded {
+                    tenant: tenant.to_owned(),
+                    component: Component::Items,
+                    limit: limit.unwrap_or_default(),
+                    held: state.items.len(),
+                    adding: new.len(),
+                });
+            }
+        }
         for item in items {
             let stats = state
                 .items
@@ -222,16 +254,23 @@ impl FeatureStore for MemoryStore {
     ) -> Result<ApplyOutcome, StoreError> {
         let mut state = write(self.tenant(tenant)?);
         let TenantState {
+            budget,
             items,
             users,
             index,
         } = &mut *state;
+        let user_limit = budget.limit(Component::Users);
         let mut outcome = ApplyOutcome::default();
         for (i, event) in events.iter().enumerate() {
             let Some(record) = items.get_mut(&event.item_id) else {
                 outcome.unknown_items.push(i);
                 continue;
             };
+            // Checked before the dedup: a refused event may be sent again once there is room.
+            if room(user_limit, users.len()) == 0 && !users.contains_key(&event.user_id) {
+                outcome.over_budget.push(i);
+                continue;
+            }
             if let Some(id) = &event.event_id {
                 let key = (tenant.to_owned(), id.clone());
                 if self.seen.contains_key(&key) {
@@ -248,6 +287,31 @@ impl FeatureStore for MemoryStore {
         }
         *index = None;
         Ok(outcome)
+    }
+
+    async fn usage(&self, tenant: &str) -> Result<TenantUsage, StoreError> {
+        let state = read(self.tenant(tenant)?);
+        let entry = std::mem::size_of::<(ItemId, Arc<ItemRecord>)>();
+        let items = Usage {
+            entries: state.items.len() as u64,
+            bytes: (table_bytes(state.items.capacity(), entry)
+                + state
+                    .items
+                    .values()
+                    .map(|r| r.approx_bytes())
+                    .sum::<usize>()) as u64,
+        };
+        let entry = std::mem::size_of::<(String, Arc<UserProfile>)>();
+        let users = Usage {
+            entries: state.users.len() as u64,
+            bytes: (table_bytes(state.users.capacity(), entry)
+                + state
+                    .users
+                    .iter()
+                    .map(|(id, u)| id.capacity() + u.approx_bytes())
+                    .sum::<usize>()) as u64,
+        };
+        Ok(TenantUsage { items, users })
     }
 }
 

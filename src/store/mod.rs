@@ -14,6 +14,7 @@ mod memory;
 mod redis;
 mod rules;
 mod sessions;
+pub mod usage;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +40,18 @@ pub enum StoreError {
     UnknownTenant(String),
     #[error("feature store unavailable: {0}")]
     Unavailable(String),
+    /// A write past one of the tenant's budgets: refused whole, nothing written.
+    #[error(
+        "the {} budget of tenant {tenant:?} is {limit}: {held} held, {adding} more refused; nothing was written",
+        component.as_str()
+    )]
+    QuotaExceeded {
+        tenant: String,
+        component: crate::domain::budget::Component,
+        limit: u64,
+        held: usize,
+        adding: usize,
+    },
 }
 
 /// What the candidate sources ask of the store in one call.
@@ -105,6 +118,11 @@ pub trait FeatureStore: Send + Sync + 'static {
         tenant: &str,
         events: &[Event],
     ) -> Result<ApplyOutcome, StoreError>;
+
+    /// What `tenant` keeps: its items and users, counted, their bytes estimated (the
+    /// embedded store from its tables; Redis from a sample of `MEMORY USAGE`). Read
+    /// periodically for the per-tenant memory metrics, never by a feed.
+    async fn usage(&self, tenant: &str) -> Result<TenantUsage, StoreError>;
 }
 
 /// How long, and for how many events, a store remembers applied event ids.
@@ -138,12 +156,28 @@ impl From<&crate::config::EventSettings> for Dedup {
 pub struct ApplyOutcome {
     pub unknown_items: Vec<usize>,
     pub duplicates: Vec<usize>,
+    /// Events of users the store did not know, past the tenant's `users` budget: not applied.
+    pub over_budget: Vec<usize>,
 }
 
 impl ApplyOutcome {
     pub fn applied(&self, total: usize) -> usize {
-        total - self.unknown_items.len() - self.duplicates.len()
+        total - self.unknown_items.len() - self.duplicates.len() - self.over_budget.len()
     }
+}
+
+/// What one of a tenant's components holds: entries, and their bytes (estimated).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Usage {
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+/// What a tenant keeps in the store.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TenantUsage {
+    pub items: Usage,
+    pub users: Usage,
 }
 
 pub type SharedStore = Arc<dyn FeatureStore>;

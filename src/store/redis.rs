@@ -11,8 +11,12 @@ use deadpool_redis::{Runtime, Timeouts};
 use thread_local::ThreadLocal;
 
 use super::keys::{self, BRAND_PREFIX, CATEGORY_PREFIX};
-use super::{ApplyOutcome, CandidateLists, CandidateQuery, Dedup, FeatureStore, StoreError};
+use super::{
+    ApplyOutcome, CandidateLists, CandidateQuery, Dedup, FeatureStore, StoreError, TenantUsage,
+    Usage,
+};
 use crate::config::RedisSettings;
+use crate::domain::budget::{Budget, Component, room};
 use crate::domain::{
     Event, Item, ItemHistory, ItemId, ItemPatch, ItemRecord, ItemStats, RECENT_ITEMS, UserProfile,
 };
@@ -78,6 +82,8 @@ pub struct RedisStore {
     pools: ThreadLocal<Pool>,
     settings: RedisSettings,
     dedup: Dedup,
+    /// Tenants' item and user budgets (absent: unlimited).
+    budgets: HashMap<String, Budget>,
     /// (tenant, item id) → catalog entry, for event ingestion: saves a round trip per batch.
     catalog: Option<moka::sync::Cache<(String, ItemId), Arc<Item>, foldhash::fast::RandomState>>,
 }
@@ -134,6 +140,7 @@ impl RedisStore {
             pools: ThreadLocal::new(),
             settings: settings.clone(),
             dedup: Dedup::default(),
+            budgets: HashMap::new(),
             catalog: (!settings.catalog_cache.is_zero()).then(|| {
                 moka::sync::Cache::builder()
                     .max_capacity(CATALOG_CACHE_CAPACITY)
@@ -173,6 +180,66 @@ impl RedisStore {
 
     pub fn with_dedup(self, dedup: Dedup) -> Self {
         Self { dedup, ..self }
+    }
+
+    /// Bounds each listed tenant's items and users by its budget. Checked against Redis's
+    /// counts before a write: replicas writing at the same instant may each take the last
+    /// room, so a budget can be passed by what they write concurrently (one batch each).
+    pub fn with_budgets<'a>(self, budgets: impl IntoIterator<Item = (&'a str, Budget)>) -> Self {
+        Self {
+            budgets: budgets
+                .into_iter()
+                .map(|(t, b)| (t.to_owned(), b))
+                .collect(),
+            ..self
+        }
+    }
+
+    fn limit(&self, tenant: &str, component: Component) -> Option<u64> {
+        self.budgets.get(tenant).and_then(|b| b.limit(component))
+    }
+
+    /// Which of `events` come from users past the tenant's `users` budget: users Redis does
+    /// not know, beyond the room left (the batch's first new users take it).
+    async fn over_user_budget(
+        &self,
+        tenant: &str,
+        events: &[Event],
+    ) -> Result<HashSet<usize>, StoreError> {
+        let Some(limit) = self.limit(tenant, Component::Users) else {
+            return Ok(HashSet::new());
+        };
+        let users: Vec<&str> = events
+            .iter()
+            .map(|e| &*e.user_id)
+            .collect::<indexmap::IndexSet<_>>()
+            .into_iter()
+            .collect();
+        let mut pipe = redis::pipe();
+        pipe.cmd("SMISMEMBER")
+            .arg(keys::users(tenant))
+            .arg(&users)
+            .scard(keys::users(tenant));
+        let (known, held): (Vec<bool>, usize) = self.query(&pipe).await?;
+        let mut room = room(Some(limit), held);
+        let refused: HashSet<&str> = users
+            .iter()
+            .zip(known)
+            .filter(|(_, known)| !known)
+            .filter_map(|(u, _)| match room {
+                0 => Some(*u),
+                _ => {
+                    room -= 1;
+                    None
+                }
+            })
+            .collect();
+        Ok(events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| refused.contains(&*e.user_id))
+            .map(|(i, _)| i)
+            .collect())
     }
 
     /// The catalog entries of the items `events` name (absent: unknown items), from the
@@ -488,6 +555,27 @@ impl FeatureStore for RedisStore {
                 .arg(keys::STATS_FIELD);
         }
         let existing: Vec<(Option<String>, Option<Vec<u8>>)> = self.query(&read).await?;
+        if let Some(limit) = self.limit(tenant, Component::Items) {
+            let new: HashSet<&str> = items
+                .iter()
+                .zip(&existing)
+                .filter(|(_, (old, _))| old.is_none())
+                .map(|(i, _)| &*i.item_id)
+                .collect();
+            // Every item is in the new-arrivals list: its size is the catalog's.
+            let (held,): (usize,) = self
+                .query(redis::pipe().zcard(keys::new_arrivals(tenant)))
+                .await?;
+            if new.len() > room(Some(limit), held) {
+                return Err(StoreError::QuotaExceeded {
+                    tenant: tenant.to_owned(),
+                    component: Component::Items,
+                    limit,
+                    held,
+                    adding: new.len(),
+                });
+            }
+        }
 
         let mut write = redis::pipe();
         for (item, (old, raw_stats)) in items.iter().zip(existing) {
@@ -572,6 +660,7 @@ impl FeatureStore for RedisStore {
             return Ok(outcome);
         }
         let catalog = self.catalog_entries(tenant, events).await?;
+        let over_budget = self.over_user_budget(tenant, events).await?;
 
         let dedup = (self.dedup.window > Duration::ZERO).then(|| {
             let now_ms = (crate::domain::unix_now() * 1000.0) as u64;
@@ -589,9 +678,25 @@ impl FeatureStore for RedisStore {
                 {
                     outcome.duplicates.push(i);
                 }
+                Some(_) if over_budget.contains(&i) => outcome.over_budget.push(i),
                 Some(item) => known.push((i, e, &**item)),
                 None => outcome.unknown_items.push(i),
             }
+        }
+        // The user index: what the `users` budget counts (idempotent, so sent once even when
+        // chunks go again).
+        let mut index = redis::pipe();
+        if !known.is_empty() {
+            index
+                .cmd("SADD")
+                .arg(keys::users(tenant))
+                .arg(
+                    known
+                        .iter()
+                        .map(|(_, e, _)| &*e.user_id)
+                        .collect::<Vec<_>>(),
+                )
+                .ignore();
         }
         // A chunk with a replayed id is written by none of its events: it comes back with
         // the duplicates' positions and goes again without them. Each round drops at least
@@ -599,7 +704,7 @@ impl FeatureStore for RedisStore {
         let mut pending: Vec<Vec<(usize, &Event, &Item)>> =
             known.chunks(EVENTS_PER_CALL).map(<[_]>::to_vec).collect();
         while !pending.is_empty() {
-            let mut write = redis::pipe();
+            let mut write = std::mem::replace(&mut index, redis::pipe());
             for chunk in &pending {
                 let events: Vec<(&Event, &Item)> = chunk.iter().map(|(_, e, i)| (*e, *i)).collect();
                 write.invoke_script(&apply::invocation(tenant, &events, dedup.as_ref()));
@@ -641,6 +746,56 @@ impl FeatureStore for RedisStore {
         }
         outcome.duplicates.sort_unstable();
         Ok(outcome)
+    }
+
+    async fn usage(&self, tenant: &str) -> Result<TenantUsage, StoreError> {
+        // Counted exactly; bytes from `MEMORY USAGE` of a few random entries (with their
+        // companion keys), times the count.
+        const SAMPLE: usize = 8;
+        let mut pipe = redis::pipe();
+        pipe.zcard(keys::new_arrivals(tenant))
+            .scard(keys::users(tenant))
+            .cmd("ZRANDMEMBER")
+            .arg(keys::new_arrivals(tenant))
+            .arg(SAMPLE)
+            .cmd("SRANDMEMBER")
+            .arg(keys::users(tenant))
+            .arg(SAMPLE);
+        let (items, users, some_items, some_users): (u64, u64, Vec<String>, Vec<String>) =
+            self.query(&pipe).await?;
+        let mut sizes = redis::pipe();
+        for i in &some_items {
+            sizes.cmd("MEMORY").arg("USAGE").arg(keys::item(tenant, i));
+        }
+        for u in &some_users {
+            for key in [
+                keys::user(tenant, u),
+                keys::recent(tenant, u),
+                keys::history(tenant, u),
+            ] {
+                sizes.cmd("MEMORY").arg("USAGE").arg(key);
+            }
+        }
+        let bytes: Vec<Option<u64>> = match sizes.is_empty() {
+            true => Vec::new(),
+            false => self.query(&sizes).await?,
+        };
+        let (item_bytes, user_bytes) = bytes.split_at(some_items.len());
+        let mean = |b: &[Option<u64>], per: usize| {
+            let n = (b.len() / per).max(1) as u64;
+            b.iter().flatten().sum::<u64>() / n
+        };
+        // Beside each entry: its member in the lists (~2 × 64 bytes of zset/set entry).
+        Ok(TenantUsage {
+            items: Usage {
+                entries: items,
+                bytes: items * (mean(item_bytes, 1) + 128),
+            },
+            users: Usage {
+                entries: users,
+                bytes: users * (mean(user_bytes, 3) + 64),
+            },
+        })
     }
 }
 

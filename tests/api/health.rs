@@ -33,7 +33,8 @@ async fn readyz_reports_every_component() {
             "candidates",
             "ranker",
             "ingestor",
-            "model_watchdog"
+            "model_watchdog",
+            "usage_reporter"
         ]
     );
     assert!(

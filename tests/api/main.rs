@@ -3,6 +3,7 @@
 
 mod actors;
 mod auth;
+mod budgets;
 mod connections;
 mod errors;
 mod events;

@@ -86,6 +86,7 @@ async fn every_documented_metric_is_exported_after_a_request() {
         "ranker",
         "ingestor",
         "model_watchdog",
+        "usage_reporter",
     ] {
         assert_eq!(
             metric_value(&m, &format!(r#"eaglerank_actor_up{{actor="{actor}"}}"#)),

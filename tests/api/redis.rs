@@ -150,8 +150,8 @@ async fn every_store_operation_round_trips_like_the_embedded_store() {
     let r = redis.store();
     assert_round_trips(&r).await;
     // 3 item hashes, trending, new arrivals, 2 categories, a hash, a list and an item history
-    // per user, and the set of event ids of the current dedup bucket.
-    assert_eq!(r.clear_tenant("t").await.unwrap(), 13 + 1);
+    // per user, the set of event ids of the current dedup bucket, and the user index.
+    assert_eq!(r.clear_tenant("t").await.unwrap(), 13 + 2);
     assert!(r.user_profile("t", "u1").await.unwrap().is_none());
 }
 

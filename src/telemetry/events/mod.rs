@@ -4,6 +4,7 @@
 //! that telemetry stays the bottom layer everything else may use.
 
 mod actors;
+mod budget;
 mod feed;
 mod ingest;
 mod learning;
@@ -14,6 +15,7 @@ mod server;
 mod store;
 
 pub use actors::*;
+pub use budget::*;
 pub use feed::*;
 pub use ingest::*;
 pub use learning::*;

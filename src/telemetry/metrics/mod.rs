@@ -3,6 +3,7 @@
 //! where it is defined ([`Registrar`]): there is no list of collectors to forget one in. Only
 //! internal events (`telemetry::events`) update them.
 
+mod budget;
 mod define;
 mod exemplars;
 mod learning;
@@ -14,6 +15,7 @@ use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Registry,
 };
 
+pub use budget::{BudgetMetrics, COMPONENTS, REFUSED};
 use define::Registrar;
 pub use exemplars::{Exemplar, LatencyExemplars};
 pub use learning::{EXPERIMENT_KINDS, FEATURE_LOG_DROP_REASONS, LearningMetrics};
@@ -39,11 +41,12 @@ const SCORE_BUCKETS: &[f64] = &[
 ];
 
 /// Why a request is refused: the error codes a client's request can earn before any work.
-pub const REFUSAL_REASONS: [&str; 6] = [
+pub const REFUSAL_REASONS: [&str; 7] = [
     "unauthenticated",
     "permission_denied",
     "not_found",
     "rate_limited",
+    "quota_exceeded",
     "invalid_argument",
     "payload_too_large",
 ];
@@ -101,6 +104,7 @@ pub struct Metrics {
     pub ml: MlMetrics,
     /// Business rules and feed sessions.
     pub rules: RulesMetrics,
+    pub budget: BudgetMetrics,
     /// The served-feature log and the experiments.
     pub learning: LearningMetrics,
     /// The last few errors, for the ops page.
@@ -250,7 +254,8 @@ impl Metrics {
             ),
             events_rejected_total: r.counter(
                 "eaglerank_events_rejected_total",
-                "Events not applied, by reason (invalid, unknown_item, unparseable).",
+                "Events not applied, by reason (invalid, unknown_item, unparseable, \
+                 quota_exceeded: users past the tenant's budget).",
                 &["reason"],
             ),
             events_duplicates_total: r.counter(
@@ -383,6 +388,7 @@ impl Metrics {
             ),
             ml: MlMetrics::new(&r),
             rules: RulesMetrics::new(&r),
+            budget: BudgetMetrics::new(&r),
             learning: LearningMetrics::new(&r),
             recent_errors: Default::default(),
             feed_latency_exemplars: LatencyExemplars::new(LATENCY_BUCKETS),
@@ -395,7 +401,7 @@ impl Metrics {
     /// Series whose label values are known in advance start at 0: dashboards show 0, not
     /// "No data", and `rate()` and alerts work before the first occurrence.
     fn init_global(&self) {
-        for reason in ["invalid", "unknown_item", "unparseable"] {
+        for reason in ["invalid", "unknown_item", "unparseable", "quota_exceeded"] {
             self.events_rejected_total.with_label_values(&[reason]);
         }
         for outcome in ["loaded", "rejected"] {
@@ -468,6 +474,7 @@ impl Metrics {
         self.feature_missing_total
             .with_label_values(&[tenant, "item"]);
         self.rules.init_tenant(tenant);
+        self.budget.init_tenant(tenant);
         for reason in ["redis_down", "store_error", "session_unavailable"] {
             self.feed_degraded_total
                 .with_label_values(&[tenant, reason]);
