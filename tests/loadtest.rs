@@ -194,7 +194,11 @@ print(json.dumps([bench.soak_summary(flat), bench.soak_summary(leak)]))
         .arg(Path::new(ROOT).join("loadtest/bench"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let [flat, leak]: [Value; 2] = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(number(&flat, "plateau_mb"), 300.0);
     // Within 2 % of 300 MB (294 MB) from 120 s on.

@@ -1,7 +1,7 @@
 //! Feed cursors: which page of which feed session comes next, signed so that a client can
 //! neither forge nor alter one, and bound to the tenant and user it was issued for. Opaque to
-//! clients: `<session><page><issued>` in hex, a dot, then the first 16 bytes of the
-//! HMAC-SHA256 over tenant, user and that payload.
+//! clients: `s`, `<page><issued>` in hex, the session id, a dot, then the first 16 bytes of
+//! the HMAC-SHA256 over tenant, user and that payload.
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -11,7 +11,7 @@ use super::error::ApiError;
 /// Where a cursor points: a session's page.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor {
-    /// 16 hex digits.
+    /// The request id of the session's first page (whose items the served-feed log keeps).
     pub session: String,
     /// 1-based.
     pub page: u32,
@@ -27,6 +27,13 @@ pub struct CursorKey {
 }
 
 const MAC_BYTES: usize = 16;
+/// The layout's mark, then page and issue time in hex.
+const HEADER: usize = 1 + 8 + 16;
+/// Request ids are at most this long (`domain::ids::MAX_ID_LEN`).
+const MAX_SESSION: usize = 128;
+/// Cursors issued before sessions were named by request ids: `<16 hex session><page><issued>`.
+/// Still read (all hex, no mark), so that a rolling update does not break the pages users are on.
+const LEGACY_PAYLOAD: usize = 16 + 8 + 16;
 
 impl CursorKey {
     /// `secret` empty: a random key (cursors then work only on this process).
@@ -54,8 +61,8 @@ impl CursorKey {
 
     pub fn sign(&self, tenant: &str, user: &str, cursor: &Cursor) -> String {
         let payload = format!(
-            "{}{:08x}{:016x}",
-            cursor.session, cursor.page, cursor.issued
+            "s{:08x}{:016x}{}",
+            cursor.page, cursor.issued, cursor.session
         );
         let tag = self.mac(tenant, user, &payload).finalize().into_bytes();
         format!("{payload}.{}", hex::encode(&tag[..MAC_BYTES]))
@@ -75,18 +82,26 @@ impl CursorKey {
                 "cursor is not valid for this feed: request the first page again without it",
             )
         };
-        let (payload, tag) = text.split_once('.').ok_or_else(invalid)?;
-        if payload.len() != 40 || tag.len() != 2 * MAC_BYTES || !payload.is_ascii() {
+        let (payload, tag) = text.rsplit_once('.').ok_or_else(invalid)?;
+        if !(HEADER < payload.len() && payload.len() <= HEADER + MAX_SESSION)
+            || tag.len() != 2 * MAC_BYTES
+            || !payload.is_ascii()
+        {
             return Err(invalid());
         }
         let tag = hex::decode(tag).map_err(|_| invalid())?;
         self.mac(tenant, user, payload)
             .verify_truncated_left(&tag)
             .map_err(|_| invalid())?;
+        let (session, header) = match payload.strip_prefix('s') {
+            Some(rest) => (&rest[HEADER - 1..], &rest[..HEADER - 1]),
+            None if payload.len() == LEGACY_PAYLOAD => (&payload[..16], &payload[16..]),
+            None => return Err(invalid()),
+        };
         let cursor = Cursor {
-            session: payload[..16].to_owned(),
-            page: u32::from_str_radix(&payload[16..24], 16).map_err(|_| invalid())?,
-            issued: u64::from_str_radix(&payload[24..], 16).map_err(|_| invalid())?,
+            session: session.to_owned(),
+            page: u32::from_str_radix(&header[..8], 16).map_err(|_| invalid())?,
+            issued: u64::from_str_radix(&header[8..], 16).map_err(|_| invalid())?,
         };
         if now.saturating_sub(cursor.issued) > self.ttl_seconds {
             return Err(ApiError::invalid(
@@ -97,11 +112,6 @@ impl CursorKey {
     }
 }
 
-/// A new session's id: 64 random bits.
-pub fn new_session() -> String {
-    format!("{:016x}", rand::random::<u64>())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,7 +120,7 @@ mod tests {
     fn a_cursor_verifies_only_unaltered_for_its_feed_and_in_time() {
         let key = CursorKey::new("secret", 60);
         let cursor = Cursor {
-            session: new_session(),
+            session: "0123456789abcdef".into(),
             page: 2,
             issued: 1_000,
         };
@@ -144,5 +154,29 @@ mod tests {
                 .is_err()
         );
         assert!(key.verify("shop", "u1", "garbage", 1_030).is_err());
+    }
+
+    #[test]
+    fn a_session_is_named_by_any_request_id_and_old_cursors_still_read() {
+        let key = CursorKey::new("secret", 60);
+        for session in [
+            "0123456789abcdef",
+            "5f0c0d2e-8d5b-4b8e-9c1e-2f6a7b8c9d0e",
+            "a.b",
+        ] {
+            let cursor = Cursor {
+                session: session.into(),
+                page: 3,
+                issued: 1_000,
+            };
+            let text = key.sign("shop", "u1", &cursor);
+            assert_eq!(key.verify("shop", "u1", &text, 1_001).unwrap(), cursor);
+        }
+        // The layout before: `<session><page><issued>`, all hex.
+        let payload = format!("{}{:08x}{:016x}", "0123456789abcdef", 2, 1_000);
+        let tag = key.mac("shop", "u1", &payload).finalize().into_bytes();
+        let old = format!("{payload}.{}", hex::encode(&tag[..MAC_BYTES]));
+        let read = key.verify("shop", "u1", &old, 1_001).unwrap();
+        assert_eq!((read.session.as_str(), read.page), ("0123456789abcdef", 2));
     }
 }

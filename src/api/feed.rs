@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::cursor::{self, Cursor};
+use super::cursor::Cursor;
 use super::error::ApiError;
 use super::{AppState, Transport};
 use crate::FastSet;
@@ -20,7 +20,7 @@ use crate::domain::{ItemId, unix_now};
 use crate::learning::{Assignment, FeedRecord, LoggedItem, Record};
 use crate::ranking::candidates::Sources;
 use crate::ranking::rules::TenantRules;
-use crate::store::{Page, PageItem, Pages, by_deadline};
+use crate::store::{Page, PageItem, Pages, StoreError, by_deadline};
 use crate::telemetry::InternalEvent;
 use crate::telemetry::events::{FeedFailed, FeedServed, RulesApplied, SessionWriteFailed};
 
@@ -190,16 +190,22 @@ struct Position {
 }
 
 /// The session and page a request's cursor names (none: a new session's first page), with
-/// the pages stored so far.
+/// the pages served so far.
+///
+/// A session is named by its first page's request id, and that page is not written to the
+/// sessions: the served-feed log already holds its items under that id (what the click join
+/// reads), and most users never ask for a second page — writing every first page twice was
+/// most of a feed's bytes in Redis. Page 2 on read both.
 async fn position(
     state: &AppState,
     tenant: &str,
     request: &ValidFeedRequest,
-    deadline: Instant,
+    call: &Call,
 ) -> Result<Position, ApiError> {
+    let deadline = call.deadline;
     let Some(text) = &request.cursor else {
         return Ok(Position {
-            session: cursor::new_session(),
+            session: call.request_id.clone(),
             page: 1,
             pages: Pages::new(),
             unreadable: None,
@@ -213,10 +219,16 @@ async fn position(
         "the feed sessions",
         state.sessions.pages(tenant, &session),
     );
+    let first = by_deadline(
+        deadline,
+        "the served-feed log",
+        state.served.lookup(tenant, &session),
+    );
+    let (read, first) = futures::join!(read, first);
     // No pages although the cursor is valid: the session was evicted (the embedded store's
     // bound) or its first page served degraded and never stored; the page is served without
     // exclusions rather than refused.
-    match read.await {
+    match read.map(|pages| with_first_page(pages, first)) {
         Ok(pages) => Ok(Position {
             session,
             page,
@@ -232,6 +244,28 @@ async fn position(
             replayed: false,
         }),
     }
+}
+
+/// The session's pages with its first, from the served-feed log (sessions written before it
+/// was kept there hold it themselves). Only its items matter: a first page is never served
+/// again (no cursor names it), only kept out of the next ones.
+fn with_first_page(
+    mut pages: Pages,
+    first: Result<Option<crate::store::ServedFeed>, StoreError>,
+) -> Pages {
+    if let (false, Ok(Some(feed))) = (pages.contains_key(&1), first) {
+        let items = feed
+            .items
+            .into_iter()
+            .map(|item_id| PageItem {
+                item_id,
+                score: f32::NAN,
+                sources: 0,
+            })
+            .collect();
+        pages.insert(1, Page { items, more: true });
+    }
+    pages
 }
 
 /// The rules in force for `tenant` (re-read from the store when due, within half the budget).
@@ -410,7 +444,7 @@ pub async fn serve(
         call.span.record("arm", &*a.arm);
     }
     let outcome = async {
-        let position = position(state, &tenant.id, &request, call.deadline).await?;
+        let position = position(state, &tenant.id, &request, &call).await?;
         let rules = rules(state, &tenant.id, &call).await;
         // An experiment arm may be arranged by a preset instead of the tenant's rules.
         let rules = choice
@@ -570,8 +604,8 @@ async fn store_page(
     outcome: &FeedOutcome,
     deadline: Instant,
 ) {
-    // A feed that ends on its first page needs no session.
-    if position.page == 1 && !outcome.rules.more {
+    // A first page is the served-feed log's (see `position`).
+    if position.page == 1 {
         return;
     }
     let page = Page {

@@ -81,6 +81,20 @@ impl ServedFeeds {
         }
     }
 
+    /// The feed served as `request_id`, while it is in the log (a feed session's first page).
+    pub async fn lookup(
+        &self,
+        tenant: &str,
+        request_id: &str,
+    ) -> Result<Option<ServedFeed>, StoreError> {
+        Ok(self
+            .log
+            .lookup(tenant, &[request_id])
+            .await?
+            .pop()
+            .flatten())
+    }
+
     /// Joins applied events with the feeds they name (impressions are not outcomes here), and
     /// logs those of the served-feature log's feeds there.
     pub async fn join(&self, tenant: &str, events: &[Outcome<'_>]) {

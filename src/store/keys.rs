@@ -14,7 +14,7 @@
 //! | `er:{t}:seen:<bucket>`              | set  | event ids applied in one time bucket (half the dedup window); unlinked once out of the window |
 //! | `er:{t}:hist:<user_id>`             | hash | item → the user's history with it: `p` if bought, then impression times since the last engagement (`ItemHistory::encode`); past 1 000 items trimmed to the 500 seen last; expires 30 days after the user's last event |
 //! | `er:{t}:rules`                      | hash | `version`, `doc` (the rules document as JSON) |
-//! | `er:{t}:session:<id>`               | hash | a feed session: page number → its items (`store::sessions::encode_page`); expires `feed.session_ttl_seconds` after its last page |
+//! | `er:{t}:session:<id>`               | hash | a feed session (named by its first page's request id), from its second page on: page number → its items (`store::sessions::encode_page`; the first page's are the served-feed log's); expires `feed.session_ttl_seconds` after its last page |
 //! | `er:{t}:feed:<request_id>`          | string | a served feed (model, version, items) as JSON; expires after the join window |
 //! | `er:{t}:feedclick:<request_id>`     | string | set by the feed's first joined click; expires with the feed |
 

@@ -295,6 +295,16 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// How many keys match `pattern` (`redis-cli --scan`).
+    pub fn count_keys(&self, pattern: &str) -> usize {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "--scan", "--pattern", pattern])
+            .output()
+            .expect("redis-cli (Debian package redis-tools, with redis-server)");
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    }
+
     /// A store on this server, with timeouts generous enough for bulk loads.
     pub fn store(&self) -> eaglerank::store::RedisStore {
         let mut settings = eaglerank::config::Settings::load(&[]).unwrap().redis;

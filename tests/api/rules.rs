@@ -385,11 +385,15 @@ async fn two_replicas_on_one_redis_share_rules_availability_and_sessions() {
         assert!(!ids(&b.page("user_id=u5&limit=50").await).contains(&second));
     }
 
-    // A session started on A continues on B without repeats.
+    // A session started on A continues on B without repeats. Its first page is kept only in
+    // the served-feed log (no session in Redis until a second page is served).
+    let sessions = "er:{demo-a}:session:*";
     let p1 = a.page("user_id=u8&limit=20").await;
+    assert_eq!(redis.count_keys(sessions), 0);
     let p2 = b
         .page(&format!("user_id=u8&limit=20&cursor={}", cursor(&p1)))
         .await;
+    assert_eq!(redis.count_keys(sessions), 1);
     let p3 = a
         .page(&format!("user_id=u8&limit=20&cursor={}", cursor(&p2)))
         .await;
