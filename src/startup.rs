@@ -56,6 +56,7 @@ async fn build_store(settings: &Settings, metrics: &Arc<Metrics>) -> anyhow::Res
         let store = Arc::new(
             RedisStore::connect(&settings.redis)?
                 .with_dedup(Dedup::from(&settings.events))
+                .with_feed_window(settings.events.join_window)
                 .with_budgets(settings.budgets()),
         );
         let pool: PoolProbe = {

@@ -21,9 +21,10 @@ use crate::domain::{
     Event, Item, ItemHistory, ItemId, ItemPatch, ItemRecord, ItemStats, RECENT_ITEMS, UserProfile,
 };
 use crate::store::sessions::{decode_page, encode_page};
-use crate::store::{FeedLog, FeedSessions, Page, Pages, RulesStore, ServedFeed, StoredRules};
+use crate::store::{FeedSessions, Page, Pages, RulesStore, StoredRules};
 
 mod apply;
+mod feed_log;
 use apply::{APPLY_EVENTS, EVENTS_PER_CALL, decode_stats};
 
 enum Pool {
@@ -84,6 +85,10 @@ pub struct RedisStore {
     dedup: Dedup,
     /// Tenants' item and user budgets (absent: unlimited).
     budgets: HashMap<String, Budget>,
+    /// The served-feed log's join window: which time buckets a lookup reads.
+    feed_window: Duration,
+    /// (tenant, labels id) of served feeds' labels already in Redis (`feed_log`).
+    labels_written: std::sync::Mutex<HashSet<(String, String)>>,
     /// (tenant, item id) → catalog entry, for event ingestion: saves a round trip per batch.
     catalog: Option<moka::sync::Cache<(String, ItemId), Arc<Item>, foldhash::fast::RandomState>>,
 }
@@ -141,6 +146,8 @@ impl RedisStore {
             settings: settings.clone(),
             dedup: Dedup::default(),
             budgets: HashMap::new(),
+            feed_window: Duration::from_secs(1800),
+            labels_written: Default::default(),
             catalog: (!settings.catalog_cache.is_zero()).then(|| {
                 moka::sync::Cache::builder()
                     .max_capacity(CATALOG_CACHE_CAPACITY)
@@ -180,6 +187,14 @@ impl RedisStore {
 
     pub fn with_dedup(self, dedup: Dedup) -> Self {
         Self { dedup, ..self }
+    }
+
+    /// The served-feed log's join window (`events.join_window_seconds`).
+    pub fn with_feed_window(self, feed_window: Duration) -> Self {
+        Self {
+            feed_window,
+            ..self
+        }
     }
 
     /// Bounds each listed tenant's items and users by its budget. Checked against Redis's
@@ -856,68 +871,5 @@ impl FeedSessions for RedisStore {
             .expire(&key, ttl.as_secs().max(1) as i64)
             .ignore();
         self.query(&pipe).await
-    }
-}
-
-/// The served-feed log of live ranking quality, shared by every replica.
-#[async_trait]
-impl FeedLog for RedisStore {
-    async fn record(
-        &self,
-        tenant: &str,
-        request_id: &str,
-        feed: &ServedFeed,
-        ttl: Duration,
-    ) -> Result<(), StoreError> {
-        let json = serde_json::to_string(feed).map_err(unavailable)?;
-        let mut pipe = redis::pipe();
-        pipe.cmd("SET")
-            .arg(keys::feed(tenant, request_id))
-            .arg(json)
-            .arg("EX")
-            .arg(ttl.as_secs().max(1))
-            .ignore();
-        self.query(&pipe).await
-    }
-
-    async fn lookup(
-        &self,
-        tenant: &str,
-        request_ids: &[&str],
-    ) -> Result<Vec<Option<ServedFeed>>, StoreError> {
-        if request_ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for r in request_ids {
-            pipe.get(keys::feed(tenant, r));
-        }
-        let found: Vec<Option<String>> = self.query(&pipe).await?;
-        Ok(found
-            .into_iter()
-            .map(|json| serde_json::from_str(&json?).ok())
-            .collect())
-    }
-
-    async fn claim_first_clicks(
-        &self,
-        tenant: &str,
-        request_ids: &[&str],
-        ttl: Duration,
-    ) -> Result<Vec<bool>, StoreError> {
-        if request_ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for r in request_ids {
-            pipe.cmd("SET")
-                .arg(keys::feed_click(tenant, r))
-                .arg(1)
-                .arg("NX")
-                .arg("EX")
-                .arg(ttl.as_secs().max(1));
-        }
-        let set: Vec<Option<String>> = self.query(&pipe).await?;
-        Ok(set.into_iter().map(|s| s.is_some()).collect())
     }
 }

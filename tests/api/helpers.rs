@@ -295,6 +295,19 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// `used_memory` of `INFO memory`: bytes Redis holds.
+    pub fn used_memory(&self) -> u64 {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "INFO", "memory"])
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("used_memory in INFO memory")
+    }
+
     /// How many keys match `pattern` (`redis-cli --scan`).
     pub fn count_keys(&self, pattern: &str) -> usize {
         let out = Command::new("redis-cli")
