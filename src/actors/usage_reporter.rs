@@ -10,10 +10,10 @@ use actix::prelude::*;
 
 use super::ActorHealth;
 use super::lifecycle::{Lifecycle, supervised_actor};
-use crate::domain::budget::Budget;
+use crate::domain::budget::{Budget, Component};
 use crate::domain::rules::Rules;
 use crate::store::StoreContext;
-use crate::telemetry::events::{StoreUsageFailed, TenantUsageMeasured};
+use crate::telemetry::events::{FeedLogTrimmed, StoreUsageFailed, TenantUsageMeasured};
 use crate::telemetry::{InternalEvent, Metrics};
 
 pub const NAME: &str = "usage_reporter";
@@ -68,15 +68,35 @@ impl UsageReporter {
             for tenant in tenants.iter() {
                 match crate::store::usage::measure(&store, &tenant.id, &tenant.rules).await {
                     Ok(usage) => {
-                        for (component, usage) in usage {
+                        for (component, usage) in &usage {
                             TenantUsageMeasured {
                                 tenant: &tenant.id,
                                 component: component.as_str(),
                                 entries: usage.entries,
                                 bytes: usage.bytes,
-                                budget: tenant.budget.limit(component),
+                                budget: tenant.budget.limit(*component),
                             }
                             .emit(&metrics);
+                        }
+                        // A log that cannot bound a tenant as it records (Redis, written by
+                        // every replica) is trimmed here, its oldest feeds first.
+                        let feeds = usage.iter().find(|(c, _)| *c == Component::FeedLog);
+                        if let (Some(limit), Some((_, feeds))) =
+                            (tenant.budget.limit(Component::FeedLog), feeds)
+                            && feeds.entries > limit
+                        {
+                            match store.feed_log.trim(&tenant.id, limit).await {
+                                Ok(evicted) => FeedLogTrimmed {
+                                    tenant: &tenant.id,
+                                    evicted,
+                                }
+                                .emit(&metrics),
+                                Err(e) => StoreUsageFailed {
+                                    tenant: &tenant.id,
+                                    error: &e,
+                                }
+                                .emit(&metrics),
+                            }
                         }
                     }
                     Err(e) => StoreUsageFailed {

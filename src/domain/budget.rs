@@ -14,8 +14,8 @@ pub struct Budget {
     /// User profiles: events of users the store does not know yet are refused past it (the
     /// events of known users still apply).
     pub users: u64,
-    /// Served feeds held for the click join (the embedded store's log): past it, the tenant's
-    /// own oldest feeds are dropped early, never another tenant's.
+    /// Served feeds held for the click join: past it, the tenant's own oldest feeds are dropped
+    /// early, never another tenant's (embedded: as it records; Redis: each usage round).
     pub feed_log_entries: u64,
     /// Entries of the business-rules document: excluded categories, brands, sellers and items,
     /// boosts and pins together. A larger document is refused.

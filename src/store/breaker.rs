@@ -17,7 +17,7 @@ use async_trait::async_trait;
 
 use super::{
     ApplyOutcome, CandidateLists, CandidateQuery, FeatureStore, FeedLog, FeedSessions, Page, Pages,
-    RulesStore, ServedFeed, StoreError, StoreHealth, StoredRules, TenantUsage,
+    RulesStore, ServedFeed, StoreError, StoreHealth, StoredRules, TenantUsage, Usage,
 };
 use crate::domain::{Event, Item, ItemId, ItemPatch, ItemRecord, UserProfile};
 use crate::telemetry::events::StoreCircuitChanged;
@@ -303,6 +303,14 @@ impl<S: FeedLog> FeedLog for Guarded<S> {
     ) -> Result<Vec<bool>, StoreError> {
         self.call(self.inner.claim_first_clicks(tenant, request_ids, ttl))
             .await
+    }
+
+    async fn held(&self, tenant: &str) -> Result<Option<Usage>, StoreError> {
+        self.call(self.inner.held(tenant)).await
+    }
+
+    async fn trim(&self, tenant: &str, max: u64) -> Result<u64, StoreError> {
+        self.call(self.inner.trim(tenant, max)).await
     }
 }
 

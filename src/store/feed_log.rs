@@ -54,10 +54,16 @@ pub trait FeedLog: Send + Sync + 'static {
         ttl: Duration,
     ) -> Result<Vec<bool>, StoreError>;
 
-    /// The feeds `tenant` holds and their bytes, where the log can tell without scanning
-    /// (the embedded log; Redis's keys expire on their own and are not counted).
-    fn usage(&self, _tenant: &str) -> Option<Usage> {
-        None
+    /// The feeds `tenant` holds and their bytes (estimated); `None` where the log cannot tell.
+    async fn held(&self, _tenant: &str) -> Result<Option<Usage>, StoreError> {
+        Ok(None)
+    }
+
+    /// Drops `tenant`'s oldest feeds until at most about `max` remain; how many went. For a
+    /// log that cannot bound a tenant as it records (Redis: feeds of every replica); the
+    /// embedded log does so on every record and has nothing to do here.
+    async fn trim(&self, _tenant: &str, _max: u64) -> Result<u64, StoreError> {
+        Ok(0)
     }
 }
 
@@ -450,7 +456,7 @@ impl FeedLog for MemoryFeedLog {
             .collect())
     }
 
-    fn usage(&self, tenant: &str) -> Option<Usage> {
+    async fn held(&self, tenant: &str) -> Result<Option<Usage>, StoreError> {
         let log = self.lock();
         let held = log
             .tenants
@@ -458,10 +464,10 @@ impl FeedLog for MemoryFeedLog {
             .map_or(0, |t| log.held[t as usize]);
         // The log's bytes, shared by feeds: a tenant's share is its share of the feeds.
         let bytes = log.bytes() as u64 * held as u64 / log.entries.max(1) as u64;
-        Some(Usage {
+        Ok(Some(Usage {
             entries: held as u64,
             bytes,
-        })
+        }))
     }
 }
 
@@ -560,7 +566,8 @@ mod tests {
                     .unwrap();
             }
         }
-        let (a, b) = (log.usage("a").unwrap(), log.usage("b").unwrap());
+        let a = log.held("a").await.unwrap().unwrap();
+        let b = log.held("b").await.unwrap().unwrap();
         assert!(a.entries <= 60 && a.entries >= 50, "{a:?}");
         assert_eq!(b.entries, 100);
         assert_eq!(log.len(), (a.entries + b.entries) as usize);

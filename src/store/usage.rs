@@ -17,7 +17,7 @@ pub async fn measure(
         (Component::Items, kept.items),
         (Component::Users, kept.users),
     ];
-    if let Some(feeds) = store.feed_log.usage(tenant) {
+    if let Some(feeds) = store.feed_log.held(tenant).await? {
         usage.push((Component::FeedLog, feeds));
     }
     let (entries, bytes) = match store.rules.rules(tenant).await? {

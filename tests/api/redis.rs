@@ -918,19 +918,64 @@ async fn a_served_feed_costs_redis_at_most_250_bytes_and_is_found_again() {
     assert!(per_feed <= 250, "{per_feed} bytes per feed");
 
     let found = log
-        .lookup("demo-a", &[&ids[0], &ids[n - 1], "not-logged", "free-form-id"])
+        .lookup(
+            "demo-a",
+            &[&ids[0], &ids[n - 1], "not-logged", "free-form-id"],
+        )
         .await
         .unwrap();
     assert_eq!(found[0], Some(feed(0)));
     assert_eq!(found[1], Some(feed(n - 1)));
     assert_eq!(found[2], None);
     // Any request id, not only UUIDs; and another tenant does not see the feeds.
-    log.record("demo-a", "free-form-id", &feed(3), Duration::from_secs(1800))
-        .await
-        .unwrap();
+    log.record(
+        "demo-a",
+        "free-form-id",
+        &feed(3),
+        Duration::from_secs(1800),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         log.lookup("demo-a", &["free-form-id"]).await.unwrap(),
         [Some(feed(3))]
     );
     assert_eq!(log.lookup("demo-b", &[&ids[0]]).await.unwrap(), [None]);
+}
+
+/// A tenant past its `feed_log_entries` budget in Redis loses its own oldest buckets of feeds
+/// (what the usage reporter does each round), never another tenant's.
+#[actix_rt::test]
+async fn trimming_the_redis_feed_log_drops_a_tenant_s_oldest_feeds_only() {
+    use eaglerank::store::{FeedLog, ServedFeed};
+    let redis = RedisServer::start();
+    // A 30 s window: 1 s buckets.
+    let window = Duration::from_secs(30);
+    let log = redis.store().with_feed_window(window);
+    let feed = ServedFeed {
+        model: "m".into(),
+        version: "v".into(),
+        items: vec!["i1".into(), "i2".into()],
+        arm: None,
+    };
+    for round in 0..3 {
+        for n in 0..10 {
+            for tenant in ["a", "b"] {
+                log.record(tenant, &format!("{round}-{n}"), &feed, window)
+                    .await
+                    .unwrap();
+            }
+        }
+        actix_rt::time::sleep(Duration::from_millis(1_100)).await;
+    }
+    let entries = |usage: Option<eaglerank::store::Usage>| usage.unwrap().entries;
+    assert_eq!(entries(log.held("a").await.unwrap()), 30);
+    assert!(log.held("a").await.unwrap().unwrap().bytes > 0);
+    assert_eq!(log.trim("a", 15).await.unwrap(), 20);
+    assert_eq!(entries(log.held("a").await.unwrap()), 10);
+    assert_eq!(entries(log.held("b").await.unwrap()), 30);
+    let found = log.lookup("a", &["0-0", "2-9"]).await.unwrap();
+    assert_eq!(found, [None, Some(feed.clone())]);
+    assert_eq!(log.lookup("b", &["0-0"]).await.unwrap(), [Some(feed)]);
+    assert_eq!(log.trim("a", 15).await.unwrap(), 0, "within the budget");
 }

@@ -21,7 +21,7 @@ use deadpool_redis::redis;
 
 use super::{RedisStore, unavailable};
 use crate::store::keys;
-use crate::store::{FeedLog, ServedFeed, StoreError};
+use crate::store::{FeedLog, ServedFeed, StoreError, Usage};
 
 /// Buckets per join window.
 const BUCKETS_PER_WINDOW: u64 = 30;
@@ -89,6 +89,26 @@ impl RedisStore {
     fn now_seconds() -> u64 {
         crate::domain::unix_now() as u64
     }
+
+    /// The tenant's bucket keys that can hold feeds now, oldest first.
+    fn live_buckets(&self, tenant: &str) -> Vec<String> {
+        let length = bucket_seconds(self.feed_window);
+        let now = Self::now_seconds() / length;
+        (now.saturating_sub(BUCKETS_PER_WINDOW + 2)..=now)
+            .map(|b| keys::feed_bucket(tenant, b))
+            .collect()
+    }
+
+    /// Feeds per live bucket, oldest first.
+    async fn bucket_sizes(&self, tenant: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let buckets = self.live_buckets(tenant);
+        let mut pipe = redis::pipe();
+        for b in &buckets {
+            pipe.hlen(b);
+        }
+        let sizes: Vec<u64> = self.query(&pipe).await?;
+        Ok(buckets.into_iter().zip(sizes).collect())
+    }
 }
 
 #[async_trait]
@@ -147,16 +167,11 @@ impl FeedLog for RedisStore {
         if request_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let length = bucket_seconds(self.feed_window);
-        let now = Self::now_seconds() / length;
-        let buckets = BUCKETS_PER_WINDOW + 2;
         let fields: Vec<Vec<u8>> = request_ids.iter().map(|r| field(r)).collect();
         let mut pipe = redis::pipe();
         pipe.hgetall(keys::feed_labels(tenant));
-        for b in now.saturating_sub(buckets)..=now {
-            pipe.cmd("HMGET")
-                .arg(keys::feed_bucket(tenant, b))
-                .arg(&fields);
+        for bucket in self.live_buckets(tenant) {
+            pipe.cmd("HMGET").arg(bucket).arg(&fields);
         }
         for r in request_ids {
             pipe.get(keys::feed(tenant, r));
@@ -206,6 +221,53 @@ impl FeedLog for RedisStore {
         }
         let set: Vec<Option<String>> = self.query(&pipe).await?;
         Ok(set.into_iter().map(|s| s.is_some()).collect())
+    }
+
+    async fn held(&self, tenant: &str) -> Result<Option<Usage>, StoreError> {
+        let sizes = self.bucket_sizes(tenant).await?;
+        let held: Vec<&String> = sizes
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(b, _)| b)
+            .collect();
+        let mut pipe = redis::pipe();
+        for bucket in &held {
+            // MEMORY USAGE samples a few fields of a large hash: an estimate, cheaply.
+            pipe.cmd("MEMORY").arg("USAGE").arg(*bucket);
+        }
+        let bytes: Vec<Option<u64>> = match held.is_empty() {
+            true => Vec::new(),
+            false => self.query(&pipe).await?,
+        };
+        Ok(Some(Usage {
+            entries: sizes.iter().map(|(_, n)| n).sum(),
+            bytes: bytes.into_iter().flatten().sum(),
+        }))
+    }
+
+    async fn trim(&self, tenant: &str, max: u64) -> Result<u64, StoreError> {
+        let sizes = self.bucket_sizes(tenant).await?;
+        let mut held: u64 = sizes.iter().map(|(_, n)| n).sum();
+        // Whole buckets, oldest first: a thirtieth of the window's feeds at a time.
+        let mut gone = Vec::new();
+        for (bucket, n) in sizes {
+            if held <= max {
+                break;
+            }
+            if n > 0 {
+                held -= n;
+                gone.push((bucket, n));
+            }
+        }
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        let mut pipe = redis::pipe();
+        for (bucket, _) in &gone {
+            pipe.cmd("UNLINK").arg(bucket).ignore();
+        }
+        self.query::<()>(&pipe).await?;
+        Ok(gone.iter().map(|(_, n)| n).sum())
     }
 }
 

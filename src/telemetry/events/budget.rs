@@ -81,3 +81,21 @@ impl InternalEvent for StoreUsageFailed<'_> {
         );
     }
 }
+
+/// A tenant's served feeds past its `feed_log_entries` budget dropped from a shared log
+/// (Redis), oldest first: their clicks can no longer be joined.
+pub struct FeedLogTrimmed<'a> {
+    pub tenant: &'a str,
+    pub evicted: u64,
+}
+
+impl InternalEvent for FeedLogTrimmed<'_> {
+    fn emit(self, m: &Metrics) {
+        m.feed_log_evicted_total.inc_by(self.evicted);
+        info!(
+            event = "FeedLogTrimmed",
+            tenant = self.tenant,
+            evicted = self.evicted
+        );
+    }
+}

@@ -25,14 +25,15 @@ impl BudgetMetrics {
                 "eaglerank_tenant_memory_bytes",
                 "Bytes a tenant's entries take, estimated, by component (embedded store: from \
                  its tables; Redis: MEMORY USAGE of a sample times the count; feed_log: the \
-                 embedded log's share). Measured every budget.report_interval_ms.",
+                 embedded log's share, or Redis's buckets). Measured every \
+                 budgets.report_interval_ms.",
                 &["tenant", "component"],
             ),
             entries: r.gauge(
                 "eaglerank_tenant_entries",
                 "Entries a tenant keeps, by component: items, users (profiles), feed_log \
-                 (served feeds held for the click join; embedded log only), rules (entries of \
-                 its rules document).",
+                 (served feeds held for the click join), rules (entries of its rules \
+                 document).",
                 &["tenant", "component"],
             ),
             budget_entries: r.gauge(
