@@ -492,7 +492,7 @@ pub struct FeedSettings {
         deserialize_with = "seconds::deserialize"
     )]
     pub session_ttl: Duration,
-    /// The embedded store's bound on sessions kept (Redis uses the TTL alone).
+    /// The embedded store's bound on sessions kept per tenant (Redis uses the TTL alone).
     pub session_capacity: u64,
     /// Signs cursors (HMAC-SHA256). Empty: a random key per process, so a cursor works only on
     /// the replica that issued it; give every replica the same secret.

@@ -115,6 +115,7 @@ async fn build_store(settings: &Settings, metrics: &Arc<Metrics>) -> anyhow::Res
         ),
         rules: Arc::new(MemoryRules::default()),
         sessions: Arc::new(MemorySessions::new(
+            settings.tenants.keys(),
             settings.feed.session_capacity,
             settings.feed.session_ttl,
         )),

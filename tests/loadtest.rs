@@ -24,6 +24,13 @@ fn k6_scripts_type_check_against_the_k6_api() {
     assert!(text.contains("OK, no type errors"), "{text}");
 }
 
+/// The harnesses drive the service at saturation: run side by side on two cores, each would
+/// measure the others (and the chaos scenarios' recovery waits would stretch). One at a time.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static HARNESS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    HARNESS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn number(v: &Value, path: &str) -> f64 {
     let mut cur = v;
     for key in path.split('.') {
@@ -33,18 +40,15 @@ fn number(v: &Value, path: &str) -> f64 {
         .unwrap_or_else(|| panic!("{path} missing or not a number in the report"))
 }
 
-#[test]
-fn the_benchmark_harness_writes_a_complete_report() {
-    let out_dir = tempfile::tempdir().unwrap();
+/// Runs `loadtest/bench --smoke <args>` on the test build into `out_dir`: the markdown
+/// report's path and the JSON report.
+fn bench(args: &[&str], out_dir: &Path) -> (String, Value) {
     let out = Command::new("python3")
         .arg(Path::new(ROOT).join("loadtest/bench"))
-        .args([
-            "--smoke",
-            "--binary",
-            env!("CARGO_BIN_EXE_eaglerank"),
-            "--out",
-        ])
-        .arg(out_dir.path())
+        .arg("--smoke")
+        .args(args)
+        .args(["--binary", env!("CARGO_BIN_EXE_eaglerank"), "--out"])
+        .arg(out_dir)
         .output()
         .expect("python3 runs");
     assert!(
@@ -54,10 +58,16 @@ fn the_benchmark_harness_writes_a_complete_report() {
         String::from_utf8_lossy(&out.stderr)
     );
     let md = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let json = std::fs::read_to_string(md.replace(".md", ".json")).unwrap();
+    (md, serde_json::from_str(&json).unwrap())
+}
+
+#[test]
+fn the_benchmark_harness_writes_a_complete_report() {
+    let _serial = one_at_a_time();
+    let out_dir = tempfile::tempdir().unwrap();
+    let (md, report) = bench(&[], out_dir.path());
     assert!(md.ends_with("-smoke.md"), "{md}");
-    let json_path = md.replace(".md", ".json");
-    let report: Value =
-        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
 
     for key in ["host", "cpu_model", "git_revision", "date", "wrk"] {
         assert!(
@@ -134,32 +144,10 @@ fn the_benchmark_harness_writes_a_complete_report() {
 
 #[test]
 fn the_soak_reports_rss_over_time_for_both_backends() {
+    let _serial = one_at_a_time();
     let out_dir = tempfile::tempdir().unwrap();
-    let out = Command::new("python3")
-        .arg(Path::new(ROOT).join("loadtest/bench"))
-        .args([
-            "--smoke",
-            "--soak",
-            "0.2",
-            "--soak-only",
-            "--binary",
-            env!("CARGO_BIN_EXE_eaglerank"),
-            "--out",
-        ])
-        .arg(out_dir.path())
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "bench failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let md = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let (md, report) = bench(&["--soak", "0.2", "--soak-only"], out_dir.path());
     assert!(md.ends_with("-soak0.2m.md"), "{md}");
-    let report: Value =
-        serde_json::from_str(&std::fs::read_to_string(md.replace(".md", ".json")).unwrap())
-            .unwrap();
     let backends = report["backends"].as_array().unwrap();
     assert_eq!(backends.len(), 2);
     for b in backends {
@@ -173,6 +161,40 @@ fn the_soak_reports_rss_over_time_for_both_backends() {
     for needle in ["## Soak: memory", "## Soak: redis", "RSS plateau"] {
         assert!(text.contains(needle), "{needle} missing");
     }
+}
+
+/// `loadtest/memory` on a tiny run: Redis bytes per served feed, and the embedded store's
+/// seed time and bytes per entity, as numbers.
+#[test]
+fn the_memory_script_measures_both_backends() {
+    let _serial = one_at_a_time();
+    let run = |args: &[&str]| -> Value {
+        let out = Command::new("python3")
+            .arg(Path::new(ROOT).join("loadtest/memory"))
+            .args(args)
+            .args(["--binary", env!("CARGO_BIN_EXE_eaglerank")])
+            .output()
+            .expect("python3 runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let redis = run(&["redis", "--feeds", "200"]);
+    // A served feed's entry in Redis: a few hundred bytes, not nothing and not kilobytes.
+    let per_feed = number(&redis, "bytes_per_first_page");
+    assert!((50.0..=600.0).contains(&per_feed), "{redis}");
+    assert!(number(&redis, "second_pages") > 0.0);
+    let embedded = run(&["embedded", "--items", "2000", "--users", "300"]);
+    assert!(
+        number(&embedded, "seeded.estimated_bytes_per_item") > 100.0,
+        "{embedded}"
+    );
+    assert!(number(&embedded, "seeded.estimated_bytes_per_user") > 100.0);
+    assert_eq!(number(&embedded, "seeded.entries.items"), 2000.0);
+    assert!(number(&embedded, "seeded.rss_mb") > number(&embedded, "empty.rss_mb"));
 }
 
 /// The soak's reading of an RSS curve: a plateau, when it was reached, growth at the end.
@@ -211,6 +233,7 @@ print(json.dumps([bench.soak_summary(flat), bench.soak_summary(leak)]))
 
 #[test]
 fn the_chaos_harness_runs_every_scenario_and_prints_both_tables() {
+    let _serial = one_at_a_time();
     // One second per fault and two connections: the tooling works end to end; the figures of
     // a real run are the README's.
     let out = Command::new("python3")

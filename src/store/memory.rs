@@ -137,6 +137,16 @@ impl MemoryStore {
     }
 }
 
+/// A table's entries and bytes: its buckets, and what each entry holds beside them.
+fn table_usage<K, V>(table: &FastMap<K, V>, held: impl Fn(&K, &V) -> usize) -> Usage {
+    let entry = std::mem::size_of::<(K, V)>();
+    let beside: usize = table.iter().map(|(k, v)| held(k, v)).sum();
+    Usage {
+        entries: table.len() as u64,
+        bytes: (table_bytes(table.capacity(), entry) + beside) as u64,
+    }
+}
+
 // A poisoned lock means a writer panicked mid-update; the maps themselves stay structurally
 // valid (every write replaces whole entries), so serving on is better than failing forever.
 fn read(lock: &RwLock<TenantState>) -> std::sync::RwLockReadGuard<'_, TenantState> {
@@ -291,27 +301,11 @@ impl FeatureStore for MemoryStore {
 
     async fn usage(&self, tenant: &str) -> Result<TenantUsage, StoreError> {
         let state = read(self.tenant(tenant)?);
-        let entry = std::mem::size_of::<(ItemId, Arc<ItemRecord>)>();
-        let items = Usage {
-            entries: state.items.len() as u64,
-            bytes: (table_bytes(state.items.capacity(), entry)
-                + state
-                    .items
-                    .values()
-                    .map(|r| r.approx_bytes())
-                    .sum::<usize>()) as u64,
-        };
-        let entry = std::mem::size_of::<(String, Arc<UserProfile>)>();
-        let users = Usage {
-            entries: state.users.len() as u64,
-            bytes: (table_bytes(state.users.capacity(), entry)
-                + state
-                    .users
-                    .iter()
-                    .map(|(id, u)| id.capacity() + u.approx_bytes())
-                    .sum::<usize>()) as u64,
-        };
-        Ok(TenantUsage { items, users })
+        Ok(TenantUsage {
+            // An item's key shares its record's id.
+            items: table_usage(&state.items, |_, r| r.approx_bytes()),
+            users: table_usage(&state.users, |id, u| id.capacity() + u.approx_bytes()),
+        })
     }
 }
 

@@ -4,7 +4,7 @@
 //! (`er:{t}:session:<id>`, a field per page), shared by every replica, expiring with the
 //! session.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,19 +82,37 @@ pub fn decode_page(s: &str) -> Page {
     Page { items, more }
 }
 
-/// The embedded store's sessions: bounded, each expiring `ttl` after its last page.
+/// The embedded store's sessions: each expiring `ttl` after its last page, and bounded per
+/// tenant — a tenant's traffic evicts its own oldest sessions, never another tenant's.
 pub struct MemorySessions {
-    sessions: Cache<(String, String), Arc<Pages>>,
+    sessions: HashMap<String, Cache<String, Arc<Pages>>>,
 }
 
 impl MemorySessions {
-    pub fn new(capacity: u64, ttl: Duration) -> Self {
+    /// At most `capacity` sessions for each of `tenants`.
+    pub fn new<'a>(
+        tenants: impl IntoIterator<Item = &'a String>,
+        capacity: u64,
+        ttl: Duration,
+    ) -> Self {
         Self {
-            sessions: Cache::builder()
-                .max_capacity(capacity)
-                .time_to_live(ttl)
-                .build(),
+            sessions: tenants
+                .into_iter()
+                .map(|t| {
+                    let cache = Cache::builder()
+                        .max_capacity(capacity)
+                        .time_to_live(ttl)
+                        .build();
+                    (t.clone(), cache)
+                })
+                .collect(),
         }
+    }
+
+    fn of(&self, tenant: &str) -> Result<&Cache<String, Arc<Pages>>, StoreError> {
+        self.sessions
+            .get(tenant)
+            .ok_or_else(|| StoreError::UnknownTenant(tenant.to_owned()))
     }
 }
 
@@ -102,8 +120,8 @@ impl MemorySessions {
 impl FeedSessions for MemorySessions {
     async fn pages(&self, tenant: &str, session: &str) -> Result<Pages, StoreError> {
         Ok(self
-            .sessions
-            .get(&(tenant.to_owned(), session.to_owned()))
+            .of(tenant)?
+            .get(session)
             .map(|p| (*p).clone())
             .unwrap_or_default())
     }
@@ -116,14 +134,13 @@ impl FeedSessions for MemorySessions {
         page: &Page,
         _: Duration,
     ) -> Result<(), StoreError> {
-        let key = (tenant.to_owned(), session.to_owned());
-        let mut pages = self
-            .sessions
-            .get(&key)
+        let sessions = self.of(tenant)?;
+        let mut pages = sessions
+            .get(session)
             .map(|p| (*p).clone())
             .unwrap_or_default();
         pages.insert(number, page.clone());
-        self.sessions.insert(key, Arc::new(pages));
+        sessions.insert(session.to_owned(), Arc::new(pages));
         Ok(())
     }
 }
@@ -131,6 +148,29 @@ impl FeedSessions for MemorySessions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[actix_rt::test]
+    async fn a_tenant_evicts_its_own_sessions_only() {
+        let tenants = ["a".to_string(), "b".to_string()];
+        let sessions = MemorySessions::new(&tenants, 10, Duration::from_secs(60));
+        let page = Page::default();
+        sessions
+            .put_page("b", "b-0", 2, &page, Duration::ZERO)
+            .await
+            .unwrap();
+        for n in 0..1_000 {
+            sessions
+                .put_page("a", &format!("a-{n}"), 2, &page, Duration::ZERO)
+                .await
+                .unwrap();
+        }
+        for cache in sessions.sessions.values() {
+            cache.run_pending_tasks();
+        }
+        assert!(sessions.of("a").unwrap().entry_count() <= 10);
+        assert_eq!(sessions.pages("b", "b-0").await.unwrap().len(), 1);
+        assert!(sessions.pages("c", "x").await.is_err(), "an unknown tenant");
+    }
 
     #[test]
     fn a_page_survives_its_encoding() {

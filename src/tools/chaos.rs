@@ -183,6 +183,12 @@ pub async fn run(mut settings: Settings, args: &ChaosArgs) -> anyhow::Result<Cha
             settings.kafka.brokers = mock.bootstrap_servers();
             // A consumer stuck after the outage is rebuilt within seconds, not half a minute.
             settings.kafka.stall_timeout = Duration::from_secs(5);
+            // The rebuilt consumer rejoins its group once the old member's session has expired:
+            // librdkafka's default of 45 s left the scenario 15 s from its one-minute wait.
+            settings
+                .kafka
+                .properties
+                .insert("session.timeout.ms".into(), "6000".into());
             Some(mock)
         }
         Scenario::ActorPanics => None,
