@@ -15,7 +15,7 @@
 //! | `er:{t}:hist:<user_id>`             | hash | item → the user's history with it: `p` if bought, then impression times since the last engagement (`ItemHistory::encode`); past 1 000 items trimmed to the 500 seen last; expires 30 days after the user's last event |
 //! | `er:{t}:rules`                      | hash | `version`, `doc` (the rules document as JSON) |
 //! | `er:{t}:session:<id>`               | hash | a feed session (named by its first page's request id), from its second page on: page number → its items (`store::sessions::encode_page`; the first page's are the served-feed log's); expires `feed.session_ttl_seconds` after its last page |
-//! | `er:{t}:feeds:<bucket>`             | hash | served feeds of one time bucket (a thirtieth of the join window): request id (a UUID's 16 bytes) → labels id and item ids (`store::redis::feed_log`); expires a window and two buckets after its first feed |
+//! | `er:{t}:feeds:<bucket>`             | hash | served feeds of one time bucket (a thirtieth of the join window): request id (a UUID's 16 bytes) → labels id and item ids (`store::redis::feed_log`); expires a window and two buckets after its last feed |
 //! | `er:{t}:feedlabels`                 | hash | labels id → model, version and experiment arm of served feeds |
 //! | `er:{t}:feed:<request_id>`          | string | the layout before the buckets: a served feed as JSON; still read until it expires |
 //! | `er:{t}:feedclick:<request_id>`     | string | set by the feed's first joined click; expires with the feed |

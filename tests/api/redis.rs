@@ -971,8 +971,12 @@ async fn trimming_the_redis_feed_log_drops_a_tenant_s_oldest_feeds_only() {
     let entries = |usage: Option<eaglerank::store::Usage>| usage.unwrap().entries;
     assert_eq!(entries(log.held("a").await.unwrap()), 30);
     assert!(log.held("a").await.unwrap().unwrap().bytes > 0);
-    assert_eq!(log.trim("a", 15).await.unwrap(), 20);
-    assert_eq!(entries(log.held("a").await.unwrap()), 10);
+    // Whole buckets go, oldest first, until 15 or fewer remain (20 with the rounds each in a
+    // bucket of its own; a busy machine may split a round over two).
+    let evicted = log.trim("a", 15).await.unwrap();
+    let held = entries(log.held("a").await.unwrap());
+    assert!((1..=15).contains(&held), "{held}");
+    assert_eq!(evicted + held, 30);
     assert_eq!(entries(log.held("b").await.unwrap()), 30);
     let found = log.lookup("a", &["0-0", "2-9"]).await.unwrap();
     assert_eq!(found, [None, Some(feed.clone())]);

@@ -4,7 +4,7 @@
 //!
 //! - `er:{t}:feeds:<bucket>`: field = the request id (a UUID's 16 bytes; another id as its
 //!   text after a `#`), value = `<labels>\n<item id>\n<item id>…`, items in rank order. The
-//!   hash expires a bucket plus the window after its first feed: every feed in it is kept for
+//!   hash expires the window and two buckets after its last feed: every feed in it is kept for
 //!   at least the window.
 //! - `er:{t}:feedlabels`: labels id (8 hex digits of a hash) → `model\nversion[\nexperiment\narm]`;
 //!   a handful of entries, written once per process and label set.
@@ -143,10 +143,11 @@ impl FeedLog for RedisStore {
             .arg(field(request_id))
             .arg(encode(&labels_id, feed))
             .ignore()
+            // Pushed back by every feed (EXPIRE's NX would need Redis 7): the bucket goes a
+            // window and two buckets after its last feed.
             .cmd("EXPIRE")
             .arg(&key)
             .arg(ttl.as_secs() + 2 * length)
-            .arg("NX")
             .ignore();
         self.query::<()>(&pipe).await?;
         if new_labels {
