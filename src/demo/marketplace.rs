@@ -2,6 +2,7 @@
 //! the simulator's world. Fully determined by (seed, tenant, anchor time), so every run and
 //! every backend sees the same catalog and history.
 
+use rand::distr::weighted::WeightedIndex;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -30,6 +31,8 @@ pub struct Marketplace {
     pub quality: Vec<f64>,
     item_category: Vec<usize>,
     item_brand: Vec<usize>,
+    /// ln(price + 1) per item, once: the click model reads it per impression.
+    item_log_price: Vec<f64>,
     by_category: Vec<Vec<usize>>,
     pub users: Vec<(String, HiddenTaste)>,
     categories: usize,
@@ -64,6 +67,7 @@ impl Marketplace {
         let quality_dist = Normal::new(0.0, 1.0).expect("valid normal");
         let mut items = Vec::with_capacity(demo.items);
         let (mut quality, mut item_category, mut item_brand) = (vec![], vec![], vec![]);
+        let mut item_log_price = Vec::with_capacity(demo.items);
         let mut by_category = vec![Vec::new(); categories];
         for i in 0..demo.items {
             let c = rng.random_range(0..categories);
@@ -92,6 +96,7 @@ impl Marketplace {
                     .then(|| format!("u{}", (i / 10) % demo.users)),
             });
             quality.push(quality_dist.sample(&mut rng));
+            item_log_price.push((items[i].price + 1.0).ln());
             item_category.push(c);
             item_brand.push(b);
             by_category[c].push(i);
@@ -105,6 +110,7 @@ impl Marketplace {
             quality,
             item_category,
             item_brand,
+            item_log_price,
             by_category,
             users,
             categories,
@@ -126,7 +132,7 @@ impl Marketplace {
         } else {
             0.0
         };
-        let price_gap = ((self.items[i].price + 1.0).ln() - taste.log_price).abs();
+        let price_gap = (self.item_log_price[i] - taste.log_price).abs();
         sigmoid(
             -3.4 + 4.0 * category + 0.9 * brand + 0.7 * self.quality[i]
                 - 0.6 * price_gap
@@ -204,34 +210,52 @@ impl Marketplace {
     }
 
     /// Past browsing of every user over the 30 days before `anchor`, shown by a naive
-    /// recommender (half from the user's favourite categories, half anything).
+    /// recommender (half from the user's favourite categories, half anything), in time order.
     pub fn history(&self, sessions_per_user: usize, anchor: UnixSeconds) -> Vec<Event> {
-        let mut rng = ChaCha8Rng::seed_from_u64(tenant_seed(0x5eed, &self.tenant));
-        let mut events = Vec::new();
-        if self.items.is_empty() {
-            return events;
-        }
-        for (user, taste) in &self.users {
-            let sessions = rng.random_range(0..=sessions_per_user * 2);
-            for _ in 0..sessions {
-                let at = anchor - rng.random_range(0.0..30.0 * DAY);
-                for position in 0..20 {
-                    let i = self.browse(&mut rng, taste);
-                    events.extend(self.react(&mut rng, user, taste, i, position, at));
-                }
-            }
-        }
+        let mut events: Vec<Event> = self
+            .history_by_user(sessions_per_user, anchor)
+            .flatten()
+            .collect();
+        // Stable: the same order as generating every user's events first and sorting once.
         events.sort_by(|a, b| a.timestamp.total_cmp(&b.timestamp));
         events
     }
 
-    fn browse(&self, rng: &mut impl Rng, taste: &HiddenTaste) -> usize {
+    /// The same events as [`Self::history`], one user at a time, each user's in time order:
+    /// what seeding streams (a user's profile depends only on the order of their own events,
+    /// and an item's statistics on none), so it never holds the whole history at once.
+    pub fn history_by_user(
+        &self,
+        sessions_per_user: usize,
+        anchor: UnixSeconds,
+    ) -> impl Iterator<Item = Vec<Event>> + '_ {
+        let mut rng = ChaCha8Rng::seed_from_u64(tenant_seed(0x5eed, &self.tenant));
+        let users = if self.items.is_empty() {
+            &self.users[..0]
+        } else {
+            &self.users[..]
+        };
+        users.iter().map(move |(user, taste)| {
+            let favourites = favourites(taste);
+            let mut events = Vec::new();
+            let sessions = rng.random_range(0..=sessions_per_user * 2);
+            for _ in 0..sessions {
+                let at = anchor - rng.random_range(0.0..30.0 * DAY);
+                for position in 0..20 {
+                    let i = self.browse_from(&mut rng, favourites.as_ref());
+                    events.extend(self.react(&mut rng, user, taste, i, position, at));
+                }
+            }
+            events.sort_by(|a, b| a.timestamp.total_cmp(&b.timestamp));
+            events
+        })
+    }
+
+    /// An item a naive recommender shows: half the time from one of the user's favourite
+    /// categories (`favourites`, built once per user), else anything.
+    fn browse_from(&self, rng: &mut impl Rng, favourites: Option<&WeightedIndex<f64>>) -> usize {
         if rng.random_bool(0.5) {
-            let favourite = (0..self.categories)
-                .collect::<Vec<_>>()
-                .choose_weighted(rng, |c| taste.category[*c])
-                .copied()
-                .unwrap_or(0);
+            let favourite = favourites.map_or(0, |f| f.sample(rng));
             if let Some(i) = self.by_category[favourite].choose(rng) {
                 return *i;
             }
@@ -247,6 +271,12 @@ impl Marketplace {
             .ok()
             .filter(|i| *i < self.items.len())
     }
+}
+
+/// A user's favourite categories as a distribution (what `choose_weighted` builds per call:
+/// sampling it draws the same numbers).
+fn favourites(taste: &HiddenTaste) -> Option<WeightedIndex<f64>> {
+    WeightedIndex::new(&taste.category).ok()
 }
 
 fn random_taste(rng: &mut impl Rng, categories: usize, brands: usize) -> HiddenTaste {

@@ -4,17 +4,19 @@
 
 pub mod budget;
 mod event;
+mod history;
 pub mod ids;
 mod item;
 pub mod tenants;
 mod user;
 
 pub use event::{Event, EventKind};
+pub use history::{HISTORY_HORIZON_SECONDS, History};
 pub use item::{
     Item, ItemDerived, ItemId, ItemPatch, ItemRecord, ItemStats, WINDOWS, WindowCounts, growth,
     key_hash, table_bytes,
 };
-pub use user::{HISTORY_IMPRESSIONS, HISTORY_ITEMS, ItemHistory, UserProfile};
+pub use user::{Affinities, HISTORY_IMPRESSIONS, HISTORY_ITEMS, Profile, Touched, UserProfile};
 pub mod rules;
 
 /// Seconds since the Unix epoch, as the model's time features use them.

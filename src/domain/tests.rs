@@ -129,28 +129,24 @@ fn window_counts_slide_out_over_one_window_length() {
 }
 
 #[test]
-fn the_item_history_counts_impressions_since_the_last_engagement_and_remembers_purchases() {
+fn a_profile_records_history_and_taste_from_its_events() {
     let mut p = UserProfile::default();
     let shoe = item("i1", "shoes");
     for k in 0..3 {
         p.record(EventKind::Impression, &shoe, T0 + f64::from(k));
     }
-    assert_eq!(p.history["i1"].impressions.len(), 3);
-    assert_eq!(p.history["i1"].impressions_since(T0 as u32 + 1), 2);
-    // A click resets fatigue; nothing is left to remember, so the entry goes.
+    assert_eq!(p.history.impressions_since("i1", T0 as u32 + 1), 2);
+    assert_eq!(p.interactions, 0.0, "impressions are not taste");
+    // A click resets fatigue and counts as taste.
     p.record(EventKind::Click, &shoe, T0 + 10.0);
-    assert!(!p.history.contains_key("i1"));
-    for k in 0..20 {
-        p.record(EventKind::Impression, &shoe, T0 + 20.0 + f64::from(k));
-    }
-    assert_eq!(
-        p.history["i1"].impressions.len(),
-        super::HISTORY_IMPRESSIONS
-    );
+    assert_eq!(p.history.impressions_since("i1", 0), 0);
     p.record(EventKind::Purchase, &shoe, T0 + 50.0);
-    assert!(p.purchased("i1") && p.history["i1"].impressions.is_empty());
-    p.record(EventKind::Impression, &shoe, T0 + 60.0);
-    let h = &p.history["i1"];
-    assert_eq!(super::ItemHistory::decode(&h.encode()), *h);
-    assert_eq!(h.encode(), format!("p{}", T0 as u32 + 60));
+    p.record(EventKind::Click, &item("i2", "hats"), T0 + 60.0);
+    assert!(p.purchased("i1") && !p.purchased("i2"));
+    assert_eq!(p.interactions, 3.0);
+    assert_eq!(p.category_affinity.len(), 2);
+    assert!(p.category_share("shoes") > p.category_share("hats"));
+    assert_eq!(p.top_categories(1), ["shoes"]);
+    let recent: Vec<&str> = p.recent_items.iter().map(|i| &**i).collect();
+    assert_eq!(recent, ["i2", "i1"]);
 }

@@ -1,186 +1,258 @@
-//! What the service knows of one user: affinities, price level, recent items. Every store
-//! backend applies events through [`UserProfile::record`].
+//! What the service knows of one user: affinities, price level, recent items, item history.
+//! Every store backend applies events through [`Profile::record`]; the embedded store keeps
+//! profiles over its interned ids (`Profile<u32, u32>`), everything else reads them over
+//! names ([`UserProfile`]).
 
+use std::borrow::Borrow;
 use std::collections::VecDeque;
-
-use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 use super::event::EventKind;
+use super::history::History;
 use super::item::{Item, ItemId};
 use super::{RECENT_ITEMS, UnixSeconds};
-use crate::FastMap;
 
-/// What the service knows of one user of one tenant.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct UserProfile {
+/// What the service knows of one user of one tenant, over item ids `I` and category and
+/// brand names `N`.
+#[derive(Debug, Clone)]
+pub struct Profile<I, N> {
     /// Clicks, carts and purchases seen (impressions excluded).
     pub interactions: f64,
-    pub category_affinity: FastMap<String, f32>,
-    pub brand_affinity: FastMap<String, f32>,
-    /// Sum of affinity weights, to normalise the maps into shares.
+    pub category_affinity: Affinities<N>,
+    pub brand_affinity: Affinities<N>,
+    /// Sum of affinity weights, to normalise the affinities into shares.
     pub affinity_total: f32,
     pub price_sum: f64,
     pub price_count: f64,
     /// Most recent first.
-    pub recent_items: VecDeque<ItemId>,
-    /// What the user did with each item they saw or acted on: what the purchase exclusion and
-    /// impression fatigue rules read. At most [`HISTORY_ITEMS`] items.
-    #[serde(default)]
-    pub history: FastMap<ItemId, ItemHistory>,
+    pub recent_items: VecDeque<I>,
+    /// What the user did with the items they saw or acted on: what the purchase exclusion
+    /// and impression fatigue rules read.
+    pub history: History<I>,
 }
 
-/// Items a profile keeps a history of; beyond it, the one seen longest ago goes.
+impl<I: Ord + Clone, N: Ord + Clone> PartialEq for Profile<I, N> {
+    fn eq(&self, other: &Self) -> bool {
+        self.interactions == other.interactions
+            && self.category_affinity == other.category_affinity
+            && self.brand_affinity == other.brand_affinity
+            && self.affinity_total == other.affinity_total
+            && self.price_sum == other.price_sum
+            && self.price_count == other.price_count
+            && self.recent_items == other.recent_items
+            && self.history == other.history
+    }
+}
+
+/// A profile as the ranker reads it: item ids and names.
+pub type UserProfile = Profile<ItemId, Arc<str>>;
+
+impl<I, N> Default for Profile<I, N> {
+    fn default() -> Self {
+        Self {
+            interactions: 0.0,
+            category_affinity: Affinities::default(),
+            brand_affinity: Affinities::default(),
+            affinity_total: 0.0,
+            price_sum: 0.0,
+            price_count: 0.0,
+            recent_items: VecDeque::new(),
+            history: History::default(),
+        }
+    }
+}
+
+/// Impressions a history keeps in all, and purchases: beyond it, the oldest go.
 pub const HISTORY_ITEMS: usize = 500;
 /// Impressions kept per item: fatigue can count up to this many.
 pub const HISTORY_IMPRESSIONS: usize = 16;
 
-/// One user's history with one item.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ItemHistory {
-    /// Bought at least once (within the history's lifetime).
-    pub purchased: bool,
-    /// Unix seconds of the impressions since the user last clicked, carted or bought it,
-    /// oldest first, the last [`HISTORY_IMPRESSIONS`].
-    /// Up to four inline (no heap block of their own: most items were seen once or twice).
-    pub impressions: smallvec::SmallVec<[u32; 4]>,
+/// Weights per name, in first-seen order: a user acts on a handful of categories and brands,
+/// so a short list beats a hash table (no buckets, no hashing).
+#[derive(Debug, Clone)]
+pub struct Affinities<N>(Vec<(N, f32)>);
+
+impl<N> Default for Affinities<N> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
 }
 
-impl ItemHistory {
-    /// Applies one event, as the Redis store's Lua does (`store::redis::apply`).
-    pub fn record(&mut self, kind: EventKind, at: UnixSeconds) {
-        match kind {
-            EventKind::Impression => {
-                self.impressions.push(at.max(0.0) as u32);
-                if self.impressions.len() > HISTORY_IMPRESSIONS {
-                    self.impressions.remove(0);
-                }
-            }
-            EventKind::Click | EventKind::AddToCart => self.impressions.clear(),
-            EventKind::Purchase => {
-                self.impressions.clear();
-                self.purchased = true;
-            }
-        }
-    }
-
-    /// Impressions since the last engagement that are younger than `window` seconds.
-    pub fn impressions_since(&self, since: u32) -> usize {
-        self.impressions.iter().filter(|t| **t >= since).count()
-    }
-
-    fn last_seen(&self) -> u32 {
-        self.impressions.last().copied().unwrap_or(0)
-    }
-
-    /// The Redis hash value: `p` when purchased, then the impressions, comma-separated.
-    pub fn encode(&self) -> String {
-        let mut s = String::from(if self.purchased { "p" } else { "" });
-        for (i, t) in self.impressions.iter().enumerate() {
-            if i > 0 {
-                s.push(',');
-            }
-            s.push_str(&t.to_string());
-        }
-        s
-    }
-
-    pub fn decode(s: &str) -> Self {
-        let (purchased, rest) = match s.strip_prefix('p') {
-            Some(rest) => (true, rest),
-            None => (false, s),
+/// Equal when they hold the same weights, in whatever order.
+impl<N: Ord + Clone> PartialEq for Affinities<N> {
+    fn eq(&self, other: &Self) -> bool {
+        let sorted = |a: &Self| {
+            let mut v = a.0.clone();
+            v.sort_by(|x, y| x.0.cmp(&y.0));
+            v
         };
-        Self {
-            purchased,
-            impressions: rest.split(',').filter_map(|t| t.parse().ok()).collect(),
-        }
-    }
-
-    /// Nothing left to remember.
-    pub fn is_empty(&self) -> bool {
-        !self.purchased && self.impressions.is_empty()
+        sorted(self) == sorted(other)
     }
 }
 
-impl UserProfile {
-    /// Bytes this profile holds, estimated (its allocation, affinity tables, recent items and
-    /// history): what a tenant's `users` memory is reported from.
-    pub fn approx_bytes(&self) -> usize {
-        use std::mem::size_of;
-        let strings = |m: &FastMap<String, f32>| m.keys().map(String::capacity).sum::<usize>();
-        let spilled: usize = self
-            .history
-            .values()
-            .filter(|h| h.impressions.spilled())
-            .map(|h| h.impressions.capacity() * 4)
-            .sum();
-        16 + size_of::<Self>()
-            + super::item::table_bytes(self.category_affinity.capacity(), size_of::<(String, f32)>())
-            + strings(&self.category_affinity)
-            + super::item::table_bytes(self.brand_affinity.capacity(), size_of::<(String, f32)>())
-            + strings(&self.brand_affinity)
-            // Item ids are shared with the catalog (`Arc<str>`): a pointer each.
-            + self.recent_items.capacity() * size_of::<ItemId>()
-            + super::item::table_bytes(
-                self.history.capacity(),
-                size_of::<(ItemId, ItemHistory)>(),
-            )
-            + spilled
+impl<N> Affinities<N> {
+    pub fn get<Q: ?Sized + PartialEq>(&self, name: &Q) -> Option<f32>
+    where
+        N: Borrow<Q>,
+    {
+        self.0
+            .iter()
+            .find(|(n, _)| n.borrow() == name)
+            .map(|(_, w)| *w)
     }
 
-    /// Updates the profile for an event on `item` at `at`. Impressions change only the
+    /// Adds `w` to `name`'s weight (`make` builds the name when it is new).
+    pub fn add<Q: ?Sized + PartialEq>(&mut self, name: &Q, w: f32, make: impl FnOnce() -> N)
+    where
+        N: Borrow<Q>,
+    {
+        match self.0.iter_mut().find(|(n, _)| (*n).borrow() == name) {
+            Some((_, weight)) => *weight += w,
+            None => self.0.push((make(), w)),
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&N, f32)> {
+        self.0.iter().map(|(n, w)| (n, *w))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn map<M>(&self, mut f: impl FnMut(&N) -> M) -> Affinities<M> {
+        Affinities(self.0.iter().map(|(n, w)| (f(n), *w)).collect())
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.0.capacity() * std::mem::size_of::<(N, f32)>()
+    }
+}
+
+impl<N> FromIterator<(N, f32)> for Affinities<N> {
+    fn from_iter<T: IntoIterator<Item = (N, f32)>>(iter: T) -> Self {
+        Self(iter.into_iter().collect())
+    }
+}
+
+/// What one event says about its item, in the profile's own ids.
+pub struct Touched<'a, I, N> {
+    pub item: &'a I,
+    pub category: &'a N,
+    pub brand: &'a N,
+    pub price: f64,
+}
+
+impl<I: Clone + Eq, N: Clone + Eq> Profile<I, N> {
+    /// Updates the profile for an event on an item at `at`. Impressions change only the
     /// history: a user's taste shows in what they act on.
-    pub fn record(&mut self, kind: EventKind, item: &Item, at: UnixSeconds) {
-        self.record_history(kind, &item.item_id, at);
+    pub fn record_touch(&mut self, kind: EventKind, touched: Touched<'_, I, N>, at: UnixSeconds) {
+        let Touched {
+            item,
+            category,
+            brand,
+            price,
+        } = touched;
+        self.history.record(kind, item, at);
         let w = kind.affinity_weight();
         if w == 0.0 {
             return;
         }
         self.interactions += 1.0;
-        *self
-            .category_affinity
-            .entry(item.category.clone())
-            .or_default() += w;
-        *self.brand_affinity.entry(item.brand.clone()).or_default() += w;
+        self.category_affinity.add(category, w, || category.clone());
+        self.brand_affinity.add(brand, w, || brand.clone());
         self.affinity_total += w;
-        self.price_sum += item.price;
+        self.price_sum += price;
         self.price_count += 1.0;
-        self.recent_items.retain(|id| *id != item.item_id);
-        self.recent_items.push_front(item.item_id.clone());
+        self.recent_items.retain(|id| id != item);
+        self.recent_items.push_front(item.clone());
         self.recent_items.truncate(RECENT_ITEMS);
     }
 
-    /// The item history part of [`Self::record`].
-    pub fn record_history(&mut self, kind: EventKind, item_id: &ItemId, at: UnixSeconds) {
-        if !self.history.contains_key(item_id) && self.history.len() >= HISTORY_ITEMS {
-            // Bounded: the item seen longest ago goes (purchases without impressions first).
-            if let Some(oldest) = self
-                .history
-                .iter()
-                .min_by_key(|(id, h)| (h.last_seen(), (*id).clone()))
-                .map(|(id, _)| id.clone())
-            {
-                self.history.remove(&oldest);
-            }
-        }
-        let entry = self.history.entry(item_id.clone()).or_default();
-        entry.record(kind, at);
-        if entry.is_empty() {
-            self.history.remove(item_id);
+    /// The same profile over other ids and names (the embedded store's interned ids
+    /// resolved).
+    pub fn map<J, M>(
+        &self,
+        mut item: impl FnMut(&I) -> J,
+        mut name: impl FnMut(&N) -> M,
+    ) -> Profile<J, M> {
+        Profile {
+            interactions: self.interactions,
+            category_affinity: self.category_affinity.map(&mut name),
+            brand_affinity: self.brand_affinity.map(&mut name),
+            affinity_total: self.affinity_total,
+            price_sum: self.price_sum,
+            price_count: self.price_count,
+            recent_items: self.recent_items.iter().map(&mut item).collect(),
+            history: self.history.map(item),
         }
     }
 
+    /// Bytes this profile holds, estimated (itself, its affinity lists, recent items and
+    /// history, at capacity): what a tenant's `users` memory is reported from. Ids and names
+    /// are counted as what the profile itself holds of them (interned or shared elsewhere).
+    pub fn approx_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + self.heap_bytes()
+    }
+
+    /// [`Self::approx_bytes`] beside the profile itself (what a table holding it adds).
+    pub fn heap_bytes(&self) -> usize {
+        self.category_affinity.heap_bytes()
+            + self.brand_affinity.heap_bytes()
+            + self.recent_items.capacity() * std::mem::size_of::<I>()
+            + self.history.heap_bytes()
+    }
+}
+
+impl UserProfile {
+    /// [`Profile::record_touch`] for an event on `item`.
+    pub fn record(&mut self, kind: EventKind, item: &Item, at: UnixSeconds) {
+        if kind.affinity_weight() == 0.0 {
+            self.history.record(kind, &item.item_id, at);
+            return;
+        }
+        // Names are allocated only when new to this profile.
+        let category = self.name(&item.category, true);
+        let brand = self.name(&item.brand, false);
+        self.record_touch(
+            kind,
+            Touched {
+                item: &item.item_id,
+                category: &category,
+                brand: &brand,
+                price: item.price,
+            },
+            at,
+        );
+    }
+
+    fn name(&self, name: &str, category: bool) -> Arc<str> {
+        let list = if category {
+            &self.category_affinity
+        } else {
+            &self.brand_affinity
+        };
+        list.0
+            .iter()
+            .find(|(n, _)| &**n == name)
+            .map_or_else(|| Arc::from(name), |(n, _)| n.clone())
+    }
     /// Whether the user bought `item_id` (within the history).
     pub fn purchased(&self, item_id: &str) -> bool {
-        self.history.get(item_id).is_some_and(|h| h.purchased)
+        self.history.purchased(item_id)
     }
 
     /// Share of the user's affinity that falls on `category` (0 when unknown).
     pub fn category_share(&self, category: &str) -> f32 {
-        self.affinity_share(self.category_affinity.get(category).copied())
+        self.affinity_share(self.category_affinity.get(category))
     }
 
     pub fn brand_share(&self, brand: &str) -> f32 {
-        self.affinity_share(self.brand_affinity.get(brand).copied())
+        self.affinity_share(self.brand_affinity.get(brand))
     }
 
     /// The share of the user's affinity that an entry of weight `weight` holds.
@@ -200,7 +272,7 @@ impl UserProfile {
         let mut cats: Vec<(&str, f32)> = self
             .category_affinity
             .iter()
-            .map(|(c, w)| (c.as_str(), *w))
+            .map(|(c, w)| (&**c, w))
             .collect();
         cats.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
         cats.into_iter().take(n).map(|(c, _)| c).collect()

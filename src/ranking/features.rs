@@ -4,7 +4,9 @@
 //! through [`FeatureSpec::assemble`], so training sees exactly what serving computes.
 
 use crate::FastMap;
-use crate::domain::{ItemRecord, UnixSeconds, UserProfile, growth, key_hash};
+use std::sync::Arc;
+
+use crate::domain::{Affinities, ItemRecord, UnixSeconds, UserProfile, growth, key_hash};
 
 /// What a feature may look at besides the item: the request's clock and user, prepared once
 /// per request so that each of the (typically 500) rows costs lookups, not computations.
@@ -40,9 +42,9 @@ impl<'a> FeatureContext<'a> {
 
 impl<'a> UserSide<'a> {
     fn new(u: &'a UserProfile) -> Self {
-        let shares = |map: &'a FastMap<String, f32>| -> FastMap<u64, (&'a str, f32)> {
-            map.iter()
-                .map(|(k, w)| (key_hash(k), (k.as_str(), u.affinity_share(Some(*w)))))
+        let shares = |list: &'a Affinities<Arc<str>>| -> FastMap<u64, (&'a str, f32)> {
+            list.iter()
+                .map(|(k, w)| (key_hash(k), (&**k, u.affinity_share(Some(w)))))
                 .collect()
         };
         Self {

@@ -191,15 +191,15 @@ impl TenantRules {
         if !self.rules.exclude_purchased && fatigue.is_none() {
             return blocked;
         }
-        for (id, h) in &user.history {
-            let why = if self.rules.exclude_purchased && h.purchased {
-                Removal::Purchased
-            } else if fatigue.is_some_and(|(since, max)| h.impressions_since(since) >= max) {
-                Removal::Fatigue
-            } else {
-                continue;
-            };
-            blocked.insert(key_hash(id), why);
+        if self.rules.exclude_purchased {
+            for id in user.history.bought() {
+                blocked.insert(key_hash(id), Removal::Purchased);
+            }
+        }
+        if let Some((since, max)) = fatigue {
+            for id in user.history.fatigued(since, max) {
+                blocked.entry(key_hash(id)).or_insert(Removal::Fatigue);
+            }
         }
         blocked
     }

@@ -15,15 +15,98 @@ use super::{
     Usage,
 };
 use crate::domain::budget::{Budget, Component, room};
-use crate::domain::{Event, Item, ItemId, ItemPatch, ItemRecord, UserProfile, table_bytes};
+use crate::domain::{
+    Event, Item, ItemId, ItemPatch, ItemRecord, Profile, Touched, UserProfile, table_bytes,
+};
 
 #[derive(Default)]
 struct TenantState {
     budget: Budget,
-    items: FastMap<ItemId, Arc<ItemRecord>>,
-    users: FastMap<String, Arc<UserProfile>>,
+    catalog: Catalog,
+    /// Profiles over the catalog's slots and interned names: an item or a name mentioned is
+    /// 4 bytes, not a 16-byte shared id, and most of a profile is such mentions. Readers get
+    /// them resolved ([`Catalog::resolve`]).
+    users: FastMap<Box<str>, Profile<u32, u32>>,
     /// Sorted candidate lists; dropped on every write and rebuilt by the next read.
     index: Option<Arc<CandidateIndex>>,
+}
+
+/// A tenant's items, each at a slot that never changes (items are updated, never removed),
+/// and its category and brand names, interned.
+#[derive(Default)]
+struct Catalog {
+    slots: FastMap<ItemId, u32>,
+    records: Vec<Arc<ItemRecord>>,
+    /// Per slot: its category's and its brand's interned name.
+    names_of: Vec<(u32, u32)>,
+    names: Vec<Arc<str>>,
+    name_ids: FastMap<Arc<str>, u32>,
+}
+
+impl Catalog {
+    fn get(&self, id: &str) -> Option<&Arc<ItemRecord>> {
+        self.slots.get(id).map(|s| &self.records[*s as usize])
+    }
+
+    fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    fn intern(&mut self, name: &str) -> u32 {
+        if let Some(id) = self.name_ids.get(name) {
+            return *id;
+        }
+        let id = self.names.len() as u32;
+        let name: Arc<str> = Arc::from(name);
+        self.names.push(name.clone());
+        self.name_ids.insert(name, id);
+        id
+    }
+
+    /// Stores `record` at its item's slot, a new one for a new item.
+    fn put(&mut self, record: ItemRecord) {
+        let names = (
+            self.intern(&record.item.category),
+            self.intern(&record.item.brand),
+        );
+        let record = Arc::new(record);
+        match self.slots.get(&record.item.item_id) {
+            Some(&slot) => {
+                self.records[slot as usize] = record;
+                self.names_of[slot as usize] = names;
+            }
+            None => {
+                self.slots
+                    .insert(record.item.item_id.clone(), self.records.len() as u32);
+                self.records.push(record);
+                self.names_of.push(names);
+            }
+        }
+    }
+
+    /// A stored profile as readers see it: slots and names resolved.
+    fn resolve(&self, profile: &Profile<u32, u32>) -> UserProfile {
+        profile.map(
+            |slot| self.records[*slot as usize].item.item_id.clone(),
+            |name| self.names[*name as usize].clone(),
+        )
+    }
+
+    fn usage(&self) -> Usage {
+        use std::mem::size_of;
+        let beside: usize = self.records.iter().map(|r| r.approx_bytes()).sum();
+        let names: usize = self.names.iter().map(|n| 16 + n.len()).sum();
+        Usage {
+            entries: self.records.len() as u64,
+            bytes: (table_bytes(self.slots.capacity(), size_of::<(ItemId, u32)>())
+                + self.records.capacity() * size_of::<Arc<ItemRecord>>()
+                + self.names_of.capacity() * size_of::<(u32, u32)>()
+                + table_bytes(self.name_ids.capacity(), size_of::<(Arc<str>, u32)>())
+                + self.names.capacity() * size_of::<Arc<str>>()
+                + names
+                + beside) as u64,
+        }
+    }
 }
 
 struct CandidateIndex {
@@ -33,8 +116,8 @@ struct CandidateIndex {
 }
 
 impl CandidateIndex {
-    fn build(items: &FastMap<ItemId, Arc<ItemRecord>>) -> Self {
-        let mut all: Vec<&Arc<ItemRecord>> = items.values().collect();
+    fn build(items: &[Arc<ItemRecord>]) -> Self {
+        let mut all: Vec<&Arc<ItemRecord>> = items.iter().collect();
         // Ties go to the greater id, as Redis's ZREVRANGE orders them: both backends must
         // give the same lists for the same data.
         let by_id =
@@ -131,8 +214,8 @@ impl MemoryStore {
             return Ok(index.clone());
         }
         let mut state = write(lock);
-        let TenantState { items, index, .. } = &mut *state;
-        let index = index.get_or_insert_with(|| Arc::new(CandidateIndex::build(items)));
+        let TenantState { catalog, index, .. } = &mut *state;
+        let index = index.get_or_insert_with(|| Arc::new(CandidateIndex::build(&catalog.records)));
         Ok(index.clone())
     }
 }
@@ -172,7 +255,11 @@ impl FeatureStore for MemoryStore {
         tenant: &str,
         user_id: &str,
     ) -> Result<Option<Arc<UserProfile>>, StoreError> {
-        Ok(read(self.tenant(tenant)?).users.get(user_id).cloned())
+        let state = read(self.tenant(tenant)?);
+        Ok(state
+            .users
+            .get(user_id)
+            .map(|p| Arc::new(state.catalog.resolve(p))))
     }
 
     async fn candidate_lists(
@@ -203,7 +290,10 @@ impl FeatureStore for MemoryStore {
         ids: &[ItemId],
     ) -> Result<Vec<Option<Arc<ItemRecord>>>, StoreError> {
         let state = read(self.tenant(tenant)?);
-        Ok(ids.iter().map(|id| state.items.get(id).cloned()).collect())
+        Ok(ids
+            .iter()
+            .map(|id| state.catalog.get(id).cloned())
+            .collect())
     }
 
     async fn upsert_items(&self, tenant: &str, items: Vec<Item>) -> Result<(), StoreError> {
@@ -213,27 +303,25 @@ impl FeatureStore for MemoryStore {
             let new: crate::FastSet<&str> = items
                 .iter()
                 .map(|i| &*i.item_id)
-                .filter(|id| !state.items.contains_key(*id))
+                .filter(|id| state.catalog.get(id).is_none())
                 .collect();
-            if new.len() > room(limit, state.items.len()) {
+            if new.len() > room(limit, state.catalog.len()) {
                 return Err(StoreError::QuotaExceeded {
                     tenant: tenant.to_owned(),
                     component: Component::Items,
                     limit: limit.unwrap_or_default(),
-                    held: state.items.len(),
+                    held: state.catalog.len(),
                     adding: new.len(),
                 });
             }
         }
         for item in items {
             let stats = state
-                .items
+                .catalog
                 .get(&item.item_id)
                 .map(|r| r.stats.clone())
                 .unwrap_or_default();
-            state
-                .items
-                .insert(item.item_id.clone(), Arc::new(ItemRecord::new(item, stats)));
+            state.catalog.put(ItemRecord::new(item, stats));
         }
         state.index = None;
         Ok(())
@@ -246,13 +334,14 @@ impl FeatureStore for MemoryStore {
         patch: &ItemPatch,
     ) -> Result<Option<Item>, StoreError> {
         let mut state = write(self.tenant(tenant)?);
-        let Some(record) = state.items.get_mut(item_id) else {
+        let Some(record) = state.catalog.get(item_id) else {
             return Ok(None);
         };
         // A new record, never an edit: rankers may hold the old one (see `ItemRecord`).
         let mut item = record.item.clone();
         patch.apply(&mut item);
-        *record = Arc::new(ItemRecord::new(item.clone(), record.stats.clone()));
+        let record = ItemRecord::new(item.clone(), record.stats.clone());
+        state.catalog.put(record);
         state.index = None;
         Ok(Some(item))
     }
@@ -265,21 +354,29 @@ impl FeatureStore for MemoryStore {
         let mut state = write(self.tenant(tenant)?);
         let TenantState {
             budget,
-            items,
+            catalog,
             users,
             index,
         } = &mut *state;
         let user_limit = budget.limit(Component::Users);
         let mut outcome = ApplyOutcome::default();
+        // The profile of the previous event's user: a batch often holds runs of one user's
+        // events (a session; demo seeding, user by user), and each lookup hashes the id.
+        let mut current: Option<(&str, &mut Profile<u32, u32>)> = None;
         for (i, event) in events.iter().enumerate() {
-            let Some(record) = items.get_mut(&event.item_id) else {
+            let Some(&slot) = catalog.slots.get(&event.item_id) else {
                 outcome.unknown_items.push(i);
                 continue;
             };
-            // Checked before the dedup: a refused event may be sent again once there is room.
-            if room(user_limit, users.len()) == 0 && !users.contains_key(&event.user_id) {
-                outcome.over_budget.push(i);
-                continue;
+            let same_user = matches!(&current, Some((id, _)) if *id == event.user_id);
+            if !same_user {
+                current = None;
+                // Checked before the dedup: a refused event may be sent again once there is
+                // room.
+                if room(user_limit, users.len()) == 0 && !users.contains_key(&*event.user_id) {
+                    outcome.over_budget.push(i);
+                    continue;
+                }
             }
             if let Some(id) = &event.event_id {
                 let key = (tenant.to_owned(), id.clone());
@@ -290,10 +387,27 @@ impl FeatureStore for MemoryStore {
                 self.seen.insert(key, ());
             }
             // Copy-on-write: readers holding the old Arc keep a consistent record.
-            let record = Arc::make_mut(record);
+            let record = Arc::make_mut(&mut catalog.records[slot as usize]);
             record.stats.record(event.kind, event.timestamp);
-            let profile = users.entry(event.user_id.clone()).or_default();
-            Arc::make_mut(profile).record(event.kind, &record.item, event.timestamp);
+            let (category, brand) = &catalog.names_of[slot as usize];
+            let touched = Touched {
+                item: &slot,
+                category,
+                brand,
+                price: record.item.price,
+            };
+            if current.is_none() {
+                if !users.contains_key(&*event.user_id) {
+                    users.insert(event.user_id.as_str().into(), Profile::default());
+                }
+                current = users
+                    .get_mut(&*event.user_id)
+                    .map(|profile| (event.user_id.as_str(), profile));
+            }
+            let Some((_, profile)) = &mut current else {
+                unreachable!("the profile was looked up or added above")
+            };
+            profile.record_touch(event.kind, touched, event.timestamp);
         }
         *index = None;
         Ok(outcome)
@@ -302,9 +416,8 @@ impl FeatureStore for MemoryStore {
     async fn usage(&self, tenant: &str) -> Result<TenantUsage, StoreError> {
         let state = read(self.tenant(tenant)?);
         Ok(TenantUsage {
-            // An item's key shares its record's id.
-            items: table_usage(&state.items, |_, r| r.approx_bytes()),
-            users: table_usage(&state.users, |id, u| id.capacity() + u.approx_bytes()),
+            items: state.catalog.usage(),
+            users: table_usage(&state.users, |id, u| id.len() + u.heap_bytes()),
         })
     }
 }
@@ -416,5 +529,75 @@ mod tests {
         assert_eq!(other.applied(1), 1);
         let rec = store.items("t", &["a".into()]).await.unwrap();
         assert_eq!(rec[0].as_ref().unwrap().stats.clicks, 1.0);
+    }
+
+    /// The store keeps profiles over interned slots and names; read back, they must be what
+    /// `UserProfile::record` builds from the same events (two weeks of them: the history's
+    /// horizon drops the oldest impressions on both sides).
+    #[actix_rt::test]
+    async fn stored_profiles_read_back_as_their_events_build_them() {
+        let store = MemoryStore::new(["t".to_string()]);
+        let items: Vec<Item> = (0..30)
+            .map(|i| Item {
+                brand: format!("b{}", i % 7),
+                ..item(&format!("i{i}"), ["x", "y", "z"][i % 3], i as i64)
+            })
+            .collect();
+        store.upsert_items("t", items.clone()).await.unwrap();
+        let kinds = [
+            EventKind::Impression,
+            EventKind::Impression,
+            EventKind::Impression,
+            EventKind::Click,
+            EventKind::AddToCart,
+            EventKind::Purchase,
+        ];
+        let start = crate::domain::unix_now() - 20.0 * 86_400.0;
+        let mut x = 7_u64;
+        let events: Vec<Event> = (0..3_000)
+            .map(|n| {
+                x = x
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                Event {
+                    timestamp: start + f64::from(n) * 500.0,
+                    ..event(
+                        kinds[(x >> 50) as usize % kinds.len()],
+                        &format!("u{}", (x >> 33) % 4),
+                        &format!("i{}", (x >> 40) % 30),
+                    )
+                }
+            })
+            .collect();
+        for chunk in events.chunks(700) {
+            store.apply_events("t", chunk).await.unwrap();
+        }
+        let mut expected: HashMap<String, UserProfile> = HashMap::new();
+        for e in &events {
+            let item = items.iter().find(|i| i.item_id == e.item_id).unwrap();
+            expected
+                .entry(e.user_id.clone())
+                .or_default()
+                .record(e.kind, item, e.timestamp);
+        }
+        assert_eq!(expected.len(), 4);
+        for (user, profile) in &expected {
+            let stored = store.user_profile("t", user).await.unwrap().unwrap();
+            assert_eq!(*stored, *profile, "{user}");
+            assert!(!profile.history.seen().is_empty() && !profile.history.bought().is_empty());
+        }
+        // An item moved to another category is counted there from then on.
+        let moved = Item {
+            category: "w".into(),
+            ..items[0].clone()
+        };
+        store.upsert_items("t", vec![moved]).await.unwrap();
+        store
+            .apply_events("t", &[event(EventKind::Click, "u0", "i0")])
+            .await
+            .unwrap();
+        let p = store.user_profile("t", "u0").await.unwrap().unwrap();
+        assert!(p.category_affinity.get("w").is_some());
+        assert!(p.category_affinity.get("x").is_some());
     }
 }

@@ -18,7 +18,7 @@ use super::{
 use crate::config::RedisSettings;
 use crate::domain::budget::{Budget, Component, room};
 use crate::domain::{
-    Event, Item, ItemHistory, ItemId, ItemPatch, ItemRecord, ItemStats, RECENT_ITEMS, UserProfile,
+    Event, Item, ItemId, ItemPatch, ItemRecord, ItemStats, RECENT_ITEMS, UserProfile,
 };
 use crate::store::sessions::{decode_page, encode_page};
 use crate::store::{FeedSessions, Page, Pages, RulesStore, StoredRules};
@@ -408,10 +408,6 @@ fn user_profile(
     history: Vec<(String, String)>,
 ) -> UserProfile {
     let mut p = UserProfile {
-        history: history
-            .into_iter()
-            .map(|(id, h)| (ItemId::from(id), ItemHistory::decode(&h)))
-            .collect(),
         interactions: parse_f64(&fields, "interactions"),
         affinity_total: parse_f64(&fields, "affinity_total") as f32,
         price_sum: parse_f64(&fields, "price_sum"),
@@ -422,11 +418,15 @@ fn user_profile(
     for (field, value) in fields {
         let value: f32 = value.parse().unwrap_or(0.0);
         if let Some(c) = field.strip_prefix(CATEGORY_PREFIX) {
-            p.category_affinity.insert(c.to_owned(), value);
+            p.category_affinity.add(c, value, || c.into());
         } else if let Some(b) = field.strip_prefix(BRAND_PREFIX) {
-            p.brand_affinity.insert(b.to_owned(), value);
+            p.brand_affinity.add(b, value, || b.into());
         }
     }
+    for (id, h) in history {
+        p.history.decode_item(ItemId::from(id), &h);
+    }
+    p.history.finish_decoding();
     p
 }
 

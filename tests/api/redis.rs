@@ -140,7 +140,7 @@ fn assert_same_profile(a: &UserProfile, b: &UserProfile) {
     );
     assert_eq!(a.price_count, b.price_count);
     // The Lua's item history (purchases, impressions since the last engagement) matches
-    // `ItemHistory::record`.
+    // `History::record`.
     assert_eq!(a.history, b.history);
 }
 
@@ -885,9 +885,10 @@ async fn a_users_item_history_in_redis_stays_bounded() {
         r.apply_events("t", chunk).await.unwrap();
     }
     let profile = r.user_profile("t", "u1").await.unwrap().expect("a profile");
-    assert_eq!(profile.history.len(), HISTORY_ITEMS);
-    assert!(profile.history.contains_key(format!("h{}", n - 1).as_str()));
-    assert!(!profile.history.contains_key("h0"));
+    assert_eq!(profile.history.seen().len(), HISTORY_ITEMS);
+    let seen = |id: &str| profile.history.impressions_since(id, 0);
+    assert_eq!(seen(&format!("h{}", n - 1)), 1);
+    assert_eq!(seen("h0"), 0);
 }
 
 /// The served-feed log in Redis, as `INFO memory` counts it: 20 000 feeds of 20 items from a

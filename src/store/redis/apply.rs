@@ -21,8 +21,8 @@ use indexmap::{IndexMap, IndexSet};
 
 use super::super::keys::{self, BRAND_PREFIX, CATEGORY_PREFIX, STATS_FIELD};
 use crate::domain::{
-    Event, EventKind, HISTORY_IMPRESSIONS, HISTORY_ITEMS, Item, ItemStats, RECENT_ITEMS,
-    UserProfile, WINDOWS, WindowCounts,
+    Event, EventKind, HISTORY_HORIZON_SECONDS, HISTORY_IMPRESSIONS, HISTORY_ITEMS, Item, ItemStats,
+    RECENT_ITEMS, UserProfile, WINDOWS, WindowCounts,
 };
 
 /// A user's item history expires this long after their last event: what bounds the purchase
@@ -40,7 +40,7 @@ pub(super) const HISTORY_TTL_SECONDS: u64 = 30 * 86_400;
 ///   category was removed from the old one, and a replica whose catalog cache still says
 ///   the old category must not put it back;
 /// - `r n id…` — the user's recent items, newest first: each moves to the head of the list;
-/// - `h item code t` — the user's history with an item, as `ItemHistory::record` changes it
+/// - `h item code t` — the user's history with an item, as `History::record` changes it
 ///   (code `i` impression at t, `e` click or cart, `p` purchase); `x seconds` — its expiry.
 ///
 /// Returns an empty array when the chunk was applied, else the 1-based positions (among the
@@ -117,7 +117,11 @@ while i <= n do
     local bought = string.sub(cur, 1, 1) == 'p' or code == 'p'
     local times = {}
     if code == 'i' then
-      for t in string.gmatch(cur, '%d+') do times[#times + 1] = t end
+      -- Impressions past the horizon behind this one no fatigue window can count.
+      local floor = tonumber(ARGV[i + 4]) - HISTORY_HORIZON
+      for t in string.gmatch(cur, '%d+') do
+        if tonumber(t) >= floor then times[#times + 1] = t end
+      end
       times[#times + 1] = ARGV[i + 4]
       while #times > HISTORY_IMPRESSIONS do table.remove(times, 1) end
     end
@@ -168,6 +172,7 @@ pub(super) static APPLY_EVENTS: LazyLock<(String, redis::Script)> = LazyLock::ne
     let code = APPLY_EVENTS_LUA
         .replace("RECENT_LIMIT", &(RECENT_ITEMS - 1).to_string())
         .replace("HISTORY_IMPRESSIONS", &HISTORY_IMPRESSIONS.to_string())
+        .replace("HISTORY_HORIZON", &HISTORY_HORIZON_SECONDS.to_string())
         .replace("HISTORY_ITEMS", &HISTORY_ITEMS.to_string())
         .replace("STATS_FORMAT", &format!("'<{}'", "d".repeat(STATS_VALUES)))
         .replace("STATS_BYTES", &(STATS_VALUES * 8).to_string())
@@ -345,11 +350,11 @@ pub(super) fn invocation(
             (BRAND_PREFIX, &profile.brand_affinity),
         ];
         for (prefix, weights) in affinities {
-            for (name, w) in weights {
+            for (name, w) in weights.iter() {
                 call.arg("f")
                     .arg(key)
                     .arg(format!("{prefix}{name}"))
-                    .arg(f64::from(*w));
+                    .arg(f64::from(w));
             }
         }
         let recent = table.position(keys::recent(tenant, user));
