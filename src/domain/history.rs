@@ -103,6 +103,11 @@ impl<I: Clone + Eq> History<I> {
         let drop = stale.max(over);
         if drop > 0 {
             self.seen.drain(..drop);
+            // A burst of impressions leaves its capacity behind when it ages out.
+            let len = self.seen.len();
+            if self.seen.capacity() > len + len / 2 + 4 {
+                self.seen.shrink_to(len + len / 4);
+            }
         }
     }
 

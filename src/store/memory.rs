@@ -363,8 +363,14 @@ impl FeatureStore for MemoryStore {
         // The profile of the previous event's user: a batch often holds runs of one user's
         // events (a session; demo seeding, user by user), and each lookup hashes the id.
         let mut current: Option<(&str, &mut Profile<u32, u32>)> = None;
-        for (i, event) in events.iter().enumerate() {
-            let Some(&slot) = catalog.slots.get(&event.item_id) else {
+        // Every item looked up first: independent lookups, whose cache misses the CPU
+        // overlaps, where one per event ahead of its updates waits for each in turn.
+        let slots: Vec<Option<u32>> = events
+            .iter()
+            .map(|e| catalog.slots.get(&e.item_id).copied())
+            .collect();
+        for (i, (event, slot)) in events.iter().zip(slots).enumerate() {
+            let Some(slot) = slot else {
                 outcome.unknown_items.push(i);
                 continue;
             };
