@@ -705,10 +705,13 @@ impl FeatureStore for RedisStore {
             index
                 .cmd("SADD")
                 .arg(keys::users(tenant))
+                // Each user once: a batch is mostly a few users' runs of events.
                 .arg(
                     known
                         .iter()
                         .map(|(_, e, _)| &*e.user_id)
+                        .collect::<indexmap::IndexSet<_>>()
+                        .into_iter()
                         .collect::<Vec<_>>(),
                 )
                 .ignore();

@@ -295,13 +295,20 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// A `redis-cli` command's output.
+    pub fn command(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli (Debian package redis-tools, with redis-server)");
+        assert!(out.status.success(), "redis-cli {args:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// `used_memory` of `INFO memory`: bytes Redis holds.
     pub fn used_memory(&self) -> u64 {
-        let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string(), "INFO", "memory"])
-            .output()
-            .expect("redis-cli");
-        String::from_utf8_lossy(&out.stdout)
+        self.command(&["INFO", "memory"])
             .lines()
             .find_map(|l| l.strip_prefix("used_memory:"))
             .and_then(|v| v.trim().parse().ok())
@@ -310,12 +317,9 @@ impl RedisServer {
 
     /// How many keys match `pattern` (`redis-cli --scan`).
     pub fn count_keys(&self, pattern: &str) -> usize {
-        let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string(), "--scan", "--pattern", pattern])
-            .output()
-            .expect("redis-cli (Debian package redis-tools, with redis-server)");
-        assert!(out.status.success());
-        String::from_utf8_lossy(&out.stdout).lines().count()
+        self.command(&["--scan", "--pattern", pattern])
+            .lines()
+            .count()
     }
 
     /// A store on this server, with timeouts generous enough for bulk loads.

@@ -891,6 +891,60 @@ async fn a_users_item_history_in_redis_stays_bounded() {
     assert_eq!(seen("h0"), 0);
 }
 
+/// Items whose impressions are all more than the horizon (168 h) behind the user's newest are
+/// swept from the Redis hash each time it reaches a multiple of 32 items, purchases stay, and
+/// the history read back is the embedded store's.
+#[actix_rt::test]
+async fn stale_items_are_swept_from_a_users_history_in_redis() {
+    let redis = RedisServer::start();
+    let r = redis.store();
+    let m = MemoryStore::new(["t".to_string()]);
+    let items: Vec<Item> = (0..80)
+        .map(|i| Item {
+            item_id: format!("s{i}").into(),
+            category: "c".into(),
+            brand: "b".into(),
+            price: 1.0,
+            created_at: 0,
+            attributes: Default::default(),
+            available: true,
+            seller_id: None,
+        })
+        .collect();
+    r.upsert_items("t", items.clone()).await.unwrap();
+    m.upsert_items("t", items).await.unwrap();
+    let event = |kind, i: usize, at: f64| Event {
+        event_id: None,
+        kind,
+        user_id: "u1".into(),
+        item_id: format!("s{i}").into(),
+        timestamp: at,
+    };
+    let week = 8.0 * 86_400.0;
+    let mut events: Vec<Event> = (0..40)
+        .map(|i| event(EventKind::Impression, i, ANCHOR + i as f64))
+        .collect();
+    events.push(event(EventKind::Purchase, 0, ANCHOR + 50.0));
+    events.extend((40..80).map(|i| event(EventKind::Impression, i, ANCHOR + week + i as f64)));
+    for chunk in events.chunks(25) {
+        r.apply_events("t", chunk).await.unwrap();
+        m.apply_events("t", chunk).await.unwrap();
+    }
+    let held: usize = redis
+        .command(&["HLEN", "er:{t}:hist:u1"])
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(held, 41, "the 40 items of the last week and the purchase");
+    let (a, b) = (
+        r.user_profile("t", "u1").await.unwrap().unwrap(),
+        m.user_profile("t", "u1").await.unwrap().unwrap(),
+    );
+    assert_eq!(a.history, b.history);
+    assert_eq!(a.history.seen().len(), 40);
+    assert!(a.history.purchased("s0"));
+}
+
 /// The served-feed log in Redis, as `INFO memory` counts it: 20 000 feeds of 20 items from a
 /// 5 000-item catalog (the demo's shape), half of them in an experiment arm.
 #[actix_rt::test]

@@ -29,6 +29,9 @@ use crate::domain::{
 /// exclusion's memory in Redis (the embedded store bounds it by `HISTORY_ITEMS` per user).
 pub(super) const HISTORY_TTL_SECONDS: u64 = 30 * 86_400;
 
+/// A user's history hash is swept of stale items each time it reaches a multiple of this many.
+const HISTORY_SWEEP_EVERY: usize = 32;
+
 /// KEYS: with ids to check, the id sets of the current bucket and the three before it; then
 /// the keys the operations name by index. ARGV: the number of ids, the current set's expiry
 /// (Unix ms), the ids, then operations, each a code, a key index and its arguments:
@@ -41,7 +44,9 @@ pub(super) const HISTORY_TTL_SECONDS: u64 = 30 * 86_400;
 ///   the old category must not put it back;
 /// - `r n id…` — the user's recent items, newest first: each moves to the head of the list;
 /// - `h item code t` — the user's history with an item, as `History::record` changes it
-///   (code `i` impression at t, `e` click or cart, `p` purchase); `x seconds` — its expiry.
+///   (code `i` impression at t, `e` click or cart, `p` purchase), with impressions past the
+///   horizon dropped per item and, every `HISTORY_SWEEP_EVERY` items, stale items swept from
+///   the hash; `x seconds` — its expiry.
 ///
 /// Returns an empty array when the chunk was applied, else the 1-based positions (among the
 /// ids) of the ids already seen, and nothing was written.
@@ -113,7 +118,9 @@ while i <= n do
     i = i + 3 + count
   elseif op == 'h' then
     local field, code = ARGV[i + 2], ARGV[i + 3]
-    local cur = redis.call('HGET', key, field) or ''
+    local cur = redis.call('HGET', key, field)
+    local added = not cur
+    cur = cur or ''
     local bought = string.sub(cur, 1, 1) == 'p' or code == 'p'
     local times = {}
     if code == 'i' then
@@ -130,6 +137,23 @@ while i <= n do
       redis.call('HDEL', key, field)
     else
       redis.call('HSET', key, field, value)
+      -- Every SWEEP_EVERY-th item the hash holds: forget the items whose impressions are all
+      -- past the horizon behind the user's newest and that were not bought (reading the
+      -- history drops them anyway; this keeps them from being sent and parsed per feed).
+      if added and redis.call('HLEN', key) % SWEEP_EVERY == 0 then
+        local all, newest, last = redis.call('HGETALL', key), 0, {}
+        for j = 1, #all, 2 do
+          local m = -1
+          for t in string.gmatch(all[j + 1], '%d+') do m = math.max(m, tonumber(t)) end
+          last[j] = m
+          newest = math.max(newest, m)
+        end
+        for j = 1, #all, 2 do
+          if string.sub(all[j + 1], 1, 1) ~= 'p' and last[j] < newest - HISTORY_HORIZON then
+            redis.call('HDEL', key, all[j])
+          end
+        end
+      end
     end
     i = i + 5
   elseif op == 'x' then
@@ -173,6 +197,7 @@ pub(super) static APPLY_EVENTS: LazyLock<(String, redis::Script)> = LazyLock::ne
         .replace("RECENT_LIMIT", &(RECENT_ITEMS - 1).to_string())
         .replace("HISTORY_IMPRESSIONS", &HISTORY_IMPRESSIONS.to_string())
         .replace("HISTORY_HORIZON", &HISTORY_HORIZON_SECONDS.to_string())
+        .replace("SWEEP_EVERY", &HISTORY_SWEEP_EVERY.to_string())
         .replace("HISTORY_ITEMS", &HISTORY_ITEMS.to_string())
         .replace("STATS_FORMAT", &format!("'<{}'", "d".repeat(STATS_VALUES)))
         .replace("STATS_BYTES", &(STATS_VALUES * 8).to_string())
