@@ -226,8 +226,10 @@ print(json.dumps([bench.soak_summary(flat), bench.soak_summary(leak)]))
     // Within 2 % of 300 MB (294 MB) from 120 s on.
     assert_eq!(number(&flat, "plateau_reached_s"), 120.0);
     assert_eq!(number(&flat, "growth_last_5min_mb"), 0.0);
-    // 300 s at 0.1 MB/s: 30 MB in the last 5 minutes.
+    assert_eq!(number(&flat, "slope_last_5min_mb_per_min"), 0.0);
+    // 300 s at 0.1 MB/s: 30 MB in the last 5 minutes, a trend of 6 MB a minute.
     assert!((number(&leak, "growth_last_5min_mb") - 30.0).abs() < 0.5);
+    assert!((number(&leak, "slope_last_5min_mb_per_min") - 6.0).abs() < 0.01);
     assert!(number(&leak, "growth_last_5min_pct") > 5.0);
 }
 
