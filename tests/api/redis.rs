@@ -851,6 +851,20 @@ async fn the_redis_pools_state_is_exported_by_the_watchdog() {
     assert_eq!(waiters, Some(0.0));
 }
 
+/// An item of category `c` and brand `b` at price 1: for tests about users' histories.
+fn plain_item(id: &str) -> Item {
+    Item {
+        item_id: id.into(),
+        category: "c".into(),
+        brand: "b".into(),
+        price: 1.0,
+        created_at: 0,
+        attributes: Default::default(),
+        available: true,
+        seller_id: None,
+    }
+}
+
 /// A user's item history in Redis is bounded: past twice the embedded store's bound, the items
 /// seen longest ago go, down to that bound; the newest stay.
 #[actix_rt::test]
@@ -859,18 +873,7 @@ async fn a_users_item_history_in_redis_stays_bounded() {
     let redis = RedisServer::start();
     let r = redis.store();
     let n = 2 * HISTORY_ITEMS + 1;
-    let items: Vec<Item> = (0..n)
-        .map(|i| Item {
-            item_id: format!("h{i}").into(),
-            category: "c".into(),
-            brand: "b".into(),
-            price: 1.0,
-            created_at: 0,
-            attributes: Default::default(),
-            available: true,
-            seller_id: None,
-        })
-        .collect();
+    let items: Vec<Item> = (0..n).map(|i| plain_item(&format!("h{i}"))).collect();
     r.upsert_items("t", items).await.unwrap();
     let events: Vec<Event> = (0..n)
         .map(|i| Event {
@@ -899,18 +902,7 @@ async fn stale_items_are_swept_from_a_users_history_in_redis() {
     let redis = RedisServer::start();
     let r = redis.store();
     let m = MemoryStore::new(["t".to_string()]);
-    let items: Vec<Item> = (0..80)
-        .map(|i| Item {
-            item_id: format!("s{i}").into(),
-            category: "c".into(),
-            brand: "b".into(),
-            price: 1.0,
-            created_at: 0,
-            attributes: Default::default(),
-            available: true,
-            seller_id: None,
-        })
-        .collect();
+    let items: Vec<Item> = (0..80).map(|i| plain_item(&format!("s{i}"))).collect();
     r.upsert_items("t", items.clone()).await.unwrap();
     m.upsert_items("t", items).await.unwrap();
     let event = |kind, i: usize, at: f64| Event {
