@@ -37,11 +37,13 @@ pub async fn seed_tenant(
     let generator = {
         let (market, sessions) = (market.clone(), demo.history_sessions_per_user);
         std::thread::spawn(move || {
-            let mut chunk = Vec::with_capacity(CHUNK * 11 / 10);
+            // Room for the last user's events past the chunk's size.
+            let fresh = || Vec::with_capacity(CHUNK * 11 / 10);
+            let mut chunk = fresh();
             for user in market.history_by_user(sessions, anchor) {
                 chunk.extend(user);
                 if chunk.len() >= CHUNK {
-                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK * 11 / 10));
+                    let full = std::mem::replace(&mut chunk, fresh());
                     if tx.blocking_send(full).is_err() {
                         return; // the store failed: nobody is listening
                     }

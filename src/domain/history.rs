@@ -111,27 +111,28 @@ impl<I: Clone + Eq> History<I> {
         }
     }
 
-    /// Adds what Redis keeps for one item (`p` if bought, then impression times, comma-
-    /// separated); [`Self::finish_decoding`] once all are in.
-    pub fn decode_item(&mut self, item: I, value: &str) {
-        let (purchased, times) = match value.strip_prefix('p') {
-            Some(rest) => (true, rest),
-            None => (false, value),
-        };
-        for t in times.split(',').filter_map(|t| t.parse().ok()) {
-            self.seen.push((t, item.clone()));
+    /// The history Redis keeps as a hash: per item, `p` if bought, then impression times,
+    /// comma-separated. Ordered and bounded as [`Self::record`] keeps its own.
+    pub fn decode<S: AsRef<str>>(items: impl IntoIterator<Item = (I, S)>) -> Self {
+        let mut history = Self::default();
+        for (item, value) in items {
+            let value = value.as_ref();
+            let (purchased, times) = match value.strip_prefix('p') {
+                Some(rest) => (true, rest),
+                None => (false, value),
+            };
+            for t in times.split(',').filter_map(|t| t.parse().ok()) {
+                history.seen.push((t, item.clone()));
+            }
+            if purchased {
+                history.bought.push(item);
+            }
         }
-        if purchased {
-            self.bought.push(item);
-        }
-    }
-
-    /// Orders and bounds a decoded history as [`Self::record`] keeps its own.
-    pub fn finish_decoding(&mut self) {
-        self.seen.sort_by_key(|(t, _)| *t);
-        self.settle();
-        let over = self.bought.len().saturating_sub(HISTORY_ITEMS);
-        self.bought.drain(..over);
+        history.seen.sort_by_key(|(t, _)| *t);
+        history.settle();
+        let over = history.bought.len().saturating_sub(HISTORY_ITEMS);
+        history.bought.drain(..over);
+        history
     }
 
     /// The same history over other ids (the embedded store's slots resolved to item ids).
@@ -187,11 +188,6 @@ impl<I: Clone + Eq> History<I> {
             }
         }
         out
-    }
-
-    /// Nothing remembered.
-    pub fn is_empty(&self) -> bool {
-        self.seen.is_empty() && self.bought.is_empty()
     }
 
     /// Bytes of its two lists (capacity, not length: what the allocator holds).
@@ -282,10 +278,10 @@ mod tests {
         recorded.record(EventKind::Purchase, &b, T0 + 1.0);
         recorded.record(EventKind::Impression, &b, T0 + 2.0);
         recorded.record(EventKind::Impression, &a, T0 + 3.0);
-        let mut decoded = History::default();
-        decoded.decode_item(b.clone(), &format!("p{}", T0 as u32 + 2));
-        decoded.decode_item(a.clone(), &format!("{},{}", T0 as u32, T0 as u32 + 3));
-        decoded.finish_decoding();
+        let decoded = History::decode([
+            (b.clone(), format!("p{}", T0 as u32 + 2)),
+            (a.clone(), format!("{},{}", T0 as u32, T0 as u32 + 3)),
+        ]);
         assert_eq!(decoded, recorded);
         assert_eq!(decoded.map(|s| s.len()).seen().len(), 3);
     }

@@ -1,7 +1,7 @@
 //! What the service knows of one user: affinities, price level, recent items, item history.
-//! Every store backend applies events through [`Profile::record`]; the embedded store keeps
-//! profiles over its interned ids (`Profile<u32, u32>`), everything else reads them over
-//! names ([`UserProfile`]).
+//! Every store backend applies events through [`Profile::record_touch`]; the embedded store
+//! keeps profiles over its interned ids (`Profile<u32, u32>`), everything else reads them
+//! over names ([`UserProfile`]).
 
 use std::borrow::Borrow;
 use std::collections::VecDeque;
@@ -133,9 +133,13 @@ impl<N> Affinities<N> {
     }
 }
 
-impl<N> FromIterator<(N, f32)> for Affinities<N> {
-    fn from_iter<T: IntoIterator<Item = (N, f32)>>(iter: T) -> Self {
-        Self(iter.into_iter().collect())
+impl Affinities<Arc<str>> {
+    /// `name` as this list holds it (shared), or a new one.
+    fn name(&self, name: &str) -> Arc<str> {
+        self.0
+            .iter()
+            .find(|(n, _)| &**n == name)
+            .map_or_else(|| Arc::from(name), |(n, _)| n.clone())
     }
 }
 
@@ -192,14 +196,10 @@ impl<I: Clone + Eq, N: Clone + Eq> Profile<I, N> {
         }
     }
 
-    /// Bytes this profile holds, estimated (itself, its affinity lists, recent items and
-    /// history, at capacity): what a tenant's `users` memory is reported from. Ids and names
-    /// are counted as what the profile itself holds of them (interned or shared elsewhere).
-    pub fn approx_bytes(&self) -> usize {
-        std::mem::size_of::<Self>() + self.heap_bytes()
-    }
-
-    /// [`Self::approx_bytes`] beside the profile itself (what a table holding it adds).
+    /// Bytes this profile holds beside itself, estimated (its affinity lists, recent items
+    /// and history, at capacity): with the table holding it, what a tenant's `users` memory is
+    /// reported from. Ids and names count as what the profile holds of them (interned or
+    /// shared elsewhere).
     pub fn heap_bytes(&self) -> usize {
         self.category_affinity.heap_bytes()
             + self.brand_affinity.heap_bytes()
@@ -216,8 +216,8 @@ impl UserProfile {
             return;
         }
         // Names are allocated only when new to this profile.
-        let category = self.name(&item.category, true);
-        let brand = self.name(&item.brand, false);
+        let category = self.category_affinity.name(&item.category);
+        let brand = self.brand_affinity.name(&item.brand);
         self.record_touch(
             kind,
             Touched {
@@ -230,17 +230,6 @@ impl UserProfile {
         );
     }
 
-    fn name(&self, name: &str, category: bool) -> Arc<str> {
-        let list = if category {
-            &self.category_affinity
-        } else {
-            &self.brand_affinity
-        };
-        list.0
-            .iter()
-            .find(|(n, _)| &**n == name)
-            .map_or_else(|| Arc::from(name), |(n, _)| n.clone())
-    }
     /// Whether the user bought `item_id` (within the history).
     pub fn purchased(&self, item_id: &str) -> bool {
         self.history.purchased(item_id)

@@ -12,7 +12,7 @@
 //! | `er:{t}:user:<user_id>`             | hash | `interactions`, `affinity_total`, `price_sum`, `price_count`, `c:<category>`, `b:<brand>` |
 //! | `er:{t}:recent:<user_id>`           | list | recently interacted item ids, newest first |
 //! | `er:{t}:seen:<bucket>`              | set  | event ids applied in one time bucket (half the dedup window); unlinked once out of the window |
-//! | `er:{t}:hist:<user_id>`             | hash | item → the user's history with it: `p` if bought, then impression times since the last engagement, none 168 h older than the item's newest (`History::decode_item` reads it); past 1 000 items trimmed to the 500 seen last; expires 30 days after the user's last event |
+//! | `er:{t}:hist:<user_id>`             | hash | item → the user's history with it: `p` if bought, then impression times since the last engagement, none 168 h older than the item's newest (`History::decode` reads it); past 1 000 items trimmed to the 500 seen last; expires 30 days after the user's last event |
 //! | `er:{t}:rules`                      | hash | `version`, `doc` (the rules document as JSON) |
 //! | `er:{t}:session:<id>`               | hash | a feed session (named by its first page's request id), from its second page on: page number → its items (`store::sessions::encode_page`; the first page's are the served-feed log's); expires `feed.session_ttl_seconds` after its last page |
 //! | `er:{t}:feeds:<bucket>`             | hash | served feeds of one time bucket (a thirtieth of the join window): request id (a UUID's 16 bytes) → labels id and item ids (`store::redis::feed_log`); expires a window and two buckets after its last feed |

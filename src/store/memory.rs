@@ -63,22 +63,22 @@ impl Catalog {
         id
     }
 
-    /// Stores `record` at its item's slot, a new one for a new item.
-    fn put(&mut self, record: ItemRecord) {
-        let names = (
-            self.intern(&record.item.category),
-            self.intern(&record.item.brand),
-        );
-        let record = Arc::new(record);
-        match self.slots.get(&record.item.item_id) {
+    /// Stores `item` at its slot (a new one for a new item) with the statistics it has. A new
+    /// record, never an edit: rankers may hold the old one (see `ItemRecord`).
+    fn put(&mut self, item: Item) {
+        let names = (self.intern(&item.category), self.intern(&item.brand));
+        match self.slots.get(&item.item_id) {
             Some(&slot) => {
-                self.records[slot as usize] = record;
-                self.names_of[slot as usize] = names;
+                let slot = slot as usize;
+                let stats = self.records[slot].stats.clone();
+                self.records[slot] = Arc::new(ItemRecord::new(item, stats));
+                self.names_of[slot] = names;
             }
             None => {
                 self.slots
-                    .insert(record.item.item_id.clone(), self.records.len() as u32);
-                self.records.push(record);
+                    .insert(item.item_id.clone(), self.records.len() as u32);
+                self.records
+                    .push(Arc::new(ItemRecord::new(item, Default::default())));
                 self.names_of.push(names);
             }
         }
@@ -316,12 +316,7 @@ impl FeatureStore for MemoryStore {
             }
         }
         for item in items {
-            let stats = state
-                .catalog
-                .get(&item.item_id)
-                .map(|r| r.stats.clone())
-                .unwrap_or_default();
-            state.catalog.put(ItemRecord::new(item, stats));
+            state.catalog.put(item);
         }
         state.index = None;
         Ok(())
@@ -337,11 +332,9 @@ impl FeatureStore for MemoryStore {
         let Some(record) = state.catalog.get(item_id) else {
             return Ok(None);
         };
-        // A new record, never an edit: rankers may hold the old one (see `ItemRecord`).
         let mut item = record.item.clone();
         patch.apply(&mut item);
-        let record = ItemRecord::new(item.clone(), record.stats.clone());
-        state.catalog.put(record);
+        state.catalog.put(item.clone());
         state.index = None;
         Ok(Some(item))
     }

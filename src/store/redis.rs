@@ -18,7 +18,7 @@ use super::{
 use crate::config::RedisSettings;
 use crate::domain::budget::{Budget, Component, room};
 use crate::domain::{
-    Event, Item, ItemId, ItemPatch, ItemRecord, ItemStats, RECENT_ITEMS, UserProfile,
+    Event, History, Item, ItemId, ItemPatch, ItemRecord, ItemStats, RECENT_ITEMS, UserProfile,
 };
 use crate::store::sessions::{decode_page, encode_page};
 use crate::store::{FeedSessions, Page, Pages, RulesStore, StoredRules};
@@ -224,12 +224,7 @@ impl RedisStore {
         let Some(limit) = self.limit(tenant, Component::Users) else {
             return Ok(HashSet::new());
         };
-        let users: Vec<&str> = events
-            .iter()
-            .map(|e| &*e.user_id)
-            .collect::<indexmap::IndexSet<_>>()
-            .into_iter()
-            .collect();
+        let users = distinct_users(events);
         let mut pipe = redis::pipe();
         pipe.cmd("SMISMEMBER")
             .arg(keys::users(tenant))
@@ -408,6 +403,7 @@ fn user_profile(
     history: Vec<(String, String)>,
 ) -> UserProfile {
     let mut p = UserProfile {
+        history: History::decode(history.into_iter().map(|(id, h)| (ItemId::from(id), h))),
         interactions: parse_f64(&fields, "interactions"),
         affinity_total: parse_f64(&fields, "affinity_total") as f32,
         price_sum: parse_f64(&fields, "price_sum"),
@@ -423,11 +419,17 @@ fn user_profile(
             p.brand_affinity.add(b, value, || b.into());
         }
     }
-    for (id, h) in history {
-        p.history.decode_item(ItemId::from(id), &h);
-    }
-    p.history.finish_decoding();
     p
+}
+
+/// The events' users, each once, in first-seen order (a batch is mostly a few users' runs).
+fn distinct_users<'a>(events: impl IntoIterator<Item = &'a Event>) -> Vec<&'a str> {
+    events
+        .into_iter()
+        .map(|e| &*e.user_id)
+        .collect::<indexmap::IndexSet<_>>()
+        .into_iter()
+        .collect()
 }
 
 fn revrange(pipe: &mut Pipeline, key: String, n: usize) {
@@ -705,15 +707,7 @@ impl FeatureStore for RedisStore {
             index
                 .cmd("SADD")
                 .arg(keys::users(tenant))
-                // Each user once: a batch is mostly a few users' runs of events.
-                .arg(
-                    known
-                        .iter()
-                        .map(|(_, e, _)| &*e.user_id)
-                        .collect::<indexmap::IndexSet<_>>()
-                        .into_iter()
-                        .collect::<Vec<_>>(),
-                )
+                .arg(distinct_users(known.iter().map(|(_, e, _)| *e)))
                 .ignore();
         }
         // A chunk with a replayed id is written by none of its events: it comes back with
