@@ -205,12 +205,35 @@ impl ItemStats {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ItemRecord {
     pub item: Item,
-    pub stats: ItemStats,
+    /// Read with [`ItemRecord::stats`], changed with [`ItemRecord::stats_mut`] (which empties
+    /// the columns cached from them).
+    stats: ItemStats,
     /// What features derive from `item` alone, computed on first use. Never serialized, and
     /// not carried by a clone: a record's `item` is replaced, never edited, after a ranker saw
     /// it (a catalog update builds a new record); only `stats` change in place.
     #[serde(skip)]
-    derived: DerivedCell,
+    derived: Cache<ItemDerived>,
+    /// The item-only feature values, as the ranker computes them from `item` and `stats`
+    /// ([`ItemRecord::columns`]): computed on first use after each change of `stats`.
+    #[serde(skip)]
+    columns: Cache<ItemColumns>,
+}
+
+/// How many item-only feature values [`ItemColumns`] holds at most.
+pub const ITEM_COLUMNS: usize = 8;
+
+/// Feature values that depend on an item's record alone (counts, rates, price), computed once
+/// per change of the record instead of once per request and row: 500 rows a feed. What they
+/// are is the ranking layer's business (`ranking::features`); the record only keeps them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ItemColumns {
+    /// Ready to copy into a feature row: a missing or non-finite value is already replaced
+    /// by the default, and flagged below.
+    pub values: [f32; ITEM_COLUMNS],
+    /// Bit `k`: value `k` was missing.
+    pub missing: u8,
+    /// Bit `k`: value `k` was NaN or infinite.
+    pub nan: u8,
 }
 
 /// The heap a hash table of `capacity` entries of `entry` bytes holds (hashbrown: buckets are a
@@ -246,8 +269,27 @@ impl ItemRecord {
         Self {
             item,
             stats,
-            derived: DerivedCell::default(),
+            derived: Cache::default(),
+            columns: Cache::default(),
         }
+    }
+
+    pub fn stats(&self) -> &ItemStats {
+        &self.stats
+    }
+
+    /// The statistics, to change in place: the columns computed from them are dropped, and
+    /// computed again on next use.
+    pub fn stats_mut(&mut self) -> &mut ItemStats {
+        self.columns = Cache::default();
+        &mut self.stats
+    }
+
+    /// The item-only feature values: `compute` runs on the first call after the record was
+    /// built or its stats changed; later calls return what it gave. One function computes
+    /// them (`ranking::features`): a cache shared by every request that scores the item.
+    pub fn columns(&self, compute: impl FnOnce(&ItemRecord) -> ItemColumns) -> &ItemColumns {
+        self.columns.0.get_or_init(|| compute(self))
     }
 
     /// Computed once per record, then read by every request that scores the item: a feed
@@ -275,23 +317,30 @@ pub struct ItemDerived {
     pub brand_key: u64,
 }
 
-#[derive(Default)]
-struct DerivedCell(std::sync::OnceLock<ItemDerived>);
+/// A value computed from a record on first use: a cache, not data — not carried by a clone,
+/// not compared, not serialized.
+struct Cache<T>(std::sync::OnceLock<T>);
 
-impl Clone for DerivedCell {
+impl<T> Default for Cache<T> {
+    fn default() -> Self {
+        Self(std::sync::OnceLock::new())
+    }
+}
+
+impl<T> Clone for Cache<T> {
     fn clone(&self) -> Self {
         Self::default()
     }
 }
 
-/// Equality of records is equality of their data; a cache is not data.
-impl PartialEq for DerivedCell {
+/// Equality of records is equality of their data.
+impl<T> PartialEq for Cache<T> {
     fn eq(&self, _: &Self) -> bool {
         true
     }
 }
 
-impl std::fmt::Debug for DerivedCell {
+impl<T> std::fmt::Debug for Cache<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("..")
     }

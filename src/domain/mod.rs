@@ -13,8 +13,8 @@ mod user;
 pub use event::{Event, EventKind};
 pub use history::{HISTORY_HORIZON_SECONDS, History};
 pub use item::{
-    Item, ItemDerived, ItemId, ItemPatch, ItemRecord, ItemStats, WINDOWS, WindowCounts, growth,
-    key_hash, table_bytes,
+    ITEM_COLUMNS, Item, ItemColumns, ItemDerived, ItemId, ItemPatch, ItemRecord, ItemStats,
+    WINDOWS, WindowCounts, growth, key_hash, table_bytes,
 };
 pub use user::{Affinities, HISTORY_IMPRESSIONS, HISTORY_ITEMS, Profile, Touched, UserProfile};
 pub mod rules;

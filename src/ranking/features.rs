@@ -6,7 +6,9 @@
 use crate::FastMap;
 use std::sync::Arc;
 
-use crate::domain::{Affinities, ItemRecord, UnixSeconds, UserProfile, growth, key_hash};
+use crate::domain::{
+    Affinities, ITEM_COLUMNS, ItemColumns, ItemRecord, UnixSeconds, UserProfile, growth, key_hash,
+};
 
 /// What a feature may look at besides the item: the request's clock and user, prepared once
 /// per request so that each of the (typically 500) rows costs lookups, not computations.
@@ -22,9 +24,9 @@ pub struct FeatureContext<'a> {
 /// hashes no string (the item's keys are hashed once per record, [`ItemRecord::derived`]);
 /// the strings are compared only on a match, so a hash collision cannot mislead a feature.
 struct UserSide<'a> {
-    categories: FastMap<u64, (&'a str, f32)>,
-    brands: FastMap<u64, (&'a str, f32)>,
-    recent: FastMap<u64, &'a str>,
+    categories: KeyTable<'a, f32>,
+    brands: KeyTable<'a, f32>,
+    recent: KeyTable<'a, ()>,
     /// ln(1 + the mean price of what the user interacted with).
     log_mean_price: Option<f64>,
 }
@@ -42,46 +44,93 @@ impl<'a> FeatureContext<'a> {
 
 impl<'a> UserSide<'a> {
     fn new(u: &'a UserProfile) -> Self {
-        let shares = |list: &'a Affinities<Arc<str>>| -> FastMap<u64, (&'a str, f32)> {
-            list.iter()
-                .map(|(k, w)| (key_hash(k), (&**k, u.affinity_share(Some(w)))))
-                .collect()
+        let shares = |list: &'a Affinities<Arc<str>>| {
+            KeyTable::new(list.iter().map(|(k, w)| (&**k, u.affinity_share(Some(w)))))
         };
         Self {
             categories: shares(&u.category_affinity),
             brands: shares(&u.brand_affinity),
-            recent: u
-                .recent_items
-                .iter()
-                .map(|id| (key_hash(id), &**id))
-                .collect(),
+            recent: KeyTable::new(u.recent_items.iter().map(|id| (&**id, ()))),
             log_mean_price: u.mean_price().map(f64::ln_1p),
         }
     }
 
-    fn lookup(map: &FastMap<u64, (&str, f32)>, key: u64, name: &str) -> f32 {
-        match map.get(&key) {
-            Some((k, share)) if *k == name => *share,
-            _ => 0.0,
-        }
-    }
-
     fn category_share(&self, item: &ItemRecord) -> f32 {
-        Self::lookup(
-            &self.categories,
-            item.derived().category_key,
-            &item.item.category,
-        )
+        let key = item.derived().category_key;
+        self.categories
+            .get(key, &item.item.category)
+            .copied()
+            .unwrap_or(0.0)
     }
 
     fn brand_share(&self, item: &ItemRecord) -> f32 {
-        Self::lookup(&self.brands, item.derived().brand_key, &item.item.brand)
+        let key = item.derived().brand_key;
+        self.brands
+            .get(key, &item.item.brand)
+            .copied()
+            .unwrap_or(0.0)
     }
 
     fn has_seen(&self, item: &ItemRecord) -> bool {
-        self.recent
-            .get(&item.derived().id_key)
-            .is_some_and(|id| *id == &*item.item.item_id)
+        let key = item.derived().id_key;
+        self.recent.get(key, &item.item.item_id).is_some()
+    }
+}
+
+/// The few names of one user (categories, brands, recent items: tens, not thousands) by
+/// [`key_hash`], for one lookup per candidate row: a direct-mapped table whose slot is picked
+/// by the key's low bits answers with one compare, and a map holds the names that found their
+/// slot taken. Built per request: a lookup in a hash map per row and name was ~40 % of the
+/// feature assembly.
+struct KeyTable<'a, V> {
+    slots: [Slot<'a, V>; KEY_TABLE_SLOTS],
+    spilled: FastMap<u64, (&'a str, V)>,
+}
+
+const KEY_TABLE_SLOTS: usize = 64;
+
+#[derive(Clone, Copy)]
+struct Slot<'a, V> {
+    /// `None`: empty.
+    entry: Option<(u64, &'a str, V)>,
+    /// Another name with this slot is in the map.
+    spilled: bool,
+}
+
+impl<'a, V: Copy> KeyTable<'a, V> {
+    fn new(names: impl Iterator<Item = (&'a str, V)>) -> Self {
+        let mut table = Self {
+            slots: [Slot {
+                entry: None,
+                spilled: false,
+            }; KEY_TABLE_SLOTS],
+            spilled: Default::default(),
+        };
+        for (name, value) in names {
+            let key = key_hash(name);
+            let slot = &mut table.slots[key as usize % KEY_TABLE_SLOTS];
+            if slot.entry.is_none() {
+                slot.entry = Some((key, name, value));
+            } else {
+                slot.spilled = true;
+                table.spilled.insert(key, (name, value));
+            }
+        }
+        table
+    }
+
+    #[inline]
+    fn get(&self, key: u64, name: &str) -> Option<&V> {
+        let slot = &self.slots[key as usize % KEY_TABLE_SLOTS];
+        let (found, value) = match &slot.entry {
+            Some((k, n, v)) if *k == key => (n, v),
+            _ if slot.spilled => {
+                let (n, v) = self.spilled.get(&key)?;
+                (n, v)
+            }
+            _ => return None,
+        };
+        (*found == name).then_some(value)
     }
 }
 
@@ -112,10 +161,13 @@ static LN1P_TABLE: std::sync::LazyLock<Vec<f32>> = std::sync::LazyLock::new(|| {
 /// ln(1 + x) of a count; negatives clamp to 0, NaN stays NaN (and gets counted). The table
 /// holds the very values the formula gives, so training and serving still agree bit for bit.
 fn ln1p(x: f64) -> Option<f32> {
-    // `as` saturates (NaN → 0, negatives → 0), and the round trip is exact only for integers.
-    let n = x as usize;
-    if n < LN1P_TABLE_SIZE && n as f64 == x {
-        return Some(LN1P_TABLE[n]);
+    // In range first (NaN is not): then the conversion is one instruction, where a saturating
+    // `as usize` of any f64 took ~20; the round trip is exact only for integers.
+    if (0.0..LN1P_TABLE_SIZE as f64).contains(&x) {
+        let n = x as u32;
+        if f64::from(n) == x {
+            return Some(LN1P_TABLE[n as usize]);
+        }
     }
     Some(if x < 0.0 { 0.0 } else { x.ln_1p() as f32 })
 }
@@ -146,6 +198,16 @@ macro_rules! catalog {
             pub fn doc(self) -> &'static str {
                 match self {
                     $(Feature::$variant => $doc),*
+                }
+            }
+
+            /// This feature's value for one item.
+            fn value(self, ctx: &FeatureContext<'_>, item: &ItemRecord) -> Option<f32> {
+                match self {
+                    $(Feature::$variant => {
+                        let ($c, $i) = (ctx, item);
+                        $body
+                    }),*
                 }
             }
 
@@ -201,20 +263,20 @@ fn fill<'a>(
 
 catalog! {
     ItemLogImpressions = "item_log_impressions", "ln(1 + impressions)",
-        |_, i| ln1p(i.stats.impressions);
+        |_, i| ln1p(i.stats().impressions);
     ItemLogClicks = "item_log_clicks", "ln(1 + clicks)",
-        |_, i| ln1p(i.stats.clicks);
+        |_, i| ln1p(i.stats().clicks);
     ItemLogPurchases = "item_log_purchases", "ln(1 + purchases)",
-        |_, i| ln1p(i.stats.purchases);
+        |_, i| ln1p(i.stats().purchases);
     ItemCtr = "item_ctr", "click-through rate, smoothed with a Beta prior",
-        |_, i| Some(smoothed_ctr(i.stats.clicks, i.stats.impressions) as f32);
+        |_, i| Some(smoothed_ctr(i.stats().clicks, i.stats().impressions) as f32);
     ItemConversion = "item_conversion", "purchases per click, smoothed",
         |_, i| Some(
-            ((i.stats.purchases + CONVERSION_PRIOR_PURCHASES)
-                / (i.stats.clicks + CONVERSION_PRIOR_CLICKS)) as f32,
+            ((i.stats().purchases + CONVERSION_PRIOR_PURCHASES)
+                / (i.stats().clicks + CONVERSION_PRIOR_CLICKS)) as f32,
         );
     ItemTrending = "item_trending", "ln(1 + decayed trending score)",
-        |c, i| ln1p(i.stats.trending_score_at(c.growth));
+        |c, i| ln1p(i.stats().trending_score_at(c.growth));
     // ln1p's clamp of negative prices, from the value computed once per record.
     ItemLogPrice = "item_log_price", "ln(1 + price)",
         |_, i| Some(if i.item.price < 0.0 { 0.0 } else { i.derived().log_price as f32 });
@@ -241,6 +303,47 @@ catalog! {
         |c, i| c.user_side.as_ref().map(|u| f32::from(u8::from(u.has_seen(i))));
 }
 
+/// The features that read the item's record alone — not the request's clock, not its user:
+/// computed once per record (and again after its stats change) into the record's
+/// [`ItemColumns`], and copied into each row from there. A test checks each gives the same
+/// value whatever the context.
+const ITEM_ONLY: [Feature; 6] = [
+    Feature::ItemLogImpressions,
+    Feature::ItemLogClicks,
+    Feature::ItemLogPurchases,
+    Feature::ItemCtr,
+    Feature::ItemConversion,
+    Feature::ItemLogPrice,
+];
+const _: () = assert!(ITEM_ONLY.len() <= ITEM_COLUMNS && ITEM_COLUMNS <= u8::BITS as usize);
+
+/// What an item-only feature is computed with: no clock, no user (they do not read it).
+const NO_CONTEXT: FeatureContext<'static> = FeatureContext {
+    now: 0.0,
+    user: None,
+    growth: 1.0,
+    user_side: None,
+};
+
+/// The record's [`ITEM_ONLY`] values, in that order, each as [`fill`] would write it.
+fn item_columns(record: &ItemRecord) -> ItemColumns {
+    let mut columns = ItemColumns::default();
+    for (k, feature) in ITEM_ONLY.iter().enumerate() {
+        columns.values[k] = match feature.value(&NO_CONTEXT, record) {
+            Some(v) if v.is_finite() => v,
+            Some(_) => {
+                columns.nan |= 1 << k;
+                DEFAULT_VALUE
+            }
+            None => {
+                columns.missing |= 1 << k;
+                DEFAULT_VALUE
+            }
+        };
+    }
+    columns
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("unknown feature {0:?}; known features: {1}")]
 pub struct UnknownFeature(String, String);
@@ -249,6 +352,10 @@ pub struct UnknownFeature(String, String);
 pub struct FeatureSpec {
     names: Vec<String>,
     features: Vec<Feature>,
+    /// (column, index in [`ITEM_ONLY`]) of the item-only features: copied from the record.
+    cached: Vec<(usize, usize)>,
+    /// (column, feature) of the rest: computed per request, a column at a time.
+    computed: Vec<(usize, Feature)>,
 }
 
 impl FeatureSpec {
@@ -266,17 +373,31 @@ impl FeatureSpec {
                     })
             })
             .collect::<Result<_, _>>()?;
-        Ok(Self {
-            names: names.to_vec(),
-            features,
-        })
+        Ok(Self::of(names.to_vec(), features))
     }
 
     /// Every feature of the catalog, in catalog order: what the simulator logs.
     pub fn full_catalog() -> Self {
+        Self::of(
+            Feature::ALL.iter().map(|f| f.name().to_owned()).collect(),
+            Feature::ALL.to_vec(),
+        )
+    }
+
+    fn of(names: Vec<String>, features: Vec<Feature>) -> Self {
+        let mut cached = Vec::new();
+        let mut computed = Vec::new();
+        for (column, &feature) in features.iter().enumerate() {
+            match ITEM_ONLY.iter().position(|&f| f == feature) {
+                Some(k) => cached.push((column, k)),
+                None => computed.push((column, feature)),
+            }
+        }
         Self {
-            names: Feature::ALL.iter().map(|f| f.name().to_owned()).collect(),
-            features: Feature::ALL.to_vec(),
+            names,
+            features,
+            cached,
+            computed,
         }
     }
 
@@ -317,15 +438,47 @@ impl FeatureSpec {
         // Written in place, not zeroed first: a memset of the whole matrix cost ~28 k
         // instructions a feed.
         let rows = &mut out.spare_capacity_mut()[..values];
-        for (j, feature) in self.features.iter().enumerate() {
-            let tally = (&mut health.missing[j], &mut health.nan[j]);
-            let written = feature.fill_column(ctx, items.clone(), rows, j, width, tally);
+        if !self.cached.is_empty() {
+            let written = self.copy_cached(items.clone(), rows, health);
             // `len()` is a safe trait's word: what was written is checked, not trusted.
             assert_eq!(written, n, "an iterator shorter than its len()");
         }
-        // SAFETY: the `values` slots past the length were just written: every column (one
-        // `fill_column` each) of all `n` rows, as the assertion checked.
+        for &(j, feature) in &self.computed {
+            let tally = (&mut health.missing[j], &mut health.nan[j]);
+            let written = feature.fill_column(ctx, items.clone(), rows, j, width, tally);
+            assert_eq!(written, n, "an iterator shorter than its len()");
+        }
+        // SAFETY: the `values` slots past the length were just written: every column of all
+        // `n` rows (the cached ones by `copy_cached`, the others by a `fill_column` each), as
+        // the assertions checked.
         unsafe { out.set_len(out.len() + values) };
+    }
+}
+
+impl FeatureSpec {
+    /// The item-only columns of every row, copied from each record's cache (computed there
+    /// once per change of the record). Returns the rows written.
+    fn copy_cached<'a>(
+        &self,
+        items: impl Iterator<Item = &'a ItemRecord>,
+        rows: &mut [std::mem::MaybeUninit<f32>],
+        health: &mut FeatureHealth,
+    ) -> usize {
+        let mut written = 0;
+        for (item, row) in items.zip(rows.chunks_exact_mut(self.features.len())) {
+            written += 1;
+            let columns = item.columns(item_columns);
+            for &(j, k) in &self.cached {
+                row[j].write(columns.values[k]);
+            }
+            if columns.missing | columns.nan != 0 {
+                for &(j, k) in &self.cached {
+                    health.missing[j] += u32::from(columns.missing >> k & 1);
+                    health.nan[j] += u32::from(columns.nan >> k & 1);
+                }
+            }
+        }
+        written
     }
 }
 
@@ -489,10 +642,70 @@ mod tests {
         }
     }
 
+    /// The features copied from a record's cache must not read the request: each gives the
+    /// same value for a known user at one time as for nobody at another.
+    #[test]
+    fn item_only_features_ignore_the_context() {
+        let r = record();
+        let mut u = UserProfile::default();
+        u.record(EventKind::Purchase, &r.item, 5.0e8);
+        let contexts = [
+            FeatureContext::new(0.0, None),
+            FeatureContext::new(1.7e9, Some(&u)),
+            NO_CONTEXT,
+        ];
+        for feature in ITEM_ONLY {
+            let values: Vec<_> = contexts.iter().map(|c| feature.value(c, &r)).collect();
+            assert!(
+                values.iter().all(|v| *v == values[0]),
+                "{feature:?}: {values:?}"
+            );
+        }
+    }
+
+    /// A record's cached columns follow its stats: changed in place (as the embedded store
+    /// does, copy-on-write aside), the next assembly sees the new counts.
+    #[test]
+    fn cached_columns_follow_the_stats() {
+        let spec = FeatureSpec::from_names(&["item_log_clicks".into(), "item_ctr".into()]).unwrap();
+        let ctx = FeatureContext::new(0.0, None);
+        let assemble = |r: &ItemRecord| {
+            let mut out = Vec::new();
+            spec.assemble(&ctx, [r], &mut out, &mut FeatureHealth::default());
+            out
+        };
+        let mut r = record();
+        let want = |clicks: f64| [clicks.ln_1p() as f32, ((clicks + 2.0) / 200.0) as f32];
+        assert_eq!(assemble(&r), want(8.0));
+        r.stats_mut().record(EventKind::Click, 0.0);
+        assert_eq!(assemble(&r), want(9.0));
+        // A clone starts without the cache, and computes the same.
+        assert_eq!(assemble(&r.clone()), assemble(&r));
+    }
+
+    /// More names than slots: some share a slot and go to the map; every one is found with
+    /// its value, and names not in the table are not.
+    #[test]
+    fn key_tables_find_every_name_and_no_other() {
+        let names: Vec<String> = (0..3 * KEY_TABLE_SLOTS)
+            .map(|i| format!("brand-{i}"))
+            .collect();
+        let table = KeyTable::new(names.iter().enumerate().map(|(i, n)| (&**n, i)));
+        assert!(table.slots.iter().any(|s| s.spilled));
+        for (i, name) in names.iter().enumerate() {
+            assert_eq!(table.get(key_hash(name), name), Some(&i), "{name}");
+        }
+        for absent in ["brand-x", "", "Brand-1"] {
+            assert_eq!(table.get(key_hash(absent), absent), None);
+        }
+        // A key that matches a slot's with another name (a hash collision) finds nothing.
+        assert_eq!(table.get(key_hash("brand-1"), "brand-2"), None);
+    }
+
     #[test]
     fn missing_and_nan_values_are_defaulted_and_tallied() {
         let mut corrupt = record();
-        corrupt.stats.clicks = f64::NAN;
+        corrupt.stats_mut().clicks = f64::NAN;
         let spec = FeatureSpec::from_names(&[
             "item_ctr".into(),
             "item_log_clicks".into(),

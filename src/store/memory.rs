@@ -70,7 +70,7 @@ impl Catalog {
         match self.slots.get(&item.item_id) {
             Some(&slot) => {
                 let slot = slot as usize;
-                let stats = self.records[slot].stats.clone();
+                let stats = self.records[slot].stats().clone();
                 self.records[slot] = Arc::new(ItemRecord::new(item, stats));
                 self.names_of[slot] = names;
             }
@@ -125,17 +125,17 @@ impl CandidateIndex {
 
         // The epoch-relative score sorts like the decayed one, at any time.
         all.sort_by(|a, b| {
-            b.stats
+            b.stats()
                 .trending
-                .total_cmp(&a.stats.trending)
+                .total_cmp(&a.stats().trending)
                 .then_with(|| by_id(a, b))
         });
         let trending = all.iter().map(|r| r.item.item_id.clone()).collect();
 
         all.sort_by(|a, b| {
-            b.stats
+            b.stats()
                 .popularity()
-                .total_cmp(&a.stats.popularity())
+                .total_cmp(&a.stats().popularity())
                 .then_with(|| by_id(a, b))
         });
         let mut by_category: HashMap<String, Vec<ItemId>> = HashMap::new();
@@ -387,7 +387,7 @@ impl FeatureStore for MemoryStore {
             }
             // Copy-on-write: readers holding the old Arc keep a consistent record.
             let record = Arc::make_mut(&mut catalog.records[slot as usize]);
-            record.stats.record(event.kind, event.timestamp);
+            record.stats_mut().record(event.kind, event.timestamp);
             let (category, brand) = &catalog.names_of[slot as usize];
             let touched = Touched {
                 item: &slot,
@@ -491,7 +491,7 @@ mod tests {
             .await
             .unwrap();
         let recs = store.items("t", &["c".into(), "zz".into()]).await.unwrap();
-        assert_eq!(recs[0].as_ref().unwrap().stats.purchases, 1.0);
+        assert_eq!(recs[0].as_ref().unwrap().stats().purchases, 1.0);
         assert!(recs[1].is_none());
         let lists = store.candidate_lists("t", &q).await.unwrap();
         assert_eq!(ids(&lists.new_arrivals), ["d"]);
@@ -527,7 +527,7 @@ mod tests {
         let other = store.apply_events("s", &batch[..1]).await.unwrap();
         assert_eq!(other.applied(1), 1);
         let rec = store.items("t", &["a".into()]).await.unwrap();
-        assert_eq!(rec[0].as_ref().unwrap().stats.clicks, 1.0);
+        assert_eq!(rec[0].as_ref().unwrap().stats().clicks, 1.0);
     }
 
     /// The store keeps profiles over interned slots and names; read back, they must be what

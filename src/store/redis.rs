@@ -393,7 +393,7 @@ fn item_record(
             ..Default::default()
         },
     );
-    decode_stats(stats.as_deref(), &mut record.stats);
+    decode_stats(stats.as_deref(), record.stats_mut());
     Some(record)
 }
 

@@ -111,7 +111,7 @@ fn close(a: f64, b: f64) -> bool {
 
 fn assert_same_record(a: &ItemRecord, b: &ItemRecord) {
     assert_eq!(a.item, b.item);
-    let (x, y) = (&a.stats, &b.stats);
+    let (x, y) = (&a.stats(), &b.stats());
     for (u, v) in [
         (x.impressions, y.impressions),
         (x.clicks, y.clicks),
@@ -268,9 +268,9 @@ async fn assert_round_trips(r: &RedisStore) {
         assert_same_record(x.as_ref().unwrap(), y.as_ref().unwrap());
     }
     assert!(ir[3].is_none() && im[3].is_none());
-    assert_eq!(im[0].as_ref().unwrap().stats.clicks, 2.0);
-    assert_eq!(im[2].as_ref().unwrap().stats.clicks, 2.0);
-    assert_eq!(im[1].as_ref().unwrap().stats.clicks, 1.0);
+    assert_eq!(im[0].as_ref().unwrap().stats().clicks, 2.0);
+    assert_eq!(im[2].as_ref().unwrap().stats().clicks, 2.0);
+    assert_eq!(im[1].as_ref().unwrap().stats().clicks, 1.0);
 
     for user in ["u1", "u2"] {
         let (pr, pm) = (
@@ -606,7 +606,7 @@ async fn a_stale_catalog_cache_never_puts_a_moved_item_back_in_its_old_category(
     assert!(lists.categories[0].is_empty(), "{lists:?}");
     assert_eq!(&*lists.categories[1][0], "x");
     let stats = b.items("t", &["x".into()]).await.unwrap();
-    assert_eq!(stats[0].as_ref().unwrap().stats.clicks, 2.0);
+    assert_eq!(stats[0].as_ref().unwrap().stats().clicks, 2.0);
 }
 
 /// With Redis, the served-feed log is shared: a click posted to another replica than the one
