@@ -299,7 +299,7 @@ pub async fn get_item(
         .flatten()
         .ok_or_else(|| no_item(&tenant.id, &item_id))?;
     Ok(HttpResponse::Ok().json(ItemWithStats {
-        stats: stats(&found.stats(), unix_now()),
+        stats: stats(found.stats(), unix_now()),
         item: &found.item,
     }))
 }

@@ -111,7 +111,7 @@ fn close(a: f64, b: f64) -> bool {
 
 fn assert_same_record(a: &ItemRecord, b: &ItemRecord) {
     assert_eq!(a.item, b.item);
-    let (x, y) = (&a.stats(), &b.stats());
+    let (x, y) = (a.stats(), b.stats());
     for (u, v) in [
         (x.impressions, y.impressions),
         (x.clicks, y.clicks),
