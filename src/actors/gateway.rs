@@ -351,6 +351,7 @@ fn add_pinned(candidates: &mut Vec<Candidate>, rules: &TenantRules) {
             candidates.push(Candidate {
                 item_id: id,
                 sources: Sources::default(),
+                record: None,
             });
         }
     }

@@ -2,13 +2,15 @@
 //! back into one deduplicated, capped list in which every item remembers its sources.
 
 use std::collections::hash_map::Entry;
+use std::hash::Hash;
+use std::sync::Arc;
 
 use crate::FastMap;
 
 use serde::Serialize;
 
 use crate::config::CandidateLimits;
-use crate::domain::{ItemId, UserProfile};
+use crate::domain::{ItemId, ItemRecord, UserProfile};
 use crate::store::{CandidateLists, CandidateQuery};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -90,6 +92,50 @@ impl utoipa::ToSchema for Sources {}
 pub struct Candidate {
     pub item_id: ItemId,
     pub sources: Sources,
+    /// Its record, when the lists brought it (the embedded store); `None`: read by id.
+    pub record: Option<Arc<ItemRecord>>,
+}
+
+/// What a candidate list holds: ids, or the items' records.
+pub trait Listed {
+    /// What the merge dedups by.
+    type Key<'a>: Hash + Eq
+    where
+        Self: 'a;
+    fn key(&self) -> Self::Key<'_>;
+    fn candidate(&self, sources: Sources) -> Candidate;
+}
+
+/// Ids from different lists are different strings: deduped by their text.
+impl Listed for ItemId {
+    type Key<'a> = &'a str;
+    fn key(&self) -> &str {
+        self
+    }
+    fn candidate(&self, sources: Sources) -> Candidate {
+        Candidate {
+            item_id: self.clone(),
+            sources,
+            record: None,
+        }
+    }
+}
+
+/// Records from one store answer are one `Arc` per item
+/// ([`FeatureStore::candidate_records`](crate::store::FeatureStore::candidate_records)):
+/// deduped by address, no string hashed.
+impl Listed for Arc<ItemRecord> {
+    type Key<'a> = *const ItemRecord;
+    fn key(&self) -> *const ItemRecord {
+        Arc::as_ptr(self)
+    }
+    fn candidate(&self, sources: Sources) -> Candidate {
+        Candidate {
+            item_id: self.item.item_id.clone(),
+            sources,
+            record: Some(self.clone()),
+        }
+    }
 }
 
 /// The store lists to read for this user. A user without history (cold start) gets
@@ -115,8 +161,8 @@ pub fn plan(limits: &CandidateLimits, user: Option<&UserProfile>) -> CandidateQu
 
 /// Interleaves the lists round-robin (so that no source starves the others under the cap),
 /// keeps the first occurrence of each item and records every source that proposed it.
-pub fn merge(lists: CandidateLists, max: usize) -> Vec<Candidate> {
-    let mut sourced: Vec<(Source, Vec<ItemId>)> = Vec::with_capacity(2 + lists.categories.len());
+pub fn merge<T: Listed>(lists: CandidateLists<T>, max: usize) -> Vec<Candidate> {
+    let mut sourced: Vec<(Source, Vec<T>)> = Vec::with_capacity(2 + lists.categories.len());
     sourced.push((Source::Trending, lists.trending));
     sourced.extend(lists.categories.into_iter().map(|l| (Source::Affinity, l)));
     sourced.push((Source::NewArrivals, lists.new_arrivals));
@@ -124,25 +170,22 @@ pub fn merge(lists: CandidateLists, max: usize) -> Vec<Candidate> {
     let longest = sourced.iter().map(|(_, l)| l.len()).max().unwrap_or(0);
     let total: usize = sourced.iter().map(|(_, l)| l.len()).sum();
     let mut out: Vec<Candidate> = Vec::with_capacity(max.min(total));
-    // Keyed by the lists' own strings: one lookup per listed id, and a reference count
-    // touched only for the ids kept.
-    let mut position: FastMap<&str, usize> =
+    // Keyed by the lists' own entries: one lookup per listed item, and a reference count
+    // touched only for the items kept.
+    let mut position: FastMap<T::Key<'_>, usize> =
         FastMap::with_capacity_and_hasher(max.min(total), Default::default());
 
     for i in 0..longest {
         for (source, list) in &sourced {
-            let Some(id) = list.get(i) else { continue };
+            let Some(listed) = list.get(i) else { continue };
             let next = out.len();
-            match position.entry(id) {
+            match position.entry(listed.key()) {
                 Entry::Occupied(at) => out[*at.get()].sources.insert(*source),
                 Entry::Vacant(slot) if next < max => {
                     slot.insert(next);
                     let mut sources = Sources::default();
                     sources.insert(*source);
-                    out.push(Candidate {
-                        item_id: id.clone(),
-                        sources,
-                    });
+                    out.push(listed.candidate(sources));
                 }
                 Entry::Vacant(_) => {}
             }
@@ -180,6 +223,51 @@ mod tests {
 
         let capped = merge(lists, 3);
         assert_eq!(capped.len(), 3);
+    }
+
+    /// Lists of records merge as lists of their ids do, deduped by the record (one `Arc` per
+    /// item across lists), and the candidates carry the records.
+    #[test]
+    fn records_merge_as_their_ids() {
+        use crate::domain::ItemStats;
+        let record = |id: &str| {
+            Arc::new(ItemRecord::new(
+                Item {
+                    item_id: id.into(),
+                    category: "c".into(),
+                    brand: "b".into(),
+                    price: 1.0,
+                    created_at: 0,
+                    attributes: Default::default(),
+                    available: true,
+                    seller_id: None,
+                },
+                ItemStats::default(),
+            ))
+        };
+        let [a, b, c, d, e] = ["a", "b", "c", "d", "e"].map(record);
+        let records = CandidateLists {
+            trending: vec![a.clone(), b.clone(), c.clone()],
+            categories: vec![vec![b.clone(), d.clone()]],
+            new_arrivals: vec![e.clone(), a.clone()],
+        };
+        let ids = CandidateLists {
+            trending: ids(&["a", "b", "c"]),
+            categories: vec![ids(&["b", "d"])],
+            new_arrivals: ids(&["e", "a"]),
+        };
+        for max in [10, 3] {
+            let from_records = merge(records.clone(), max);
+            let from_ids = merge(ids.clone(), max);
+            let key = |c: &Candidate| (c.item_id.clone(), c.sources);
+            assert_eq!(
+                from_records.iter().map(key).collect::<Vec<_>>(),
+                from_ids.iter().map(key).collect::<Vec<_>>()
+            );
+            for c in &from_records {
+                assert_eq!(c.record.as_ref().unwrap().item.item_id, c.item_id);
+            }
+        }
     }
 
     #[test]

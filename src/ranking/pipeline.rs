@@ -55,7 +55,9 @@ pub struct CandidateStats {
 }
 
 /// Stages 2–4: the candidate plan for this user, its lists from the store (all sources in one
-/// call: one pipelined round trip for Redis), merged into one deduplicated, capped list.
+/// call: one pipelined round trip for Redis), merged into one deduplicated, capped list. A
+/// store that has the records at hand (the embedded one) lists them, and the candidates carry
+/// them to stage 5.
 pub async fn candidates(
     store: &dyn FeatureStore,
     tenant: &str,
@@ -64,19 +66,32 @@ pub async fn candidates(
 ) -> Result<(Vec<Candidate>, CandidateStats), StoreError> {
     let started = Instant::now();
     let query = candidates::plan(limits, user);
-    let lists = store
-        .candidate_lists(tenant, &query)
-        .instrument(tracing::info_span!(
-            "store.candidate_lists",
-            source.trending = query.trending,
-            source.affinity = query.categories.iter().map(|(_, n)| n).sum::<usize>(),
-            source.affinity_categories = query.categories.len(),
-            source.new_arrivals = query.new_arrivals,
-        ))
+    let span = tracing::info_span!(
+        "store.candidate_lists",
+        source.trending = query.trending,
+        source.affinity = query.categories.iter().map(|(_, n)| n).sum::<usize>(),
+        source.affinity_categories = query.categories.len(),
+        source.new_arrivals = query.new_arrivals,
+    );
+    let records = store
+        .candidate_records(tenant, &query)
+        .instrument(span.clone())
         .await?;
+    let ids = match records {
+        Some(_) => None,
+        None => Some(
+            store
+                .candidate_lists(tenant, &query)
+                .instrument(span)
+                .await?,
+        ),
+    };
     let fetched = Instant::now();
-    let merged = tracing::info_span!("candidates.merge")
-        .in_scope(|| candidates::merge(lists, limits.max_candidates));
+    let merged = tracing::info_span!("candidates.merge").in_scope(|| match (records, ids) {
+        (Some(records), _) => candidates::merge(records, limits.max_candidates),
+        (None, Some(ids)) => candidates::merge(ids, limits.max_candidates),
+        (None, None) => unreachable!("the ids are read when the records are not"),
+    });
     Ok((
         merged,
         CandidateStats {
@@ -86,31 +101,45 @@ pub async fn candidates(
     ))
 }
 
-/// Stage 5: the candidates' item records (the store's local cache first). A listed item
-/// without a record (deleted meanwhile) cannot be scored: it is dropped, and the second value
-/// says how many were.
+/// Stage 5: the candidates' item records: those the lists brought, and the others read from
+/// the store (its local cache first) in one call — none when the lists brought them all. A
+/// listed item without a record (deleted meanwhile) cannot be scored: it is dropped, and the
+/// second value says how many were.
 pub async fn item_records(
     store: &dyn FeatureStore,
     tenant: &str,
     candidates: Vec<Candidate>,
 ) -> Result<(Vec<Scorable>, usize), StoreError> {
-    let ids: Vec<ItemId> = candidates.iter().map(|c| c.item_id.clone()).collect();
-    // The cache layer records its hits and misses on this span.
-    let records = store
-        .items(tenant, &ids)
-        .instrument(tracing::info_span!(
-            "features.fetch",
-            backend = store.backend(),
-            num_items = ids.len(),
-            cache.hits = tracing::field::Empty,
-            cache.misses = tracing::field::Empty,
-        ))
-        .await?;
+    let ids: Vec<ItemId> = candidates
+        .iter()
+        .filter(|c| c.record.is_none())
+        .map(|c| c.item_id.clone())
+        .collect();
+    let mut read = if ids.is_empty() {
+        Vec::new()
+    } else {
+        // The cache layer records its hits and misses on this span.
+        store
+            .items(tenant, &ids)
+            .instrument(tracing::info_span!(
+                "features.fetch",
+                backend = store.backend(),
+                num_items = ids.len(),
+                cache.hits = tracing::field::Empty,
+                cache.misses = tracing::field::Empty,
+            ))
+            .await?
+    }
+    .into_iter();
     let listed = candidates.len();
     let joined: Vec<Scorable> = candidates
         .into_iter()
-        .zip(records)
-        .filter_map(|(c, record)| {
+        .filter_map(|c| {
+            // In order: the n-th candidate without a record takes the n-th answer.
+            let record = match c.record {
+                Some(record) => Some(record),
+                None => read.next().flatten(),
+            };
             Some(Scorable {
                 item_id: c.item_id,
                 sources: c.sources,
@@ -374,6 +403,78 @@ mod tests {
             sources: Sources::default(),
             record: Arc::new(ItemRecord::new(item, ItemStats::default())),
         }
+    }
+
+    /// The embedded store lists records: the candidates and their records are what listing ids
+    /// and reading each by id gives, item for item; candidates without a record (pins) are
+    /// read by id, in order, and an unknown one is dropped and counted.
+    #[actix_rt::test]
+    async fn listed_records_give_what_ids_read_one_by_one_give() {
+        use crate::domain::{Event, EventKind};
+        use crate::store::MemoryStore;
+        let store = MemoryStore::new(["t".to_string()]);
+        let items: Vec<Item> = (0..40)
+            .map(|i| Item {
+                category: ["shoes", "hats", "bags"][i % 3].into(),
+                created_at: i as i64,
+                ..scorable(&format!("i{i}")).record.item.clone()
+            })
+            .collect();
+        store.upsert_items("t", items).await.unwrap();
+        let events: Vec<Event> = (0..60)
+            .map(|n| Event {
+                event_id: None,
+                kind: [EventKind::Impression, EventKind::Click, EventKind::Purchase][n % 3],
+                user_id: "u".into(),
+                item_id: format!("i{}", n * 7 % 40).into(),
+                timestamp: 1.7e9 + n as f64,
+            })
+            .collect();
+        store.apply_events("t", &events).await.unwrap();
+        let limits = CandidateLimits {
+            max_candidates: 18,
+            trending: 12,
+            affinity: 12,
+            affinity_categories: 2,
+            new_arrivals: 8,
+        };
+        let user = user_profile(&store, "t", "u").await.unwrap().unwrap();
+
+        let (mut listed, _) = candidates(&store, "t", &limits, Some(&user)).await.unwrap();
+        assert!(listed.iter().all(|c| c.record.is_some()));
+        let query = candidates::plan(&limits, Some(&user));
+        let by_id = candidates::merge(
+            store.candidate_lists("t", &query).await.unwrap(),
+            limits.max_candidates,
+        );
+        assert!(by_id.iter().all(|c| c.record.is_none()));
+        let key = |c: &Candidate| (c.item_id.clone(), c.sources);
+        assert_eq!(
+            listed.iter().map(key).collect::<Vec<_>>(),
+            by_id.iter().map(key).collect::<Vec<_>>()
+        );
+        assert_eq!(listed.len(), 18, "capped, after dedup");
+
+        let pinned = (0..40)
+            .map(|i| format!("i{i}"))
+            .find(|id| listed.iter().all(|c| *c.item_id != **id))
+            .unwrap();
+        for id in [&*pinned, "gone"] {
+            listed.push(Candidate {
+                item_id: id.into(),
+                sources: Sources::default(),
+                record: None,
+            });
+        }
+        let (a, missing) = item_records(&store, "t", listed).await.unwrap();
+        let (b, _) = item_records(&store, "t", by_id).await.unwrap();
+        assert_eq!(missing, 1, "the unknown item");
+        assert_eq!(a.len(), b.len() + 1);
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!((&x.item_id, x.sources), (&y.item_id, y.sources));
+            assert_eq!(*x.record, *y.record);
+        }
+        assert_eq!(*a.last().unwrap().record.item.item_id, *pinned);
     }
 
     #[test]

@@ -27,13 +27,17 @@ impl Instrumented {
     async fn timed<T>(&self, op: &str, call: impl Future<Output = T>) -> T {
         let started = Instant::now();
         let out = call.await;
+        self.called(op, started);
+        out
+    }
+
+    fn called(&self, op: &str, started: Instant) {
         StoreCalled {
             backend: self.inner.backend(),
             op,
             duration: started.elapsed(),
         }
         .emit(&self.metrics);
-        out
     }
 }
 
@@ -63,6 +67,21 @@ impl FeatureStore for Instrumented {
     ) -> Result<CandidateLists, StoreError> {
         self.timed("candidate_lists", self.inner.candidate_lists(tenant, query))
             .await
+    }
+
+    /// Timed as `candidate_lists` when the backend answers (it is the same call for the
+    /// feed); a backend without records answers `None` at once, and is not timed.
+    async fn candidate_records(
+        &self,
+        tenant: &str,
+        query: &CandidateQuery,
+    ) -> Result<Option<CandidateLists<Arc<ItemRecord>>>, StoreError> {
+        let started = Instant::now();
+        let answer = self.inner.candidate_records(tenant, query).await;
+        if !matches!(answer, Ok(None)) {
+            self.called("candidate_lists", started);
+        }
+        answer
     }
 
     async fn items(

@@ -109,10 +109,12 @@ impl Catalog {
     }
 }
 
+/// The lists, of records (an item is one `Arc` in all of them): a feed gets its candidates'
+/// records with the lists ([`FeatureStore::candidate_records`]).
 struct CandidateIndex {
-    trending: Vec<ItemId>,
-    by_category: HashMap<String, Vec<ItemId>>,
-    newest: Vec<ItemId>,
+    trending: Vec<Arc<ItemRecord>>,
+    by_category: HashMap<String, Vec<Arc<ItemRecord>>>,
+    newest: Vec<Arc<ItemRecord>>,
 }
 
 impl CandidateIndex {
@@ -130,7 +132,7 @@ impl CandidateIndex {
                 .total_cmp(&a.stats().trending)
                 .then_with(|| by_id(a, b))
         });
-        let trending = all.iter().map(|r| r.item.item_id.clone()).collect();
+        let trending = all.iter().map(|&r| r.clone()).collect();
 
         all.sort_by(|a, b| {
             b.stats()
@@ -138,12 +140,12 @@ impl CandidateIndex {
                 .total_cmp(&a.stats().popularity())
                 .then_with(|| by_id(a, b))
         });
-        let mut by_category: HashMap<String, Vec<ItemId>> = HashMap::new();
-        for r in &all {
+        let mut by_category: HashMap<String, Vec<Arc<ItemRecord>>> = HashMap::new();
+        for &r in &all {
             by_category
                 .entry(r.item.category.clone())
                 .or_default()
-                .push(r.item.item_id.clone());
+                .push(r.clone());
         }
 
         all.sort_by(|a, b| {
@@ -152,7 +154,7 @@ impl CandidateIndex {
                 .cmp(&a.item.created_at)
                 .then_with(|| by_id(a, b))
         });
-        let newest = all.iter().map(|r| r.item.item_id.clone()).collect();
+        let newest = all.iter().map(|&r| r.clone()).collect();
 
         Self {
             trending,
@@ -169,7 +171,7 @@ pub struct MemoryStore {
     seen: Cache<(String, Arc<str>), ()>,
 }
 
-fn head(list: &[ItemId], n: usize) -> Vec<ItemId> {
+fn head<T: Clone>(list: &[T], n: usize) -> Vec<T> {
     list[..n.min(list.len())].to_vec()
 }
 
@@ -206,6 +208,29 @@ impl MemoryStore {
         self.tenants
             .get(tenant)
             .ok_or_else(|| StoreError::UnknownTenant(tenant.to_owned()))
+    }
+
+    /// The lists a query asks for, from the index (built first if a write dropped it).
+    fn lists(
+        &self,
+        tenant: &str,
+        query: &CandidateQuery,
+    ) -> Result<CandidateLists<Arc<ItemRecord>>, StoreError> {
+        let index = self.index(tenant)?;
+        Ok(CandidateLists {
+            trending: head(&index.trending, query.trending),
+            categories: query
+                .categories
+                .iter()
+                .map(|(c, n)| {
+                    index
+                        .by_category
+                        .get(c)
+                        .map_or_else(Vec::new, |l| head(l, *n))
+                })
+                .collect(),
+            new_arrivals: head(&index.newest, query.new_arrivals),
+        })
     }
 
     fn index(&self, tenant: &str) -> Result<Arc<CandidateIndex>, StoreError> {
@@ -267,21 +292,23 @@ impl FeatureStore for MemoryStore {
         tenant: &str,
         query: &CandidateQuery,
     ) -> Result<CandidateLists, StoreError> {
-        let index = self.index(tenant)?;
+        let ids = |list: Vec<Arc<ItemRecord>>| -> Vec<ItemId> {
+            list.into_iter().map(|r| r.item.item_id.clone()).collect()
+        };
+        let lists = self.lists(tenant, query)?;
         Ok(CandidateLists {
-            trending: head(&index.trending, query.trending),
-            categories: query
-                .categories
-                .iter()
-                .map(|(c, n)| {
-                    index
-                        .by_category
-                        .get(c)
-                        .map_or_else(Vec::new, |l| head(l, *n))
-                })
-                .collect(),
-            new_arrivals: head(&index.newest, query.new_arrivals),
+            trending: ids(lists.trending),
+            categories: lists.categories.into_iter().map(ids).collect(),
+            new_arrivals: ids(lists.new_arrivals),
         })
+    }
+
+    async fn candidate_records(
+        &self,
+        tenant: &str,
+        query: &CandidateQuery,
+    ) -> Result<Option<CandidateLists<Arc<ItemRecord>>>, StoreError> {
+        self.lists(tenant, query).map(Some)
     }
 
     async fn items(
@@ -352,6 +379,9 @@ impl FeatureStore for MemoryStore {
             index,
         } = &mut *state;
         let user_limit = budget.limit(Component::Users);
+        // Dropped first: the index holds the records, and an item whose record it still held
+        // would be copied by the copy-on-write below instead of updated in place.
+        *index = None;
         let mut outcome = ApplyOutcome::default();
         // The profile of the previous event's user: a batch often holds runs of one user's
         // events (a session; demo seeding, user by user), and each lookup hashes the id.
@@ -408,7 +438,6 @@ impl FeatureStore for MemoryStore {
             };
             profile.record_touch(event.kind, touched, event.timestamp);
         }
-        *index = None;
         Ok(outcome)
     }
 

@@ -63,12 +63,23 @@ pub struct CandidateQuery {
     pub new_arrivals: usize,
 }
 
-/// The store's answer to a [`CandidateQuery`], each list best first.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct CandidateLists {
-    pub trending: Vec<ItemId>,
-    pub categories: Vec<Vec<ItemId>>,
-    pub new_arrivals: Vec<ItemId>,
+/// The store's answer to a [`CandidateQuery`], each list best first: of ids, or (from
+/// [`FeatureStore::candidate_records`]) of the items' records.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CandidateLists<T = ItemId> {
+    pub trending: Vec<T>,
+    pub categories: Vec<Vec<T>>,
+    pub new_arrivals: Vec<T>,
+}
+
+impl<T> Default for CandidateLists<T> {
+    fn default() -> Self {
+        Self {
+            trending: Vec::new(),
+            categories: Vec::new(),
+            new_arrivals: Vec::new(),
+        }
+    }
 }
 
 #[async_trait]
@@ -89,6 +100,20 @@ pub trait FeatureStore: Send + Sync + 'static {
         tenant: &str,
         query: &CandidateQuery,
     ) -> Result<CandidateLists, StoreError>;
+
+    /// The same lists as [`candidate_lists`](Self::candidate_lists), of the items' records,
+    /// from a store that holds them at hand (the embedded store: its index is of records): a
+    /// feed then neither looks each candidate up again by id nor dedups by string. `None`
+    /// (the default, and Redis's answer): read the ids, then [`items`](Self::items). Within
+    /// one answer an item is one `Arc`: the merge dedups by pointer. A wrapper forwards it
+    /// (`Instrumented` does), or the feed takes the slower path.
+    async fn candidate_records(
+        &self,
+        _tenant: &str,
+        _query: &CandidateQuery,
+    ) -> Result<Option<CandidateLists<Arc<ItemRecord>>>, StoreError> {
+        Ok(None)
+    }
 
     /// Records for `ids`, in the same order; `None` where the store has no such item.
     async fn items(
