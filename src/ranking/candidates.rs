@@ -96,6 +96,23 @@ pub struct Candidate {
     pub record: Option<Arc<ItemRecord>>,
 }
 
+/// A record as a map key: its id, hashed by the id's precomputed key.
+pub struct RecordId<'a>(&'a ItemRecord);
+
+impl Hash for RecordId<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0.derived().id_key);
+    }
+}
+
+impl PartialEq for RecordId<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.item.item_id == other.0.item.item_id
+    }
+}
+
+impl Eq for RecordId<'_> {}
+
 /// What a candidate list holds: ids, or the items' records.
 pub trait Listed {
     /// What the merge dedups by.
@@ -121,13 +138,13 @@ impl Listed for ItemId {
     }
 }
 
-/// Records from one store answer are one `Arc` per item
-/// ([`FeatureStore::candidate_records`](crate::store::FeatureStore::candidate_records)):
-/// deduped by address, no string hashed.
+/// Records are deduped by their id too, but hashed by the key computed once per record
+/// ([`ItemRecord::derived`]): no string is hashed per feed, and one is compared only for an
+/// item listed twice.
 impl Listed for Arc<ItemRecord> {
-    type Key<'a> = *const ItemRecord;
-    fn key(&self) -> *const ItemRecord {
-        Arc::as_ptr(self)
+    type Key<'a> = RecordId<'a>;
+    fn key(&self) -> RecordId<'_> {
+        RecordId(self)
     }
     fn candidate(&self, sources: Sources) -> Candidate {
         Candidate {
@@ -225,8 +242,7 @@ mod tests {
         assert_eq!(capped.len(), 3);
     }
 
-    /// Lists of records merge as lists of their ids do, deduped by the record (one `Arc` per
-    /// item across lists), and the candidates carry the records.
+    /// Lists of records merge as lists of their ids do, and the candidates carry the records.
     #[test]
     fn records_merge_as_their_ids() {
         use crate::domain::ItemStats;
@@ -246,10 +262,12 @@ mod tests {
             ))
         };
         let [a, b, c, d, e] = ["a", "b", "c", "d", "e"].map(record);
+        // An item's record in two lists need not be one allocation (a cache may have
+        // refreshed it between the lists' fills): "a" is listed twice as two records.
         let records = CandidateLists {
             trending: vec![a.clone(), b.clone(), c.clone()],
             categories: vec![vec![b.clone(), d.clone()]],
-            new_arrivals: vec![e.clone(), a.clone()],
+            new_arrivals: vec![e.clone(), record("a")],
         };
         let ids = CandidateLists {
             trending: ids(&["a", "b", "c"]),

@@ -104,9 +104,8 @@ pub trait FeatureStore: Send + Sync + 'static {
     /// The same lists as [`candidate_lists`](Self::candidate_lists), of the items' records,
     /// from a store that holds them at hand (the embedded store: its index is of records): a
     /// feed then neither looks each candidate up again by id nor dedups by string. `None`
-    /// (the default, and Redis's answer): read the ids, then [`items`](Self::items). Within
-    /// one answer an item is one `Arc`: the merge dedups by pointer. A wrapper forwards it
-    /// (`Instrumented` does), or the feed takes the slower path.
+    /// (the default, and Redis's answer): read the ids, then [`items`](Self::items). A
+    /// wrapper forwards it (`Instrumented` does), or the feed takes the slower path.
     async fn candidate_records(
         &self,
         _tenant: &str,

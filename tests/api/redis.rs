@@ -358,18 +358,16 @@ async fn the_item_cache_counts_misses_then_hits() {
     )
     .unwrap();
     let lookups = |m: &str| count(m, "hit") + count(m, "miss");
-    assert_eq!(lookups(&first) - lookups(&before), candidates);
+    // Every listed item (the candidates, and those the merge's cap left out) is looked up
+    // once, to keep the lists as records.
+    assert!(lookups(&first) - lookups(&before) >= candidates);
     assert!(
         count(&first, "miss") > count(&before, "miss"),
         "a new user's categories miss"
     );
-    assert_eq!(
-        count(&second, "hit") - count(&first, "hit"),
-        candidates,
-        "the same feed again: all hits"
-    );
-    assert_eq!(count(&second, "miss"), count(&first, "miss"));
-    // The candidate lists too: the same lists again within list_ttl_ms, all hits.
+    // The same feed again within list_ttl_ms: the lists are cached with their records, so
+    // no item is looked up at all.
+    assert_eq!(lookups(&second), lookups(&first));
     let lists = |m: &str, result: &str| counter(m, "list", result);
     assert!(lists(&first, "miss") > lists(&before, "miss"));
     assert!(lists(&second, "hit") > lists(&first, "hit"));
@@ -649,7 +647,7 @@ async fn another_replicas_burst_reaches_trending_after_the_list_ttl() {
     const TTL_MS: u64 = 5_000;
     let redis = RedisServer::start();
     load_demo(&redis).await;
-    // Item records always fresh: the lists are the only thing cached.
+    // Item records no older than the lists that bring them.
     let ttl = [
         ("cache.list_ttl_ms", TTL_MS.into()),
         ("cache.item_ttl_ms", 1.into()),
