@@ -38,6 +38,24 @@ fn available() -> bool {
     true
 }
 
+#[cfg(test)]
+impl Item {
+    /// An available item in category "c", brand "b", price 1, listed at time 0: for tests
+    /// that need an item and care about few of its fields (`Item { category, ..example(id) }`).
+    pub fn example(id: &str) -> Self {
+        Self {
+            item_id: id.into(),
+            category: "c".into(),
+            brand: "b".into(),
+            price: 1.0,
+            created_at: 0,
+            attributes: Default::default(),
+            available: true,
+            seller_id: None,
+        }
+    }
+}
+
 /// What `PATCH …/items/{item_id}` may change of an item without resending it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -246,21 +246,7 @@ mod tests {
     #[test]
     fn records_merge_as_their_ids() {
         use crate::domain::ItemStats;
-        let record = |id: &str| {
-            Arc::new(ItemRecord::new(
-                Item {
-                    item_id: id.into(),
-                    category: "c".into(),
-                    brand: "b".into(),
-                    price: 1.0,
-                    created_at: 0,
-                    attributes: Default::default(),
-                    available: true,
-                    seller_id: None,
-                },
-                ItemStats::default(),
-            ))
-        };
+        let record = |id: &str| Arc::new(ItemRecord::new(Item::example(id), ItemStats::default()));
         let [a, b, c, d, e] = ["a", "b", "c", "d", "e"].map(record);
         // An item's record in two lists need not be one allocation (a cache may have
         // refreshed it between the lists' fills): "a" is listed twice as two records.

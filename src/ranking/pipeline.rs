@@ -21,7 +21,7 @@ use super::rules::{self, Arranged, RulesInput, TenantRules};
 use crate::FastSet;
 use crate::config::CandidateLimits;
 use crate::domain::{ItemId, ItemRecord, UnixSeconds, UserProfile};
-use crate::store::{FeatureStore, StoreError};
+use crate::store::{FeatureStore, StoreError, features_fetch_span};
 
 /// A candidate with the record it is scored from.
 #[derive(Debug, Clone)]
@@ -118,16 +118,9 @@ pub async fn item_records(
     let mut read = if ids.is_empty() {
         Vec::new()
     } else {
-        // The cache layer records its hits and misses on this span.
         store
             .items(tenant, &ids)
-            .instrument(tracing::info_span!(
-                "features.fetch",
-                backend = store.backend(),
-                num_items = ids.len(),
-                cache.hits = tracing::field::Empty,
-                cache.misses = tracing::field::Empty,
-            ))
+            .instrument(features_fetch_span(store.backend(), ids.len()))
             .await?
     }
     .into_iter();
@@ -388,16 +381,7 @@ mod tests {
     use crate::domain::{Item, ItemStats};
 
     fn scorable(id: &str) -> Scorable {
-        let item = Item {
-            item_id: id.into(),
-            category: "c".into(),
-            brand: "b".into(),
-            price: 1.0,
-            created_at: 0,
-            attributes: Default::default(),
-            available: true,
-            seller_id: None,
-        };
+        let item = Item::example(id);
         Scorable {
             item_id: id.into(),
             sources: Sources::default(),
@@ -417,7 +401,7 @@ mod tests {
             .map(|i| Item {
                 category: ["shoes", "hats", "bags"][i % 3].into(),
                 created_at: i as i64,
-                ..scorable(&format!("i{i}")).record.item.clone()
+                ..Item::example(&format!("i{i}"))
             })
             .collect();
         store.upsert_items("t", items).await.unwrap();

@@ -323,13 +323,7 @@ impl FeatureStore for CachedStore {
         // The span a feed's item reads have (`pipeline::item_records`), here inside the lists'.
         let records = self
             .read(tenant, &ids)
-            .instrument(tracing::info_span!(
-                "features.fetch",
-                backend = self.backend(),
-                num_items = ids.len(),
-                cache.hits = tracing::field::Empty,
-                cache.misses = tracing::field::Empty,
-            ))
+            .instrument(super::features_fetch_span(self.backend(), ids.len()))
             .await?;
         for (id, record) in ids.iter().zip(records) {
             unique.insert(id, record);

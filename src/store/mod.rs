@@ -54,6 +54,18 @@ pub enum StoreError {
     },
 }
 
+/// The span of one read of item records (`features.fetch`): the item cache records its hits
+/// and misses on it. A feed's stage 5 opens it, and the list cache when it fills.
+pub fn features_fetch_span(backend: &str, num_items: usize) -> tracing::Span {
+    tracing::info_span!(
+        "features.fetch",
+        backend,
+        num_items,
+        cache.hits = tracing::field::Empty,
+        cache.misses = tracing::field::Empty,
+    )
+}
+
 /// What the candidate sources ask of the store in one call.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CandidateQuery {
