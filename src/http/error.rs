@@ -161,20 +161,7 @@ mod tests {
 
     #[test]
     fn an_internal_error_is_logged_once() {
-        use std::sync::{Arc, Mutex};
-
-        /// The log output, captured.
-        #[derive(Clone, Default)]
-        struct Captured(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Captured {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
+        use crate::telemetry::logging::Captured;
         let captured = Captured::default();
         let writer = captured.clone();
         let subscriber = tracing_subscriber::fmt()
@@ -189,7 +176,7 @@ mod tests {
             assert_eq!(logged.code(), Code::Internal);
             assert_eq!(logged.error_response().status(), 500);
         });
-        let out = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let out = captured.text();
         assert_eq!(out.matches("RequestFailed").count(), 1, "{out}");
         assert!(
             out.contains("first bug") && !out.contains("second bug"),

@@ -290,14 +290,8 @@ mod tests {
         let mut user = UserProfile::default();
         for (id, cat) in [("1", "x"), ("2", "y"), ("3", "y"), ("4", "z")] {
             let item = Item {
-                item_id: id.into(),
                 category: cat.into(),
-                brand: "b".into(),
-                price: 1.0,
-                created_at: 0,
-                attributes: Default::default(),
-                available: true,
-                seller_id: None,
+                ..Item::example(id)
             };
             user.record(EventKind::Click, &item, 0.0);
         }

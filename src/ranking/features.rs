@@ -246,19 +246,26 @@ fn fill<'a>(
     let mut written = 0;
     for (item, row) in items.zip(rows.chunks_exact_mut(width)) {
         written += 1;
-        row[column].write(match value(item) {
-            Some(v) if v.is_finite() => v,
-            Some(_) => {
-                *nan += 1;
-                DEFAULT_VALUE
-            }
-            None => {
-                *missing += 1;
-                DEFAULT_VALUE
-            }
-        });
+        row[column].write(defaulted(value(item), missing, nan));
     }
     written
+}
+
+/// A value as a row holds it: a missing or non-finite one becomes [`DEFAULT_VALUE`], and
+/// `missing` or `nan` counts it.
+#[inline(always)]
+fn defaulted(value: Option<f32>, missing: &mut u32, nan: &mut u32) -> f32 {
+    match value {
+        Some(v) if v.is_finite() => v,
+        Some(_) => {
+            *nan += 1;
+            DEFAULT_VALUE
+        }
+        None => {
+            *missing += 1;
+            DEFAULT_VALUE
+        }
+    }
 }
 
 catalog! {
@@ -329,17 +336,10 @@ const NO_CONTEXT: FeatureContext<'static> = FeatureContext {
 fn item_columns(record: &ItemRecord) -> ItemColumns {
     let mut columns = ItemColumns::default();
     for (k, feature) in ITEM_ONLY.iter().enumerate() {
-        columns.values[k] = match feature.value(&NO_CONTEXT, record) {
-            Some(v) if v.is_finite() => v,
-            Some(_) => {
-                columns.nan |= 1 << k;
-                DEFAULT_VALUE
-            }
-            None => {
-                columns.missing |= 1 << k;
-                DEFAULT_VALUE
-            }
-        };
+        let (mut missing, mut nan) = (0, 0);
+        columns.values[k] = defaulted(feature.value(&NO_CONTEXT, record), &mut missing, &mut nan);
+        columns.missing |= (missing as u8) << k;
+        columns.nan |= (nan as u8) << k;
     }
     columns
 }
@@ -453,9 +453,7 @@ impl FeatureSpec {
         // the assertions checked.
         unsafe { out.set_len(out.len() + values) };
     }
-}
 
-impl FeatureSpec {
     /// The item-only columns of every row, copied from each record's cache (computed there
     /// once per change of the record). Returns the rows written.
     fn copy_cached<'a>(

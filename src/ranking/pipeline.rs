@@ -21,7 +21,7 @@ use super::rules::{self, Arranged, RulesInput, TenantRules};
 use crate::FastSet;
 use crate::config::CandidateLimits;
 use crate::domain::{ItemId, ItemRecord, UnixSeconds, UserProfile};
-use crate::store::{FeatureStore, StoreError, features_fetch_span};
+use crate::store::{CandidateLists, FeatureStore, StoreError, features_fetch_span};
 
 /// A candidate with the record it is scored from.
 #[derive(Debug, Clone)]
@@ -54,6 +54,12 @@ pub struct CandidateStats {
     pub merge: Duration,
 }
 
+/// What the store listed: the records where it has them at hand, else the ids.
+enum Lists {
+    Records(CandidateLists<Arc<ItemRecord>>),
+    Ids(CandidateLists),
+}
+
 /// Stages 2–4: the candidate plan for this user, its lists from the store (all sources in one
 /// call: one pipelined round trip for Redis), merged into one deduplicated, capped list. A
 /// store that has the records at hand (the embedded one) lists them, and the candidates carry
@@ -73,13 +79,13 @@ pub async fn candidates(
         source.affinity_categories = query.categories.len(),
         source.new_arrivals = query.new_arrivals,
     );
-    let records = store
+    let lists = match store
         .candidate_records(tenant, &query)
         .instrument(span.clone())
-        .await?;
-    let ids = match records {
-        Some(_) => None,
-        None => Some(
+        .await?
+    {
+        Some(records) => Lists::Records(records),
+        None => Lists::Ids(
             store
                 .candidate_lists(tenant, &query)
                 .instrument(span)
@@ -87,10 +93,9 @@ pub async fn candidates(
         ),
     };
     let fetched = Instant::now();
-    let merged = tracing::info_span!("candidates.merge").in_scope(|| match (records, ids) {
-        (Some(records), _) => candidates::merge(records, limits.max_candidates),
-        (None, Some(ids)) => candidates::merge(ids, limits.max_candidates),
-        (None, None) => unreachable!("the ids are read when the records are not"),
+    let merged = tracing::info_span!("candidates.merge").in_scope(|| match lists {
+        Lists::Records(records) => candidates::merge(records, limits.max_candidates),
+        Lists::Ids(ids) => candidates::merge(ids, limits.max_candidates),
     });
     Ok((
         merged,

@@ -46,7 +46,7 @@ type RecordListCache = quick_cache::sync::Cache<ListKey, (Instant, Arc<Vec<Arc<I
 /// Distinct lists a tenant keeps: trending, new arrivals and a few lengths of each category.
 const LIST_CAPACITY: usize = 4_096;
 
-/// The lists a query asks for, in [`CandidateLists`] order: trending, categories, new arrivals.
+/// The lists a query asks for, in [`CandidateLists::in_order`]'s order.
 fn list_keys(query: &CandidateQuery) -> Vec<ListKey> {
     std::iter::once(ListKey::Trending(query.trending))
         .chain(
@@ -57,19 +57,6 @@ fn list_keys(query: &CandidateQuery) -> Vec<ListKey> {
         )
         .chain(std::iter::once(ListKey::NewArrivals(query.new_arrivals)))
         .collect()
-}
-
-/// Lists in [`list_keys`] order, as [`CandidateLists`].
-fn in_order<T>(lists: impl IntoIterator<Item = Vec<T>>) -> CandidateLists<T> {
-    let mut lists = lists.into_iter();
-    let trending = lists.next().unwrap_or_default();
-    let mut rest: Vec<Vec<T>> = lists.collect();
-    let new_arrivals = rest.pop().unwrap_or_default();
-    CandidateLists {
-        trending,
-        categories: rest,
-        new_arrivals,
-    }
 }
 
 /// The value under `key` unless older than `ttl` (quick_cache has no TTL of its own).
@@ -274,7 +261,7 @@ impl FeatureStore for CachedStore {
                 found[i] = Some(list);
             }
         }
-        Ok(in_order(
+        Ok(CandidateLists::from_ordered(
             found
                 .into_iter()
                 .map(|l| l.map(|l| (*l).clone()).unwrap_or_default()),
@@ -306,14 +293,13 @@ impl FeatureStore for CachedStore {
             .collect();
         if let Some(found) = found {
             self.count("list", "hit", found.len());
-            return Ok(Some(in_order(found.iter().map(|l| (**l).clone()))));
+            return Ok(Some(CandidateLists::from_ordered(
+                found.iter().map(|l| (**l).clone()),
+            )));
         }
         // Counted by the id lists' and the items' own lookups.
         let lists = self.candidate_lists(tenant, query).await?;
-        let all: Vec<&[ItemId]> = std::iter::once(&lists.trending[..])
-            .chain(lists.categories.iter().map(|l| &l[..]))
-            .chain(std::iter::once(&lists.new_arrivals[..]))
-            .collect();
+        let all: Vec<&[ItemId]> = lists.in_order().collect();
         let mut unique: crate::FastMap<&str, Option<(Instant, Arc<ItemRecord>)>> = all
             .iter()
             .flat_map(|l| l.iter())
@@ -344,7 +330,7 @@ impl FeatureStore for CachedStore {
                 .insert(key, (until, Arc::new(records.clone())));
             built.push(records);
         }
-        Ok(Some(in_order(built)))
+        Ok(Some(CandidateLists::from_ordered(built)))
     }
 
     async fn items(

@@ -292,15 +292,9 @@ impl FeatureStore for MemoryStore {
         tenant: &str,
         query: &CandidateQuery,
     ) -> Result<CandidateLists, StoreError> {
-        let ids = |list: Vec<Arc<ItemRecord>>| -> Vec<ItemId> {
-            list.into_iter().map(|r| r.item.item_id.clone()).collect()
-        };
-        let lists = self.lists(tenant, query)?;
-        Ok(CandidateLists {
-            trending: ids(lists.trending),
-            categories: lists.categories.into_iter().map(ids).collect(),
-            new_arrivals: ids(lists.new_arrivals),
-        })
+        Ok(self
+            .lists(tenant, query)?
+            .map(|list| list.iter().map(|r| r.item.item_id.clone()).collect()))
     }
 
     async fn candidate_records(

@@ -84,6 +84,37 @@ pub struct CandidateLists<T = ItemId> {
     pub new_arrivals: Vec<T>,
 }
 
+impl<T> CandidateLists<T> {
+    /// The lists in order: trending, each category's, new arrivals.
+    pub fn in_order(&self) -> impl Iterator<Item = &[T]> {
+        std::iter::once(&self.trending[..])
+            .chain(self.categories.iter().map(|l| &l[..]))
+            .chain(std::iter::once(&self.new_arrivals[..]))
+    }
+
+    /// Lists in [`in_order`](Self::in_order)'s order (trending first, new arrivals last).
+    pub fn from_ordered(lists: impl IntoIterator<Item = Vec<T>>) -> Self {
+        let mut lists = lists.into_iter();
+        let trending = lists.next().unwrap_or_default();
+        let mut categories: Vec<Vec<T>> = lists.collect();
+        let new_arrivals = categories.pop().unwrap_or_default();
+        Self {
+            trending,
+            categories,
+            new_arrivals,
+        }
+    }
+
+    /// Each list turned into another.
+    pub fn map<U>(self, mut f: impl FnMut(Vec<T>) -> Vec<U>) -> CandidateLists<U> {
+        CandidateLists {
+            trending: f(self.trending),
+            categories: self.categories.into_iter().map(&mut f).collect(),
+            new_arrivals: f(self.new_arrivals),
+        }
+    }
+}
+
 impl<T> Default for CandidateLists<T> {
     fn default() -> Self {
         Self {

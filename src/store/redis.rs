@@ -498,7 +498,8 @@ impl FeatureStore for RedisStore {
         } else {
             Vec::new()
         };
-        let mut lists = asks.into_iter().map(|a| {
+        // One list per ask, in order: trending, the categories, new arrivals.
+        Ok(CandidateLists::from_ordered(asks.into_iter().map(|a| {
             a.map(|i| {
                 answers[i]
                     .iter()
@@ -506,16 +507,7 @@ impl FeatureStore for RedisStore {
                     .collect()
             })
             .unwrap_or_default()
-        });
-        let trending = lists.next().unwrap_or_default();
-        let categories = (0..query.categories.len())
-            .map(|_| lists.next().unwrap_or_default())
-            .collect();
-        Ok(CandidateLists {
-            trending,
-            categories,
-            new_arrivals: lists.next().unwrap_or_default(),
-        })
+        })))
     }
 
     async fn items(
