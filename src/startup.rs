@@ -89,7 +89,8 @@ async fn build_store(settings: &Settings, metrics: &Arc<Metrics>) -> anyhow::Res
         settings.tenants.keys().cloned(),
         Dedup::from(&settings.events),
     )
-    .with_budgets(settings.budgets());
+    .with_budgets(settings.budgets())
+    .with_list_ttl(settings.cache.list_ttl);
     if settings.store.demo.enabled {
         let anchor = settings
             .store

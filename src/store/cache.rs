@@ -97,11 +97,18 @@ struct TenantCache {
 }
 
 impl TenantCache {
-    /// After a write through this process: the items it touched, and every list (an event
-    /// moves trending and popularity, a catalog write categories and new arrivals).
+    /// After a catalog write through this process: the items it touched, and every list (an
+    /// item made unavailable must not be listed a moment longer).
     fn forget<'a>(&self, items: impl IntoIterator<Item = &'a ItemId>) {
         self.lists.clear();
         self.record_lists.clear();
+        self.forget_items(items);
+    }
+
+    /// After events through this process: the items they touched. The lists stay until their
+    /// TTL, as the embedded store's do: clearing them at every batch made every feed under
+    /// event traffic read its lists again.
+    fn forget_items<'a>(&self, items: impl IntoIterator<Item = &'a ItemId>) {
         for id in items {
             self.items.remove(id);
         }
@@ -372,7 +379,7 @@ impl FeatureStore for CachedStore {
     ) -> Result<ApplyOutcome, StoreError> {
         let result = self.inner.apply_events(tenant, events).await;
         self.cache(tenant)?
-            .forget(events.iter().map(|e| &e.item_id));
+            .forget_items(events.iter().map(|e| &e.item_id));
         result
     }
 

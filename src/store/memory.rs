@@ -1,10 +1,13 @@
 //! The embedded store: everything in process memory, per tenant. It is the default backend
 //! (no Redis needed), the demo's home, and the reference the other backends must match.
 
+mod index;
+
 use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use crate::FastMap;
-use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 
@@ -15,6 +18,8 @@ use super::{
     Usage,
 };
 use crate::domain::budget::{Budget, Component, room};
+use index::{CandidateIndex, IndexSlot, Read};
+
 use crate::domain::{
     Event, Item, ItemId, ItemPatch, ItemRecord, Profile, Touched, UserProfile, table_bytes,
 };
@@ -27,8 +32,8 @@ struct TenantState {
     /// 4 bytes, not a 16-byte shared id, and most of a profile is such mentions. Readers get
     /// them resolved ([`Catalog::resolve`]).
     users: FastMap<Box<str>, Profile<u32, u32>>,
-    /// Sorted candidate lists; dropped on every write and rebuilt by the next read.
-    index: Option<Arc<CandidateIndex>>,
+    /// Sorted candidate lists: dropped by catalog writes, stale after events (`index.rs`).
+    index: IndexSlot,
 }
 
 /// A tenant's items, each at a slot that never changes (items are updated, never removed),
@@ -109,66 +114,13 @@ impl Catalog {
     }
 }
 
-/// The lists, of records (an item is one `Arc` in all of them): a feed gets its candidates'
-/// records with the lists ([`FeatureStore::candidate_records`]).
-struct CandidateIndex {
-    trending: Vec<Arc<ItemRecord>>,
-    by_category: HashMap<String, Vec<Arc<ItemRecord>>>,
-    newest: Vec<Arc<ItemRecord>>,
-}
-
-impl CandidateIndex {
-    fn build(items: &[Arc<ItemRecord>]) -> Self {
-        let mut all: Vec<&Arc<ItemRecord>> = items.iter().collect();
-        // Ties go to the greater id, as Redis's ZREVRANGE orders them: both backends must
-        // give the same lists for the same data.
-        let by_id =
-            |a: &&Arc<ItemRecord>, b: &&Arc<ItemRecord>| b.item.item_id.cmp(&a.item.item_id);
-
-        // The epoch-relative score sorts like the decayed one, at any time.
-        all.sort_by(|a, b| {
-            b.stats()
-                .trending
-                .total_cmp(&a.stats().trending)
-                .then_with(|| by_id(a, b))
-        });
-        let trending = all.iter().map(|&r| r.clone()).collect();
-
-        all.sort_by(|a, b| {
-            b.stats()
-                .popularity()
-                .total_cmp(&a.stats().popularity())
-                .then_with(|| by_id(a, b))
-        });
-        let mut by_category: HashMap<String, Vec<Arc<ItemRecord>>> = HashMap::new();
-        for &r in &all {
-            by_category
-                .entry(r.item.category.clone())
-                .or_default()
-                .push(r.clone());
-        }
-
-        all.sort_by(|a, b| {
-            b.item
-                .created_at
-                .cmp(&a.item.created_at)
-                .then_with(|| by_id(a, b))
-        });
-        let newest = all.iter().map(|&r| r.clone()).collect();
-
-        Self {
-            trending,
-            by_category,
-            newest,
-        }
-    }
-}
-
 pub struct MemoryStore {
     tenants: HashMap<String, RwLock<TenantState>>,
     /// (tenant, event id) applied within the dedup window; checked and filled under the
     /// tenant's write lock, so an id is applied once however many callers race.
     seen: Cache<(String, Arc<str>), ()>,
+    /// How long lists that events made stale are still served (`cache.list_ttl_ms`).
+    list_ttl: Duration,
 }
 
 fn head<T: Clone>(list: &[T], n: usize) -> Vec<T> {
@@ -191,7 +143,15 @@ impl MemoryStore {
                 .max_capacity(dedup.capacity)
                 .time_to_live(dedup.window)
                 .build(),
+            list_ttl: Duration::ZERO,
         }
+    }
+
+    /// Lists that events made stale are served for up to `ttl` after they were built (as a
+    /// Redis-backed replica's list cache does); 0 (the default): rebuilt by the next read.
+    pub fn with_list_ttl(mut self, ttl: Duration) -> Self {
+        self.list_ttl = ttl;
+        self
     }
 
     /// Bounds each listed tenant's items and users by its budget (others: unlimited).
@@ -235,13 +195,25 @@ impl MemoryStore {
 
     fn index(&self, tenant: &str) -> Result<Arc<CandidateIndex>, StoreError> {
         let lock = self.tenant(tenant)?;
-        if let Some(index) = &read(lock).index {
-            return Ok(index.clone());
+        loop {
+            let (rebuild, records) = {
+                let state = read(lock);
+                match state.index.read(Instant::now, self.list_ttl) {
+                    Read::Serve(index) => return Ok(index),
+                    Read::Rebuild(rebuild) => (rebuild, state.catalog.records.clone()),
+                    Read::Missing => break,
+                }
+            };
+            // Sorted with no lock held: events and other feeds go on meanwhile.
+            let index = Arc::new(CandidateIndex::build(&records));
+            drop(records);
+            if write(lock).index.install(rebuild, index.clone()) {
+                return Ok(index);
+            }
         }
         let mut state = write(lock);
         let TenantState { catalog, index, .. } = &mut *state;
-        let index = index.get_or_insert_with(|| Arc::new(CandidateIndex::build(&catalog.records)));
-        Ok(index.clone())
+        Ok(index.get_or_build(&catalog.records, Instant::now()))
     }
 }
 
@@ -339,7 +311,7 @@ impl FeatureStore for MemoryStore {
         for item in items {
             state.catalog.put(item);
         }
-        state.index = None;
+        state.index.catalog_changed();
         Ok(())
     }
 
@@ -356,7 +328,7 @@ impl FeatureStore for MemoryStore {
         let mut item = record.item.clone();
         patch.apply(&mut item);
         state.catalog.put(item.clone());
-        state.index = None;
+        state.index.catalog_changed();
         Ok(Some(item))
     }
 
@@ -373,9 +345,7 @@ impl FeatureStore for MemoryStore {
             index,
         } = &mut *state;
         let user_limit = budget.limit(Component::Users);
-        // Dropped first: the index holds the records, and an item whose record it still held
-        // would be copied by the copy-on-write below instead of updated in place.
-        *index = None;
+        index.events_applied(self.list_ttl);
         let mut outcome = ApplyOutcome::default();
         // The profile of the previous event's user: a batch often holds runs of one user's
         // events (a session; demo seeding, user by user), and each lookup hashes the id.
@@ -526,6 +496,70 @@ mod tests {
             store.user_profile("nope", "u").await,
             Err(StoreError::UnknownTenant(_))
         ));
+    }
+
+    /// With a list TTL, events show in the lists once the index is that old (feeds under
+    /// event traffic share one index instead of each sorting the catalog again); a catalog
+    /// write shows at once.
+    #[actix_rt::test]
+    async fn with_a_list_ttl_events_show_after_it_and_catalog_writes_at_once() {
+        const TTL: Duration = Duration::from_millis(500);
+        let store = MemoryStore::new(["t".to_string()]).with_list_ttl(TTL);
+        store
+            .upsert_items("t", vec![item("a", "x", 1), item("b", "x", 3)])
+            .await
+            .unwrap();
+        let q = CandidateQuery {
+            trending: 2,
+            categories: Vec::new(),
+            new_arrivals: 1,
+        };
+        let trending = |lists: CandidateLists<Arc<ItemRecord>>| -> Vec<String> {
+            lists
+                .trending
+                .iter()
+                .map(|r| r.item.item_id.to_string())
+                .collect()
+        };
+        let built = Instant::now();
+        // No engagement yet: ties go to the greater id.
+        assert_eq!(trending(store.lists("t", &q).unwrap()), ["b", "a"]);
+        let click = [event(EventKind::Click, "u", "a")];
+        store.apply_events("t", &click).await.unwrap();
+        let stale = store.lists("t", &q).unwrap();
+        if built.elapsed() < TTL {
+            assert_eq!(
+                trending(stale),
+                ["b", "a"],
+                "within the TTL: the index as built"
+            );
+            // The item itself is read as it is now.
+            let now = store.items("t", &["a".into()]).await.unwrap();
+            assert_eq!(now[0].as_ref().unwrap().stats().clicks, 1.0);
+        }
+        actix_rt::time::sleep(TTL.saturating_sub(built.elapsed())).await;
+        assert_eq!(
+            trending(store.lists("t", &q).unwrap()),
+            ["a", "b"],
+            "after the TTL"
+        );
+
+        let purchases = [
+            event(EventKind::Purchase, "u", "b"),
+            event(EventKind::Purchase, "v", "b"),
+        ];
+        store.apply_events("t", &purchases).await.unwrap();
+        store
+            .upsert_items("t", vec![item("c", "y", 9)])
+            .await
+            .unwrap();
+        let lists = store.lists("t", &q).unwrap();
+        assert_eq!(
+            lists.new_arrivals[0].item.item_id.to_string(),
+            "c",
+            "a catalog write: at once"
+        );
+        assert_eq!(trending(lists)[0], "b", "with the events before it");
     }
 
     #[actix_rt::test]

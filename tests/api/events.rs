@@ -215,10 +215,18 @@ async fn clicks_on_a_category_make_the_next_feed_lean_towards_it() {
     }));
 }
 
+/// Trending follows events within `cache.list_ttl_ms`: the feeds of that time share one
+/// sorted index, the first feed after it sorts again.
 #[actix_rt::test]
-async fn trending_reacts_to_a_burst_of_purchases() {
-    let app = app().await;
+async fn trending_reacts_to_a_burst_of_purchases_within_the_list_ttl() {
+    const TTL: std::time::Duration = std::time::Duration::from_millis(1_000);
+    let app = spawn_app_with(&[
+        ("store.demo.anchor", ANCHOR.into()),
+        ("cache.list_ttl_ms", (TTL.as_millis() as u64).into()),
+    ])
+    .await;
     let cold = "someone-new";
+    let built = std::time::Instant::now();
     let before: Vec<String> = feed_items(&app, cold, 20)
         .await
         .iter()
@@ -252,6 +260,14 @@ async fn trending_reacts_to_a_burst_of_purchases() {
         })
         .collect();
     assert_eq!(post(&app, burst).await.status(), StatusCode::ACCEPTED);
+    let stale = feed_items(&app, cold, 20).await;
+    if built.elapsed() < TTL {
+        assert!(
+            stale.iter().all(|i| i["item_id"] != quiet.as_str()),
+            "within the TTL: the lists as sorted before the burst"
+        );
+    }
+    actix_rt::time::sleep(TTL.saturating_sub(built.elapsed())).await;
     let after = feed_items(&app, cold, 20).await;
     let hit = after
         .iter()

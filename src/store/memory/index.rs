@@ -1,0 +1,277 @@
+//! The embedded store's candidate lists: sorted once, then shared by every feed of the tenant.
+//!
+//! A catalog write drops them (an item made unavailable must not be listed a moment longer).
+//! Events only make them stale: stale lists are served until `list_ttl` after they were built
+//! (the bound the Redis backend's list cache has), then one reader rebuilds them outside the
+//! tenant's lock while the others go on with the stale ones. Without that, every event batch
+//! made the next feed sort the whole catalog three times under the write lock.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::domain::ItemRecord;
+
+/// The lists, of records (an item is one `Arc` in all of them): a feed gets its candidates'
+/// records with the lists ([`crate::store::FeatureStore::candidate_records`]).
+pub(super) struct CandidateIndex {
+    pub(super) trending: Vec<Arc<ItemRecord>>,
+    pub(super) by_category: HashMap<String, Vec<Arc<ItemRecord>>>,
+    pub(super) newest: Vec<Arc<ItemRecord>>,
+}
+
+impl CandidateIndex {
+    pub(super) fn build(items: &[Arc<ItemRecord>]) -> Self {
+        let mut all: Vec<&Arc<ItemRecord>> = items.iter().collect();
+        // Ties go to the greater id, as Redis's ZREVRANGE orders them: both backends must
+        // give the same lists for the same data.
+        let by_id =
+            |a: &&Arc<ItemRecord>, b: &&Arc<ItemRecord>| b.item.item_id.cmp(&a.item.item_id);
+
+        // The epoch-relative score sorts like the decayed one, at any time.
+        all.sort_by(|a, b| {
+            b.stats()
+                .trending
+                .total_cmp(&a.stats().trending)
+                .then_with(|| by_id(a, b))
+        });
+        let trending = all.iter().map(|&r| r.clone()).collect();
+
+        all.sort_by(|a, b| {
+            b.stats()
+                .popularity()
+                .total_cmp(&a.stats().popularity())
+                .then_with(|| by_id(a, b))
+        });
+        let mut by_category: HashMap<String, Vec<Arc<ItemRecord>>> = HashMap::new();
+        for &r in &all {
+            by_category
+                .entry(r.item.category.clone())
+                .or_default()
+                .push(r.clone());
+        }
+
+        all.sort_by(|a, b| {
+            b.item
+                .created_at
+                .cmp(&a.item.created_at)
+                .then_with(|| by_id(a, b))
+        });
+        let newest = all.iter().map(|&r| r.clone()).collect();
+
+        Self {
+            trending,
+            by_category,
+            newest,
+        }
+    }
+}
+
+/// A tenant's index, what it was built from, and whether a rebuild is under way.
+#[derive(Default)]
+pub(super) struct IndexSlot {
+    built: Option<Built>,
+    /// Event batches applied so far: the lists sort by statistics that events change.
+    events: u64,
+    /// Catalog writes so far (each also drops the index): a rebuild begun before one is
+    /// thrown away, as it may list an item that is no longer available.
+    catalog: u64,
+    /// Held by the one reader rebuilding a stale index (shared so that its claim outlives
+    /// the read lock it was taken under).
+    rebuilding: Arc<AtomicBool>,
+}
+
+struct Built {
+    index: Arc<CandidateIndex>,
+    /// When its records were taken.
+    at: Instant,
+    /// [`IndexSlot::events`] then.
+    events: u64,
+}
+
+/// What a reader does with the slot ([`IndexSlot::read`]).
+pub(super) enum Read {
+    /// Serve this index: current, stale for less than the TTL, or stale while another
+    /// reader rebuilds it.
+    Serve(Arc<CandidateIndex>),
+    /// Stale past the TTL, and this reader holds the rebuild: build from the records as they
+    /// are now, then [`IndexSlot::install`].
+    Rebuild(Rebuild),
+    /// None to serve (never built, or dropped by a catalog write): build it under the write
+    /// lock ([`IndexSlot::get_or_build`]).
+    Missing,
+}
+
+/// A claimed rebuild; dropping it (installed, thrown away or unwound) frees the claim.
+pub(super) struct Rebuild {
+    claim: Arc<AtomicBool>,
+    at: Instant,
+    events: u64,
+    catalog: u64,
+}
+
+impl Drop for Rebuild {
+    fn drop(&mut self) {
+        self.claim.store(false, Ordering::Release);
+    }
+}
+
+impl IndexSlot {
+    /// Under the read lock: serve, rebuild or build. With a `ttl` of 0 a stale index is
+    /// never served. `now` is asked only of a stale index (a current one is served as is).
+    pub(super) fn read(&self, now: impl FnOnce() -> Instant, ttl: Duration) -> Read {
+        let Some(built) = &self.built else {
+            return Read::Missing;
+        };
+        if built.events == self.events {
+            return Read::Serve(built.index.clone());
+        }
+        let now = now();
+        if now.saturating_duration_since(built.at) < ttl {
+            return Read::Serve(built.index.clone());
+        }
+        match self
+            .rebuilding
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => Read::Rebuild(Rebuild {
+                claim: self.rebuilding.clone(),
+                at: now,
+                events: self.events,
+                catalog: self.catalog,
+            }),
+            Err(_) => Read::Serve(built.index.clone()),
+        }
+    }
+
+    /// Under the write lock: the rebuilt index, unless a catalog write came in between
+    /// (then `false`, and the reader starts over).
+    pub(super) fn install(&mut self, rebuild: Rebuild, index: Arc<CandidateIndex>) -> bool {
+        if rebuild.catalog != self.catalog {
+            return false;
+        }
+        self.built = Some(Built {
+            index,
+            at: rebuild.at,
+            events: rebuild.events,
+        });
+        true
+    }
+
+    /// Under the write lock: the index, built from `records` if none is there (another
+    /// reader may have built it while this one waited for the lock).
+    pub(super) fn get_or_build(
+        &mut self,
+        records: &[Arc<ItemRecord>],
+        now: Instant,
+    ) -> Arc<CandidateIndex> {
+        let events = self.events;
+        let built = self.built.get_or_insert_with(|| Built {
+            index: Arc::new(CandidateIndex::build(records)),
+            at: now,
+            events,
+        });
+        built.index.clone()
+    }
+
+    /// An event batch is about to be applied. With a `ttl` of 0 the index would be rebuilt
+    /// anyway, so it is dropped first: records it still held would be copied by the batch's
+    /// copy-on-write instead of updated in place.
+    pub(super) fn events_applied(&mut self, ttl: Duration) {
+        self.events += 1;
+        if ttl.is_zero() {
+            self.built = None;
+        }
+    }
+
+    /// The catalog changed: no list may be served from before it.
+    pub(super) fn catalog_changed(&mut self) {
+        self.catalog += 1;
+        self.built = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Item;
+
+    fn records() -> Vec<Arc<ItemRecord>> {
+        ["a", "b"]
+            .map(|id| Arc::new(ItemRecord::new(Item::example(id), Default::default())))
+            .to_vec()
+    }
+
+    fn serves(read: Read) -> Arc<CandidateIndex> {
+        match read {
+            Read::Serve(index) => index,
+            Read::Rebuild(_) => panic!("expected an index to serve, got a rebuild"),
+            Read::Missing => panic!("expected an index to serve, got none"),
+        }
+    }
+
+    const TTL: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn events_leave_the_index_served_until_the_ttl_then_one_reader_rebuilds() {
+        let t0 = Instant::now();
+        let mut slot = IndexSlot::default();
+        assert!(matches!(slot.read(|| t0, TTL), Read::Missing));
+        let first = slot.get_or_build(&records(), t0);
+        assert_eq!(first.trending.len(), 2);
+        // Current: served however old.
+        assert!(Arc::ptr_eq(
+            &serves(slot.read(|| t0 + 10 * TTL, TTL)),
+            &first
+        ));
+
+        // Stale since an event batch (built at t0): served until t0 + TTL.
+        slot.events_applied(TTL);
+        assert!(Arc::ptr_eq(
+            &serves(slot.read(|| t0 + TTL / 2, TTL)),
+            &first
+        ));
+        let Read::Rebuild(rebuild) = slot.read(|| t0 + TTL, TTL) else {
+            panic!("a stale index past its TTL is rebuilt");
+        };
+        // While one reader rebuilds, the others serve the stale index.
+        assert!(Arc::ptr_eq(
+            &serves(slot.read(|| t0 + 2 * TTL, TTL)),
+            &first
+        ));
+        let second = Arc::new(CandidateIndex::build(&records()));
+        assert!(slot.install(rebuild, second.clone()));
+        assert!(Arc::ptr_eq(
+            &serves(slot.read(|| t0 + 3 * TTL, TTL)),
+            &second
+        ));
+    }
+
+    #[test]
+    fn a_catalog_write_drops_the_index_and_voids_a_rebuild_under_way() {
+        let t0 = Instant::now();
+        let mut slot = IndexSlot::default();
+        slot.get_or_build(&records(), t0);
+        slot.events_applied(TTL);
+        let Read::Rebuild(rebuild) = slot.read(|| t0 + TTL, TTL) else {
+            panic!("a stale index past its TTL is rebuilt");
+        };
+        slot.catalog_changed();
+        assert!(!slot.install(rebuild, Arc::new(CandidateIndex::build(&records()))));
+        // The claim went with the rebuild: the next reader builds at once.
+        assert!(matches!(slot.read(|| t0 + TTL, TTL), Read::Missing));
+        slot.get_or_build(&records(), t0 + TTL);
+        slot.events_applied(TTL);
+        assert!(matches!(slot.read(|| t0 + 3 * TTL, TTL), Read::Rebuild(_)));
+    }
+
+    #[test]
+    fn with_no_ttl_an_event_drops_the_index() {
+        let t0 = Instant::now();
+        let mut slot = IndexSlot::default();
+        slot.get_or_build(&records(), t0);
+        slot.events_applied(Duration::ZERO);
+        assert!(matches!(slot.read(|| t0, Duration::ZERO), Read::Missing));
+    }
+}
