@@ -2,9 +2,10 @@
 //!
 //! A catalog write drops them (an item made unavailable must not be listed a moment longer).
 //! Events only make them stale: stale lists are served until `list_ttl` after they were built
-//! (the bound the Redis backend's list cache has), then one reader rebuilds them outside the
-//! tenant's lock while the others go on with the stale ones. Without that, every event batch
-//! made the next feed sort the whole catalog three times under the write lock.
+//! (the bound the Redis backend's list cache has), then rebuilt outside the tenant's lock — on
+//! a blocking thread, claimed by one reader — while every feed goes on with the stale ones.
+//! Without that, every event batch made the next feed sort the whole catalog three times under
+//! the write lock.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -105,6 +106,8 @@ pub(super) enum Read {
 
 /// A claimed rebuild; dropping it (installed, thrown away or unwound) frees the claim.
 pub(super) struct Rebuild {
+    /// The index it replaces, served until the new one is installed.
+    pub(super) stale: Arc<CandidateIndex>,
     claim: Arc<AtomicBool>,
     at: Instant,
     events: u64,
@@ -136,6 +139,7 @@ impl IndexSlot {
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
         {
             Ok(_) => Read::Rebuild(Rebuild {
+                stale: built.index.clone(),
                 claim: self.rebuilding.clone(),
                 at: now,
                 events: self.events,
