@@ -69,15 +69,20 @@ impl Catalog {
     }
 
     /// Stores `item` at its slot (a new one for a new item) with the statistics it has. A new
-    /// record, never an edit: rankers may hold the old one (see `ItemRecord`).
-    fn put(&mut self, item: Item) {
+    /// record, never an edit: rankers may hold the old one (see `ItemRecord`). Returns whether
+    /// a candidate list's members change: a new item, or a new category or listing date.
+    fn put(&mut self, item: Item) -> bool {
         let names = (self.intern(&item.category), self.intern(&item.brand));
         match self.slots.get(&item.item_id) {
             Some(&slot) => {
                 let slot = slot as usize;
-                let stats = self.records[slot].stats().clone();
+                let old = &self.records[slot];
+                let moved =
+                    old.item.category != item.category || old.item.created_at != item.created_at;
+                let stats = old.stats().clone();
                 self.records[slot] = Arc::new(ItemRecord::new(item, stats));
                 self.names_of[slot] = names;
+                moved
             }
             None => {
                 self.slots
@@ -85,6 +90,7 @@ impl Catalog {
                 self.records
                     .push(Arc::new(ItemRecord::new(item, Default::default())));
                 self.names_of.push(names);
+                true
             }
         }
     }
@@ -122,10 +128,6 @@ pub struct MemoryStore {
     seen: Cache<(String, Arc<str>), ()>,
     /// How long lists that events made stale are still served (`cache.list_ttl_ms`).
     list_ttl: Duration,
-}
-
-fn head<T: Clone>(list: &[T], n: usize) -> Vec<T> {
-    list[..n.min(list.len())].to_vec()
 }
 
 impl MemoryStore {
@@ -171,13 +173,22 @@ impl MemoryStore {
             .ok_or_else(|| StoreError::UnknownTenant(tenant.to_owned()))
     }
 
-    /// The lists a query asks for, from the index (built first if a write dropped it).
+    /// The lists a query asks for, from the index (built first if a write dropped it), each
+    /// slot resolved to its record as it is now.
     fn lists(
         &self,
         tenant: &str,
         query: &CandidateQuery,
     ) -> Result<CandidateLists<Arc<ItemRecord>>, StoreError> {
         let index = self.index(tenant)?;
+        let state = read(self.tenant(tenant)?);
+        let records = &state.catalog.records;
+        let head = |list: &[u32], n: usize| -> Vec<Arc<ItemRecord>> {
+            list[..n.min(list.len())]
+                .iter()
+                .map(|slot| records[*slot as usize].clone())
+                .collect()
+        };
         Ok(CandidateLists {
             trending: head(&index.trending, query.trending),
             categories: query
@@ -321,10 +332,13 @@ impl FeatureStore for MemoryStore {
                 });
             }
         }
+        let mut moved = false;
         for item in items {
-            state.catalog.put(item);
+            moved |= state.catalog.put(item);
         }
-        state.index.catalog_changed();
+        if moved {
+            state.index.members_changed();
+        }
         Ok(())
     }
 
@@ -340,8 +354,9 @@ impl FeatureStore for MemoryStore {
         };
         let mut item = record.item.clone();
         patch.apply(&mut item);
+        // A patch changes no list's members (availability, price, attributes): the lists
+        // resolve to the new record.
         state.catalog.put(item.clone());
-        state.index.catalog_changed();
         Ok(Some(item))
     }
 
@@ -579,6 +594,19 @@ mod tests {
             "a catalog write: at once"
         );
         assert_eq!(trending(lists)[0], "b", "with the events before it");
+
+        // A patch needs no rebuild: the lists keep their order and resolve to the new record.
+        let unavailable = ItemPatch {
+            available: Some(false),
+            ..Default::default()
+        };
+        store.patch_item("t", "b", &unavailable).await.unwrap();
+        let lists = store.lists("t", &q).unwrap();
+        assert_eq!(lists.trending[0].item.item_id.to_string(), "b");
+        assert!(
+            !lists.trending[0].item.available,
+            "the patched record, at once"
+        );
     }
 
     #[actix_rt::test]

@@ -216,7 +216,7 @@ async fn clicks_on_a_category_make_the_next_feed_lean_towards_it() {
 }
 
 /// Trending follows events within `cache.list_ttl_ms`: the feeds of that time share one
-/// sorted index, the first feed after it sorts again.
+/// sorted index, rebuilt once it is that old.
 #[actix_rt::test]
 async fn trending_reacts_to_a_burst_of_purchases_within_the_list_ttl() {
     const TTL: std::time::Duration = std::time::Duration::from_millis(1_000);
@@ -260,20 +260,25 @@ async fn trending_reacts_to_a_burst_of_purchases_within_the_list_ttl() {
         })
         .collect();
     assert_eq!(post(&app, burst).await.status(), StatusCode::ACCEPTED);
-    let stale = feed_items(&app, cold, 20).await;
-    if built.elapsed() < TTL {
-        assert!(
-            stale.iter().all(|i| i["item_id"] != quiet.as_str()),
-            "within the TTL: the lists as sorted before the burst"
-        );
-    }
+    let from_trending = |feed: &[Value]| {
+        feed.iter().any(|i| {
+            i["item_id"] == quiet.as_str()
+                && i["sources"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|s| s == "trending")
+        })
+    };
+    // Within the TTL the trending list keeps its order (the unit tests of the index check
+    // that); the records it lists are current, so the item may rank in at once already.
     actix_rt::time::sleep(TTL.saturating_sub(built.elapsed())).await;
     // The first feed past the TTL starts the index's rebuild and is served the stale one; the
     // rebuilt index serves the feeds after it.
     let mut after = Vec::new();
     for _ in 0..100 {
         after = feed_items(&app, cold, 20).await;
-        if after.iter().any(|i| i["item_id"] == quiet.as_str()) {
+        if from_trending(&after) {
             break;
         }
         actix_rt::time::sleep(std::time::Duration::from_millis(20)).await;

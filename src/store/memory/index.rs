@@ -1,7 +1,8 @@
 //! The embedded store's candidate lists: sorted once, then shared by every feed of the tenant.
 //!
-//! A catalog write drops them (an item made unavailable must not be listed a moment longer).
-//! Events only make them stale: stale lists are served until `list_ttl` after they were built
+//! They list catalog slots, resolved to the current records by each feed. A catalog write that
+//! changes a list's members (a new item, a category or listing date changed) drops them;
+//! availability, price and attribute changes need nothing. Events only make them stale: stale lists are served until `list_ttl` after they were built
 //! (the bound the Redis backend's list cache has), then rebuilt outside the tenant's lock — on
 //! a blocking thread, claimed by one reader — while every feed goes on with the stale ones.
 //! Without that, every event batch made the next feed sort the whole catalog three times under
@@ -14,57 +15,63 @@ use std::time::{Duration, Instant};
 
 use crate::domain::ItemRecord;
 
-/// The lists, of records (an item is one `Arc` in all of them): a feed gets its candidates'
-/// records with the lists ([`crate::store::FeatureStore::candidate_records`]).
+/// The lists, of catalog slots (an item's slot never changes): a feed resolves them to the
+/// records as they are now, so an index only has to be rebuilt when an order or a list's
+/// members change — events (statistics), new items, a category or listing date changed — and
+/// never for availability, prices or attributes. Holding no records, it also never makes an
+/// event's copy-on-write copy one.
 pub(super) struct CandidateIndex {
-    pub(super) trending: Vec<Arc<ItemRecord>>,
-    pub(super) by_category: HashMap<String, Vec<Arc<ItemRecord>>>,
-    pub(super) newest: Vec<Arc<ItemRecord>>,
+    pub(super) trending: Vec<u32>,
+    pub(super) by_category: HashMap<String, Vec<u32>>,
+    pub(super) newest: Vec<u32>,
 }
 
 impl CandidateIndex {
+    /// Sorts `items` (the catalog's records, by slot).
     pub(super) fn build(items: &[Arc<ItemRecord>]) -> Self {
-        let mut all: Vec<&Arc<ItemRecord>> = items.iter().collect();
+        let record = |slot: &u32| &items[*slot as usize];
+        let mut all: Vec<u32> = (0..items.len() as u32).collect();
         // Ties go to the greater id, as Redis's ZREVRANGE orders them: both backends must
         // give the same lists for the same data.
-        let by_id =
-            |a: &&Arc<ItemRecord>, b: &&Arc<ItemRecord>| b.item.item_id.cmp(&a.item.item_id);
+        let by_id = |a: &u32, b: &u32| record(b).item.item_id.cmp(&record(a).item.item_id);
 
         // The epoch-relative score sorts like the decayed one, at any time.
         all.sort_by(|a, b| {
-            b.stats()
+            record(b)
+                .stats()
                 .trending
-                .total_cmp(&a.stats().trending)
+                .total_cmp(&record(a).stats().trending)
                 .then_with(|| by_id(a, b))
         });
-        let trending = all.iter().map(|&r| r.clone()).collect();
+        let trending = all.clone();
 
         all.sort_by(|a, b| {
-            b.stats()
+            record(b)
+                .stats()
                 .popularity()
-                .total_cmp(&a.stats().popularity())
+                .total_cmp(&record(a).stats().popularity())
                 .then_with(|| by_id(a, b))
         });
-        let mut by_category: HashMap<String, Vec<Arc<ItemRecord>>> = HashMap::new();
-        for &r in &all {
+        let mut by_category: HashMap<String, Vec<u32>> = HashMap::new();
+        for slot in &all {
             by_category
-                .entry(r.item.category.clone())
+                .entry(record(slot).item.category.clone())
                 .or_default()
-                .push(r.clone());
+                .push(*slot);
         }
 
         all.sort_by(|a, b| {
-            b.item
+            record(b)
+                .item
                 .created_at
-                .cmp(&a.item.created_at)
+                .cmp(&record(a).item.created_at)
                 .then_with(|| by_id(a, b))
         });
-        let newest = all.iter().map(|&r| r.clone()).collect();
 
         Self {
             trending,
             by_category,
-            newest,
+            newest: all,
         }
     }
 }
@@ -179,9 +186,8 @@ impl IndexSlot {
         built.index.clone()
     }
 
-    /// An event batch is about to be applied. With a `ttl` of 0 the index would be rebuilt
-    /// anyway, so it is dropped first: records it still held would be copied by the batch's
-    /// copy-on-write instead of updated in place.
+    /// An event batch is about to be applied. With a `ttl` of 0 the index is dropped: the
+    /// next read builds it at once (none serves a stale one).
     pub(super) fn events_applied(&mut self, ttl: Duration) {
         self.events += 1;
         if ttl.is_zero() {
@@ -189,8 +195,9 @@ impl IndexSlot {
         }
     }
 
-    /// The catalog changed: no list may be served from before it.
-    pub(super) fn catalog_changed(&mut self) {
+    /// A list's members changed (a new item, a category or listing date): no list may be
+    /// served from before it.
+    pub(super) fn members_changed(&mut self) {
         self.catalog += 1;
         self.built = None;
     }
@@ -261,7 +268,7 @@ mod tests {
         let Read::Rebuild(rebuild) = slot.read(|| t0 + TTL, TTL) else {
             panic!("a stale index past its TTL is rebuilt");
         };
-        slot.catalog_changed();
+        slot.members_changed();
         assert!(!slot.install(rebuild, Arc::new(CandidateIndex::build(&records()))));
         // The claim went with the rebuild: the next reader builds at once.
         assert!(matches!(slot.read(|| t0 + TTL, TTL), Read::Missing));
