@@ -2,11 +2,11 @@
 //!
 //! They list catalog slots, resolved to the current records by each feed. A catalog write that
 //! changes a list's members (a new item, a category or listing date changed) drops them;
-//! availability, price and attribute changes need nothing. Events only make them stale: stale lists are served until `list_ttl` after they were built
-//! (the bound the Redis backend's list cache has), then rebuilt outside the tenant's lock — on
-//! a blocking thread, claimed by one reader — while every feed goes on with the stale ones.
-//! Without that, every event batch made the next feed sort the whole catalog three times under
-//! the write lock.
+//! availability, price and attribute changes need nothing. Events only make them stale: stale
+//! lists are served until `list_ttl` after they were built (the bound the Redis backend's list
+//! cache has), then rebuilt outside the tenant's lock — on a blocking thread, claimed by one
+//! reader — while every feed goes on with the stale ones. Without that, every event batch made
+//! the next feed sort the whole catalog three times under the write lock.
 
 use std::collections::HashMap;
 use std::sync::Arc;
