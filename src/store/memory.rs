@@ -18,7 +18,7 @@ use super::{
     Usage,
 };
 use crate::domain::budget::{Budget, Component, room};
-use index::{CandidateIndex, IndexSlot, Read};
+use index::{CandidateIndex, IndexSlot, Read, Rebuild};
 
 use crate::domain::{
     Event, Item, ItemId, ItemPatch, ItemRecord, Profile, Touched, UserProfile, table_bytes,
@@ -32,7 +32,8 @@ struct TenantState {
     /// 4 bytes, not a 16-byte shared id, and most of a profile is such mentions. Readers get
     /// them resolved ([`Catalog::resolve`]).
     users: FastMap<Box<str>, Profile<u32, u32>>,
-    /// Sorted candidate lists: dropped by catalog writes, stale after events (`index.rs`).
+    /// Sorted candidate lists: dropped when a list's members change, stale after events
+    /// (`index.rs`).
     index: IndexSlot,
 }
 
@@ -180,8 +181,9 @@ impl MemoryStore {
         tenant: &str,
         query: &CandidateQuery,
     ) -> Result<CandidateLists<Arc<ItemRecord>>, StoreError> {
-        let index = self.index(tenant)?;
-        let state = read(self.tenant(tenant)?);
+        let lock = self.tenant(tenant)?;
+        let index = self.index(lock);
+        let state = read(lock);
         let records = &state.catalog.records;
         let head = |list: &[u32], n: usize| -> Vec<Arc<ItemRecord>> {
             list[..n.min(list.len())]
@@ -205,13 +207,12 @@ impl MemoryStore {
         })
     }
 
-    fn index(&self, tenant: &str) -> Result<Arc<CandidateIndex>, StoreError> {
-        let lock = self.tenant(tenant)?;
+    fn index(&self, lock: &Arc<RwLock<TenantState>>) -> Arc<CandidateIndex> {
         loop {
             let (rebuild, records) = {
                 let state = read(lock);
                 match state.index.read(Instant::now, self.list_ttl) {
-                    Read::Serve(index) => return Ok(index),
+                    Read::Serve(index) => return index,
                     Read::Rebuild(rebuild) => (rebuild, state.catalog.records.clone()),
                     Read::Missing => break,
                 }
@@ -222,23 +223,33 @@ impl MemoryStore {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 let stale = rebuild.stale.clone();
                 let lock = lock.clone();
-                runtime.spawn_blocking(move || {
-                    let index = Arc::new(CandidateIndex::build(&records));
-                    drop(records);
-                    write(&lock).index.install(rebuild, index);
-                });
-                return Ok(stale);
+                runtime.spawn_blocking(move || rebuild_index(&lock, rebuild, records));
+                return stale;
             }
-            let index = Arc::new(CandidateIndex::build(&records));
-            drop(records);
-            if write(lock).index.install(rebuild, index.clone()) {
-                return Ok(index);
+            if let Some(index) = rebuild_index(lock, rebuild, records) {
+                return index;
             }
         }
         let mut state = write(lock);
         let TenantState { catalog, index, .. } = &mut *state;
-        Ok(index.get_or_build(&catalog.records, Instant::now()))
+        index.get_or_build(&catalog.records, Instant::now())
     }
+}
+
+/// Sorts `records` (taken when `rebuild` was claimed) and installs the index, unless a list's
+/// members changed meanwhile (then `None`: the caller starts over).
+fn rebuild_index(
+    lock: &RwLock<TenantState>,
+    rebuild: Rebuild,
+    records: Vec<Arc<ItemRecord>>,
+) -> Option<Arc<CandidateIndex>> {
+    let index = Arc::new(CandidateIndex::build(&records));
+    // The snapshot's hold on the records ends before the write lock is taken.
+    drop(records);
+    write(lock)
+        .index
+        .install(rebuild, index.clone())
+        .then_some(index)
 }
 
 /// A table's entries and bytes: its buckets, and what each entry holds beside them.

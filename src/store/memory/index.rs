@@ -82,9 +82,9 @@ pub(super) struct IndexSlot {
     built: Option<Built>,
     /// Event batches applied so far: the lists sort by statistics that events change.
     events: u64,
-    /// Catalog writes so far (each also drops the index): a rebuild begun before one is
-    /// thrown away, as it may list an item that is no longer available.
-    catalog: u64,
+    /// Changes of a list's members so far (each also drops the index): a rebuild begun
+    /// before one is thrown away, as it would miss a new item or list a moved one where it was.
+    members: u64,
     /// Held by the one reader rebuilding a stale index (shared so that its claim outlives
     /// the read lock it was taken under).
     rebuilding: Arc<AtomicBool>,
@@ -106,8 +106,8 @@ pub(super) enum Read {
     /// Stale past the TTL, and this reader holds the rebuild: build from the records as they
     /// are now, then [`IndexSlot::install`].
     Rebuild(Rebuild),
-    /// None to serve (never built, or dropped by a catalog write): build it under the write
-    /// lock ([`IndexSlot::get_or_build`]).
+    /// None to serve (never built, or dropped as a list's members changed): build it under
+    /// the write lock ([`IndexSlot::get_or_build`]).
     Missing,
 }
 
@@ -118,7 +118,7 @@ pub(super) struct Rebuild {
     claim: Arc<AtomicBool>,
     at: Instant,
     events: u64,
-    catalog: u64,
+    members: u64,
 }
 
 impl Drop for Rebuild {
@@ -150,16 +150,16 @@ impl IndexSlot {
                 claim: self.rebuilding.clone(),
                 at: now,
                 events: self.events,
-                catalog: self.catalog,
+                members: self.members,
             }),
             Err(_) => Read::Serve(built.index.clone()),
         }
     }
 
-    /// Under the write lock: the rebuilt index, unless a catalog write came in between
+    /// Under the write lock: the rebuilt index, unless a list's members changed in between
     /// (then `false`, and the reader starts over).
     pub(super) fn install(&mut self, rebuild: Rebuild, index: Arc<CandidateIndex>) -> bool {
-        if rebuild.catalog != self.catalog {
+        if rebuild.members != self.members {
             return false;
         }
         self.built = Some(Built {
@@ -198,7 +198,7 @@ impl IndexSlot {
     /// A list's members changed (a new item, a category or listing date): no list may be
     /// served from before it.
     pub(super) fn members_changed(&mut self) {
-        self.catalog += 1;
+        self.members += 1;
         self.built = None;
     }
 }
