@@ -32,7 +32,7 @@ struct TenantState {
     /// 4 bytes, not a 16-byte shared id, and most of a profile is such mentions. Readers get
     /// them resolved ([`Catalog::resolve`]).
     users: FastMap<Box<str>, Profile<u32, u32>>,
-    /// Sorted candidate lists: dropped when a list's members change, stale after events
+    /// Sorted candidate lists: stale after events and changes of a list's members
     /// (`index.rs`).
     index: IndexSlot,
 }
@@ -127,7 +127,8 @@ pub struct MemoryStore {
     /// (tenant, event id) applied within the dedup window; checked and filled under the
     /// tenant's write lock, so an id is applied once however many callers race.
     seen: Cache<(String, Arc<str>), ()>,
-    /// How long lists that events made stale are still served (`cache.list_ttl_ms`).
+    /// How long lists that events or new items made stale are still served
+    /// (`cache.list_ttl_ms`).
     list_ttl: Duration,
 }
 
@@ -151,8 +152,10 @@ impl MemoryStore {
         }
     }
 
-    /// Lists that events made stale are served for up to `ttl` after they were built (as a
-    /// Redis-backed replica's list cache does); 0 (the default): rebuilt by the next read.
+    /// Lists that events or catalog writes made stale (new items, categories or listing
+    /// dates changed) are served for up to `ttl` after they were built (as a Redis-backed
+    /// replica's list cache is), then rebuilt off the request path; 0 (the default): rebuilt
+    /// by the next read, under the tenant's write lock.
     pub fn with_list_ttl(mut self, ttl: Duration) -> Self {
         self.list_ttl = ttl;
         self
@@ -174,8 +177,8 @@ impl MemoryStore {
             .ok_or_else(|| StoreError::UnknownTenant(tenant.to_owned()))
     }
 
-    /// The lists a query asks for, from the index (built first if a write dropped it), each
-    /// slot resolved to its record as it is now.
+    /// The lists a query asks for, from the index (built first if there is none), each slot
+    /// resolved to its record as it is now.
     fn lists(
         &self,
         tenant: &str,
@@ -236,8 +239,8 @@ impl MemoryStore {
     }
 }
 
-/// Sorts `records` (taken when `rebuild` was claimed) and installs the index, unless a list's
-/// members changed meanwhile (then `None`: the caller starts over).
+/// Sorts `records` (taken when `rebuild` was claimed) and installs the index, unless one built
+/// from later records was installed meanwhile (then `None`: the caller starts over).
 fn rebuild_index(
     lock: &RwLock<TenantState>,
     rebuild: Rebuild,
@@ -348,7 +351,7 @@ impl FeatureStore for MemoryStore {
             moved |= state.catalog.put(item);
         }
         if moved {
-            state.index.members_changed();
+            state.index.changed(self.list_ttl);
         }
         Ok(())
     }
@@ -384,7 +387,7 @@ impl FeatureStore for MemoryStore {
             index,
         } = &mut *state;
         let user_limit = budget.limit(Component::Users);
-        index.events_applied(self.list_ttl);
+        index.changed(self.list_ttl);
         let mut outcome = ApplyOutcome::default();
         // The profile of the previous event's user: a batch often holds runs of one user's
         // events (a session; demo seeding, user by user), and each lookup hashes the id.
@@ -517,7 +520,7 @@ mod tests {
         assert!(lists.categories[1].is_empty());
         assert_eq!(ids(&lists.new_arrivals), ["b"]);
 
-        // Upserting keeps statistics, and a new item becomes a candidate at once.
+        // Upserting keeps statistics, and a new item becomes a candidate at once (no list TTL).
         store
             .upsert_items("t", vec![item("c", "y", 2), item("d", "y", 9)])
             .await
@@ -541,7 +544,7 @@ mod tests {
     /// event traffic share one index instead of each sorting the catalog again); a catalog
     /// write shows at once.
     #[actix_rt::test]
-    async fn with_a_list_ttl_events_show_after_it_and_catalog_writes_at_once() {
+    async fn with_a_list_ttl_events_and_new_items_show_after_it_and_patches_at_once() {
         const TTL: Duration = Duration::from_millis(500);
         let store = MemoryStore::new(["t".to_string()]).with_list_ttl(TTL);
         store
@@ -594,16 +597,26 @@ mod tests {
             event(EventKind::Purchase, "v", "b"),
         ];
         store.apply_events("t", &purchases).await.unwrap();
+        // A new item changes the lists' members: like an event, it shows within the TTL (a
+        // bulk import must not make the next feed sort the catalog under the write lock).
+        let rebuilt_at = Instant::now();
         store
             .upsert_items("t", vec![item("c", "y", 9)])
             .await
             .unwrap();
-        let lists = store.lists("t", &q).unwrap();
-        assert_eq!(
-            lists.new_arrivals[0].item.item_id.to_string(),
-            "c",
-            "a catalog write: at once"
-        );
+        let newest = |lists: &CandidateLists<Arc<ItemRecord>>| {
+            lists.new_arrivals[0].item.item_id.to_string()
+        };
+        let mut lists = store.lists("t", &q).unwrap();
+        for _ in 0..200 {
+            if newest(&lists) == "c" {
+                break;
+            }
+            actix_rt::time::sleep(Duration::from_millis(10)).await;
+            lists = store.lists("t", &q).unwrap();
+        }
+        assert_eq!(newest(&lists), "c", "a new item: within the TTL");
+        assert!(rebuilt_at.elapsed() < 4 * TTL, "{:?}", rebuilt_at.elapsed());
         assert_eq!(trending(lists)[0], "b", "with the events before it");
 
         // A patch needs no rebuild: the lists keep their order and resolve to the new record.

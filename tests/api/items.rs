@@ -32,6 +32,23 @@ async fn feed_ids(app: &TestApp) -> HashSet<String> {
         .collect()
 }
 
+/// The feed's ids once they are `expected` (or as they are after 5 s): new items change the
+/// candidate lists' members, which follow within `cache.list_ttl_ms` (1 s by default).
+async fn feed_ids_within_the_list_ttl(
+    app: &TestApp,
+    expected: &HashSet<String>,
+) -> HashSet<String> {
+    let mut ids = feed_ids(app).await;
+    for _ in 0..100 {
+        if ids == *expected {
+            break;
+        }
+        actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+        ids = feed_ids(app).await;
+    }
+    ids
+}
+
 fn item(id: &str) -> Value {
     json!({
         "item_id": id, "category": "shoes", "brand": "acme", "price": 49.9,
@@ -51,10 +68,10 @@ async fn upserted_items_become_candidates() {
     .await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.json::<Value>().await.unwrap(), json!({"upserted": 3}));
-    let ids = feed_ids(&app).await;
+    let expected = HashSet::from(["sku-1".into(), "sku-2".into(), "sku-3".into()]);
     assert_eq!(
-        ids,
-        HashSet::from(["sku-1".into(), "sku-2".into(), "sku-3".into()])
+        feed_ids_within_the_list_ttl(&app, &expected).await,
+        expected
     );
 
     // Upserting again replaces, never duplicates; created_at is optional.
@@ -64,7 +81,10 @@ async fn upserted_items_become_candidates() {
     )
     .await;
     assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(feed_ids(&app).await.len(), 3);
+    assert_eq!(
+        feed_ids_within_the_list_ttl(&app, &expected).await,
+        expected
+    );
 
     // Other tenants do not see them.
     let res = app

@@ -1,12 +1,13 @@
 //! The embedded store's candidate lists: sorted once, then shared by every feed of the tenant.
 //!
-//! They list catalog slots, resolved to the current records by each feed. A catalog write that
-//! changes a list's members (a new item, a category or listing date changed) drops them;
-//! availability, price and attribute changes need nothing. Events only make them stale: stale
-//! lists are served until `list_ttl` after they were built (the bound the Redis backend's list
-//! cache has), then rebuilt outside the tenant's lock — on a blocking thread, claimed by one
-//! reader — while every feed goes on with the stale ones. Without that, every event batch made
-//! the next feed sort the whole catalog three times under the write lock.
+//! They list catalog slots, resolved to the current records by each feed: availability,
+//! price and attribute changes need nothing. Events (statistics) and catalog writes that
+//! change a list's members (a new item, a category or listing date changed) make them stale:
+//! stale lists are served until `list_ttl` after they were built (the bound the Redis
+//! backend's list cache has), then rebuilt outside the tenant's lock — on a blocking thread,
+//! claimed by one reader — while every feed goes on with the stale ones. Without that, every
+//! event batch or new item made the next feed sort the whole catalog three times under the
+//! write lock (~120 ms at 200 000 items, for every feed of the tenant).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,11 +16,12 @@ use std::time::{Duration, Instant};
 
 use crate::domain::ItemRecord;
 
-/// The lists, of catalog slots (an item's slot never changes): a feed resolves them to the
-/// records as they are now, so an index only has to be rebuilt when an order or a list's
-/// members change — events (statistics), new items, a category or listing date changed — and
-/// never for availability, prices or attributes. Holding no records, it also never makes an
-/// event's copy-on-write copy one.
+/// The lists, of catalog slots (an item's slot never changes, and items are never removed,
+/// so a stale index's slots are all still there): a feed resolves them to the records as
+/// they are now, so an index only has to be rebuilt when an order or a list's members change
+/// — events (statistics), new items, a category or listing date changed — and never for
+/// availability, prices or attributes. Holding no records, it also never makes an event's
+/// copy-on-write copy one.
 pub(super) struct CandidateIndex {
     pub(super) trending: Vec<u32>,
     pub(super) by_category: HashMap<String, Vec<u32>>,
@@ -80,11 +82,9 @@ impl CandidateIndex {
 #[derive(Default)]
 pub(super) struct IndexSlot {
     built: Option<Built>,
-    /// Event batches applied so far: the lists sort by statistics that events change.
-    events: u64,
-    /// Changes of a list's members so far (each also drops the index): a rebuild begun
-    /// before one is thrown away, as it would miss a new item or list a moved one where it was.
-    members: u64,
+    /// Changes so far that may change a list's order or members: event batches (the lists
+    /// sort by statistics) and member changes (new items, categories, listing dates).
+    changes: u64,
     /// Held by the one reader rebuilding a stale index (shared so that its claim outlives
     /// the read lock it was taken under).
     rebuilding: Arc<AtomicBool>,
@@ -94,8 +94,8 @@ struct Built {
     index: Arc<CandidateIndex>,
     /// When its records were taken.
     at: Instant,
-    /// [`IndexSlot::events`] then.
-    events: u64,
+    /// [`IndexSlot::changes`] then.
+    changes: u64,
 }
 
 /// What a reader does with the slot ([`IndexSlot::read`]).
@@ -106,8 +106,8 @@ pub(super) enum Read {
     /// Stale past the TTL, and this reader holds the rebuild: build from the records as they
     /// are now, then [`IndexSlot::install`].
     Rebuild(Rebuild),
-    /// None to serve (never built, or dropped as a list's members changed): build it under
-    /// the write lock ([`IndexSlot::get_or_build`]).
+    /// None to serve (never built, or dropped by a change with no TTL): build it under the
+    /// write lock ([`IndexSlot::get_or_build`]).
     Missing,
 }
 
@@ -117,8 +117,7 @@ pub(super) struct Rebuild {
     pub(super) stale: Arc<CandidateIndex>,
     claim: Arc<AtomicBool>,
     at: Instant,
-    events: u64,
-    members: u64,
+    changes: u64,
 }
 
 impl Drop for Rebuild {
@@ -134,7 +133,7 @@ impl IndexSlot {
         let Some(built) = &self.built else {
             return Read::Missing;
         };
-        if built.events == self.events {
+        if built.changes == self.changes {
             return Read::Serve(built.index.clone());
         }
         let now = now();
@@ -149,23 +148,29 @@ impl IndexSlot {
                 stale: built.index.clone(),
                 claim: self.rebuilding.clone(),
                 at: now,
-                events: self.events,
-                members: self.members,
+                changes: self.changes,
             }),
             Err(_) => Read::Serve(built.index.clone()),
         }
     }
 
-    /// Under the write lock: the rebuilt index, unless a list's members changed in between
-    /// (then `false`, and the reader starts over).
+    /// Under the write lock: the rebuilt index, unless the slot holds one built from later
+    /// records (then `false`, and the reader starts over: it will serve that one). A change
+    /// made while it was sorting does not void it — it is still newer than the stale one,
+    /// and stays stale, to be rebuilt again after the TTL: under a steady stream of catalog
+    /// writes a rebuild always lands, where voiding it could starve the lists of new items.
     pub(super) fn install(&mut self, rebuild: Rebuild, index: Arc<CandidateIndex>) -> bool {
-        if rebuild.members != self.members {
+        if self
+            .built
+            .as_ref()
+            .is_some_and(|b| b.changes > rebuild.changes)
+        {
             return false;
         }
         self.built = Some(Built {
             index,
             at: rebuild.at,
-            events: rebuild.events,
+            changes: rebuild.changes,
         });
         true
     }
@@ -177,29 +182,23 @@ impl IndexSlot {
         records: &[Arc<ItemRecord>],
         now: Instant,
     ) -> Arc<CandidateIndex> {
-        let events = self.events;
+        let changes = self.changes;
         let built = self.built.get_or_insert_with(|| Built {
             index: Arc::new(CandidateIndex::build(records)),
             at: now,
-            events,
+            changes,
         });
         built.index.clone()
     }
 
-    /// An event batch is about to be applied. With a `ttl` of 0 the index is dropped: the
-    /// next read builds it at once (none serves a stale one).
-    pub(super) fn events_applied(&mut self, ttl: Duration) {
-        self.events += 1;
+    /// An event batch is about to be applied, or a list's members changed (a new item, a
+    /// category or listing date). With a `ttl` of 0 the index is dropped: the next read
+    /// builds it at once (none serves a stale one).
+    pub(super) fn changed(&mut self, ttl: Duration) {
+        self.changes += 1;
         if ttl.is_zero() {
             self.built = None;
         }
-    }
-
-    /// A list's members changed (a new item, a category or listing date): no list may be
-    /// served from before it.
-    pub(super) fn members_changed(&mut self) {
-        self.members += 1;
-        self.built = None;
     }
 }
 
@@ -225,7 +224,7 @@ mod tests {
     const TTL: Duration = Duration::from_secs(1);
 
     #[test]
-    fn events_leave_the_index_served_until_the_ttl_then_one_reader_rebuilds() {
+    fn changes_leave_the_index_served_until_the_ttl_then_one_reader_rebuilds() {
         let t0 = Instant::now();
         let mut slot = IndexSlot::default();
         assert!(matches!(slot.read(|| t0, TTL), Read::Missing));
@@ -237,8 +236,8 @@ mod tests {
             &first
         ));
 
-        // Stale since an event batch (built at t0): served until t0 + TTL.
-        slot.events_applied(TTL);
+        // Stale since an event batch or a new item (built at t0): served until t0 + TTL.
+        slot.changed(TTL);
         assert!(Arc::ptr_eq(
             &serves(slot.read(|| t0 + TTL / 2, TTL)),
             &first
@@ -260,29 +259,46 @@ mod tests {
     }
 
     #[test]
-    fn a_catalog_write_drops_the_index_and_voids_a_rebuild_under_way() {
+    fn a_change_during_a_rebuild_leaves_the_rebuilt_index_stale_not_void() {
         let t0 = Instant::now();
         let mut slot = IndexSlot::default();
-        slot.get_or_build(&records(), t0);
-        slot.events_applied(TTL);
+        let first = slot.get_or_build(&records(), t0);
+        slot.changed(TTL);
         let Read::Rebuild(rebuild) = slot.read(|| t0 + TTL, TTL) else {
             panic!("a stale index past its TTL is rebuilt");
         };
-        slot.members_changed();
-        assert!(!slot.install(rebuild, Arc::new(CandidateIndex::build(&records()))));
-        // The claim went with the rebuild: the next reader builds at once.
-        assert!(matches!(slot.read(|| t0 + TTL, TTL), Read::Missing));
-        slot.get_or_build(&records(), t0 + TTL);
-        slot.events_applied(TTL);
-        assert!(matches!(slot.read(|| t0 + 3 * TTL, TTL), Read::Rebuild(_)));
+        // A new item arrives while it sorts: the rebuild still lands (it is newer than the
+        // index it replaces), and is stale itself until its TTL.
+        slot.changed(TTL);
+        let second = Arc::new(CandidateIndex::build(&records()));
+        assert!(slot.install(rebuild, second.clone()));
+        let served = serves(slot.read(|| t0 + TTL + TTL / 2, TTL));
+        assert!(Arc::ptr_eq(&served, &second) && !Arc::ptr_eq(&served, &first));
+        let Read::Rebuild(again) = slot.read(|| t0 + 2 * TTL, TTL) else {
+            panic!("the change during the rebuild gets a rebuild of its own");
+        };
+        // An older rebuild never replaces a newer index.
+        let third = Arc::new(CandidateIndex::build(&records()));
+        assert!(slot.install(again, third.clone()));
+        let stale = Rebuild {
+            stale: first.clone(),
+            claim: Arc::new(AtomicBool::new(true)),
+            at: t0,
+            changes: 1,
+        };
+        assert!(!slot.install(stale, first));
+        assert!(Arc::ptr_eq(
+            &serves(slot.read(|| t0 + 5 * TTL, TTL)),
+            &third
+        ));
     }
 
     #[test]
-    fn with_no_ttl_an_event_drops_the_index() {
+    fn with_no_ttl_a_change_drops_the_index() {
         let t0 = Instant::now();
         let mut slot = IndexSlot::default();
         slot.get_or_build(&records(), t0);
-        slot.events_applied(Duration::ZERO);
+        slot.changed(Duration::ZERO);
         assert!(matches!(slot.read(|| t0, Duration::ZERO), Read::Missing));
     }
 }
