@@ -235,6 +235,9 @@ pub struct ItemRecord {
     /// ([`ItemRecord::columns`]): computed on first use after each change of `stats`.
     #[serde(skip)]
     columns: Cache<ItemColumns>,
+    /// The trending feature's value for one clock second ([`ItemRecord::trending_at`]).
+    #[serde(skip)]
+    trending: SecondCache,
 }
 
 /// How many item-only feature values [`ItemColumns`] holds at most.
@@ -289,6 +292,7 @@ impl ItemRecord {
             stats,
             derived: Cache::default(),
             columns: Cache::default(),
+            trending: SecondCache::default(),
         }
     }
 
@@ -300,7 +304,18 @@ impl ItemRecord {
     /// computed again on next use.
     pub fn stats_mut(&mut self) -> &mut ItemStats {
         self.columns = Cache::default();
+        self.trending = SecondCache::default();
         &mut self.stats
+    }
+
+    /// A value of the statistics that changes with the clock (the decayed trending score's
+    /// feature), for one clock `second`: `compute` runs on the first call for that second
+    /// after the record was built or its stats changed; later calls for the same second
+    /// return what it gave. Every feed of a second scores with the same clock (the trending
+    /// feature's clock is whole seconds), so the item's logarithm is taken once a second, not
+    /// once per feed that scores it (~30 k instructions a feed).
+    pub fn trending_at(&self, second: u32, compute: impl FnOnce(&ItemStats) -> f32) -> f32 {
+        self.trending.get_or(second, || compute(&self.stats))
     }
 
     /// The item-only feature values: `compute` runs on the first call after the record was
@@ -359,6 +374,45 @@ impl<T> PartialEq for Cache<T> {
 }
 
 impl<T> std::fmt::Debug for Cache<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("..")
+    }
+}
+
+/// One f32 kept for one clock second, in one atomic word (second + 1 in the high half, the
+/// value's bits in the low half; 0 is empty): readers on every ranker thread share it without
+/// a lock, and a race only computes the same value twice. Like [`Cache`], not carried by a
+/// clone and ignored by equality.
+#[derive(Default)]
+struct SecondCache(std::sync::atomic::AtomicU64);
+
+impl SecondCache {
+    fn get_or(&self, second: u32, compute: impl FnOnce() -> f32) -> f32 {
+        use std::sync::atomic::Ordering::Relaxed;
+        let key = u64::from(second.saturating_add(1)) << 32;
+        let held = self.0.load(Relaxed);
+        if held & !u64::from(u32::MAX) == key {
+            return f32::from_bits(held as u32);
+        }
+        let value = compute();
+        self.0.store(key | u64::from(value.to_bits()), Relaxed);
+        value
+    }
+}
+
+impl Clone for SecondCache {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for SecondCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for SecondCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("..")
     }

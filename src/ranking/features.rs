@@ -15,8 +15,12 @@ use crate::domain::{
 pub struct FeatureContext<'a> {
     pub now: UnixSeconds,
     pub user: Option<&'a UserProfile>,
-    /// What trending scores are divided by as of `now` (one `exp2` per request, not per row).
+    /// What trending scores are divided by as of `now` in whole seconds (one `exp2` per
+    /// request, not per row; whole seconds so that every feed of a second computes an item's
+    /// trending feature alike, and the record keeps it for the second: [`ItemRecord::trending_at`]).
     growth: f64,
+    /// `now` in whole seconds: the trending feature's clock.
+    second: u32,
     user_side: Option<UserSide<'a>>,
 }
 
@@ -33,10 +37,14 @@ struct UserSide<'a> {
 
 impl<'a> FeatureContext<'a> {
     pub fn new(now: UnixSeconds, user: Option<&'a UserProfile>) -> Self {
+        // A whole-second clock moves a trending value by at most 8e-6 of itself (half-life
+        // 24 h): less than a second of clock skew between replicas does.
+        let second = now.clamp(0.0, f64::from(u32::MAX - 1)).floor();
         Self {
             now,
             user,
-            growth: growth(now),
+            growth: growth(second),
+            second: second as u32,
             user_side: user.map(UserSide::new),
         }
     }
@@ -283,7 +291,9 @@ catalog! {
                 / (i.stats().clicks + CONVERSION_PRIOR_CLICKS)) as f32,
         );
     ItemTrending = "item_trending", "ln(1 + decayed trending score)",
-        |c, i| ln1p(i.stats().trending_score_at(c.growth));
+        |c, i| Some(i.trending_at(c.second, |s| {
+            ln1p(s.trending_score_at(c.growth)).unwrap_or(f32::NAN)
+        }));
     // ln1p's clamp of negative prices, from the value computed once per record.
     ItemLogPrice = "item_log_price", "ln(1 + price)",
         |_, i| Some(if i.item.price < 0.0 { 0.0 } else { i.derived().log_price as f32 });
@@ -329,6 +339,7 @@ const NO_CONTEXT: FeatureContext<'static> = FeatureContext {
     now: 0.0,
     user: None,
     growth: 1.0,
+    second: 0,
     user_side: None,
 };
 
@@ -679,6 +690,39 @@ mod tests {
         assert_eq!(assemble(&r), want(9.0));
         // A clone starts without the cache, and computes the same.
         assert_eq!(assemble(&r.clone()), assemble(&r));
+    }
+
+    /// The trending feature is kept per record for its clock second: the formula's value at
+    /// that whole second, the same for every feed of the second, new for the next second and
+    /// after the stats change within one.
+    #[test]
+    fn trending_is_kept_for_its_second_and_follows_the_stats() {
+        let spec = FeatureSpec::from_names(&["item_trending".into()]).unwrap();
+        let value = |r: &ItemRecord, now: f64| {
+            let mut out = Vec::new();
+            let ctx = FeatureContext::new(now, None);
+            spec.assemble(&ctx, [r], &mut out, &mut FeatureHealth::default());
+            out[0]
+        };
+        let want =
+            |r: &ItemRecord, second: f64| (r.stats().trending / growth(second)).ln_1p() as f32;
+        let t = 1.8e9;
+        let mut r = record();
+        r.stats_mut().record(EventKind::Purchase, t - 7_200.0);
+        let first = value(&r, t + 0.2);
+        assert_eq!(first, want(&r, t));
+        assert!(first > 0.0);
+        // Later in the same second: the same value (computed at the whole second).
+        assert_eq!(value(&r, t + 0.9), first);
+        // The next seconds: decayed further.
+        assert_eq!(value(&r, t + 1.0), want(&r, t + 1.0));
+        assert!(value(&r, t + 3_600.0) < first);
+        // An event within the second: the new score at once.
+        r.stats_mut().record(EventKind::Purchase, t);
+        assert_eq!(value(&r, t + 0.5), want(&r, t));
+        assert!(value(&r, t + 0.5) > first);
+        // A clone starts without the kept value, and computes the same.
+        assert_eq!(value(&r.clone(), t + 0.5), value(&r, t + 0.5));
     }
 
     /// More names than slots: some share a slot and go to the map; every one is found with
