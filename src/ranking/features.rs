@@ -17,7 +17,8 @@ pub struct FeatureContext<'a> {
     pub user: Option<&'a UserProfile>,
     /// What trending scores are divided by as of `now` in whole seconds (one `exp2` per
     /// request, not per row; whole seconds so that every feed of a second computes an item's
-    /// trending feature alike, and the record keeps it for the second: [`ItemRecord::trending_at`]).
+    /// trending feature alike, and the record keeps it for the second:
+    /// [`ItemRecord::trending_at`]).
     growth: f64,
     /// `now` in whole seconds: the trending feature's clock.
     second: u32,
@@ -292,6 +293,7 @@ catalog! {
         );
     ItemTrending = "item_trending", "ln(1 + decayed trending score)",
         |c, i| Some(i.trending_at(c.second, |s| {
+            // (`ln1p` answers `Some` for every input; NaN stays NaN and is counted.)
             ln1p(s.trending_score_at(c.growth)).unwrap_or(f32::NAN)
         }));
     // ln1p's clamp of negative prices, from the value computed once per record.
