@@ -197,6 +197,51 @@ fn the_memory_script_measures_both_backends() {
     assert!(number(&embedded, "seeded.rss_mb") > number(&embedded, "empty.rss_mb"));
 }
 
+/// `loadtest/catalog-writes` on a tiny run: the three phases, feeds served in each, and new
+/// items accepted only while writing.
+#[test]
+fn the_catalog_writes_script_times_feeds_around_an_import() {
+    let _serial = one_at_a_time();
+    let out = Command::new("python3")
+        .arg(Path::new(ROOT).join("loadtest/catalog-writes"))
+        .args([
+            "--items",
+            "500",
+            "--seconds",
+            "1",
+            "--batch",
+            "5",
+            "--every",
+            "0.1",
+        ])
+        .args(["--binary", env!("CARGO_BIN_EXE_eaglerank")])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let phases = report["phases"].as_array().unwrap();
+    let writes: Vec<bool> = phases
+        .iter()
+        .map(|p| p["writes"].as_bool().unwrap())
+        .collect();
+    assert_eq!(writes, [false, true, false], "{report}");
+    for p in phases {
+        assert!(p["feeds"].as_u64().unwrap() > 0, "{p}");
+        assert!(
+            p["max_ms"].as_f64().unwrap() >= p["p50_ms"].as_f64().unwrap(),
+            "{p}"
+        );
+        let added = p["items_added"].as_u64().unwrap();
+        assert_eq!(added > 0, p["writes"].as_bool().unwrap(), "{p}");
+    }
+    assert!(stdout.contains("with writes"), "{stdout}");
+}
+
 /// The soak's reading of an RSS curve: a plateau, when it was reached, growth at the end.
 #[test]
 fn the_soak_summary_finds_the_plateau_and_the_late_growth() {
