@@ -40,24 +40,31 @@ fn number(v: &Value, path: &str) -> f64 {
         .unwrap_or_else(|| panic!("{path} missing or not a number in the report"))
 }
 
+/// Runs the Python script `loadtest/<script>` with `args` and `--binary` this test build; its
+/// stdout, once it exited 0 (else the test fails with both outputs).
+fn run_script(script: &str, args: &[&str]) -> String {
+    let out = Command::new("python3")
+        .arg(Path::new(ROOT).join("loadtest").join(script))
+        .args(args)
+        .args(["--binary", env!("CARGO_BIN_EXE_eaglerank")])
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "loadtest/{script} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// Runs `loadtest/bench --smoke <args>` on the test build into `out_dir`: the markdown
 /// report's path and the JSON report.
 fn bench(args: &[&str], out_dir: &Path) -> (String, Value) {
-    let out = Command::new("python3")
-        .arg(Path::new(ROOT).join("loadtest/bench"))
-        .arg("--smoke")
-        .args(args)
-        .args(["--binary", env!("CARGO_BIN_EXE_eaglerank"), "--out"])
-        .arg(out_dir)
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "bench failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let md = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let out_dir = out_dir.to_str().expect("a UTF-8 path");
+    let args = [&["--smoke"], args, &["--out", out_dir]].concat();
+    let stdout = run_script("bench", &args);
+    let md = stdout.trim().to_owned();
     let json = std::fs::read_to_string(md.replace(".md", ".json")).unwrap();
     (md, serde_json::from_str(&json).unwrap())
 }
@@ -168,20 +175,8 @@ fn the_soak_reports_rss_over_time_for_both_backends() {
 #[test]
 fn the_memory_script_measures_both_backends() {
     let _serial = one_at_a_time();
-    let run = |args: &[&str]| -> Value {
-        let out = Command::new("python3")
-            .arg(Path::new(ROOT).join("loadtest/memory"))
-            .args(args)
-            .args(["--binary", env!("CARGO_BIN_EXE_eaglerank")])
-            .output()
-            .expect("python3 runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
+    let run =
+        |args: &[&str]| -> Value { serde_json::from_str(&run_script("memory", args)).unwrap() };
     let redis = run(&["redis", "--feeds", "200"]);
     // A served feed's entry in Redis: a few hundred bytes, not nothing and not kilobytes.
     let per_feed = number(&redis, "bytes_per_first_page");
@@ -202,9 +197,9 @@ fn the_memory_script_measures_both_backends() {
 #[test]
 fn the_catalog_writes_script_times_feeds_around_an_import() {
     let _serial = one_at_a_time();
-    let out = Command::new("python3")
-        .arg(Path::new(ROOT).join("loadtest/catalog-writes"))
-        .args([
+    let stdout = run_script(
+        "catalog-writes",
+        &[
             "--items",
             "500",
             "--seconds",
@@ -213,16 +208,8 @@ fn the_catalog_writes_script_times_feeds_around_an_import() {
             "5",
             "--every",
             "0.1",
-        ])
-        .args(["--binary", env!("CARGO_BIN_EXE_eaglerank")])
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
     let report: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     let phases = report["phases"].as_array().unwrap();
     let writes: Vec<bool> = phases
@@ -283,24 +270,7 @@ fn the_chaos_harness_runs_every_scenario_and_prints_both_tables() {
     let _serial = one_at_a_time();
     // One second per fault and two connections: the tooling works end to end; the figures of
     // a real run are the README's.
-    let out = Command::new("python3")
-        .arg(Path::new(ROOT).join("loadtest/chaos"))
-        .args([
-            "--fault-seconds",
-            "1",
-            "--connections",
-            "2",
-            "--binary",
-            env!("CARGO_BIN_EXE_eaglerank"),
-        ])
-        .output()
-        .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "chaos failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_script("chaos", &["--fault-seconds", "1", "--connections", "2"]);
     let row = |scenario: &str| -> Vec<String> {
         stdout
             .lines()
