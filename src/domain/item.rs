@@ -3,7 +3,7 @@
 //! demo seeder and the simulator apply events through [`ItemStats::record`], so item
 //! features mean the same thing everywhere.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -230,14 +230,14 @@ pub struct ItemRecord {
     /// not carried by a clone: a record's `item` is replaced, never edited, after a ranker saw
     /// it (a catalog update builds a new record); only `stats` change in place.
     #[serde(skip)]
-    derived: Cache<ItemDerived>,
+    derived: Cache<OnceLock<ItemDerived>>,
     /// The item-only feature values, as the ranker computes them from `item` and `stats`
     /// ([`ItemRecord::columns`]): computed on first use after each change of `stats`.
     #[serde(skip)]
-    columns: Cache<ItemColumns>,
+    columns: Cache<OnceLock<ItemColumns>>,
     /// The trending feature's value for one clock second ([`ItemRecord::trending_at`]).
     #[serde(skip)]
-    trending: SecondCache,
+    trending: Cache<SecondCache>,
 }
 
 /// How many item-only feature values [`ItemColumns`] holds at most.
@@ -292,7 +292,7 @@ impl ItemRecord {
             stats,
             derived: Cache::default(),
             columns: Cache::default(),
-            trending: SecondCache::default(),
+            trending: Cache::default(),
         }
     }
 
@@ -304,7 +304,7 @@ impl ItemRecord {
     /// computed again on next use.
     pub fn stats_mut(&mut self) -> &mut ItemStats {
         self.columns = Cache::default();
-        self.trending = SecondCache::default();
+        self.trending = Cache::default();
         &mut self.stats
     }
 
@@ -315,7 +315,7 @@ impl ItemRecord {
     /// feature's clock is whole seconds), so the item's logarithm is taken once a second, not
     /// once per feed that scores it (~30 k instructions a feed).
     pub fn trending_at(&self, second: u32, compute: impl FnOnce(&ItemStats) -> f32) -> f32 {
-        self.trending.get_or(second, || compute(&self.stats))
+        self.trending.0.get_or(second, || compute(&self.stats))
     }
 
     /// The item-only feature values: `compute` runs on the first call after the record was
@@ -350,17 +350,12 @@ pub struct ItemDerived {
     pub brand_key: u64,
 }
 
-/// A value computed from a record on first use: a cache, not data — not carried by a clone,
-/// not compared, not serialized.
-struct Cache<T>(std::sync::OnceLock<T>);
+/// Values computed from a record when first asked (a `OnceLock`, or a [`SecondCache`]): a
+/// cache, not data — not carried by a clone, not compared, not serialized.
+#[derive(Default)]
+struct Cache<T>(T);
 
-impl<T> Default for Cache<T> {
-    fn default() -> Self {
-        Self(std::sync::OnceLock::new())
-    }
-}
-
-impl<T> Clone for Cache<T> {
+impl<T: Default> Clone for Cache<T> {
     fn clone(&self) -> Self {
         Self::default()
     }
@@ -381,8 +376,7 @@ impl<T> std::fmt::Debug for Cache<T> {
 
 /// One f32 kept for one clock second, in one atomic word (second + 1 in the high half, the
 /// value's bits in the low half; 0 is empty): readers on every ranker thread share it without
-/// a lock, and a race only computes the same value twice. Like [`Cache`], not carried by a
-/// clone and ignored by equality.
+/// a lock, and a race only computes the same value twice.
 #[derive(Default)]
 struct SecondCache(std::sync::atomic::AtomicU64);
 
@@ -397,24 +391,6 @@ impl SecondCache {
         let value = compute();
         self.0.store(key | u64::from(value.to_bits()), Relaxed);
         value
-    }
-}
-
-impl Clone for SecondCache {
-    fn clone(&self) -> Self {
-        Self::default()
-    }
-}
-
-impl PartialEq for SecondCache {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl std::fmt::Debug for SecondCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("..")
     }
 }
 

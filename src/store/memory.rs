@@ -540,6 +540,24 @@ mod tests {
         ));
     }
 
+    /// Tenant `t`'s lists as soon as `done` holds of them (read every 10 ms, for up to 2 s:
+    /// stale lists are rebuilt on a blocking thread), or as they are then.
+    async fn lists_once(
+        store: &MemoryStore,
+        q: &CandidateQuery,
+        done: impl Fn(&CandidateLists<Arc<ItemRecord>>) -> bool,
+    ) -> CandidateLists<Arc<ItemRecord>> {
+        let mut lists = store.lists("t", q).unwrap();
+        for _ in 0..200 {
+            if done(&lists) {
+                break;
+            }
+            actix_rt::time::sleep(Duration::from_millis(10)).await;
+            lists = store.lists("t", q).unwrap();
+        }
+        lists
+    }
+
     /// With a list TTL, events and new items show in the lists once the index is that old
     /// (feeds under event traffic or a catalog import share one index instead of each sorting
     /// the catalog again); a patch shows at once.
@@ -582,14 +600,12 @@ mod tests {
         actix_rt::time::sleep(TTL.saturating_sub(built.elapsed())).await;
         // The first read past the TTL starts the rebuild (on a blocking thread) and is served
         // the stale index; a later one the rebuilt.
-        let mut rebuilt = Vec::new();
-        for _ in 0..200 {
-            rebuilt = trending(store.lists("t", &q).unwrap());
-            if rebuilt == ["a", "b"] {
-                break;
-            }
-            actix_rt::time::sleep(Duration::from_millis(10)).await;
-        }
+        let rebuilt = trending(
+            lists_once(&store, &q, |l| {
+                l.trending.iter().map(|r| &*r.item.item_id).eq(["a", "b"])
+            })
+            .await,
+        );
         assert_eq!(rebuilt, ["a", "b"], "after the TTL, rebuilt");
 
         let purchases = [
@@ -606,14 +622,7 @@ mod tests {
         let newest = |lists: &CandidateLists<Arc<ItemRecord>>| {
             lists.new_arrivals[0].item.item_id.to_string()
         };
-        let mut lists = store.lists("t", &q).unwrap();
-        for _ in 0..200 {
-            if newest(&lists) == "c" {
-                break;
-            }
-            actix_rt::time::sleep(Duration::from_millis(10)).await;
-            lists = store.lists("t", &q).unwrap();
-        }
+        let lists = lists_once(&store, &q, |l| newest(l) == "c").await;
         assert_eq!(newest(&lists), "c", "a new item: within the TTL");
         assert_eq!(trending(lists)[0], "b", "with the events before it");
 
