@@ -170,8 +170,8 @@ fn the_soak_reports_rss_over_time_for_both_backends() {
     }
 }
 
-/// `loadtest/memory` on a tiny run: Redis bytes per served feed, and the embedded store's
-/// seed time and bytes per entity, as numbers.
+/// `loadtest/memory` on a tiny run: Redis bytes per served feed, the embedded store's seed time
+/// and bytes per entity, and the Redis backend's RSS per cached item, as numbers.
 #[test]
 fn the_memory_script_measures_both_backends() {
     let _serial = one_at_a_time();
@@ -190,6 +190,11 @@ fn the_memory_script_measures_both_backends() {
     assert!(number(&embedded, "seeded.estimated_bytes_per_user") > 100.0);
     assert_eq!(number(&embedded, "seeded.entries.items"), 2000.0);
     assert!(number(&embedded, "seeded.rss_mb") > number(&embedded, "empty.rss_mb"));
+    // Every item read once lands in the Redis-backed replica's local cache, and costs RSS.
+    let cache = run(&["item-cache", "--items", "3000"]);
+    assert!(number(&cache, "cache_misses") >= 3000.0, "{cache}");
+    let per_item = number(&cache, "rss_bytes_per_cached_item");
+    assert!((1.0..=65_536.0).contains(&per_item), "{cache}");
 }
 
 /// `loadtest/catalog-writes` on a tiny run: the three phases, feeds served in each, and new
