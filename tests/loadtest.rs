@@ -73,8 +73,24 @@ fn bench(args: &[&str], out_dir: &Path) -> (String, Value) {
 fn the_benchmark_harness_writes_a_complete_report() {
     let _serial = one_at_a_time();
     let out_dir = tempfile::tempdir().unwrap();
-    let (md, report) = bench(&[], out_dir.path());
-    assert!(md.ends_with("-smoke.md"), "{md}");
+    // With two CPUs or more, Redis runs on the last one alone (`--redis-cpus`), as the
+    // README's run with Redis on cores of its own does; the report says where each ran.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let last = (cpus - 1).to_string();
+    let pinned: &[&str] = if cpus >= 2 {
+        &["--redis-cpus", &last]
+    } else {
+        &[]
+    };
+    let (md, report) = bench(pinned, out_dir.path());
+    assert!(
+        md.ends_with(if cpus >= 2 {
+            "-smoke-redis-own-cpus.md"
+        } else {
+            "-smoke.md"
+        }),
+        "{md}"
+    );
 
     for key in ["host", "cpu_model", "git_revision", "date", "wrk"] {
         assert!(
@@ -121,12 +137,23 @@ fn the_benchmark_harness_writes_a_complete_report() {
         }
     }
     number(&backends[1], "components.store_fetch.redis.p50_ms");
+    // Redis's own CPU per feed: what bounds the feeds/s one Redis serves to every replica.
+    assert!(number(&backends[1], "redis_cpu_ms_per_request") > 0.0);
+    assert!(backends[0].get("redis_cpu_ms_per_request").is_none());
+    if cpus >= 2 {
+        assert_eq!(backends[1]["redis_cpus"], last.as_str());
+        for b in backends {
+            let service = b["service_cpus"].as_str().unwrap();
+            assert!(!service.contains(&last), "the service ran on {service}");
+        }
+    }
     let text = std::fs::read_to_string(&md).unwrap();
     for needle in [
         "feed saturation",
         "/healthz saturation",
         "inference ceiling",
         "idle RSS",
+        "Redis CPU per feed request",
     ] {
         assert!(
             text.contains(needle),
@@ -147,6 +174,33 @@ fn the_benchmark_harness_writes_a_complete_report() {
         charts, 4,
         "latency-over-time and throughput-vs-latency, per backend"
     );
+}
+
+/// `loadtest/alternate` (here the test build twice, on a Redis): one line per run with the
+/// figures a comparison reads, then one mean per binary.
+#[test]
+fn the_alternate_script_times_binaries_in_turns() {
+    let _serial = one_at_a_time();
+    let exe = env!("CARGO_BIN_EXE_eaglerank");
+    let stdout = run_script("alternate", &["--smoke", "--redis", "--binary", exe]);
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4, "two runs and two means:\n{stdout}");
+    for line in &lines {
+        assert_eq!(line["binary"], exe);
+        for key in [
+            "feeds_per_second",
+            "service_cpu_ms_per_feed",
+            "redis_cpu_ms_per_feed",
+        ] {
+            assert!(number(line, key) > 0.0, "{key}: {line}");
+        }
+        assert_eq!(number(line, "errors"), 0.0, "{line}");
+    }
+    assert!(lines[..2].iter().all(|l| l.get("mean_of").is_none()));
+    assert!(lines[2..].iter().all(|l| number(l, "mean_of") == 1.0));
 }
 
 #[test]
