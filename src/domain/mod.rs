@@ -16,7 +16,9 @@ pub use item::{
     ITEM_COLUMNS, Item, ItemColumns, ItemDerived, ItemId, ItemPatch, ItemRecord, ItemStats,
     WINDOWS, WindowCounts, growth, key_hash, table_bytes,
 };
-pub use user::{Affinities, HISTORY_IMPRESSIONS, HISTORY_ITEMS, Profile, Touched, UserProfile};
+pub use user::{
+    AFFINITY_NAMES, Affinities, HISTORY_IMPRESSIONS, HISTORY_ITEMS, Profile, Touched, UserProfile,
+};
 pub mod rules;
 
 /// Seconds since the Unix epoch, as the model's time features use them.

@@ -67,6 +67,16 @@ pub const HISTORY_ITEMS: usize = 500;
 /// Impressions kept per item: fatigue can count up to this many.
 pub const HISTORY_IMPRESSIONS: usize = 16;
 
+/// Category and brand names a profile tracks, the two together. A user's names only grow (no
+/// decay), and every feed reads them all — on Redis as fields of the user's hash, parsed per
+/// feed — so a bot clicking across a whole catalog must not grow them without end. Past the
+/// bound a new name is not tracked (its share reads 0); the names already kept go on
+/// accumulating, and `affinity_total` counts every event, so kept shares stay shares of all
+/// the user's activity. First come, first kept: the rule needs no order between names, so the
+/// embedded store and Redis's event script keep the same ones. The demo's 24 categories and
+/// 120 brands never reach it.
+pub const AFFINITY_NAMES: usize = 256;
+
 /// Weights per name, in first-seen order: a user acts on a handful of categories and brands,
 /// so a short list beats a hash table (no buckets, no hashing).
 #[derive(Debug, Clone)]
@@ -106,9 +116,23 @@ impl<N> Affinities<N> {
     where
         N: Borrow<Q>,
     {
+        self.add_within(name, w, make, true);
+    }
+
+    /// [`Self::add`], but a new name only when `room`: a name already kept always adds.
+    pub fn add_within<Q: ?Sized + PartialEq>(
+        &mut self,
+        name: &Q,
+        w: f32,
+        make: impl FnOnce() -> N,
+        room: bool,
+    ) where
+        N: Borrow<Q>,
+    {
         match self.0.iter_mut().find(|(n, _)| (*n).borrow() == name) {
             Some((_, weight)) => *weight += w,
-            None => self.0.push((make(), w)),
+            None if room => self.0.push((make(), w)),
+            None => {}
         }
     }
 
@@ -167,8 +191,14 @@ impl<I: Clone + Eq, N: Clone + Eq> Profile<I, N> {
             return;
         }
         self.interactions += 1.0;
-        self.category_affinity.add(category, w, || category.clone());
-        self.brand_affinity.add(brand, w, || brand.clone());
+        // The category first, then the brand: Redis's event script admits them in that order.
+        let room = |p: &Self| p.category_affinity.len() + p.brand_affinity.len() < AFFINITY_NAMES;
+        let fits = room(self);
+        self.category_affinity
+            .add_within(category, w, || category.clone(), fits);
+        let fits = room(self);
+        self.brand_affinity
+            .add_within(brand, w, || brand.clone(), fits);
         self.affinity_total += w;
         self.price_sum += price;
         self.price_count += 1.0;
@@ -265,5 +295,56 @@ impl UserProfile {
             .collect();
         cats.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
         cats.into_iter().take(n).map(|(c, _)| c).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Item;
+
+    fn item(i: usize) -> Item {
+        Item {
+            category: format!("cat{i}"),
+            brand: format!("brand{i}"),
+            ..Item::example(&format!("i{i}"))
+        }
+    }
+
+    #[test]
+    fn affinity_names_stop_growing_at_the_bound_first_come_first_kept() {
+        let mut p = UserProfile::default();
+        let n = AFFINITY_NAMES; // twice the bound's names: a category and a brand each
+        for i in 0..n {
+            p.record(EventKind::Click, &item(i), 1_000.0 + i as f64);
+        }
+        assert_eq!(
+            p.category_affinity.len() + p.brand_affinity.len(),
+            AFFINITY_NAMES
+        );
+        // Each event its category, then its brand: the first half of the events fill it.
+        let kept = AFFINITY_NAMES / 2;
+        assert!(p.category_affinity.get("cat0").is_some());
+        assert!(
+            p.brand_affinity
+                .get(&*format!("brand{}", kept - 1))
+                .is_some()
+        );
+        assert!(p.category_affinity.get(&*format!("cat{kept}")).is_none());
+        assert!(p.brand_affinity.get(&*format!("brand{kept}")).is_none());
+        // Every event counts in the total; a kept name goes on accumulating, a dropped one
+        // stays out.
+        let click = EventKind::Click.affinity_weight();
+        assert_eq!(p.affinity_total, n as f32 * click);
+        p.record(EventKind::Purchase, &item(0), 5_000.0);
+        p.record(EventKind::Purchase, &item(kept), 5_001.0);
+        let purchase = EventKind::Purchase.affinity_weight();
+        assert_eq!(p.category_affinity.get("cat0"), Some(click + purchase));
+        assert!(p.category_affinity.get(&*format!("cat{kept}")).is_none());
+        assert_eq!(p.affinity_total, n as f32 * click + 2.0 * purchase);
+        assert_eq!(
+            p.category_affinity.len() + p.brand_affinity.len(),
+            AFFINITY_NAMES
+        );
     }
 }

@@ -9,7 +9,7 @@
 //! | `er:{t}:cat:<category>`             | zset | item → all-time engagement (popularity) |
 //! | `er:{t}:new`                        | zset | item → `created_at` |
 //! | `er:{t}:users`                      | set  | every user id with a profile: the `users` budget's count and membership test |
-//! | `er:{t}:user:<user_id>`             | hash | `interactions`, `affinity_total`, `price_sum`, `price_count`, `c:<category>`, `b:<brand>` |
+//! | `er:{t}:user:<user_id>`             | hash | `interactions`, `affinity_total`, `price_sum`, `price_count`, `c:<category>`, `b:<brand>` (at most `AFFINITY_NAMES` names) |
 //! | `er:{t}:recent:<user_id>`           | list | recently interacted item ids, newest first |
 //! | `er:{t}:seen:<bucket>`              | set  | event ids applied in one time bucket (half the dedup window); unlinked once out of the window |
 //! | `er:{t}:hist:<user_id>`             | hash | item → the user's history with it: `p` if bought, then impression times since the last engagement, none 168 h older than the item's newest (`History::decode` reads it); past 1 000 items trimmed to the 500 seen last; expires 30 days after the user's last event |

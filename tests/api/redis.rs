@@ -894,6 +894,64 @@ async fn a_users_item_history_in_redis_stays_bounded() {
     assert_eq!(seen("h0"), 0);
 }
 
+/// A user acting across a whole catalog: past `AFFINITY_NAMES` category and brand names the
+/// profile tracks no new one, alike on Redis (the event script) and the embedded store — the
+/// same names kept, in batches that split anywhere, a kept name still adding up.
+#[actix_rt::test]
+async fn a_users_affinity_names_stay_bounded_alike_on_both_backends() {
+    use eaglerank::domain::AFFINITY_NAMES;
+    let redis = RedisServer::start();
+    let r = redis.store();
+    let m = MemoryStore::new(["t".to_string()]);
+    // Each item its own category and brand: twice the bound's names, and some more.
+    let n = AFFINITY_NAMES + 40;
+    let items: Vec<Item> = (0..n)
+        .map(|i| Item {
+            category: format!("cat{i}"),
+            brand: format!("brand{i}"),
+            ..plain_item(&format!("a{i}"))
+        })
+        .collect();
+    let click = |i: usize, at: usize| Event {
+        event_id: None,
+        kind: EventKind::Click,
+        user_id: "u1".into(),
+        item_id: format!("a{i}").into(),
+        timestamp: ANCHOR + at as f64,
+    };
+    // In order, then the first item again (kept: it adds up) and the last (never kept).
+    let mut events: Vec<Event> = (0..n).map(|i| click(i, i)).collect();
+    events.extend([click(0, n), click(n - 1, n + 1)]);
+    for s in [&r as &dyn FeatureStore, &m] {
+        s.upsert_items("t", items.clone()).await.unwrap();
+        // Batches that straddle the point where the bound fills (event 128).
+        for batch in events.chunks(57) {
+            s.apply_events("t", batch).await.unwrap();
+        }
+    }
+    let (pr, pm) = (
+        r.user_profile("t", "u1").await.unwrap().unwrap(),
+        m.user_profile("t", "u1").await.unwrap().unwrap(),
+    );
+    assert_same_profile(&pr, &pm);
+    assert_eq!(
+        pr.category_affinity.len() + pr.brand_affinity.len(),
+        AFFINITY_NAMES
+    );
+    let kept = AFFINITY_NAMES / 2;
+    let click = EventKind::Click.affinity_weight();
+    assert_eq!(pr.category_affinity.get("cat0"), Some(2.0 * click));
+    assert!(
+        pr.brand_affinity
+            .get(&*format!("brand{}", kept - 1))
+            .is_some()
+    );
+    assert!(pr.category_affinity.get(&*format!("cat{kept}")).is_none());
+    assert!(pr.brand_affinity.get(&*format!("brand{}", n - 1)).is_none());
+    // Every click counts in the total the shares divide by.
+    assert_eq!(pr.affinity_total, events.len() as f32 * click);
+}
+
 /// Items whose impressions are all more than the horizon (168 h) behind the user's newest are
 /// swept from the Redis hash each time it reaches a multiple of 32 items, purchases stay, and
 /// the history read back is the embedded store's.

@@ -21,9 +21,13 @@ use indexmap::{IndexMap, IndexSet};
 
 use super::super::keys::{self, BRAND_PREFIX, CATEGORY_PREFIX, STATS_FIELD};
 use crate::domain::{
-    Event, EventKind, HISTORY_HORIZON_SECONDS, HISTORY_IMPRESSIONS, HISTORY_ITEMS, Item, ItemStats,
-    RECENT_ITEMS, UserProfile, WINDOWS, WindowCounts,
+    AFFINITY_NAMES, Event, EventKind, HISTORY_HORIZON_SECONDS, HISTORY_IMPRESSIONS, HISTORY_ITEMS,
+    Item, ItemStats, RECENT_ITEMS, UserProfile, WINDOWS, WindowCounts,
 };
+
+/// The fields of a user's hash besides the affinity names (every user with one has all four:
+/// the chunk writes them before its names).
+const USER_COUNTS: [&str; 4] = ["interactions", "price_count", "affinity_total", "price_sum"];
 
 /// A user's item history expires this long after their last event: what bounds the purchase
 /// exclusion's memory in Redis (the embedded store bounds it by `HISTORY_ITEMS` per user).
@@ -36,6 +40,8 @@ const HISTORY_SWEEP_EVERY: usize = 32;
 /// the keys the operations name by index. ARGV: the number of ids, the current set's expiry
 /// (Unix ms), the ids, then operations, each a code, a key index and its arguments:
 /// - `i field n` — `HINCRBY` (counts), `f field x` — `HINCRBYFLOAT`;
+/// - `n field x` — `HINCRBYFLOAT` of an affinity name in a user's hash, a new name only while
+///   the hash holds fewer than `AFFINITY_NAMES` of them (`Profile::record_touch`'s bound);
 /// - `s packed` — add an item's counts into its `stats` field and merge its window counts,
 ///   as `WindowCounts::merge` does (the two must stay in step; the backend equivalence
 ///   tests compare them);
@@ -77,6 +83,15 @@ while i <= n do
     redis.call('HINCRBY', key, ARGV[i + 2], ARGV[i + 3]); i = i + 4
   elseif op == 'f' then
     redis.call('HINCRBYFLOAT', key, ARGV[i + 2], ARGV[i + 3]); i = i + 4
+  elseif op == 'n' then
+    -- An affinity name: a new one only while the user's hash holds fewer than AFFINITY_NAMES
+    -- (its USER_COUNTS count fields come first).
+    local field = ARGV[i + 2]
+    if redis.call('HEXISTS', key, field) == 1
+        or redis.call('HLEN', key) < USER_COUNTS + AFFINITY_NAMES then
+      redis.call('HINCRBYFLOAT', key, field, ARGV[i + 3])
+    end
+    i = i + 4
   elseif op == 'z' then
     redis.call('ZADD', key, 'XX', 'INCR', ARGV[i + 3], ARGV[i + 2]); i = i + 4
   elseif op == 's' then
@@ -199,6 +214,8 @@ pub(super) static APPLY_EVENTS: LazyLock<(String, redis::Script)> = LazyLock::ne
         .replace("HISTORY_HORIZON", &HISTORY_HORIZON_SECONDS.to_string())
         .replace("SWEEP_EVERY", &HISTORY_SWEEP_EVERY.to_string())
         .replace("HISTORY_ITEMS", &HISTORY_ITEMS.to_string())
+        .replace("AFFINITY_NAMES", &AFFINITY_NAMES.to_string())
+        .replace("USER_COUNTS", &USER_COUNTS.len().to_string())
         .replace("STATS_FORMAT", &format!("'<{}'", "d".repeat(STATS_VALUES)))
         .replace("STATS_BYTES", &(STATS_VALUES * 8).to_string())
         .replace("STATS_VALUES", &STATS_VALUES.to_string())
@@ -354,39 +371,48 @@ pub(super) fn invocation(
             continue;
         }
         let key = table.position(keys::user(tenant, user));
+        let [interactions, price_count, affinity_total, price_sum] = USER_COUNTS;
         call.arg("i")
             .arg(key)
-            .arg("interactions")
+            .arg(interactions)
             .arg(profile.interactions as i64);
         call.arg("i")
             .arg(key)
-            .arg("price_count")
+            .arg(price_count)
             .arg(profile.price_count as i64);
         call.arg("f")
             .arg(key)
-            .arg("affinity_total")
+            .arg(affinity_total)
             .arg(f64::from(profile.affinity_total));
-        call.arg("f")
-            .arg(key)
-            .arg("price_sum")
-            .arg(profile.price_sum);
-        let affinities = [
-            (CATEGORY_PREFIX, &profile.category_affinity),
-            (BRAND_PREFIX, &profile.brand_affinity),
-        ];
-        for (prefix, weights) in affinities {
-            for (name, w) in weights.iter() {
-                call.arg("f")
-                    .arg(key)
-                    .arg(format!("{prefix}{name}"))
-                    .arg(f64::from(w));
-            }
-        }
+        call.arg("f").arg(key).arg(price_sum).arg(profile.price_sum);
         let recent = table.position(keys::recent(tenant, user));
         call.arg("r").arg(recent).arg(profile.recent_items.len());
         for id in &profile.recent_items {
             call.arg(&**id);
         }
+    }
+    // Affinity names, after every user's counts (the script counts a user's names as the
+    // hash's fields past those): in the order the events first touch them, each event its
+    // category then its brand, with the chunk's sum — the order the embedded store admits
+    // new names in under `AFFINITY_NAMES`.
+    let mut names: IndexMap<(&str, &str, &str), f32> = IndexMap::new();
+    for (e, item) in events {
+        let w = e.kind.affinity_weight();
+        if w == 0.0 {
+            continue;
+        }
+        for (prefix, name) in [
+            (CATEGORY_PREFIX, &item.category),
+            (BRAND_PREFIX, &item.brand),
+        ] {
+            *names.entry((&*e.user_id, prefix, name)).or_default() += w;
+        }
+    }
+    for ((user, prefix, name), w) in names {
+        call.arg("n")
+            .arg(table.position(keys::user(tenant, user)))
+            .arg(format!("{prefix}{name}"))
+            .arg(f64::from(w));
     }
     // Item histories change in event order (an impression after a click counts, before it
     // does not), so one operation per event; then each user's history expiry, once.
