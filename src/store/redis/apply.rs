@@ -57,6 +57,16 @@ const HISTORY_SWEEP_EVERY: usize = 32;
 /// Returns an empty array when the chunk was applied, else the 1-based positions (among the
 /// ids) of the ids already seen, and nothing was written.
 const APPLY_EVENTS_LUA: &str = r"
+-- One side's share of a window counter merged into bucket b (see op 's'): a function, not a
+-- loop over {s, d}, so the merge allocates no table per counter.
+local function side(w, o, j, b, cur, prev)
+  if w[o + 1] == b then
+    return cur + w[o + j], prev + w[o + 4 + j]
+  elseif w[o + 1] == b - 1 then
+    return cur, prev + w[o + j]
+  end
+  return cur, prev
+end
 local ids = tonumber(ARGV[1])
 local dups, dup = {}, {}
 if ids > 0 then
@@ -105,15 +115,8 @@ while i <= n do
       for o = 4, STATS_VALUES - 9, 9 do
         local b = math.max(s[o + 1], d[o + 1])
         for j = 2, 5 do
-          local cur, prev = 0, 0
-          for _, w in ipairs({s, d}) do
-            if w[o + 1] == b then
-              cur, prev = cur + w[o + j], prev + w[o + 4 + j]
-            elseif w[o + 1] == b - 1 then
-              prev = prev + w[o + j]
-            end
-          end
-          d[o + j], d[o + 4 + j] = cur, prev
+          local cur, prev = side(s, o, j, b, 0, 0)
+          d[o + j], d[o + 4 + j] = side(d, o, j, b, cur, prev)
         end
         d[o + 1] = b
       end
