@@ -95,10 +95,11 @@ while i <= n do
     redis.call('HINCRBYFLOAT', key, ARGV[i + 2], ARGV[i + 3]); i = i + 4
   elseif op == 'n' then
     -- An affinity name: a new one only while the user's hash holds fewer than AFFINITY_NAMES
-    -- (its USER_COUNTS count fields come first).
+    -- (its USER_COUNTS count fields come first). The length first: below the bound — nearly
+    -- every user — one call decides, where asking HEXISTS first took two for a new name.
     local field = ARGV[i + 2]
-    if redis.call('HEXISTS', key, field) == 1
-        or redis.call('HLEN', key) < USER_COUNTS + AFFINITY_NAMES then
+    if redis.call('HLEN', key) < USER_COUNTS + AFFINITY_NAMES
+        or redis.call('HEXISTS', key, field) == 1 then
       redis.call('HINCRBYFLOAT', key, field, ARGV[i + 3])
     end
     i = i + 4
