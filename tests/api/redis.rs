@@ -952,6 +952,130 @@ async fn a_users_affinity_names_stay_bounded_alike_on_both_backends() {
     assert_eq!(pr.affinity_total, events.len() as f32 * click);
 }
 
+/// The event script groups a chunk's changes per key (a user's history read and written once,
+/// a zset's increments in one `ZMSCORE` + `ZADD XX`): random chunks of interleaved users —
+/// runs of impressions past `HISTORY_IMPRESSIONS` on one item, clicks and purchases between
+/// them, gaps past the horizon, late events — leave every item, list and profile as the
+/// embedded store's event-by-event application does.
+#[actix_rt::test]
+async fn random_chunks_grouped_per_key_match_the_embedded_store_event_by_event() {
+    use eaglerank::domain::HISTORY_IMPRESSIONS;
+    use rand::{Rng, SeedableRng};
+    let redis = RedisServer::start();
+    let r = redis.store();
+    let m = MemoryStore::new(["t".to_string()]);
+    let categories = ["shoes", "bags", "hats"];
+    let items: Vec<Item> = (0..24)
+        .map(|i| Item {
+            category: categories[i % 3].into(),
+            ..plain_item(&format!("g{i}"))
+        })
+        .collect();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(19);
+    let mut at = ANCHOR;
+    let events: Vec<Event> = (0..1_500)
+        .map(|n| {
+            // Mostly seconds apart; now and then more than the 168 h horizon.
+            at += if rng.random_bool(0.01) {
+                8.0 * 86_400.0
+            } else {
+                rng.random_range(0.0..30.0)
+            };
+            // Some arrive late (up to two hours: into the windows' previous buckets, and out
+            // of order among an item's impressions).
+            let late = if rng.random_bool(0.1) {
+                rng.random_range(0.0..7_200.0)
+            } else {
+                0.0
+            };
+            let kind = match rng.random_range(0..100) {
+                0..80 => EventKind::Impression,
+                80..92 => EventKind::Click,
+                92..97 => EventKind::AddToCart,
+                _ => EventKind::Purchase,
+            };
+            Event {
+                event_id: Some(format!("e{n}").into()),
+                kind,
+                user_id: format!("u{}", rng.random_range(0..4)),
+                // Few items, so that one chunk touches an item many times.
+                item_id: format!("g{}", rng.random_range(0..items.len())).into(),
+                timestamp: at - late,
+            }
+        })
+        .collect();
+    for s in [&r as &dyn FeatureStore, &m] {
+        s.upsert_items("t", items.clone()).await.unwrap();
+    }
+    let mut rest = &events[..];
+    while !rest.is_empty() {
+        // Chunks of one event to a full one: a chunk of a few late events has older window
+        // buckets than the item's stored ones.
+        let size = if rng.random_bool(0.5) {
+            rng.random_range(1..=4)
+        } else {
+            rng.random_range(5..=250)
+        };
+        let (chunk, tail) = rest.split_at(size.min(rest.len()));
+        for s in [&r as &dyn FeatureStore, &m] {
+            let outcome = s.apply_events("t", chunk).await.unwrap();
+            assert_eq!(outcome.applied(chunk.len()), chunk.len());
+        }
+        rest = tail;
+    }
+    // One item's impressions past `HISTORY_IMPRESSIONS`, the last to arrive the oldest: it
+    // is the one that goes (times are kept in order, not in arrival order).
+    let impression = |n: usize, t: f64| Event {
+        event_id: Some(format!("late{n}").into()),
+        kind: EventKind::Impression,
+        user_id: "u9".into(),
+        item_id: "g0".into(),
+        timestamp: t,
+    };
+    let mut run: Vec<Event> = (0..HISTORY_IMPRESSIONS)
+        .map(|n| impression(n, at + n as f64))
+        .collect();
+    run.push(impression(HISTORY_IMPRESSIONS, at - 60.0));
+    for chunk in [&run[..9], &run[9..]] {
+        for s in [&r as &dyn FeatureStore, &m] {
+            s.apply_events("t", chunk).await.unwrap();
+        }
+    }
+    let ids: Vec<_> = items.iter().map(|i| i.item_id.clone()).collect();
+    let (ir, im) = (
+        r.items("t", &ids).await.unwrap(),
+        m.items("t", &ids).await.unwrap(),
+    );
+    for (x, y) in ir.iter().zip(&im) {
+        assert_same_record(x.as_ref().unwrap(), y.as_ref().unwrap());
+    }
+    let query = CandidateQuery {
+        trending: 24,
+        categories: categories.iter().map(|c| ((*c).into(), 8)).collect(),
+        new_arrivals: 0,
+    };
+    let (lr, lm) = (
+        r.candidate_lists("t", &query).await.unwrap(),
+        m.candidate_lists("t", &query).await.unwrap(),
+    );
+    assert_eq!(lr, lm);
+    assert_eq!(lm.trending.len(), 24, "every item trends: {lm:?}");
+    for user in ["u0", "u1", "u2", "u3", "u9"] {
+        let (pr, pm) = (
+            r.user_profile("t", user).await.unwrap().unwrap(),
+            m.user_profile("t", user).await.unwrap().unwrap(),
+        );
+        assert_same_profile(&pr, &pm);
+        assert!(!pm.history.seen().is_empty(), "{user}: {pm:?}");
+    }
+    let late = m.user_profile("t", "u9").await.unwrap().unwrap();
+    assert_eq!(late.history.impressions_since("g0", 0), HISTORY_IMPRESSIONS);
+    assert_eq!(
+        late.history.impressions_since("g0", at as u32),
+        HISTORY_IMPRESSIONS
+    );
+}
+
 /// Items whose impressions are all more than the horizon (168 h) behind the user's newest are
 /// swept from the Redis hash each time it reaches a multiple of 32 items, purchases stay, and
 /// the history read back is the embedded store's.

@@ -45,28 +45,19 @@ const HISTORY_SWEEP_EVERY: usize = 32;
 /// - `s packed` — add an item's counts into its `stats` field and merge its window counts,
 ///   as `WindowCounts::merge` does (the two must stay in step; the backend equivalence
 ///   tests compare them);
-/// - `z member x` — `ZADD XX INCR`: only members already listed; an item moved to another
-///   category was removed from the old one, and a replica whose catalog cache still says
-///   the old category must not put it back;
+/// - `z n (member x)…` — each member's score raised by x (`ZMSCORE`, then one `ZADD XX`):
+///   only members already listed; an item moved to another category was removed from the
+///   old one, and a replica whose catalog cache still says the old category must not put it
+///   back;
 /// - `r n id…` — the user's recent items, newest first: each moves to the head of the list;
-/// - `h item code t` — the user's history with an item, as `History::record` changes it
-///   (code `i` impression at t, `e` click or cart, `p` purchase), with impressions past the
-///   horizon dropped per item and, every `HISTORY_SWEEP_EVERY` items, stale items swept from
-///   the hash; `x seconds` — its expiry.
+/// - `h seconds n (item code t)…` — the user's history: each item as `History::record`
+///   changes it, in event order (code `i` impression at t, `e` click or cart, `p` purchase),
+///   impressions past the horizon dropped per item; the hash's expiry; each time the hash
+///   passes a multiple of `HISTORY_SWEEP_EVERY` items, stale items swept from it.
 ///
 /// Returns an empty array when the chunk was applied, else the 1-based positions (among the
 /// ids) of the ids already seen, and nothing was written.
 const APPLY_EVENTS_LUA: &str = r"
--- One side's share of a window counter merged into bucket b (see op 's'): a function, not a
--- loop over {s, d}, so the merge allocates no table per counter.
-local function side(w, o, j, b, cur, prev)
-  if w[o + 1] == b then
-    return cur + w[o + j], prev + w[o + 4 + j]
-  elseif w[o + 1] == b - 1 then
-    return cur, prev + w[o + j]
-  end
-  return cur, prev
-end
 local ids = tonumber(ARGV[1])
 local dups, dup = {}, {}
 if ids > 0 then
@@ -104,7 +95,21 @@ while i <= n do
     end
     i = i + 4
   elseif op == 'z' then
-    redis.call('ZADD', key, 'XX', 'INCR', ARGV[i + 3], ARGV[i + 2]); i = i + 4
+    -- One read and one write for all of a zset's members (`ZADD XX INCR` takes one member a
+    -- call): the sums are exact, as INCR's (numbers reach Redis in round-trip form).
+    local count = tonumber(ARGV[i + 2])
+    local members = {}
+    for j = 1, count do members[j] = ARGV[i + 1 + 2 * j] end
+    local scores = redis.call('ZMSCORE', key, unpack(members))
+    local add = {}
+    for j = 1, count do
+      if scores[j] then
+        add[#add + 1] = tonumber(scores[j]) + tonumber(ARGV[i + 2 + 2 * j])
+        add[#add + 1] = members[j]
+      end
+    end
+    if #add > 0 then redis.call('ZADD', key, 'XX', unpack(add)) end
+    i = i + 3 + 2 * count
   elseif op == 's' then
     local d = {struct.unpack(STATS_FORMAT, ARGV[i + 2])}
     local raw = redis.call('HGET', key, 'STATS_FIELD')
@@ -112,14 +117,23 @@ while i <= n do
       local s = {struct.unpack(STATS_FORMAT, raw)}
       for j = 1, 4 do d[j] = d[j] + s[j] end
       -- Per window 9 numbers: bucket, current[4], previous[4]. Both sides move to the later
-      -- bucket; a side one bucket behind contributes its current counts as previous.
+      -- bucket; a side one bucket behind contributes its current counts as previous, one
+      -- further behind nothing. Written out per case (the same sums, in the same order, as
+      -- a general loop; Lua spends microseconds on a function call per counter).
       for o = 4, STATS_VALUES - 9, 9 do
-        local b = math.max(s[o + 1], d[o + 1])
-        for j = 2, 5 do
-          local cur, prev = side(s, o, j, b, 0, 0)
-          d[o + j], d[o + 4 + j] = side(d, o, j, b, cur, prev)
+        local sb, db = s[o + 1], d[o + 1]
+        if sb == db then
+          for j = o + 2, o + 9 do d[j] = s[j] + d[j] end
+        elseif sb > db then
+          local behind = db == sb - 1
+          for j = o + 2, o + 5 do
+            d[j + 4] = behind and s[j + 4] + d[j] or s[j + 4]
+            d[j] = s[j]
+          end
+          d[o + 1] = sb
+        elseif sb == db - 1 then
+          for j = o + 2, o + 5 do d[j + 4] = s[j] + d[j + 4] end
         end
-        d[o + 1] = b
       end
     end
     redis.call('HSET', key, 'STATS_FIELD', struct.pack(STATS_FORMAT, unpack(d, 1, STATS_VALUES)))
@@ -136,64 +150,109 @@ while i <= n do
     redis.call('LTRIM', key, 0, RECENT_LIMIT)
     i = i + 3 + count
   elseif op == 'h' then
-    local field, code = ARGV[i + 2], ARGV[i + 3]
-    local cur = redis.call('HGET', key, field)
-    local added = not cur
-    cur = cur or ''
-    local bought = string.sub(cur, 1, 1) == 'p' or code == 'p'
-    local times = {}
-    if code == 'i' then
-      -- Impressions past the horizon behind this one no fatigue window can count.
-      local floor = tonumber(ARGV[i + 4]) - HISTORY_HORIZON
-      for t in string.gmatch(cur, '%d+') do
-        if tonumber(t) >= floor then times[#times + 1] = t end
+    -- A user's history: every item the chunk names read at once, changed in event order as
+    -- `History::record` does, written back at once (three calls a user, not two an event).
+    local ttl, count = ARGV[i + 2], tonumber(ARGV[i + 3])
+    local first = i + 4
+    local fields = {}
+    for j = 1, count do fields[j] = ARGV[first + 3 * (j - 1)] end
+    local held = redis.call('HMGET', key, unpack(fields))
+    local value, touched = {}, {}
+    for j = 1, count do
+      local field = fields[j]
+      if value[field] == nil then
+        value[field] = held[j] or ''
+        touched[#touched + 1] = {field, held[j] ~= false}
       end
-      times[#times + 1] = ARGV[i + 4]
-      while #times > HISTORY_IMPRESSIONS do table.remove(times, 1) end
     end
-    local value = (bought and 'p' or '') .. table.concat(times, ',')
-    if value == '' then
-      redis.call('HDEL', key, field)
-    else
-      redis.call('HSET', key, field, value)
-      -- Every SWEEP_EVERY-th item the hash holds: forget the items whose impressions are all
-      -- past the horizon behind the user's newest and that were not bought (reading the
-      -- history drops them anyway; this keeps them from being sent and parsed per feed).
-      if added and redis.call('HLEN', key) % SWEEP_EVERY == 0 then
-        local all, newest, last = redis.call('HGETALL', key), 0, {}
-        for j = 1, #all, 2 do
-          local m = -1
-          for t in string.gmatch(all[j + 1], '%d+') do m = math.max(m, tonumber(t)) end
-          last[j] = m
-          newest = math.max(newest, m)
-        end
-        for j = 1, #all, 2 do
-          if string.sub(all[j + 1], 1, 1) ~= 'p' and last[j] < newest - HISTORY_HORIZON then
-            redis.call('HDEL', key, all[j])
+    for j = 1, count do
+      local o = first + 3 * (j - 1)
+      local field, code, at = ARGV[o], ARGV[o + 1], ARGV[o + 2]
+      local cur = value[field]
+      local bought = code == 'p' or string.byte(cur, 1) == 112 -- 'p'
+      if code ~= 'i' then
+        value[field] = bought and 'p' or ''
+      elseif cur == '' or cur == 'p' then
+        value[field] = cur .. at
+      else
+        -- The item's impressions in time order (a late one in its place, so that the last is
+        -- the newest), less those past the horizon behind this one, which no fatigue window
+        -- can count, and past HISTORY_IMPRESSIONS the oldest.
+        local now = tonumber(at)
+        local floor, times, placed = now - HISTORY_HORIZON, {}, false
+        for t in string.gmatch(cur, '%d+') do
+          local seen = tonumber(t)
+          if seen >= floor then
+            if not placed and seen > now then times[#times + 1] = at; placed = true end
+            times[#times + 1] = t
           end
         end
+        if not placed then times[#times + 1] = at end
+        while #times > HISTORY_IMPRESSIONS do table.remove(times, 1) end
+        value[field] = (bought and 'p' or '') .. table.concat(times, ',')
       end
     end
-    i = i + 5
-  elseif op == 'x' then
-    redis.call('EXPIRE', key, ARGV[i + 2])
-    -- Bounded: past twice the embedded store's bound, the items seen longest ago go (those
-    -- remembered only as purchases first), down to that bound; amortized, one trim per
-    -- HISTORY_ITEMS new items.
-    if redis.call('HLEN', key) > 2 * HISTORY_ITEMS then
-      local all, entries = redis.call('HGETALL', key), {}
-      for j = 1, #all, 2 do
-        local last = 0
-        for t in string.gmatch(all[j + 1], '%d+') do last = tonumber(t) end
-        entries[#entries + 1] = {all[j], last}
+    local set, gone, added = {}, {}, 0
+    for _, t in ipairs(touched) do
+      local field, was = t[1], t[2]
+      local v = value[field]
+      if v ~= '' then
+        set[#set + 1] = field; set[#set + 1] = v
+        if not was then added = added + 1 end
+      elseif was then
+        gone[#gone + 1] = field
       end
-      table.sort(entries, function(a, b)
-        if a[2] ~= b[2] then return a[2] < b[2] end
-        return a[1] < b[1]
-      end)
-      for j = 1, #entries - HISTORY_ITEMS do redis.call('HDEL', key, entries[j][1]) end
     end
-    i = i + 3
+    if #set > 0 then redis.call('HSET', key, unpack(set)) end
+    if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
+    redis.call('EXPIRE', key, ttl)
+    if added > 0 then
+      local len = redis.call('HLEN', key)
+      -- Each time the hash passes a multiple of SWEEP_EVERY items: forget the items whose
+      -- impressions are all past the horizon behind the user's newest and that were not
+      -- bought (reading the history drops them anyway; this keeps them from being sent and
+      -- parsed per feed).
+      if math.floor(len / SWEEP_EVERY) > math.floor((len - added) / SWEEP_EVERY) then
+        local all, newest, last, stale = redis.call('HGETALL', key), 0, {}, {}
+        for j = 1, #all, 2 do
+          -- The last time is the item's newest (kept in order); a purchase alone has none.
+          local m = tonumber(string.match(all[j + 1], '%d+$') or -1)
+          last[j] = m
+          if m > newest then newest = m end
+        end
+        local cutoff = newest - HISTORY_HORIZON
+        for j = 1, #all, 2 do
+          local v = all[j + 1]
+          if last[j] < cutoff and string.byte(v, 1) ~= 112 then
+            -- Confirmed on every time: values written before times were kept in order may
+            -- hold a late impression last.
+            local m = -1
+            for t in string.gmatch(v, '%d+') do m = math.max(m, tonumber(t)) end
+            if m < cutoff then stale[#stale + 1] = all[j] end
+          end
+        end
+        if #stale > 0 then
+          redis.call('HDEL', key, unpack(stale))
+          len = len - #stale
+        end
+      end
+      -- Bounded: past twice the embedded store's bound, the items seen longest ago go (those
+      -- remembered only as purchases first), down to that bound; amortized, one trim per
+      -- HISTORY_ITEMS new items.
+      if len > 2 * HISTORY_ITEMS then
+        local all, entries, drop = redis.call('HGETALL', key), {}, {}
+        for j = 1, #all, 2 do
+          entries[#entries + 1] = {all[j], tonumber(string.match(all[j + 1], '%d+$') or 0)}
+        end
+        table.sort(entries, function(a, b)
+          if a[2] ~= b[2] then return a[2] < b[2] end
+          return a[1] < b[1]
+        end)
+        for j = 1, #entries - HISTORY_ITEMS do drop[j] = entries[j][1] end
+        redis.call('HDEL', key, unpack(drop))
+      end
+    end
+    i = first + 3 * count
   else
     return redis.error_reply('unknown operation ' .. tostring(op))
   end
@@ -351,22 +410,31 @@ pub(super) fn invocation(
             .record(e.kind, item, e.timestamp);
     }
 
+    // Zset increments per key (one read and one write each in the script), members in the
+    // order the chunk first touches their items.
+    let mut zsets: IndexMap<usize, Vec<(&str, f64)>> = IndexMap::new();
     let trending = table.position(keys::trending(tenant));
     for (item, stats) in items.values() {
         let key = table.position(keys::item(tenant, &item.item_id));
         call.arg("s").arg(key).arg(encode_stats(stats));
         if stats.trending > 0.0 {
-            call.arg("z")
-                .arg(trending)
-                .arg(&*item.item_id)
-                .arg(stats.trending);
+            zsets
+                .entry(trending)
+                .or_default()
+                .push((&item.item_id, stats.trending));
         }
         if stats.popularity() > 0.0 {
             let category = table.position(keys::category(tenant, &item.category));
-            call.arg("z")
-                .arg(category)
-                .arg(&*item.item_id)
-                .arg(stats.popularity());
+            zsets
+                .entry(category)
+                .or_default()
+                .push((&item.item_id, stats.popularity()));
+        }
+    }
+    for (key, members) in zsets {
+        call.arg("z").arg(key).arg(members.len());
+        for (member, x) in members {
+            call.arg(member).arg(x);
         }
     }
     for (user, profile) in &users {
@@ -419,24 +487,28 @@ pub(super) fn invocation(
             .arg(f64::from(w));
     }
     // Item histories change in event order (an impression after a click counts, before it
-    // does not), so one operation per event; then each user's history expiry, once.
-    let mut histories = IndexSet::new();
+    // does not): each user's events in their order, one operation per user.
+    let mut histories: IndexMap<usize, Vec<(&str, &str, u32)>> = IndexMap::new();
     for (e, item) in events {
         let key = table.position(keys::history(tenant, &e.user_id));
-        histories.insert(key);
         let code = match e.kind {
             EventKind::Impression => "i",
             EventKind::Click | EventKind::AddToCart => "e",
             EventKind::Purchase => "p",
         };
+        histories
+            .entry(key)
+            .or_default()
+            .push((&item.item_id, code, e.timestamp.max(0.0) as u32));
+    }
+    for (key, changes) in histories {
         call.arg("h")
             .arg(key)
-            .arg(&*item.item_id)
-            .arg(code)
-            .arg(e.timestamp.max(0.0) as u32);
-    }
-    for key in histories {
-        call.arg("x").arg(key).arg(HISTORY_TTL_SECONDS);
+            .arg(HISTORY_TTL_SECONDS)
+            .arg(changes.len());
+        for (item, code, at) in changes {
+            call.arg(item).arg(code).arg(at);
+        }
     }
     for key in table.0 {
         call.key(key);
