@@ -12,7 +12,8 @@
 //! | `er:{t}:user:<user_id>`             | hash | `interactions`, `affinity_total`, `price_sum`, `price_count`, `c:<category>`, `b:<brand>` (at most `AFFINITY_NAMES` names) |
 //! | `er:{t}:recent:<user_id>`           | list | recently interacted item ids, newest first |
 //! | `er:{t}:seen:<bucket>`              | set  | event ids applied in one time bucket (half the dedup window); unlinked once out of the window |
-//! | `er:{t}:hist:<user_id>`             | hash | item → the user's history with it: `p` if bought, then impression times since the last engagement, none 168 h older than the item's newest (`History::decode` reads it); past 1 000 items trimmed to the 500 seen last; expires 30 days after the user's last event |
+//! | `er:{t}:history:<user_id>`          | string | the user's history, `<item> <value>` per item joined by `;` (`history_entries`): the value `p` if bought, then impression times since the last engagement in time order, none 168 h older than the item's newest (`History::decode` reads it); past 1 000 items trimmed to the 500 seen last; expires 30 days after the user's last event. One string, so that a feed's read is one value to parse, not two per item |
+//! | `er:{t}:hist:<user_id>`             | hash | the layout before: item → the same value; read until the user's next event moves it into the string |
 //! | `er:{t}:rules`                      | hash | `version`, `doc` (the rules document as JSON) |
 //! | `er:{t}:session:<id>`               | hash | a feed session (named by its first page's request id), from its second page on: page number → its items (`store::sessions::encode_page`; the first page's are the served-feed log's); expires `feed.session_ttl_seconds` after its last page |
 //! | `er:{t}:feeds:<bucket>`             | hash | served feeds of one time bucket (a thirtieth of the join window): request id (a UUID's 16 bytes) → labels id and item ids (`store::redis::feed_log`); expires a window and two buckets after its last feed |
@@ -49,7 +50,19 @@ pub fn recent(tenant: &str, user: &str) -> String {
 }
 
 pub fn history(tenant: &str, user: &str) -> String {
+    format!("er:{{{tenant}}}:history:{user}")
+}
+
+/// Where a user's history was kept before it was one string: read until the user's next
+/// event moves it over (or it expires, 30 days after their last event).
+pub fn legacy_history(tenant: &str, user: &str) -> String {
     format!("er:{{{tenant}}}:hist:{user}")
+}
+
+/// A user's history as one string: `<item> <value>` entries joined by `;`, the value `p` if
+/// bought, then impression times in order, comma-separated (ids hold none of ` ;,`).
+pub fn history_entries(packed: &str) -> impl Iterator<Item = (&str, &str)> {
+    packed.split(';').filter_map(|entry| entry.split_once(' '))
 }
 
 pub fn rules(tenant: &str) -> String {

@@ -400,10 +400,10 @@ fn item_record(
 fn user_profile(
     fields: HashMap<String, String>,
     recent: Vec<String>,
-    history: Vec<(String, String)>,
+    history: History<ItemId>,
 ) -> UserProfile {
     let mut p = UserProfile {
-        history: History::decode(history.into_iter().map(|(id, h)| (ItemId::from(id), h))),
+        history,
         interactions: parse_f64(&fields, "interactions"),
         affinity_total: parse_f64(&fields, "affinity_total") as f32,
         price_sum: parse_f64(&fields, "price_sum"),
@@ -457,18 +457,24 @@ impl FeatureStore for RedisStore {
         let mut pipe = redis::pipe();
         pipe.hgetall(keys::user(tenant, user_id))
             .lrange(keys::recent(tenant, user_id), 0, RECENT_ITEMS as isize - 1)
-            .hgetall(keys::history(tenant, user_id));
-        // The history as pairs, not a map: it becomes the profile's map anyway, and a
+            .get(keys::history(tenant, user_id))
+            .hgetall(keys::legacy_history(tenant, user_id));
+        // The legacy history as pairs, not a map: it becomes the profile's map anyway, and a
         // SipHash map of up to 500 entries per feed only to be taken apart showed in the profile.
-        let (fields, recent, history): (
+        let (fields, recent, packed, legacy): (
             HashMap<String, String>,
             Vec<String>,
+            Option<String>,
             Vec<(String, String)>,
         ) = self.query(&pipe).await?;
         // Impressions alone make a profile too (as in the embedded store): fatigue needs it.
-        if fields.is_empty() && history.is_empty() {
+        if fields.is_empty() && packed.is_none() && legacy.is_empty() {
             return Ok(None);
         }
+        let history = match &packed {
+            Some(p) => History::decode(keys::history_entries(p).map(|(i, v)| (ItemId::from(i), v))),
+            None => History::decode(legacy.iter().map(|(i, v)| (ItemId::from(&**i), v))),
+        };
         Ok(Some(Arc::new(user_profile(fields, recent, history))))
     }
 

@@ -1104,11 +1104,8 @@ async fn stale_items_are_swept_from_a_users_history_in_redis() {
         r.apply_events("t", chunk).await.unwrap();
         m.apply_events("t", chunk).await.unwrap();
     }
-    let held: usize = redis
-        .command(&["HLEN", "er:{t}:hist:u1"])
-        .trim()
-        .parse()
-        .unwrap();
+    let packed = redis.command(&["GET", "er:{t}:history:u1"]);
+    let held = packed.trim().split(';').count();
     assert_eq!(held, 41, "the 40 items of the last week and the purchase");
     let (a, b) = (
         r.user_profile("t", "u1").await.unwrap().unwrap(),
@@ -1117,6 +1114,46 @@ async fn stale_items_are_swept_from_a_users_history_in_redis() {
     assert_eq!(a.history, b.history);
     assert_eq!(a.history.seen().len(), 40);
     assert!(a.history.purchased("s0"));
+}
+
+/// A history kept as a hash (the layout before it was one string) is still read, and the
+/// user's next event moves it into the string and deletes the hash.
+#[actix_rt::test]
+async fn a_history_in_the_old_hash_layout_is_read_and_moved_over() {
+    let redis = RedisServer::start();
+    let r = redis.store();
+    let items: Vec<Item> = ["g1", "g2", "g3"].map(plain_item).into();
+    r.upsert_items("t", items).await.unwrap();
+    let (t1, t2) = (ANCHOR as u32 + 10, ANCHOR as u32 + 20);
+    redis.command(&[
+        "HSET",
+        "er:{t}:hist:u7",
+        "g1",
+        "p",
+        "g2",
+        &format!("{t1},{t2}"),
+    ]);
+    let before = r.user_profile("t", "u7").await.unwrap().expect("a profile");
+    assert!(before.history.purchased("g1"));
+    assert_eq!(before.history.impressions_since("g2", 0), 2);
+
+    let impression = Event {
+        event_id: None,
+        kind: EventKind::Impression,
+        user_id: "u7".into(),
+        item_id: "g3".into(),
+        timestamp: ANCHOR + 30.0,
+    };
+    r.apply_events("t", &[impression]).await.unwrap();
+    assert_eq!(redis.command(&["EXISTS", "er:{t}:hist:u7"]).trim(), "0");
+    let after = r.user_profile("t", "u7").await.unwrap().unwrap();
+    assert!(after.history.purchased("g1"));
+    assert_eq!(after.history.impressions_since("g2", 0), 2);
+    assert_eq!(after.history.impressions_since("g3", 0), 1);
+    assert_eq!(
+        redis.command(&["GET", "er:{t}:history:u7"]).trim(),
+        format!("g1 p;g2 {t1},{t2};g3 {}", t2 + 10)
+    );
 }
 
 /// The served-feed log in Redis, as `INFO memory` counts it: 20 000 feeds of 20 items from a

@@ -51,10 +51,12 @@ const HISTORY_SWEEP_EVERY: usize = 32;
 ///   old one, and a replica whose catalog cache still says the old category must not put it
 ///   back;
 /// - `r n id…` — the user's recent items, newest first: each moves to the head of the list;
-/// - `h seconds n (item code t)…` — the user's history: each item as `History::record`
-///   changes it, in event order (code `i` impression at t, `e` click or cart, `p` purchase),
-///   impressions past the horizon dropped per item; the hash's expiry; each time the hash
-///   passes a multiple of `HISTORY_SWEEP_EVERY` items, stale items swept from it.
+/// - `h legacy seconds n (item code t)…` — the user's history (`keys::history`, laid out as
+///   `HISTORY_LAYOUT` says; `legacy` the hash it was kept in before, moved over once): each
+///   item as `History::record` changes it, in event order (code `i` impression at t, `e`
+///   click or cart, `p` purchase), impressions past the horizon dropped per item; its
+///   expiry; each time it passes a multiple of `HISTORY_SWEEP_EVERY` items, stale items
+///   swept from it.
 ///
 /// Returns an empty array when the chunk was applied, else the 1-based positions (among the
 /// ids) of the ids already seen, and nothing was written.
@@ -151,25 +153,31 @@ while i <= n do
     redis.call('LTRIM', key, 0, RECENT_LIMIT)
     i = i + 3 + count
   elseif op == 'h' then
-    -- A user's history: every item the chunk names read at once, changed in event order as
-    -- `History::record` does, written back at once (three calls a user, not two an event).
-    local ttl, count = ARGV[i + 2], tonumber(ARGV[i + 3])
-    local first = i + 4
-    local fields = {}
-    for j = 1, count do fields[j] = ARGV[first + 3 * (j - 1)] end
-    local held = redis.call('HMGET', key, unpack(fields))
-    local value, touched = {}, {}
-    for j = 1, count do
-      local field = fields[j]
-      if value[field] == nil then
-        value[field] = held[j] or ''
-        touched[#touched + 1] = {field, held[j] ~= false}
+    -- A user's history, one string (`item value;item value…`: keys::history): read,
+    -- changed in event order as `History::record` does, written back with its expiry — two
+    -- calls a user a chunk, and the feed's read one string, not a hash's every field.
+    local legacy, ttl, count = KEYS[tonumber(ARGV[i + 2])], ARGV[i + 3], tonumber(ARGV[i + 4])
+    local first = i + 5
+    local value, order = {}, {}
+    local packed = redis.call('GET', key)
+    if packed then
+      for item, v in string.gmatch(packed, '([^ ;]+) ([^;]*)') do
+        value[item] = v; order[#order + 1] = item
+      end
+    else
+      -- Kept as a hash (one field an item) before: moved over on the user's next event.
+      local old = redis.call('HGETALL', legacy)
+      if #old > 0 then
+        for j = 1, #old, 2 do value[old[j]] = old[j + 1]; order[#order + 1] = old[j] end
+        redis.call('DEL', legacy)
       end
     end
+    local held = #order
     for j = 1, count do
       local o = first + 3 * (j - 1)
       local field, code, at = ARGV[o], ARGV[o + 1], ARGV[o + 2]
       local cur = value[field]
+      if cur == nil then cur = ''; order[#order + 1] = field end
       local bought = code == 'p' or string.byte(cur, 1) == 112 -- 'p'
       if code ~= 'i' then
         value[field] = bought and 'p' or ''
@@ -193,65 +201,66 @@ while i <= n do
         value[field] = (bought and 'p' or '') .. table.concat(times, ',')
       end
     end
-    local set, gone, added = {}, {}, 0
-    for _, t in ipairs(touched) do
-      local field, was = t[1], t[2]
-      local v = value[field]
-      if v ~= '' then
-        set[#set + 1] = field; set[#set + 1] = v
-        if not was then added = added + 1 end
-      elseif was then
-        gone[#gone + 1] = field
-      end
+    -- Items the chunk emptied (an engagement with nothing bought) go.
+    local kept = {}
+    for _, item in ipairs(order) do
+      if value[item] ~= '' then kept[#kept + 1] = item end
     end
-    if #set > 0 then redis.call('HSET', key, unpack(set)) end
-    if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
-    redis.call('EXPIRE', key, ttl)
-    if added > 0 then
-      local len = redis.call('HLEN', key)
-      -- Each time the hash passes a multiple of SWEEP_EVERY items: forget the items whose
-      -- impressions are all past the horizon behind the user's newest and that were not
-      -- bought (reading the history drops them anyway; this keeps them from being sent and
-      -- parsed per feed).
-      if math.floor(len / SWEEP_EVERY) > math.floor((len - added) / SWEEP_EVERY) then
-        local all, newest, last, stale = redis.call('HGETALL', key), 0, {}, {}
-        for j = 1, #all, 2 do
-          -- The last time is the item's newest (kept in order); a purchase alone has none.
-          local m = tonumber(string.match(all[j + 1], '%d+$') or -1)
-          last[j] = m
-          if m > newest then newest = m end
-        end
-        local cutoff = newest - HISTORY_HORIZON
-        for j = 1, #all, 2 do
-          local v = all[j + 1]
-          if last[j] < cutoff and string.byte(v, 1) ~= 112 then
-            -- Confirmed on every time: values written before times were kept in order may
-            -- hold a late impression last.
-            local m = -1
-            for t in string.gmatch(v, '%d+') do m = math.max(m, tonumber(t)) end
-            if m < cutoff then stale[#stale + 1] = all[j] end
-          end
-        end
-        if #stale > 0 then
-          redis.call('HDEL', key, unpack(stale))
-          len = len - #stale
-        end
+    -- Each time the history passes a multiple of SWEEP_EVERY items: forget the items whose
+    -- impressions are all past the horizon behind the user's newest and that were not bought
+    -- (reading the history drops them anyway; this keeps them from being sent and parsed
+    -- per feed). Each item's last time is its newest: times are kept in order.
+    local last = {}
+    local function newest_of(item)
+      local t = last[item]
+      if t == nil then
+        t = tonumber(string.match(value[item], '%d+$') or -1)
+        last[item] = t
       end
-      -- Bounded: past twice the embedded store's bound, the items seen longest ago go (those
-      -- remembered only as purchases first), down to that bound; amortized, one trim per
-      -- HISTORY_ITEMS new items.
-      if len > 2 * HISTORY_ITEMS then
-        local all, entries, drop = redis.call('HGETALL', key), {}, {}
-        for j = 1, #all, 2 do
-          entries[#entries + 1] = {all[j], tonumber(string.match(all[j + 1], '%d+$') or 0)}
+      return t
+    end
+    if #kept > held and math.floor(#kept / SWEEP_EVERY) > math.floor(held / SWEEP_EVERY) then
+      local newest = 0
+      for _, item in ipairs(kept) do newest = math.max(newest, newest_of(item)) end
+      local cutoff, fresh = newest - HISTORY_HORIZON, {}
+      for _, item in ipairs(kept) do
+        local v = value[item]
+        local stale = newest_of(item) < cutoff and string.byte(v, 1) ~= 112
+        if stale then
+          -- Confirmed on every time: values kept before times were in order may hold a
+          -- late impression last.
+          local m = -1
+          for t in string.gmatch(v, '%d+') do m = math.max(m, tonumber(t)) end
+          stale = m < cutoff
         end
-        table.sort(entries, function(a, b)
-          if a[2] ~= b[2] then return a[2] < b[2] end
-          return a[1] < b[1]
-        end)
-        for j = 1, #entries - HISTORY_ITEMS do drop[j] = entries[j][1] end
-        redis.call('HDEL', key, unpack(drop))
+        if not stale then fresh[#fresh + 1] = item end
       end
+      kept = fresh
+    end
+    -- Bounded: past twice the embedded store's bound, the items seen longest ago go (those
+    -- remembered only as purchases first), down to that bound; amortized, one trim per
+    -- HISTORY_ITEMS new items.
+    if #kept > 2 * HISTORY_ITEMS then
+      local by_age = {}
+      for k, item in ipairs(kept) do by_age[k] = {item, math.max(newest_of(item), 0)} end
+      table.sort(by_age, function(a, b)
+        if a[2] ~= b[2] then return a[2] < b[2] end
+        return a[1] < b[1]
+      end)
+      local drop = {}
+      for j = 1, #by_age - HISTORY_ITEMS do drop[by_age[j][1]] = true end
+      local fresh = {}
+      for _, item in ipairs(kept) do
+        if not drop[item] then fresh[#fresh + 1] = item end
+      end
+      kept = fresh
+    end
+    if #kept == 0 then
+      redis.call('DEL', key)
+    else
+      local out = {}
+      for k, item in ipairs(kept) do out[k] = item .. ' ' .. value[item] end
+      redis.call('SET', key, table.concat(out, ';'), 'EX', ttl)
     end
     i = first + 3 * count
   else
@@ -489,22 +498,23 @@ pub(super) fn invocation(
     }
     // Item histories change in event order (an impression after a click counts, before it
     // does not): each user's events in their order, one operation per user.
-    let mut histories: IndexMap<usize, Vec<(&str, &str, u32)>> = IndexMap::new();
+    let mut histories: IndexMap<&str, Vec<(&str, &str, u32)>> = IndexMap::new();
     for (e, item) in events {
-        let key = table.position(keys::history(tenant, &e.user_id));
         let code = match e.kind {
             EventKind::Impression => "i",
             EventKind::Click | EventKind::AddToCart => "e",
             EventKind::Purchase => "p",
         };
-        histories
-            .entry(key)
-            .or_default()
-            .push((&item.item_id, code, e.timestamp.max(0.0) as u32));
+        histories.entry(&e.user_id).or_default().push((
+            &item.item_id,
+            code,
+            e.timestamp.max(0.0) as u32,
+        ));
     }
-    for (key, changes) in histories {
+    for (user, changes) in histories {
         call.arg("h")
-            .arg(key)
+            .arg(table.position(keys::history(tenant, user)))
+            .arg(table.position(keys::legacy_history(tenant, user)))
             .arg(HISTORY_TTL_SECONDS)
             .arg(changes.len());
         for (item, code, at) in changes {
