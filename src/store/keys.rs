@@ -62,7 +62,29 @@ pub fn legacy_history(tenant: &str, user: &str) -> String {
 /// A user's history as one string: `<item> <value>` entries joined by `;`, the value `p` if
 /// bought, then impression times in order, comma-separated (ids hold none of ` ;,`).
 pub fn history_entries(packed: &str) -> impl Iterator<Item = (&str, &str)> {
-    packed.split(';').filter_map(|entry| entry.split_once(' '))
+    // `split` on a char searches with memchr, which costs more than it saves on entries
+    // this short (~15 bytes): a byte scan, once per feed over the user's whole history.
+    let bytes = packed.as_bytes();
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        while at < bytes.len() {
+            let start = at;
+            let mut space = None;
+            while at < bytes.len() && bytes[at] != b';' {
+                if space.is_none() && bytes[at] == b' ' {
+                    space = Some(at);
+                }
+                at += 1;
+            }
+            let end = at;
+            at += 1;
+            if let Some(space) = space {
+                // Split at ASCII bytes: both sides stay valid UTF-8.
+                return Some((&packed[start..space], &packed[space + 1..end]));
+            }
+        }
+        None
+    })
 }
 
 pub fn rules(tenant: &str) -> String {
@@ -107,5 +129,12 @@ mod tests {
         assert_eq!(super::item("shop", "i1"), "er:{shop}:item:i1");
         assert_eq!(super::user("shop", "u1"), "er:{shop}:user:u1");
         assert_eq!(super::category("shop", "cat-01"), "er:{shop}:cat:cat-01");
+    }
+
+    #[test]
+    fn a_packed_history_splits_into_its_entries() {
+        let entries: Vec<_> = super::history_entries("i1 p;i2 10,20;;bad;i3 p30;").collect();
+        assert_eq!(entries, [("i1", "p"), ("i2", "10,20"), ("i3", "p30")]);
+        assert_eq!(super::history_entries("").count(), 0);
     }
 }
