@@ -34,7 +34,7 @@ const USER_COUNTS: [&str; 4] = ["interactions", "price_count", "affinity_total",
 /// exclusion's memory in Redis (the embedded store bounds it by `HISTORY_ITEMS` per user).
 pub(super) const HISTORY_TTL_SECONDS: u64 = 30 * 86_400;
 
-/// A user's history hash is swept of stale items each time it reaches a multiple of this many.
+/// A user's history is swept of stale items each time it passes a multiple of this many.
 const HISTORY_SWEEP_EVERY: usize = 32;
 
 /// KEYS: with ids to check, the id sets of the current bucket and the three before it; then
@@ -51,8 +51,9 @@ const HISTORY_SWEEP_EVERY: usize = 32;
 ///   old one, and a replica whose catalog cache still says the old category must not put it
 ///   back;
 /// - `r n id…` — the user's recent items, newest first: each moves to the head of the list;
-/// - `h legacy seconds n (item code t)…` — the user's history (`keys::history`, laid out as
-///   `HISTORY_LAYOUT` says; `legacy` the hash it was kept in before, moved over once): each
+/// - `h legacy seconds n (item code t)…` — the user's history (`keys::history`, one string
+///   as `keys::history_entries` reads it; `legacy` the hash it was kept in before, moved over
+///   once): each
 ///   item as `History::record` changes it, in event order (code `i` impression at t, `e`
 ///   click or cart, `p` purchase), impressions past the horizon dropped per item; its
 ///   expiry; each time it passes a multiple of `HISTORY_SWEEP_EVERY` items, stale items
