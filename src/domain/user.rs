@@ -190,7 +190,6 @@ impl<I: Clone + Eq, N: Clone + Eq> Profile<I, N> {
         if w == 0.0 {
             return;
         }
-        self.interactions += 1.0;
         // The category first, then the brand: Redis's event script admits them in that order.
         let room = |p: &Self| p.category_affinity.len() + p.brand_affinity.len() < AFFINITY_NAMES;
         let fits = room(self);
@@ -199,6 +198,15 @@ impl<I: Clone + Eq, N: Clone + Eq> Profile<I, N> {
         let fits = room(self);
         self.brand_affinity
             .add_within(brand, w, || brand.clone(), fits);
+        self.record_engagement(w, item, price);
+    }
+
+    /// What an engagement (an event of affinity weight `w` > 0) adds besides the history and
+    /// the names: the counts, sums and recent items. Apart, because Redis's event script
+    /// takes the history and the names from the events themselves and needs only these sums
+    /// of a chunk (`store::redis::apply`).
+    pub fn record_engagement(&mut self, w: f32, item: &I, price: f64) {
+        self.interactions += 1.0;
         self.affinity_total += w;
         self.price_sum += price;
         self.price_count += 1.0;

@@ -4,7 +4,7 @@
 //! Redis is single-threaded and the ingestion rate's bottleneck, and what a script costs it
 //! is mostly the number of calls it makes into Redis (a few µs each, whatever the command).
 //! So the chunk's updates are computed here, in Rust, by the same `ItemStats::record` /
-//! `UserProfile::record` the embedded store uses, and summed per key; Redis checks the event
+//! `Profile::record_engagement` the embedded store uses, and summed per key; Redis checks the event
 //! ids and adds the sums. Where Lua must read before it writes (an item's packed stats, a
 //! zset's scores, a user's history), it reads and writes each key once per chunk.
 //!
@@ -53,10 +53,9 @@ const HISTORY_SWEEP_EVERY: usize = 32;
 /// - `r n id…` — the user's recent items, newest first: each moves to the head of the list;
 /// - `h legacy seconds n (item code t)…` — the user's history (`keys::history`, one string
 ///   as `keys::history_entries` reads it; `legacy` the hash it was kept in before, moved over
-///   once): each
-///   item as `History::record` changes it, in event order (code `i` impression at t, `e`
-///   click or cart, `p` purchase), impressions past the horizon dropped per item; its
-///   expiry; each time it passes a multiple of `HISTORY_SWEEP_EVERY` items, stale items
+///   once): each item as `History::record` changes it, in event order (code `i` impression
+///   at t, `e` click or cart, `p` purchase), impressions past the horizon dropped per item;
+///   its expiry; each time it passes a multiple of `HISTORY_SWEEP_EVERY` items, stale items
 ///   swept from it.
 ///
 /// Returns an empty array when the chunk was applied, else the 1-based positions (among the
@@ -407,7 +406,8 @@ pub(super) fn invocation(
         }
     }
 
-    // The chunk's sums, per item and per user, in first-seen order.
+    // The chunk's sums, per item and per user, in first-seen order. Of a user only the counts
+    // and recent items: names and history go to the script event by event (below).
     let mut items: IndexMap<&str, (&Item, ItemStats)> = IndexMap::new();
     let mut users: IndexMap<&str, UserProfile> = IndexMap::new();
     for (e, item) in events {
@@ -415,10 +415,13 @@ pub(super) fn invocation(
             .entry(&*item.item_id)
             .or_insert_with(|| (item, ItemStats::default()));
         stats.record(e.kind, e.timestamp);
-        users
-            .entry(&e.user_id)
-            .or_default()
-            .record(e.kind, item, e.timestamp);
+        let w = e.kind.affinity_weight();
+        if w > 0.0 {
+            users
+                .entry(&e.user_id)
+                .or_default()
+                .record_engagement(w, &item.item_id, item.price);
+        }
     }
 
     // Zset increments per key (one read and one write each in the script), members in the
@@ -449,10 +452,6 @@ pub(super) fn invocation(
         }
     }
     for (user, profile) in &users {
-        // Impressions leave a profile as it is.
-        if profile.interactions == 0.0 {
-            continue;
-        }
         let key = table.position(keys::user(tenant, user));
         let [interactions, price_count, affinity_total, price_sum] = USER_COUNTS;
         call.arg("i")
