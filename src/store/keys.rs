@@ -9,8 +9,9 @@
 //! | `er:{t}:cat:<category>`             | zset | item → all-time engagement (popularity) |
 //! | `er:{t}:new`                        | zset | item → `created_at` |
 //! | `er:{t}:users`                      | set  | every user id with a profile: the `users` budget's count and membership test |
-//! | `er:{t}:user:<user_id>`             | hash | `interactions`, `affinity_total`, `price_sum`, `price_count`, `c:<category>`, `b:<brand>` (at most `AFFINITY_NAMES` names) |
-//! | `er:{t}:recent:<user_id>`           | list | recently interacted item ids, newest first |
+//! | `er:{t}:profile:<user_id>`         | string | the user's counts, recent items and affinity names (`store::redis::profile` reads and lays it out); written by the event script, a user's engagements at a time. One string, so that a feed's read is one value to parse, not one per name and recent item |
+//! | `er:{t}:user:<user_id>`             | hash | the layout before (`interactions`, `affinity_total`, `price_sum`, `price_count`, `c:<category>`, `b:<brand>`): read until the user's next engagement moves it into the profile string |
+//! | `er:{t}:recent:<user_id>`           | list | the layout before: recent item ids, newest first; moved with the hash |
 //! | `er:{t}:seen:<bucket>`              | set  | event ids applied in one time bucket (half the dedup window); unlinked once out of the window |
 //! | `er:{t}:history:<user_id>`          | string | the user's history, `<item> <value>` per item joined by `;` (`history_entries`): the value `p` if bought, then impression times since the last engagement in time order, none 168 h older than the item's newest (`History::decode` reads it); past 1 000 items trimmed to the 500 seen last; expires 30 days after the user's last event. One string, so that a feed's read is one value to parse, not two per item |
 //! | `er:{t}:hist:<user_id>`             | hash | the layout before: item → the same value; read until the user's next event moves it into the string |
@@ -37,6 +38,12 @@ pub fn new_arrivals(tenant: &str) -> String {
     format!("er:{{{tenant}}}:new")
 }
 
+pub fn profile(tenant: &str, user: &str) -> String {
+    format!("er:{{{tenant}}}:profile:{user}")
+}
+
+/// Where a user's counts and names were kept before the profile string: read until the
+/// user's next engagement moves them over.
 pub fn user(tenant: &str, user: &str) -> String {
     format!("er:{{{tenant}}}:user:{user}")
 }
@@ -45,6 +52,7 @@ pub fn users(tenant: &str) -> String {
     format!("er:{{{tenant}}}:users")
 }
 
+/// Where a user's recent items were kept before the profile string (see [`user`]).
 pub fn recent(tenant: &str, user: &str) -> String {
     format!("er:{{{tenant}}}:recent:{user}")
 }

@@ -10,7 +10,7 @@ use deadpool_redis::redis::{self, FromRedisValue, Pipeline};
 use deadpool_redis::{Runtime, Timeouts};
 use thread_local::ThreadLocal;
 
-use super::keys::{self, BRAND_PREFIX, CATEGORY_PREFIX};
+use super::keys;
 use super::{
     ApplyOutcome, CandidateLists, CandidateQuery, Dedup, FeatureStore, StoreError, TenantUsage,
     Usage,
@@ -25,6 +25,7 @@ use crate::store::{FeedSessions, Page, Pages, RulesStore, StoredRules};
 
 mod apply;
 mod feed_log;
+mod profile;
 use apply::{APPLY_EVENTS, EVENTS_PER_CALL, decode_stats};
 
 enum Pool {
@@ -375,10 +376,6 @@ impl RedisStore {
     }
 }
 
-fn parse_f64(fields: &HashMap<String, String>, name: &str) -> f64 {
-    fields.get(name).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-}
-
 fn item_record(
     mut fields: HashMap<String, String>,
     stats: Option<Vec<u8>>,
@@ -395,31 +392,6 @@ fn item_record(
     );
     decode_stats(stats.as_deref(), record.stats_mut());
     Some(record)
-}
-
-fn user_profile(
-    fields: HashMap<String, String>,
-    recent: Vec<String>,
-    history: History<ItemId>,
-) -> UserProfile {
-    let mut p = UserProfile {
-        history,
-        interactions: parse_f64(&fields, "interactions"),
-        affinity_total: parse_f64(&fields, "affinity_total") as f32,
-        price_sum: parse_f64(&fields, "price_sum"),
-        price_count: parse_f64(&fields, "price_count"),
-        recent_items: recent.into_iter().map(ItemId::from).collect(),
-        ..Default::default()
-    };
-    for (field, value) in fields {
-        let value: f32 = value.parse().unwrap_or(0.0);
-        if let Some(c) = field.strip_prefix(CATEGORY_PREFIX) {
-            p.category_affinity.add(c, value, || c.into());
-        } else if let Some(b) = field.strip_prefix(BRAND_PREFIX) {
-            p.brand_affinity.add(b, value, || b.into());
-        }
-    }
-    p
 }
 
 /// The events' users, each once, in first-seen order (a batch is mostly a few users' runs).
@@ -455,27 +427,34 @@ impl FeatureStore for RedisStore {
         user_id: &str,
     ) -> Result<Option<Arc<UserProfile>>, StoreError> {
         let mut pipe = redis::pipe();
-        pipe.hgetall(keys::user(tenant, user_id))
-            .lrange(keys::recent(tenant, user_id), 0, RECENT_ITEMS as isize - 1)
+        // The layouts before the two strings are read beside them (empty replies, once a
+        // user's next events have moved them over).
+        pipe.get(keys::profile(tenant, user_id))
             .get(keys::history(tenant, user_id))
+            .hgetall(keys::user(tenant, user_id))
+            .lrange(keys::recent(tenant, user_id), 0, RECENT_ITEMS as isize - 1)
             .hgetall(keys::legacy_history(tenant, user_id));
         // The legacy history as pairs, not a map: it becomes the profile's map anyway, and a
         // SipHash map of up to 500 entries per feed only to be taken apart showed in the profile.
-        let (fields, recent, packed, legacy): (
+        let (packed, packed_history, fields, recent, legacy): (
+            Option<String>,
+            Option<String>,
             HashMap<String, String>,
             Vec<String>,
-            Option<String>,
             Vec<(String, String)>,
         ) = self.query(&pipe).await?;
         // Impressions alone make a profile too (as in the embedded store): fatigue needs it.
-        if fields.is_empty() && packed.is_none() && legacy.is_empty() {
+        if packed.is_none() && fields.is_empty() && packed_history.is_none() && legacy.is_empty() {
             return Ok(None);
         }
-        let history = match &packed {
+        let history = match &packed_history {
             Some(p) => History::decode(keys::history_entries(p).map(|(i, v)| (ItemId::from(i), v))),
             None => History::decode(legacy.iter().map(|(i, v)| (ItemId::from(&**i), v))),
         };
-        Ok(Some(Arc::new(user_profile(fields, recent, history))))
+        Ok(Some(Arc::new(match &packed {
+            Some(p) => profile::decode(p, history),
+            None => profile::legacy(fields, recent, history),
+        })))
     }
 
     async fn candidate_lists(
@@ -778,10 +757,12 @@ impl FeatureStore for RedisStore {
             sizes.cmd("MEMORY").arg("USAGE").arg(keys::item(tenant, i));
         }
         for u in &some_users {
+            // The layouts before the profile string too, while users still hold them.
             for key in [
+                keys::profile(tenant, u),
+                keys::history(tenant, u),
                 keys::user(tenant, u),
                 keys::recent(tenant, u),
-                keys::history(tenant, u),
             ] {
                 sizes.cmd("MEMORY").arg("USAGE").arg(key);
             }
@@ -803,7 +784,7 @@ impl FeatureStore for RedisStore {
             },
             users: Usage {
                 entries: users,
-                bytes: users * (mean(user_bytes, 3) + 64),
+                bytes: users * (mean(user_bytes, 4) + 64),
             },
         })
     }

@@ -26,8 +26,8 @@ use crate::domain::{
     Item, ItemStats, RECENT_ITEMS, UserProfile, WINDOWS, WindowCounts,
 };
 
-/// The fields of a user's hash besides the affinity names (every user with one has all four:
-/// the chunk writes them before its names).
+/// The counts of a user's profile, in the order its string holds them (and the fields of the
+/// hash it was kept in before, beside the affinity names).
 const USER_COUNTS: [&str; 4] = ["interactions", "price_count", "affinity_total", "price_sum"];
 
 /// A user's item history expires this long after their last event: what bounds the purchase
@@ -40,9 +40,6 @@ const HISTORY_SWEEP_EVERY: usize = 32;
 /// KEYS: with ids to check, the id sets of the current bucket and the three before it; then
 /// the keys the operations name by index. ARGV: the number of ids, the current set's expiry
 /// (Unix ms), the ids, then operations, each a code, a key index and its arguments:
-/// - `i field n` — `HINCRBY` (counts), `f field x` — `HINCRBYFLOAT`;
-/// - `n field x` — `HINCRBYFLOAT` of an affinity name in a user's hash, a new name only while
-///   the hash holds fewer than `AFFINITY_NAMES` of them (`Profile::record_touch`'s bound);
 /// - `s packed` — add an item's counts into its `stats` field and merge its window counts,
 ///   as `WindowCounts::merge` does (the two must stay in step; the backend equivalence
 ///   tests compare them);
@@ -50,7 +47,12 @@ const HISTORY_SWEEP_EVERY: usize = 32;
 ///   only members already listed; an item moved to another category was removed from the
 ///   old one, and a replica whose catalog cache still says the old category must not put it
 ///   back;
-/// - `r n id…` — the user's recent items, newest first: each moves to the head of the list;
+/// - `u hash list interactions price_count affinity_total price_sum n id… m (name x)…` — a
+///   user's profile (`keys::profile`, one string as `profile::decode` reads it; `hash` and
+///   `list` the keys it was kept in before, moved over once): the counts added, the chunk's
+///   recent items (newest first) moved to the front, each name's sum added in the order given,
+///   a new name only while the user holds fewer than `AFFINITY_NAMES`
+///   (`Profile::record_touch`'s bound);
 /// - `h legacy seconds n (item code t)…` — the user's history (`keys::history`, one string
 ///   as `keys::history_entries` reads it; `legacy` the hash it was kept in before, moved over
 ///   once): each item as `History::record` changes it, in event order (code `i` impression
@@ -61,6 +63,7 @@ const HISTORY_SWEEP_EVERY: usize = 32;
 /// Returns an empty array when the chunk was applied, else the 1-based positions (among the
 /// ids) of the ids already seen, and nothing was written.
 const APPLY_EVENTS_LUA: &str = r"
+local USER_FIELD = {USER_FIELDS}
 local ids = tonumber(ARGV[1])
 local dups, dup = {}, {}
 if ids > 0 then
@@ -83,21 +86,7 @@ end
 local i, n = 3 + ids, #ARGV
 while i <= n do
   local op, key = ARGV[i], KEYS[tonumber(ARGV[i + 1])]
-  if op == 'i' then
-    redis.call('HINCRBY', key, ARGV[i + 2], ARGV[i + 3]); i = i + 4
-  elseif op == 'f' then
-    redis.call('HINCRBYFLOAT', key, ARGV[i + 2], ARGV[i + 3]); i = i + 4
-  elseif op == 'n' then
-    -- An affinity name: a new one only while the user's hash holds fewer than AFFINITY_NAMES
-    -- (its USER_COUNTS count fields come first). The length first: below the bound — nearly
-    -- every user — one call decides, where asking HEXISTS first took two for a new name.
-    local field = ARGV[i + 2]
-    if redis.call('HLEN', key) < USER_COUNTS + AFFINITY_NAMES
-        or redis.call('HEXISTS', key, field) == 1 then
-      redis.call('HINCRBYFLOAT', key, field, ARGV[i + 3])
-    end
-    i = i + 4
-  elseif op == 'z' then
+  if op == 'z' then
     -- One read and one write for all of a zset's members (`ZADD XX INCR` takes one member a
     -- call): the sums are exact, as INCR's (numbers reach Redis in round-trip form).
     local count = tonumber(ARGV[i + 2])
@@ -141,17 +130,79 @@ while i <= n do
     end
     redis.call('HSET', key, 'STATS_FIELD', struct.pack(STATS_FORMAT, unpack(d, 1, STATS_VALUES)))
     i = i + 3
-  elseif op == 'r' then
-    local count = tonumber(ARGV[i + 2])
-    local push = {}
-    for j = 1, count do
-      local id = ARGV[i + 2 + j]
-      redis.call('LREM', key, 0, id)
-      push[count + 1 - j] = id
+  elseif op == 'u' then
+    -- A user's profile, one string (`store::redis::profile`): read, the chunk's sums added,
+    -- written back — two calls a user a chunk, where a hash and a list took a call a count,
+    -- a name and a recent item, and a feed's read parsed a value each.
+    local old_hash, old_list = KEYS[tonumber(ARGV[i + 2])], KEYS[tonumber(ARGV[i + 3])]
+    local c = {0, 0, 0, 0}
+    local recent, names, order = {}, {}, {}
+    local packed = redis.call('GET', key)
+    if packed then
+      local head = string.find(packed, '\n', 1, true)
+      local tail = string.find(packed, '\n', head + 1, true)
+      local k = 0
+      for x in string.gmatch(string.sub(packed, 1, head - 1), '[^ ]+') do
+        k = k + 1; c[k] = tonumber(x)
+      end
+      for id in string.gmatch(string.sub(packed, head + 1, tail - 1), '[^ ]+') do
+        recent[#recent + 1] = id
+      end
+      -- Names may hold any character: each is `<length>:<name> <value>;`.
+      local at, stop = tail + 1, #packed
+      while at < stop do
+        local colon = string.find(packed, ':', at, true)
+        local field_end = colon and colon + (tonumber(string.sub(packed, at, colon - 1)) or 0)
+        local semi = field_end and string.find(packed, ';', field_end + 2, true)
+        if not semi then break end
+        local field = string.sub(packed, colon + 1, field_end)
+        names[field] = tonumber(string.sub(packed, field_end + 2, semi - 1))
+        order[#order + 1] = field
+        at = semi + 1
+      end
+    else
+      -- Kept as a hash and a list before: moved over on the user's next engagement.
+      local old = redis.call('HGETALL', old_hash)
+      for j = 1, #old, 2 do
+        local at = USER_FIELD[old[j]]
+        if at then
+          c[at] = tonumber(old[j + 1])
+        else
+          names[old[j]] = tonumber(old[j + 1]); order[#order + 1] = old[j]
+        end
+      end
+      recent = redis.call('LRANGE', old_list, 0, -1)
+      if #old > 0 or #recent > 0 then redis.call('DEL', old_hash, old_list) end
     end
-    redis.call('LPUSH', key, unpack(push))
-    redis.call('LTRIM', key, 0, RECENT_LIMIT)
-    i = i + 3 + count
+    for k = 1, 4 do c[k] = c[k] + tonumber(ARGV[i + 3 + k]) end
+    -- The chunk's recent items (newest first), then the others, as many as RECENT_ITEMS.
+    local count = tonumber(ARGV[i + 8])
+    local first = i + 9
+    local list, listed = {}, {}
+    for j = first, first + count - 1 do list[#list + 1] = ARGV[j]; listed[ARGV[j]] = true end
+    for _, id in ipairs(recent) do
+      if #list >= RECENT_ITEMS then break end
+      if not listed[id] then list[#list + 1] = id end
+    end
+    -- Names in the order the events first touched them: a new one only while the user has
+    -- fewer than AFFINITY_NAMES (`Profile::record_touch`'s bound).
+    local at = first + count
+    local named = tonumber(ARGV[at])
+    for j = at + 1, at + 2 * named, 2 do
+      local field, x = ARGV[j], tonumber(ARGV[j + 1])
+      if names[field] then
+        names[field] = names[field] + x
+      elseif #order < AFFINITY_NAMES then
+        names[field] = x; order[#order + 1] = field
+      end
+    end
+    local out = {}
+    for k, field in ipairs(order) do
+      out[k] = #field .. ':' .. field .. ' ' .. string.format('%.17g', names[field]) .. ';'
+    end
+    redis.call('SET', key, string.format('%.17g %.17g %.17g %.17g', c[1], c[2], c[3], c[4])
+      .. '\n' .. table.concat(list, ' ') .. '\n' .. table.concat(out))
+    i = at + 1 + 2 * named
   elseif op == 'h' then
     -- A user's history, one string (`item value;item value…`: keys::history): read,
     -- changed in event order as `History::record` does, written back with its expiry — two
@@ -282,13 +333,21 @@ pub(super) const EVENTS_PER_CALL: usize = 200;
 
 pub(super) static APPLY_EVENTS: LazyLock<(String, redis::Script)> = LazyLock::new(|| {
     let code = APPLY_EVENTS_LUA
-        .replace("RECENT_LIMIT", &(RECENT_ITEMS - 1).to_string())
         .replace("HISTORY_IMPRESSIONS", &HISTORY_IMPRESSIONS.to_string())
         .replace("HISTORY_HORIZON", &HISTORY_HORIZON_SECONDS.to_string())
         .replace("SWEEP_EVERY", &HISTORY_SWEEP_EVERY.to_string())
         .replace("HISTORY_ITEMS", &HISTORY_ITEMS.to_string())
         .replace("AFFINITY_NAMES", &AFFINITY_NAMES.to_string())
-        .replace("USER_COUNTS", &USER_COUNTS.len().to_string())
+        .replace(
+            "USER_FIELDS",
+            &USER_COUNTS
+                .iter()
+                .enumerate()
+                .map(|(k, f)| format!("{f} = {}", k + 1))
+                .collect::<Vec<_>>()
+                .join(", "),
+        )
+        .replace("RECENT_ITEMS", &RECENT_ITEMS.to_string())
         .replace("STATS_FORMAT", &format!("'<{}'", "d".repeat(STATS_VALUES)))
         .replace("STATS_BYTES", &(STATS_VALUES * 8).to_string())
         .replace("STATS_VALUES", &STATS_VALUES.to_string())
@@ -409,7 +468,11 @@ pub(super) fn invocation(
     // The chunk's sums, per item and per user, in first-seen order. Of a user only the counts
     // and recent items: names and history go to the script event by event (below).
     let mut items: IndexMap<&str, (&Item, ItemStats)> = IndexMap::new();
-    let mut users: IndexMap<&str, UserProfile> = IndexMap::new();
+    // A user's affinity names with the chunk's sums, in the order the events first touch
+    // them (each event its category, then its brand): the order the embedded store admits
+    // new names in under `AFFINITY_NAMES`.
+    type Names<'a> = IndexMap<(&'static str, &'a str), f32>;
+    let mut users: IndexMap<&str, (UserProfile, Names)> = IndexMap::new();
     for (e, item) in events {
         let (_, stats) = items
             .entry(&*item.item_id)
@@ -417,10 +480,14 @@ pub(super) fn invocation(
         stats.record(e.kind, e.timestamp);
         let w = e.kind.affinity_weight();
         if w > 0.0 {
-            users
-                .entry(&e.user_id)
-                .or_default()
-                .record_engagement(w, &item.item_id, item.price);
+            let (profile, names) = users.entry(&e.user_id).or_default();
+            profile.record_engagement(w, &item.item_id, item.price);
+            for name in [
+                (CATEGORY_PREFIX, &*item.category),
+                (BRAND_PREFIX, &*item.brand),
+            ] {
+                *names.entry(name).or_default() += w;
+            }
         }
     }
 
@@ -451,50 +518,23 @@ pub(super) fn invocation(
             call.arg(member).arg(x);
         }
     }
-    for (user, profile) in &users {
-        let key = table.position(keys::user(tenant, user));
-        let [interactions, price_count, affinity_total, price_sum] = USER_COUNTS;
-        call.arg("i")
-            .arg(key)
-            .arg(interactions)
-            .arg(profile.interactions as i64);
-        call.arg("i")
-            .arg(key)
-            .arg(price_count)
-            .arg(profile.price_count as i64);
-        call.arg("f")
-            .arg(key)
-            .arg(affinity_total)
-            .arg(f64::from(profile.affinity_total));
-        call.arg("f").arg(key).arg(price_sum).arg(profile.price_sum);
-        let recent = table.position(keys::recent(tenant, user));
-        call.arg("r").arg(recent).arg(profile.recent_items.len());
+    for (user, (profile, names)) in &users {
+        call.arg("u")
+            .arg(table.position(keys::profile(tenant, user)))
+            .arg(table.position(keys::user(tenant, user)))
+            .arg(table.position(keys::recent(tenant, user)))
+            .arg(profile.interactions)
+            .arg(profile.price_count)
+            .arg(f64::from(profile.affinity_total))
+            .arg(profile.price_sum)
+            .arg(profile.recent_items.len());
         for id in &profile.recent_items {
             call.arg(&**id);
         }
-    }
-    // Affinity names, after every user's counts (the script counts a user's names as the
-    // hash's fields past those): in the order the events first touch them, each event its
-    // category then its brand, with the chunk's sum — the order the embedded store admits
-    // new names in under `AFFINITY_NAMES`.
-    let mut names: IndexMap<(&str, &str, &str), f32> = IndexMap::new();
-    for (e, item) in events {
-        let w = e.kind.affinity_weight();
-        if w == 0.0 {
-            continue;
+        call.arg(names.len());
+        for ((prefix, name), w) in names {
+            call.arg(format!("{prefix}{name}")).arg(f64::from(*w));
         }
-        for (prefix, name) in [
-            (CATEGORY_PREFIX, &item.category),
-            (BRAND_PREFIX, &item.brand),
-        ] {
-            *names.entry((&*e.user_id, prefix, name)).or_default() += w;
-        }
-    }
-    for ((user, prefix, name), w) in names {
-        call.arg("n")
-            .arg(table.position(keys::user(tenant, user)))
-            .arg(format!("{prefix}{name}"))
-            .arg(f64::from(w));
     }
     // Item histories change in event order (an impression after a click counts, before it
     // does not): each user's events in their order, one operation per user.
