@@ -1189,6 +1189,8 @@ async fn a_profile_in_the_old_hash_and_list_layout_is_read_and_moved_over() {
         "4.5",
         "b:b",
         "4.5",
+        "b:old brand;50%",
+        "1",
     ]);
     redis.command(&["RPUSH", "er:{t}:recent:u7", "k1", "k0"]);
     let before = r.user_profile("t", "u7").await.unwrap().expect("a profile");
@@ -1218,15 +1220,16 @@ async fn a_profile_in_the_old_hash_and_list_layout_is_read_and_moved_over() {
     assert_eq!(after.category_affinity.get("c"), Some(4.5 + w));
     assert_eq!(after.category_affinity.get(odd), Some(2.0 * w));
     assert_eq!(after.brand_affinity.get("b;2"), Some(2.0 * w));
+    assert_eq!(after.brand_affinity.get("old brand;50%"), Some(1.0));
     assert_eq!(
         after.category_affinity.len() + after.brand_affinity.len(),
-        4
+        5
     );
     assert_eq!(after.recent_items, ["k1", "k2", "k0"].map(ItemId::from));
     assert!(
         redis
             .command(&["GET", "er:{t}:profile:u7"])
-            .starts_with(&format!("5 5 {} 24.25\nk1 k2 k0\n", 4.5 + 3.0 * w)),
+            .starts_with(&format!("5 5 {} 24.25 3 5\nk1 k2 k0\n;", 4.5 + 3.0 * w)),
     );
 }
 

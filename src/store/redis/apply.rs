@@ -21,6 +21,7 @@ use deadpool_redis::redis;
 use indexmap::{IndexMap, IndexSet};
 
 use super::super::keys::{self, BRAND_PREFIX, CATEGORY_PREFIX, STATS_FIELD};
+use super::profile;
 use crate::domain::{
     AFFINITY_NAMES, Event, EventKind, HISTORY_HORIZON_SECONDS, HISTORY_IMPRESSIONS, HISTORY_ITEMS,
     Item, ItemStats, RECENT_ITEMS, UserProfile, WINDOWS, WindowCounts,
@@ -135,73 +136,84 @@ while i <= n do
     -- written back — two calls a user a chunk, where a hash and a list took a call a count,
     -- a name and a recent item, and a feed's read parsed a value each.
     local old_hash, old_list = KEYS[tonumber(ARGV[i + 2])], KEYS[tonumber(ARGV[i + 3])]
-    local c = {0, 0, 0, 0}
-    local recent, names, order = {}, {}, {}
+    -- Edited in place: the names and recent items a chunk does not touch pass through as
+    -- text (parsing and rebuilding each cost more than the calls this replaced).
+    local c = {0, 0, 0, 0, 0, 0}
+    local recent, names = '', ''
     local packed = redis.call('GET', key)
     if packed then
-      local head = string.find(packed, '\n', 1, true)
-      local tail = string.find(packed, '\n', head + 1, true)
+      -- Read as far as it is well formed, as the feed's read does (a hand-edited value
+      -- must not fail every later chunk of the user).
+      local head = string.find(packed, '\n', 1, true) or #packed + 1
+      local tail = string.find(packed, '\n', head + 1, true) or #packed + 1
       local k = 0
       for x in string.gmatch(string.sub(packed, 1, head - 1), '[^ ]+') do
-        k = k + 1; c[k] = tonumber(x)
+        k = k + 1; c[k] = tonumber(x) or 0
       end
-      for id in string.gmatch(string.sub(packed, head + 1, tail - 1), '[^ ]+') do
-        recent[#recent + 1] = id
-      end
-      -- Names may hold any character: each is `<length>:<name> <value>;`.
-      local at, stop = tail + 1, #packed
-      while at < stop do
-        local colon = string.find(packed, ':', at, true)
-        local field_end = colon and colon + (tonumber(string.sub(packed, at, colon - 1)) or 0)
-        local semi = field_end and string.find(packed, ';', field_end + 2, true)
-        if not semi then break end
-        local field = string.sub(packed, colon + 1, field_end)
-        names[field] = tonumber(string.sub(packed, field_end + 2, semi - 1))
-        order[#order + 1] = field
-        at = semi + 1
-      end
+      recent = string.sub(packed, head + 1, tail - 1)
+      names = string.sub(packed, tail + 1)
     else
       -- Kept as a hash and a list before: moved over on the user's next engagement.
       local old = redis.call('HGETALL', old_hash)
+      local entries = {}
       for j = 1, #old, 2 do
         local at = USER_FIELD[old[j]]
         if at then
-          c[at] = tonumber(old[j + 1])
+          c[at] = tonumber(old[j + 1]) or 0
         else
-          names[old[j]] = tonumber(old[j + 1]); order[#order + 1] = old[j]
+          -- Escaped as `profile::escape` does (the hash held names as they are).
+          local field = string.gsub(old[j], '[ ;%%]', function(b)
+            return string.format('%%%02X', string.byte(b))
+          end)
+          entries[#entries + 1] = ';' .. field .. ' ' .. old[j + 1]
         end
       end
-      recent = redis.call('LRANGE', old_list, 0, -1)
-      if #old > 0 or #recent > 0 then redis.call('DEL', old_hash, old_list) end
+      names, c[6] = table.concat(entries), #entries
+      local list = redis.call('LRANGE', old_list, 0, -1)
+      recent, c[5] = table.concat(list, ' '), #list
+      if #old > 0 or #list > 0 then redis.call('DEL', old_hash, old_list) end
     end
     for k = 1, 4 do c[k] = c[k] + tonumber(ARGV[i + 3 + k]) end
-    -- The chunk's recent items (newest first), then the others, as many as RECENT_ITEMS.
+    -- The chunk's recent items (newest first) go to the front, out of where they were.
+    -- Up to twice RECENT_ITEMS are kept (a feed reads the first RECENT_ITEMS), trimmed to
+    -- RECENT_ITEMS when past that: one rebuild per RECENT_ITEMS new items.
     local count = tonumber(ARGV[i + 8])
     local first = i + 9
-    local list, listed = {}, {}
-    for j = first, first + count - 1 do list[#list + 1] = ARGV[j]; listed[ARGV[j]] = true end
-    for _, id in ipairs(recent) do
-      if #list >= RECENT_ITEMS then break end
-      if not listed[id] then list[#list + 1] = id end
+    local line = recent == '' and ' ' or ' ' .. recent .. ' '
+    for j = first, first + count - 1 do
+      local s, e = string.find(line, ' ' .. ARGV[j] .. ' ', 1, true)
+      if s then line = string.sub(line, 1, s) .. string.sub(line, e + 1); c[5] = c[5] - 1 end
     end
-    -- Names in the order the events first touched them: a new one only while the user has
-    -- fewer than AFFINITY_NAMES (`Profile::record_touch`'s bound).
+    line = table.concat(ARGV, ' ', first, first + count - 1) .. string.sub(line, 1, -2)
+    c[5] = c[5] + count
+    if c[5] > 2 * RECENT_ITEMS then
+      local kept = {}
+      for id in string.gmatch(line, '[^ ]+') do
+        kept[#kept + 1] = id
+        if #kept == RECENT_ITEMS then break end
+      end
+      line, c[5] = table.concat(kept, ' '), #kept
+    end
+    -- Names in the order the events first touched them, each found by `;<name> ` (names
+    -- are escaped: a match is a whole name); a new one only while the user has fewer than
+    -- AFFINITY_NAMES (`Profile::record_touch`'s bound).
     local at = first + count
     local named = tonumber(ARGV[at])
     for j = at + 1, at + 2 * named, 2 do
       local field, x = ARGV[j], tonumber(ARGV[j + 1])
-      if names[field] then
-        names[field] = names[field] + x
-      elseif #order < AFFINITY_NAMES then
-        names[field] = x; order[#order + 1] = field
+      local s, e = string.find(names, ';' .. field .. ' ', 1, true)
+      if s then
+        local stop = (string.find(names, ';', e + 1, true) or #names + 1) - 1
+        local sum = (tonumber(string.sub(names, e + 1, stop)) or 0) + x
+        names = string.sub(names, 1, e) .. string.format('%.17g', sum)
+          .. string.sub(names, stop + 1)
+      elseif c[6] < AFFINITY_NAMES then
+        names = names .. ';' .. field .. ' ' .. string.format('%.17g', x)
+        c[6] = c[6] + 1
       end
     end
-    local out = {}
-    for k, field in ipairs(order) do
-      out[k] = #field .. ':' .. field .. ' ' .. string.format('%.17g', names[field]) .. ';'
-    end
-    redis.call('SET', key, string.format('%.17g %.17g %.17g %.17g', c[1], c[2], c[3], c[4])
-      .. '\n' .. table.concat(list, ' ') .. '\n' .. table.concat(out))
+    redis.call('SET', key, string.format('%.17g %.17g %.17g %.17g %d %d', unpack(c))
+      .. '\n' .. line .. '\n' .. names)
     i = at + 1 + 2 * named
   elseif op == 'h' then
     -- A user's history, one string (`item value;item value…`: keys::history): read,
@@ -533,7 +545,8 @@ pub(super) fn invocation(
         }
         call.arg(names.len());
         for ((prefix, name), w) in names {
-            call.arg(format!("{prefix}{name}")).arg(f64::from(*w));
+            call.arg(&*profile::escape(&format!("{prefix}{name}")))
+                .arg(f64::from(*w));
         }
     }
     // Item histories change in event order (an impression after a click counts, before it
