@@ -19,7 +19,9 @@ pub struct RootSpans;
 
 impl RootSpanBuilder for RootSpans {
     fn on_request_start(request: &ServiceRequest) -> Span {
-        if UNTRACED.contains(&request.path()) {
+        // Nor does any request while no layer keeps spans (OpenTelemetry off): the root span's
+        // fields (connection info, user agent, route) would be computed for a disabled span.
+        if UNTRACED.contains(&request.path()) || !tracing::span_enabled!(tracing::Level::INFO) {
             return Span::none();
         }
         let method = request.method().as_str().to_owned();
