@@ -15,6 +15,8 @@ use crate::api::{AppState, Transport, auth};
 use crate::ranking::candidates::Sources;
 use crate::ranking::rules::Note;
 
+mod json;
+
 /// The model that ranked the feed.
 #[derive(Serialize, ToSchema)]
 pub(super) struct ModelRef<'a> {
@@ -119,7 +121,13 @@ pub async fn get_feed(
         tracing::Span::current(),
     );
     let served = feed::serve(&state, &lane, &tenant, request, call).await?;
-    Ok(HttpResponse::Ok().json(response(&tenant.id, &served)))
+    // As `HttpResponseBuilder::json` does, with the response's own writer (`json`).
+    Ok(match response(&tenant.id, &served).to_json() {
+        Ok(body) => HttpResponse::Ok()
+            .content_type(actix_web::http::header::ContentType::json())
+            .body(body),
+        Err(e) => HttpResponse::from_error(actix_web::error::JsonPayloadError::Serialize(e)),
+    })
 }
 
 fn response<'a>(tenant: &'a str, served: &'a ServedFeed) -> FeedResponse<'a> {
