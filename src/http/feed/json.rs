@@ -6,7 +6,10 @@
 //! escaping (ids never do), else written by `serde_json`. With `explain=true` the response
 //! goes through serde as before.
 
+use std::sync::LazyLock;
+
 use super::{FeedItem, FeedResponse, ModelRef};
+use crate::ranking::candidates::{Source, Sources};
 
 impl FeedResponse<'_> {
     pub(super) fn to_json(&self) -> serde_json::Result<Vec<u8>> {
@@ -76,16 +79,18 @@ fn feed_item(out: &mut Vec<u8>, item: &FeedItem<'_>) -> serde_json::Result<()> {
     serde_json::to_writer(&mut *out, &item.score)?;
     out.extend_from_slice(b",\"rank\":");
     serde_json::to_writer(&mut *out, &item.rank)?;
-    out.extend_from_slice(b",\"sources\":[");
-    for (i, source) in item.sources.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        string(out, source.as_str())?;
-    }
-    out.extend_from_slice(b"]}");
+    out.extend_from_slice(b",\"sources\":");
+    out.extend_from_slice(&SOURCES[usize::from(item.sources.bits())]);
+    out.push(b'}');
     Ok(())
 }
+
+/// Every set of sources as serde_json writes it, by the set's bits: a copy per item.
+static SOURCES: LazyLock<Vec<Vec<u8>>> = LazyLock::new(|| {
+    (0..1u8 << Source::ALL.len())
+        .map(|bits| serde_json::to_vec(&Sources::from_bits(bits)).expect("names serialize"))
+        .collect()
+});
 
 fn model(out: &mut Vec<u8>, model: &ModelRef<'_>) -> serde_json::Result<()> {
     out.extend_from_slice(b"{\"name\":");
@@ -122,7 +127,6 @@ fn string(out: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ranking::candidates::{Source, Sources};
 
     fn sources(list: &[Source]) -> Sources {
         let mut s = Sources::default();
