@@ -38,6 +38,7 @@ pub fn new_arrivals(tenant: &str) -> String {
     format!("er:{{{tenant}}}:new")
 }
 
+/// A user's counts, recent items and affinity names, one string (`store::redis::profile`).
 pub fn profile(tenant: &str, user: &str) -> String {
     format!("er:{{{tenant}}}:profile:{user}")
 }
