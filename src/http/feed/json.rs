@@ -136,9 +136,9 @@ mod tests {
         s
     }
 
-    fn item(id: &str, score: f32, rank: usize, from: &[Source]) -> FeedItem<'static> {
+    fn item(id: &'static str, score: f32, rank: usize, from: &[Source]) -> FeedItem<'static> {
         FeedItem {
-            item_id: Box::leak(id.to_owned().into_boxed_str()),
+            item_id: id,
             score,
             rank,
             sources: sources(from),
