@@ -168,7 +168,7 @@ fn subscriber(
     // A JSON line holds its event's fields only, so without OpenTelemetry no layer wants a
     // span: the log layer takes events alone, and every span is disabled at its callsite
     // (no registry slot, no enter and exit; the request's root span not even built: see
-    // `http::request_span`). That was ~10 spans and ~30 k instructions a feed kept for nobody.
+    // `http::request_span`). That was ~10 spans and ~50 k instructions a feed kept for nobody.
     let traced = provider.is_some();
     let filter = filter.and(filter_fn(move |m| traced || m.is_event()));
     // A list rather than an `Option` layer: a `None` layer counts as interested in every

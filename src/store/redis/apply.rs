@@ -477,8 +477,8 @@ pub(super) fn invocation(
         }
     }
 
-    // The chunk's sums, per item and per user, in first-seen order. Of a user only the counts
-    // and recent items: names and history go to the script event by event (below).
+    // The chunk's sums, per item and per user, in first-seen order. Of a user the counts,
+    // recent items and names; the history goes to the script event by event (below).
     let mut items: IndexMap<&str, (&Item, ItemStats)> = IndexMap::new();
     // A user's affinity names with the chunk's sums, in the order the events first touch
     // them (each event its category, then its brand): the order the embedded store admits
@@ -531,6 +531,7 @@ pub(super) fn invocation(
         }
     }
     for (user, (profile, names)) in &users {
+        // The counts in `USER_COUNTS` order, as the string holds them.
         call.arg("u")
             .arg(table.position(keys::profile(tenant, user)))
             .arg(table.position(keys::user(tenant, user)))
