@@ -200,7 +200,7 @@ pub struct ReloadReport {
     /// The model serving after the reload (the new one, or the old one kept).
     pub model: String,
     pub version: String,
-    /// What scores the serving model: `native_trees` or `onnxruntime`.
+    /// What scores the serving model: `native_trees`, `native_linear` or `onnxruntime`.
     pub engine: &'static str,
     /// Why the new files were rejected.
     pub error: Option<String>,

@@ -1,7 +1,8 @@
-//! The native tree evaluator against ONNX Runtime, on the committed LightGBM model: the probe
-//! rows, the feature rows of real feeds (the demo marketplace's candidates for many users),
-//! and rows set exactly on, just below and just above the model's own thresholds, where a
-//! different comparison or rounding would show first.
+//! The native engines against ONNX Runtime. The tree evaluator on the committed LightGBM
+//! model: the probe rows, the feature rows of real feeds (the demo marketplace's candidates for
+//! many users), and rows set exactly on, just below and just above the model's own thresholds,
+//! where a different comparison or rounding would show first. The linear engine on the
+//! committed linear models, on real feeds' rows.
 
 use eaglerank::config::{ModelEngine, Settings};
 use eaglerank::ranking::features::{FeatureContext, FeatureHealth};
@@ -25,37 +26,8 @@ async fn native_trees_score_what_onnx_runtime_scores() {
     let (mut native_scorer, mut onnx_scorer) = (native.scorer().unwrap(), onnx.scorer().unwrap());
     let width = native.metadata.features.len();
 
-    // Real feeds: every candidate of 200 demo users' first pages, as serving assembles them.
     let settings = Settings::load(&[]).unwrap();
-    let store = MemoryStore::new(["demo-a".to_owned()]);
-    let anchor = 1_790_000_000.0;
-    eaglerank::demo::seed_tenant(
-        &store,
-        &settings.store.demo,
-        "demo-a",
-        anchor,
-        &Metrics::new(),
-    )
-    .await
-    .unwrap();
-    let limits = settings.candidate_limits("demo-a");
-    let mut rows = Vec::new();
-    let mut matrix = Vec::new();
-    for u in (0..2000).step_by(10) {
-        let user = format!("u{u}");
-        let (profile, candidates) = pipeline::gather(&store, "demo-a", &user, &limits)
-            .await
-            .unwrap();
-        let ctx = FeatureContext::new(anchor + 3600.0, profile.as_deref());
-        pipeline::feature_rows(
-            &native.spec,
-            &ctx,
-            &candidates,
-            &mut matrix,
-            &mut FeatureHealth::default(),
-        );
-        rows.extend_from_slice(&matrix);
-    }
+    let rows = real_feed_rows(&native).await;
     let n = rows.len() / width;
     assert!(n > 50_000, "{n} rows");
     let gap = max_gap(
@@ -99,6 +71,42 @@ async fn native_trees_score_what_onnx_runtime_scores() {
     assert!(a.iter().any(|s| *s != a[0]));
 }
 
+/// Real feeds' rows for `model`: every candidate of 200 demo users' first pages, as serving
+/// assembles them.
+async fn real_feed_rows(model: &LoadedModel) -> Vec<f32> {
+    let settings = Settings::load(&[]).unwrap();
+    let store = MemoryStore::new(["demo-a".to_owned()]);
+    let anchor = 1_790_000_000.0;
+    eaglerank::demo::seed_tenant(
+        &store,
+        &settings.store.demo,
+        "demo-a",
+        anchor,
+        &Metrics::new(),
+    )
+    .await
+    .unwrap();
+    let limits = settings.candidate_limits("demo-a");
+    let mut rows = Vec::new();
+    let mut matrix = Vec::new();
+    for u in (0..2000).step_by(10) {
+        let user = format!("u{u}");
+        let (profile, candidates) = pipeline::gather(&store, "demo-a", &user, &limits)
+            .await
+            .unwrap();
+        let ctx = FeatureContext::new(anchor + 3600.0, profile.as_deref());
+        pipeline::feature_rows(
+            &model.spec,
+            &ctx,
+            &candidates,
+            &mut matrix,
+            &mut FeatureHealth::default(),
+        );
+        rows.extend_from_slice(&matrix);
+    }
+    rows
+}
+
 /// The split thresholds of the model, per column, from the `TreeEnsembleRegressor` attributes
 /// (decoded here with Python's `onnx` package would be simpler, but the test reads the file
 /// the service reads, with no Python).
@@ -117,12 +125,31 @@ fn thresholds_by_column(bytes: &[u8], width: usize) -> Vec<Vec<f32>> {
     by_column
 }
 
+/// The linear models (the cheap path's ranker, the cascade's first stage) are scored natively
+/// under `auto`, within [`AGREEMENT`] of ONNX Runtime on real feeds' rows; `onnxruntime` keeps
+/// them on ONNX Runtime.
 #[actix_rt::test]
-async fn the_engine_is_a_setting_and_every_other_graph_stays_on_onnx_runtime() {
-    // The linear model is not a tree ensemble: ONNX Runtime scores it under `auto` too.
-    let mut settings = Settings::load(&[]).unwrap().model;
-    settings.path = "models/ranker-linear.onnx".into();
-    settings.metadata = "models/ranker-linear.json".into();
-    let linear = LoadedModel::load(&settings).unwrap();
-    assert_eq!(linear.engine.name(), "onnxruntime");
+async fn native_linear_models_score_what_onnx_runtime_scores() {
+    for name in ["ranker-linear", "ranker-first-stage"] {
+        let load = |engine| {
+            let mut settings = Settings::load(&[]).unwrap().model;
+            settings.path = format!("models/{name}.onnx").into();
+            settings.metadata = format!("models/{name}.json").into();
+            settings.engine = engine;
+            LoadedModel::load(&settings).unwrap()
+        };
+        let (native, onnx) = (load(ModelEngine::Auto), load(ModelEngine::Onnxruntime));
+        assert_eq!(native.engine.name(), "native_linear", "{name}");
+        assert_eq!(onnx.engine.name(), "onnxruntime", "{name}");
+        let rows = real_feed_rows(&native).await;
+        let n = rows.len() / native.metadata.features.len();
+        assert!(n > 50_000, "{n} rows");
+        let a = native.scorer().unwrap().score(&rows, n).unwrap();
+        let b = onnx.scorer().unwrap().score(&rows, n).unwrap();
+        let gap = max_gap(&a, &b);
+        eprintln!("{name}: {n} rows of real feeds: max |native - onnx| = {gap}");
+        assert!(gap <= AGREEMENT, "{name}: max |native - onnx| = {gap}");
+        // Not a vacuous agreement: the rows score differently.
+        assert!(a.iter().any(|s| *s != a[0]), "{name}");
+    }
 }

@@ -6,6 +6,7 @@
 //! as they did then.
 
 mod drift;
+mod linear;
 mod onnx;
 mod onnx_graph;
 mod registry;
@@ -22,10 +23,12 @@ use crate::config::{ModelEngine, ModelSettings};
 use crate::ranking::features::{FeatureSpec, UnknownFeature};
 
 pub use drift::{Bins, DriftMonitor, DriftReport, Reference, psi};
+pub use linear::LinearModel;
 pub use onnx::OnnxScorer;
+pub use onnx_graph::Unsupported;
 pub use registry::{FeedModels, FirstStage, ModelRegistry, ReloadOutcome, Slot, SlotError};
-pub use scorer::{AGREEMENT, Engine, Scorer, max_gap};
-pub use trees::{TreeEnsemble, Unsupported};
+pub use scorer::{AGREEMENT, Engine, Native, Scorer, max_gap};
+pub use trees::TreeEnsemble;
 
 /// `models/<name>.json`, written by `training/train.py` next to the `.onnx` file.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,4 +1,4 @@
-//! The few ONNX protobuf messages the native tree evaluator reads: the graph's nodes and their
+//! The few ONNX protobuf messages the native engines read: the graph's nodes and their
 //! attributes. Field numbers are `onnx.proto`'s; every other field is skipped by the decoder.
 //! (A generated `onnx` crate would bring the whole schema and a build step for five messages.)
 
@@ -69,4 +69,47 @@ impl NodeProto {
 
 pub fn decode(bytes: &[u8]) -> Result<ModelProto, prost::DecodeError> {
     ModelProto::decode(bytes)
+}
+
+/// Why a graph is not evaluated natively (it is then served by ONNX Runtime).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unsupported(pub String);
+
+pub fn unsupported<T>(why: impl Into<String>) -> Result<T, Unsupported> {
+    Err(Unsupported(why.into()))
+}
+
+/// The one operator node of a graph that is that node reading the model's `input`, followed by
+/// nothing but `Identity` nodes up to its `output`: the only shape a native engine evaluates
+/// (what LightGBM's and scikit-learn's converters write), so it cannot miss a step.
+pub fn single_operator(
+    bytes: &[u8],
+    op_type: &str,
+    input: &str,
+    output: &str,
+) -> Result<NodeProto, Unsupported> {
+    let model = decode(bytes).map_err(|e| Unsupported(e.to_string()))?;
+    let graph = model.graph.unwrap_or_default();
+    let mut nodes = graph.node.into_iter();
+    let Some(first) = nodes.next() else {
+        return unsupported("the graph has no nodes");
+    };
+    if first.op_type != op_type || first.domain != "ai.onnx.ml" {
+        return unsupported(format!("the graph starts with {}", first.op_type));
+    }
+    if first.input != [input] {
+        return unsupported(format!("the {op_type} does not read the model's input"));
+    }
+    let mut value = first.output.first().cloned().unwrap_or_default();
+    for node in nodes {
+        if node.op_type != "Identity" || node.input != [value.as_str()] {
+            return unsupported(format!("{} after the {op_type}", node.op_type));
+        }
+        value = node.output.first().cloned().unwrap_or_default();
+    }
+    if value != output {
+        return unsupported(format!("the {op_type}'s output is not the model's output"));
+    }
+    Ok(first)
 }

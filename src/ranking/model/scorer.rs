@@ -1,37 +1,71 @@
-//! Which engine scores a model, and the one scoring interface over both: tree ensembles
-//! natively ([`TreeEnsemble`]), every other graph with ONNX Runtime. The canary (probe rows)
-//! and drift run on whatever serves, so a native model is watched exactly like an ONNX one.
+//! Which engine scores a model, and the one scoring interface over them all: tree ensembles
+//! ([`TreeEnsemble`]) and linear models ([`LinearModel`]) natively, every other graph with
+//! ONNX Runtime. The canary (probe rows) and drift run on whatever serves, so a native model
+//! is watched exactly like an ONNX one.
 
 use std::sync::Arc;
 
+use super::linear::LinearModel;
 use super::onnx::OnnxScorer;
+use super::onnx_graph::Unsupported;
 use super::trees::TreeEnsemble;
 use super::{ModelError, ModelMetadata};
 use crate::config::ModelEngine;
 
 /// How far a native score may be from ONNX Runtime's for the native engine to serve a model.
-/// (On the service's finite rows they agree to the bit: same comparisons, same f32 sums.)
+/// (On the service's finite rows the trees agree to the bit: same comparisons, same f32
+/// sums; a linear model's sums are ordered differently, a few units in the last place.)
 pub const AGREEMENT: f32 = 1e-5;
 
 #[derive(Clone)]
 pub enum Engine {
-    Trees(Arc<TreeEnsemble>),
+    Native(Native),
     OnnxRuntime,
+}
+
+/// The engines EagleRank evaluates itself, shared by every thread (they hold no state).
+#[derive(Clone)]
+pub enum Native {
+    Trees(Arc<TreeEnsemble>),
+    Linear(Arc<LinearModel>),
 }
 
 impl Engine {
     /// The `engine` label of the model metrics and the admin API.
     pub fn name(&self) -> &'static str {
         match self {
-            Engine::Trees(_) => "native_trees",
+            Engine::Native(Native::Trees(_)) => "native_trees",
+            Engine::Native(Native::Linear(_)) => "native_linear",
             Engine::OnnxRuntime => "onnxruntime",
         }
     }
 }
 
-/// The engine for a model: native when configured `auto`, the graph is a tree ensemble the
-/// evaluator reproduces, and it agrees with ONNX Runtime on the probe rows; otherwise (and
-/// always with `onnxruntime`) ONNX Runtime.
+impl Native {
+    /// The graph's native engine, if it has one: a tree ensemble or a linear model.
+    fn of(bytes: &[u8], metadata: &ModelMetadata) -> Result<Self, Unsupported> {
+        let (input, output) = (&metadata.input, &metadata.output);
+        let columns = metadata.features.len();
+        TreeEnsemble::from_onnx(bytes, input, output, columns)
+            .map(|trees| Native::Trees(Arc::new(trees)))
+            .or_else(|not_trees| {
+                LinearModel::from_onnx(bytes, input, output, columns)
+                    .map(|linear| Native::Linear(Arc::new(linear)))
+                    .map_err(|not_linear| Unsupported(format!("{not_trees}; {not_linear}")))
+            })
+    }
+
+    fn score(&self, matrix: &[f32], rows: usize) -> Vec<f32> {
+        match self {
+            Native::Trees(trees) => trees.score(matrix, rows),
+            Native::Linear(linear) => linear.score(matrix, rows),
+        }
+    }
+}
+
+/// The engine for a model: native when configured `auto`, the graph is one the native engines
+/// reproduce, and it agrees with ONNX Runtime on the probe rows; otherwise (and always with
+/// `onnxruntime`) ONNX Runtime.
 pub(super) fn choose(
     setting: ModelEngine,
     bytes: &[u8],
@@ -40,13 +74,8 @@ pub(super) fn choose(
     if setting == ModelEngine::Onnxruntime {
         return Ok(Engine::OnnxRuntime);
     }
-    let trees = match TreeEnsemble::from_onnx(
-        bytes,
-        &metadata.input,
-        &metadata.output,
-        metadata.features.len(),
-    ) {
-        Ok(trees) => trees,
+    let native = match Native::of(bytes, metadata) {
+        Ok(native) => native,
         Err(why) => {
             tracing::debug!(model = %metadata.name, %why, "scored by ONNX Runtime");
             return Ok(Engine::OnnxRuntime);
@@ -60,19 +89,20 @@ pub(super) fn choose(
     }
     let matrix = rows.concat();
     let reference = OnnxScorer::new(bytes, metadata.clone())?.score(&matrix, rows.len())?;
-    let native = trees.score(&matrix, rows.len());
-    let gap = max_gap(&native, &reference);
+    let engine = Engine::Native(native.clone());
+    let gap = max_gap(&native.score(&matrix, rows.len()), &reference);
     if gap > AGREEMENT {
         tracing::warn!(
-            event = "NativeTreesDisagree",
+            event = "NativeEngineDisagrees",
             model = %metadata.name,
+            engine = engine.name(),
             max_abs_diff = gap,
-            "the native tree evaluator disagrees with ONNX Runtime on the probe rows; \
+            "the native engine disagrees with ONNX Runtime on the probe rows; \
              ONNX Runtime serves this model"
         );
         return Ok(Engine::OnnxRuntime);
     }
-    Ok(Engine::Trees(Arc::new(trees)))
+    Ok(engine)
 }
 
 /// The largest absolute difference between two score lists (infinite when a score is NaN or
@@ -92,7 +122,7 @@ pub fn max_gap(a: &[f32], b: &[f32]) -> f32 {
 
 /// Scores batches for one thread.
 pub enum Scorer {
-    Trees(Arc<TreeEnsemble>, Arc<ModelMetadata>),
+    Native(Native, Arc<ModelMetadata>),
     Onnx(OnnxScorer),
 }
 
@@ -103,14 +133,14 @@ impl Scorer {
         metadata: &Arc<ModelMetadata>,
     ) -> Result<Self, ModelError> {
         Ok(match engine {
-            Engine::Trees(trees) => Scorer::Trees(trees.clone(), metadata.clone()),
             Engine::OnnxRuntime => Scorer::Onnx(OnnxScorer::new(bytes, metadata.clone())?),
+            Engine::Native(native) => Scorer::Native(native.clone(), metadata.clone()),
         })
     }
 
     pub fn metadata(&self) -> &ModelMetadata {
         match self {
-            Scorer::Trees(_, metadata) => metadata,
+            Scorer::Native(_, metadata) => metadata,
             Scorer::Onnx(session) => session.metadata(),
         }
     }
@@ -125,8 +155,8 @@ impl Scorer {
             )));
         }
         match self {
-            Scorer::Trees(trees, _) => Ok(trees.score(matrix, rows)),
             Scorer::Onnx(session) => session.score(matrix, rows),
+            Scorer::Native(native, _) => Ok(native.score(matrix, rows)),
         }
     }
 

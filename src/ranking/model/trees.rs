@@ -10,16 +10,7 @@
 //! ONNX Runtime stays the engine for every other graph, and the loader falls back to it for
 //! anything this module does not reproduce (other branch modes, post transforms, targets).
 
-use super::onnx_graph::{self, NodeProto};
-
-/// Why a graph is not evaluated natively (it is then served by ONNX Runtime).
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{0}")]
-pub struct Unsupported(pub String);
-
-fn unsupported<T>(why: impl Into<String>) -> Result<T, Unsupported> {
-    Err(Unsupported(why.into()))
-}
+use super::onnx_graph::{self, NodeProto, Unsupported, unsupported};
 
 /// A split, 16 bytes. Its children are `[yes, no]`: `yes` is taken when
 /// `x[feature] <= threshold`; a child `c >= 0` is the split at byte offset `c` of the node
@@ -54,28 +45,8 @@ impl TreeEnsemble {
         output: &str,
         columns: usize,
     ) -> Result<Self, Unsupported> {
-        let model = onnx_graph::decode(bytes).map_err(|e| Unsupported(e.to_string()))?;
-        let graph = model.graph.unwrap_or_default();
-        let Some((first, rest)) = graph.node.split_first() else {
-            return unsupported("the graph has no nodes");
-        };
-        if first.op_type != "TreeEnsembleRegressor" || first.domain != "ai.onnx.ml" {
-            return unsupported(format!("the graph starts with {}", first.op_type));
-        }
-        if first.input != [input] {
-            return unsupported("the ensemble does not read the model's input");
-        }
-        let mut value = first.output.first().cloned().unwrap_or_default();
-        for node in rest {
-            if node.op_type != "Identity" || node.input != [value.as_str()] {
-                return unsupported(format!("{} after the ensemble", node.op_type));
-            }
-            value = node.output.first().cloned().unwrap_or_default();
-        }
-        if value != output {
-            return unsupported("the ensemble's output is not the model's output");
-        }
-        Self::from_node(first, columns)
+        let node = onnx_graph::single_operator(bytes, "TreeEnsembleRegressor", input, output)?;
+        Self::from_node(&node, columns)
     }
 
     fn from_node(node: &NodeProto, columns: usize) -> Result<Self, Unsupported> {

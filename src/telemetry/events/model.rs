@@ -179,7 +179,7 @@ pub struct ModelLoaded<'a> {
     pub version: &'a str,
     /// Its input, by name.
     pub features: &'a [String],
-    /// What scores it (`native_trees`, `onnxruntime`).
+    /// What scores it (`native_trees`, `native_linear`, `onnxruntime`).
     pub engine: &'a str,
 }
 
