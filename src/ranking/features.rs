@@ -64,6 +64,7 @@ impl<'a> UserSide<'a> {
         }
     }
 
+    #[inline(always)]
     fn category_share(&self, item: &ItemRecord) -> f32 {
         let key = item.derived().category_key;
         self.categories
@@ -72,6 +73,7 @@ impl<'a> UserSide<'a> {
             .unwrap_or(0.0)
     }
 
+    #[inline(always)]
     fn brand_share(&self, item: &ItemRecord) -> f32 {
         let key = item.derived().brand_key;
         self.brands
@@ -80,6 +82,7 @@ impl<'a> UserSide<'a> {
             .unwrap_or(0.0)
     }
 
+    #[inline(always)]
     fn has_seen(&self, item: &ItemRecord) -> bool {
         let key = item.derived().id_key;
         self.recent.get(key, &item.item.item_id).is_some()
