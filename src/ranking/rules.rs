@@ -342,14 +342,12 @@ pub fn select_by_score(
     k: Option<usize>,
     sorted: bool,
 ) -> Vec<usize> {
-    // Sorted as (sort key, index) pairs: the comparisons read no score through an index and
+    // Compared as (sort key, index) pairs: the comparisons read no score through an index and
     // map no NaN.
-    let mut keyed: Vec<(f32, u32)> = indices
-        .map(|i| {
-            let s = scores[i];
-            (if s.is_nan() { f32::NEG_INFINITY } else { s }, i as u32)
-        })
-        .collect();
+    let keyed = indices.map(|i| {
+        let s = scores[i];
+        (if s.is_nan() { f32::NEG_INFINITY } else { s }, i as u32)
+    });
     let better = |a: &(f32, u32), b: &(f32, u32)| {
         b.0.total_cmp(&a.0).then_with(|| {
             candidates[a.1 as usize]
@@ -357,6 +355,10 @@ pub fn select_by_score(
                 .cmp(&candidates[b.1 as usize].item_id)
         })
     };
+    if let Some(k) = k.filter(|k| sorted && *k <= SMALL_K) {
+        return best_few(keyed, k, better);
+    }
+    let mut keyed: Vec<(f32, u32)> = keyed.collect();
     if let Some(k) = k.filter(|k| *k < keyed.len()) {
         if k > 0 {
             keyed.select_nth_unstable_by(k - 1, better);
@@ -367,6 +369,37 @@ pub fn select_by_score(
         keyed.sort_unstable_by(better);
     }
     keyed.into_iter().map(|k| k.1 as usize).collect()
+}
+
+/// Up to this many (a page: 20 by default), the best are kept in one pass over the
+/// candidates instead of a selection and a sort: most candidates then cost one comparison with
+/// the worst kept (~25 k instructions a feed less than `select_nth_unstable` and a sort over
+/// 500 candidates); past it, a sorted run's insertions would cost more than they save.
+const SMALL_K: usize = 64;
+
+/// The best `k` of `keyed`, best first under `better` (a total order), in one pass: a sorted
+/// run of at most `k`, which a newcomer enters only when it beats the worst kept.
+fn best_few(
+    keyed: impl Iterator<Item = (f32, u32)>,
+    k: usize,
+    better: impl Fn(&(f32, u32), &(f32, u32)) -> std::cmp::Ordering,
+) -> Vec<usize> {
+    use std::cmp::Ordering::Less;
+    let mut run: Vec<(f32, u32)> = Vec::with_capacity(k + 1);
+    if k == 0 {
+        return Vec::new();
+    }
+    for entry in keyed {
+        if run.len() == k {
+            if better(&entry, &run[k - 1]) != Less {
+                continue;
+            }
+            run.pop();
+        }
+        let at = run.partition_point(|kept| better(kept, &entry) == Less);
+        run.insert(at, entry);
+    }
+    run.into_iter().map(|e| e.1 as usize).collect()
 }
 
 /// The rules applied to scored candidates: removals, boosts, pins (first page) and the

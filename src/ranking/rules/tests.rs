@@ -322,3 +322,37 @@ fn all_rules_combined() {
     assert_eq!(removed(&a, Removal::Excluded), 1);
     assert!(a.more);
 }
+
+/// The one-pass selection of a page's best gives what selecting and sorting all gives: the
+/// same items in the same order, ties (equal scores, many of them) by item id, NaN last,
+/// whatever order the candidates come in.
+#[test]
+fn the_best_few_in_one_pass_are_the_best_of_a_full_sort() {
+    let candidates: Vec<Scorable> = (0..300).map(|n| candidate(n, "b", "c")).collect();
+    // A fixed pseudo-random sequence: scores drawn from a few values, so ties abound.
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for round in 0..40 {
+        let n = [0, 1, 5, 64, 65, 300][round % 6];
+        let scores: Vec<f32> = (0..n)
+            .map(|_| match next() % 10 {
+                0 => f32::NAN,
+                r => (r % 4) as f32 * 0.25,
+            })
+            .collect();
+        let mut shuffled: Vec<(u64, usize)> = (0..n).map(|i| (next(), i)).collect();
+        shuffled.sort_unstable();
+        let indices: Vec<usize> = shuffled.into_iter().map(|(_, i)| i).collect();
+        // Every candidate, fully sorted: the order the rules define.
+        let all = select_by_score(&scores, &candidates, indices.iter().copied(), None, true);
+        for k in [0, 1, 2, 20, SMALL_K, SMALL_K + 1, 400] {
+            let best = best_by_score(&scores, &candidates, indices.iter().copied(), Some(k));
+            assert_eq!(best, all[..k.min(n)], "round {round}, {n} candidates, k = {k}");
+        }
+    }
+}
