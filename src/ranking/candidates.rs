@@ -1,16 +1,14 @@
 //! Candidate generation: which store lists to ask for (the plan), and how to merge what comes
 //! back into one deduplicated, capped list in which every item remembers its sources.
 
-use std::collections::hash_map::Entry;
-use std::hash::Hash;
 use std::sync::Arc;
 
-use crate::FastMap;
+use hashbrown::HashTable;
 
 use serde::Serialize;
 
 use crate::config::CandidateLimits;
-use crate::domain::{ItemId, ItemRecord, UserProfile};
+use crate::domain::{ItemId, ItemRecord, UserProfile, key_hash};
 use crate::store::{CandidateLists, CandidateQuery};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -96,61 +94,47 @@ pub struct Candidate {
     pub record: Option<Arc<ItemRecord>>,
 }
 
-/// A record as a map key: its id, hashed by the id's precomputed key.
-pub struct RecordId<'a>(&'a ItemRecord);
-
-impl Hash for RecordId<'_> {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write_u64(self.0.derived().id_key);
-    }
-}
-
-impl PartialEq for RecordId<'_> {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.item.item_id == other.0.item.item_id
-    }
-}
-
-impl Eq for RecordId<'_> {}
-
 /// What a candidate list holds: ids, or the items' records.
 pub trait Listed {
-    /// What the merge dedups by.
-    type Key<'a>: Hash + Eq
-    where
-        Self: 'a;
-    fn key(&self) -> Self::Key<'_>;
-    fn candidate(&self, sources: Sources) -> Candidate;
+    /// What the merge dedups by: the item id.
+    fn id(&self) -> &ItemId;
+    /// The id's [`key_hash`].
+    fn key(&self) -> u64;
+    /// Moved into its candidate: no reference count is touched for an item kept.
+    fn into_candidate(self, sources: Sources) -> Candidate;
 }
 
-/// Ids from different lists are different strings: deduped by their text.
+/// Ids are hashed per listing.
 impl Listed for ItemId {
-    type Key<'a> = &'a str;
-    fn key(&self) -> &str {
+    fn id(&self) -> &ItemId {
         self
     }
-    fn candidate(&self, sources: Sources) -> Candidate {
+    fn key(&self) -> u64 {
+        key_hash(self)
+    }
+    fn into_candidate(self, sources: Sources) -> Candidate {
         Candidate {
-            item_id: self.clone(),
+            item_id: self,
             sources,
             record: None,
         }
     }
 }
 
-/// Records are deduped by their id too, but hashed by the key computed once per record
-/// ([`ItemRecord::derived`]): no string is hashed per feed, and one is compared only for an
-/// item listed twice.
+/// Records are hashed by the key computed once per record ([`ItemRecord::derived`]): no
+/// string is hashed per feed.
 impl Listed for Arc<ItemRecord> {
-    type Key<'a> = RecordId<'a>;
-    fn key(&self) -> RecordId<'_> {
-        RecordId(self)
+    fn id(&self) -> &ItemId {
+        &self.item.item_id
     }
-    fn candidate(&self, sources: Sources) -> Candidate {
+    fn key(&self) -> u64 {
+        self.derived().id_key
+    }
+    fn into_candidate(self, sources: Sources) -> Candidate {
         Candidate {
             item_id: self.item.item_id.clone(),
             sources,
-            record: Some(self.clone()),
+            record: Some(self),
         }
     }
 }
@@ -179,32 +163,43 @@ pub fn plan(limits: &CandidateLimits, user: Option<&UserProfile>) -> CandidateQu
 /// Interleaves the lists round-robin (so that no source starves the others under the cap),
 /// keeps the first occurrence of each item and records every source that proposed it.
 pub fn merge<T: Listed>(lists: CandidateLists<T>, max: usize) -> Vec<Candidate> {
-    let mut sourced: Vec<(Source, Vec<T>)> = Vec::with_capacity(2 + lists.categories.len());
-    sourced.push((Source::Trending, lists.trending));
-    sourced.extend(lists.categories.into_iter().map(|l| (Source::Affinity, l)));
-    sourced.push((Source::NewArrivals, lists.new_arrivals));
+    let mut sourced: Vec<(Source, std::vec::IntoIter<T>)> =
+        Vec::with_capacity(2 + lists.categories.len());
+    sourced.push((Source::Trending, lists.trending.into_iter()));
+    sourced.extend(
+        lists
+            .categories
+            .into_iter()
+            .map(|l| (Source::Affinity, l.into_iter())),
+    );
+    sourced.push((Source::NewArrivals, lists.new_arrivals.into_iter()));
 
     let longest = sourced.iter().map(|(_, l)| l.len()).max().unwrap_or(0);
     let total: usize = sourced.iter().map(|(_, l)| l.len()).sum();
-    let mut out: Vec<Candidate> = Vec::with_capacity(max.min(total));
-    // Keyed by the lists' own entries: one lookup per listed item, and a reference count
-    // touched only for the items kept.
-    let mut position: FastMap<T::Key<'_>, usize> =
-        FastMap::with_capacity_and_hasher(max.min(total), Default::default());
+    let kept = max.min(total);
+    let mut out: Vec<Candidate> = Vec::with_capacity(kept);
+    // (id key, position in `out`) of every item kept: the key is the hash, and an id is
+    // compared only when two keys are equal (the same item, or a 64-bit collision). At most
+    // `kept` entries, so the table never grows.
+    let mut position: HashTable<(u64, u32)> = HashTable::with_capacity(kept);
 
-    for i in 0..longest {
-        for (source, list) in &sourced {
-            let Some(listed) = list.get(i) else { continue };
-            let next = out.len();
-            match position.entry(listed.key()) {
-                Entry::Occupied(at) => out[*at.get()].sources.insert(*source),
-                Entry::Vacant(slot) if next < max => {
-                    slot.insert(next);
+    for _ in 0..longest {
+        for (source, list) in &mut sourced {
+            let Some(listed) = list.next() else { continue };
+            let key = listed.key();
+            let same = |&(k, at): &(u64, u32)| {
+                let kept = &out[at as usize].item_id;
+                k == key && (Arc::ptr_eq(kept, listed.id()) || kept == listed.id())
+            };
+            match position.find(key, same) {
+                Some(&(_, at)) => out[at as usize].sources.insert(*source),
+                None if out.len() < max => {
+                    position.insert_unique(key, (key, out.len() as u32), |&(k, _)| k);
                     let mut sources = Sources::default();
                     sources.insert(*source);
-                    out.push(listed.candidate(sources));
+                    out.push(listed.into_candidate(sources));
                 }
-                Entry::Vacant(_) => {}
+                None => {}
             }
         }
     }

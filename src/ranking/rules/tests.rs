@@ -352,7 +352,11 @@ fn the_best_few_in_one_pass_are_the_best_of_a_full_sort() {
         let all = select_by_score(&scores, &candidates, indices.iter().copied(), None, true);
         for k in [0, 1, 2, 20, SMALL_K, SMALL_K + 1, 400] {
             let best = best_by_score(&scores, &candidates, indices.iter().copied(), Some(k));
-            assert_eq!(best, all[..k.min(n)], "round {round}, {n} candidates, k = {k}");
+            assert_eq!(
+                best,
+                all[..k.min(n)],
+                "round {round}, {n} candidates, k = {k}"
+            );
         }
     }
 }
