@@ -339,6 +339,11 @@ const ITEM_ONLY: [Feature; 6] = [
 ];
 const _: () = assert!(ITEM_ONLY.len() <= ITEM_COLUMNS && ITEM_COLUMNS <= u8::BITS as usize);
 
+/// The features that read the request alone — its user and clock, not the item: one value per
+/// request, written down the column instead of computed per row. A test checks each gives the
+/// same value whatever the item.
+const REQUEST_ONLY: [Feature; 2] = [Feature::UserKnown, Feature::UserLogInteractions];
+
 /// What an item-only feature is computed with: no clock, no user (they do not read it).
 const NO_CONTEXT: FeatureContext<'static> = FeatureContext {
     now: 0.0,
@@ -370,6 +375,8 @@ pub struct FeatureSpec {
     features: Vec<Feature>,
     /// (column, index in [`ITEM_ONLY`]) of the item-only features: copied from the record.
     cached: Vec<(usize, usize)>,
+    /// (column, feature) of the [`REQUEST_ONLY`] features: one value per request.
+    constant: Vec<(usize, Feature)>,
     /// (column, feature) of the rest: computed per request, a column at a time.
     computed: Vec<(usize, Feature)>,
 }
@@ -402,10 +409,12 @@ impl FeatureSpec {
 
     fn of(names: Vec<String>, features: Vec<Feature>) -> Self {
         let mut cached = Vec::new();
+        let mut constant = Vec::new();
         let mut computed = Vec::new();
         for (column, &feature) in features.iter().enumerate() {
             match ITEM_ONLY.iter().position(|&f| f == feature) {
                 Some(k) => cached.push((column, k)),
+                None if REQUEST_ONLY.contains(&feature) => constant.push((column, feature)),
                 None => computed.push((column, feature)),
             }
         }
@@ -413,6 +422,7 @@ impl FeatureSpec {
             names,
             features,
             cached,
+            constant,
             computed,
         }
     }
@@ -464,9 +474,21 @@ impl FeatureSpec {
             let written = feature.fill_column(ctx, items.clone(), rows, j, width, tally);
             assert_eq!(written, n, "an iterator shorter than its len()");
         }
+        if let Some(first) = items.clone().next() {
+            for &(j, feature) in &self.constant {
+                // Its value for the first item is its value for every item.
+                let (mut missing, mut nan) = (0, 0);
+                let value = defaulted(feature.value(ctx, first), &mut missing, &mut nan);
+                (health.missing[j], health.nan[j]) = (missing * n as u32, nan * n as u32);
+                for row in rows.chunks_exact_mut(width) {
+                    row[j].write(value);
+                }
+            }
+        }
         // SAFETY: the `values` slots past the length were just written: every column of all
-        // `n` rows (the cached ones by `copy_cached`, the others by a `fill_column` each), as
-        // the assertions checked.
+        // `n` rows (the cached ones by `copy_cached`, the request's constants down theirs —
+        // `rows` is exactly `n` rows, and with `n == 0` there is nothing to write —, the others
+        // by a `fill_column` each), as the assertions checked.
         unsafe { out.set_len(out.len() + values) };
     }
 
@@ -675,6 +697,47 @@ mod tests {
                 "{feature:?}: {values:?}"
             );
         }
+    }
+
+    /// The features written once per request must not read the item: each gives the same
+    /// value for any two items, with a user and without.
+    #[test]
+    fn request_only_features_ignore_the_item() {
+        let (a, mut b) = (record(), record());
+        b.item.item_id = "i2".into();
+        b.item.category = "hats".into();
+        b.item.price = 5.0;
+        b.item.created_at = 1_000_000;
+        b.stats_mut().record(EventKind::Purchase, 0.0);
+        let mut u = UserProfile::default();
+        u.record(EventKind::Purchase, &a.item, 5.0e8);
+        for ctx in [
+            FeatureContext::new(1.7e9, None),
+            FeatureContext::new(1.7e9, Some(&u)),
+        ] {
+            for feature in REQUEST_ONLY {
+                assert_eq!(
+                    feature.value(&ctx, &a),
+                    feature.value(&ctx, &b),
+                    "{feature:?}"
+                );
+            }
+        }
+        // ... and they are assembled as the catalog computes them, with their health.
+        let spec =
+            FeatureSpec::from_names(&["user_log_interactions".into(), "item_ctr".into()]).unwrap();
+        let mut out = Vec::new();
+        let mut health = FeatureHealth::default();
+        let ctx = FeatureContext::new(0.0, None);
+        spec.assemble(&ctx, [&a, &b, &a], &mut out, &mut health);
+        assert_eq!(out.len(), 6);
+        assert_eq!([out[0], out[2], out[4]], [DEFAULT_VALUE; 3]);
+        assert_eq!(health.missing, [3, 0]);
+        let ctx = FeatureContext::new(0.0, Some(&u));
+        out.clear();
+        spec.assemble(&ctx, [&a, &b], &mut out, &mut health);
+        assert_eq!([out[0], out[2]], [(u.interactions.ln_1p()) as f32; 2]);
+        assert_eq!(health.missing, [0, 0]);
     }
 
     /// A record's cached columns follow its stats: changed in place (as the embedded store
