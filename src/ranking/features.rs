@@ -375,6 +375,7 @@ pub struct FeatureSpec {
     features: Vec<Feature>,
     /// (column, index in [`ITEM_ONLY`]) of the item-only features: copied from the record.
     cached: Vec<(usize, usize)>,
+
     /// (column, feature) of the [`REQUEST_ONLY`] features: one value per request.
     constant: Vec<(usize, Feature)>,
     /// (column, feature) of the rest: computed per request, a column at a time.
@@ -574,6 +575,42 @@ mod tests {
         assert_eq!(out, vec![0.05, 0.0, 2.0, 0.05, 0.0, 2.0]);
         assert_eq!(health.missing, [0, 0, 0]);
         assert_eq!(health.nan, [0, 0, 0]);
+    }
+
+    /// Whatever the order and selection of a model's features — the cached columns in runs,
+    /// out of order, alone —, a row holds each feature's own value.
+    #[test]
+    fn any_order_of_features_assembles_each_value() {
+        let (a, mut b) = (record(), record());
+        b.item.item_id = "i2".into();
+        b.item.price = 7.5;
+        b.stats_mut().record(EventKind::Purchase, 0.0);
+        let mut u = UserProfile::default();
+        u.record(EventKind::Click, &a.item, 1.0e9);
+        let ctx = FeatureContext::new(1.7e9, Some(&u));
+        let all = Feature::ALL;
+        let orders: Vec<Vec<Feature>> = vec![
+            all.to_vec(),
+            all.iter().rev().copied().collect(),
+            all.iter().step_by(2).copied().collect(),
+            [all[6], all[0], all[1], all[2], all[12], all[3]].to_vec(),
+            vec![all[4]],
+        ];
+        for features in orders {
+            let names: Vec<String> = features.iter().map(|f| f.name().to_owned()).collect();
+            let spec = FeatureSpec::from_names(&names).unwrap();
+            let mut out = Vec::new();
+            spec.assemble(&ctx, [&a, &b], &mut out, &mut FeatureHealth::default());
+            let want: Vec<f32> = [&a, &b]
+                .iter()
+                .flat_map(|r| {
+                    features
+                        .iter()
+                        .map(|f| f.value(&ctx, r).unwrap_or(DEFAULT_VALUE))
+                })
+                .collect();
+            assert_eq!(out, want, "{names:?}");
+        }
     }
 
     #[test]
