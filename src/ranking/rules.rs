@@ -178,9 +178,9 @@ impl TenantRules {
     /// The items the user's history removes (bought, or shown to tiredness), by
     /// [`key_hash`] of their id with the reason: computed once per request from the history
     /// (usually far shorter than the candidate list), so that a candidate costs one integer
-    /// lookup, not a string hash, and none at all when nothing is blocked.
-    fn blocked_by_history(&self, request: &RulesInput<'_>) -> crate::FastMap<u64, Removal> {
-        let mut blocked = crate::FastMap::default();
+    /// test, not a string hash, and a map lookup only when its bit is in [`Blocked::mask`].
+    fn blocked_by_history(&self, request: &RulesInput<'_>) -> Blocked {
+        let mut blocked = Blocked::default();
         let Some(user) = request.user else {
             return blocked;
         };
@@ -198,7 +198,10 @@ impl TenantRules {
         }
         if let Some((since, max)) = fatigue {
             for id in user.history.fatigued(since, max) {
-                blocked.entry(key_hash(id)).or_insert(Removal::Fatigue);
+                // Bought and tired of: counted as bought.
+                if blocked.get(key_hash(id)).is_none() {
+                    blocked.insert(key_hash(id), Removal::Fatigue);
+                }
             }
         }
         blocked
@@ -208,7 +211,7 @@ impl TenantRules {
         &self,
         r: &ItemRecord,
         request: &RulesInput<'_>,
-        blocked: &crate::FastMap<u64, Removal>,
+        blocked: &Blocked,
     ) -> Option<Removal> {
         let item = &r.item;
         if !item.available {
@@ -231,10 +234,7 @@ impl TenantRules {
         if self.rules.exclude_own_items && item.seller_id.as_deref() == Some(request.user_id) {
             return Some(Removal::OwnItem);
         }
-        if blocked.is_empty() {
-            return None;
-        }
-        blocked.get(&r.derived().id_key).copied()
+        blocked.get(r.derived().id_key)
     }
 
     fn boosted(&self, item: &Item, score: f32, new_since: i64) -> f32 {
@@ -318,6 +318,30 @@ impl Limits {
                 None => true,
                 Some(s) => count(&|p| seller_key(p) == Some(s)) < m,
             })
+    }
+}
+
+/// The items a user's history removes, by id key. Most candidates are not among them: the mask
+/// of the keys' low six bits turns those away with one test (a user with 10 such items lets
+/// ~15 % through to the map), where a map lookup each was ~25 instructions a candidate.
+#[derive(Default)]
+struct Blocked {
+    mask: u64,
+    by_key: crate::FastMap<u64, Removal>,
+}
+
+impl Blocked {
+    fn insert(&mut self, key: u64, why: Removal) {
+        self.mask |= 1 << (key & 63);
+        self.by_key.insert(key, why);
+    }
+
+    #[inline]
+    fn get(&self, key: u64) -> Option<Removal> {
+        if self.mask & 1 << (key & 63) == 0 {
+            return None;
+        }
+        self.by_key.get(&key).copied()
     }
 }
 

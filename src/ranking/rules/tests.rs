@@ -360,3 +360,24 @@ fn the_best_few_in_one_pass_are_the_best_of_a_full_sort() {
         }
     }
 }
+
+/// The mask only turns away keys that were never inserted: every blocked key is found, keys
+/// sharing a blocked key's low bits reach the map and are not blocked by it.
+#[test]
+fn blocked_keys_are_found_past_the_mask() {
+    let mut blocked = Blocked::default();
+    assert_eq!(blocked.get(7), None);
+    for k in [3u64, 64 + 5, 1 << 40] {
+        blocked.insert(k, Removal::Purchased);
+    }
+    blocked.insert(9, Removal::Fatigue);
+    for k in [3u64, 64 + 5, 1 << 40] {
+        assert_eq!(blocked.get(k), Some(Removal::Purchased), "{k}");
+    }
+    assert_eq!(blocked.get(9), Some(Removal::Fatigue));
+    // Same low six bits as 3 and 5 (mask hit), not inserted: the map says no.
+    assert_eq!(blocked.get(128 + 3), None);
+    assert_eq!(blocked.get(5), None);
+    // A bit never set: turned away by the mask.
+    assert_eq!(blocked.get(11), None);
+}
