@@ -131,8 +131,7 @@ impl LinearModel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ranking::model::onnx_graph::{AttributeProto, GraphProto, ModelProto};
-    use prost::Message;
+    use crate::ranking::model::onnx_graph::AttributeProto;
 
     fn attribute(name: &str, floats: &[f32], s: &[u8], i: i64) -> AttributeProto {
         AttributeProto {
@@ -151,26 +150,7 @@ mod tests {
             attribute("intercepts", &[0.5], b"", 0),
         ];
         attribute_list.extend(extra);
-        let node = NodeProto {
-            input: vec!["input".into()],
-            output: vec!["out".into()],
-            op_type: "LinearRegressor".into(),
-            domain: "ai.onnx.ml".into(),
-            attribute: attribute_list,
-        };
-        let identity = NodeProto {
-            input: vec!["out".into()],
-            output: vec!["variable".into()],
-            op_type: "Identity".into(),
-            ..Default::default()
-        };
-        ModelProto {
-            graph: Some(GraphProto {
-                node: vec![node, identity],
-                ..Default::default()
-            }),
-        }
-        .encode_to_vec()
+        onnx_graph::one_operator_model("LinearRegressor", attribute_list)
     }
 
     #[test]

@@ -113,3 +113,29 @@ pub fn single_operator(
     }
     Ok(first)
 }
+
+/// A model of one `ai.onnx.ml` operator reading `input` and an `Identity` to `variable`: the
+/// shape the native engines read, for their tests.
+#[cfg(test)]
+pub fn one_operator_model(op_type: &str, attribute: Vec<AttributeProto>) -> Vec<u8> {
+    let node = NodeProto {
+        input: vec!["input".into()],
+        output: vec!["out".into()],
+        op_type: op_type.into(),
+        domain: "ai.onnx.ml".into(),
+        attribute,
+    };
+    let identity = NodeProto {
+        input: vec!["out".into()],
+        output: vec!["variable".into()],
+        op_type: "Identity".into(),
+        ..Default::default()
+    };
+    ModelProto {
+        graph: Some(GraphProto {
+            node: vec![node, identity],
+            ..Default::default()
+        }),
+    }
+    .encode_to_vec()
+}

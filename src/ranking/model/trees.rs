@@ -285,8 +285,7 @@ struct Attrs<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ranking::model::onnx_graph::{AttributeProto, GraphProto, ModelProto};
-    use prost::Message;
+    use crate::ranking::model::onnx_graph::AttributeProto;
 
     fn ints(name: &str, v: &[i64]) -> AttributeProto {
         AttributeProto {
@@ -316,12 +315,9 @@ mod tests {
             ],
             ..Default::default()
         };
-        let node = NodeProto {
-            input: vec!["input".into()],
-            output: vec!["out".into()],
-            op_type: "TreeEnsembleRegressor".into(),
-            domain: "ai.onnx.ml".into(),
-            attribute: vec![
+        onnx_graph::one_operator_model(
+            "TreeEnsembleRegressor",
+            vec![
                 ints("nodes_treeids", &[0, 0, 0, 1]),
                 ints("nodes_nodeids", &[0, 1, 2, 0]),
                 ints("nodes_featureids", &[0, 0, 0, 0]),
@@ -336,20 +332,7 @@ mod tests {
                 floats("target_weights", &[1.0, 2.0, 10.0]),
                 floats("base_values", &[0.25]),
             ],
-        };
-        let identity = NodeProto {
-            input: vec!["out".into()],
-            output: vec!["variable".into()],
-            op_type: "Identity".into(),
-            ..Default::default()
-        };
-        ModelProto {
-            graph: Some(GraphProto {
-                node: vec![node, identity],
-                ..Default::default()
-            }),
-        }
-        .encode_to_vec()
+        )
     }
 
     #[test]
