@@ -375,7 +375,6 @@ pub struct FeatureSpec {
     features: Vec<Feature>,
     /// (column, index in [`ITEM_ONLY`]) of the item-only features: copied from the record.
     cached: Vec<(usize, usize)>,
-
     /// (column, feature) of the [`REQUEST_ONLY`] features: one value per request.
     constant: Vec<(usize, Feature)>,
     /// (column, feature) of the rest: computed per request, a column at a time.

@@ -198,10 +198,8 @@ impl TenantRules {
         }
         if let Some((since, max)) = fatigue {
             for id in user.history.fatigued(since, max) {
-                // Bought and tired of: counted as bought.
-                if blocked.get(key_hash(id)).is_none() {
-                    blocked.insert(key_hash(id), Removal::Fatigue);
-                }
+                // Bought and tired of: counted as bought (the first reason stands).
+                blocked.insert(key_hash(id), Removal::Fatigue);
             }
         }
         blocked
@@ -331,9 +329,10 @@ struct Blocked {
 }
 
 impl Blocked {
+    /// Blocks `key` for `why`, unless it is blocked already: the first reason stands.
     fn insert(&mut self, key: u64, why: Removal) {
         self.mask |= 1 << (key & 63);
-        self.by_key.insert(key, why);
+        self.by_key.entry(key).or_insert(why);
     }
 
     #[inline]
@@ -410,10 +409,11 @@ fn best_few(
     better: impl Fn(&(f32, u32), &(f32, u32)) -> std::cmp::Ordering,
 ) -> Vec<usize> {
     use std::cmp::Ordering::Less;
-    let mut run: Vec<(f32, u32)> = Vec::with_capacity(k + 1);
     if k == 0 {
         return Vec::new();
     }
+    // A newcomer is inserted only after the worst kept was popped: never more than `k`.
+    let mut run: Vec<(f32, u32)> = Vec::with_capacity(k);
     for entry in keyed {
         if run.len() == k {
             if better(&entry, &run[k - 1]) != Less {

@@ -22,9 +22,14 @@ pub struct LinearModel {
 /// sums the products of the columns `j` with `j % LANES == k`, in column order.
 const LANES: usize = 4;
 
-/// The lanes' total, in a fixed order.
+/// Σ x·w over the lanes, then the lanes' total in a fixed order. Inlined into
+/// [`LinearModel::score_fixed`], where the slices' length is a constant and the loop unrolls.
 #[inline(always)]
-fn reduce(lanes: [f32; LANES]) -> f32 {
+fn dot(x: &[f32], w: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    for j in 0..w.len() {
+        lanes[j % LANES] += x[j] * w[j];
+    }
     (lanes[0] + lanes[1]) + (lanes[2] + lanes[3])
 }
 
@@ -96,29 +101,15 @@ impl LinearModel {
     fn score_fixed<const N: usize>(&self, matrix: &[f32]) -> Vec<f32> {
         let w: &[f32; N] = self.coefficients.as_slice().try_into().expect("N columns");
         let (rows, _) = matrix.as_chunks::<N>();
-        rows.iter()
-            .map(|x| {
-                let mut lanes = [0.0f32; LANES];
-                for j in 0..N {
-                    lanes[j % LANES] += x[j] * w[j];
-                }
-                reduce(lanes) + self.intercept
-            })
-            .collect()
+        rows.iter().map(|x| dot(x, w) + self.intercept).collect()
     }
 
-    /// As [`Self::score_fixed`], same sums in the same order, for any width.
+    /// As [`Self::score_fixed`] (the same [`dot`]), for any width.
     fn score_any(&self, matrix: &[f32]) -> Vec<f32> {
         let w = &self.coefficients;
         matrix
             .chunks_exact(w.len())
-            .map(|x| {
-                let mut lanes = [0.0f32; LANES];
-                for j in 0..w.len() {
-                    lanes[j % LANES] += x[j] * w[j];
-                }
-                reduce(lanes) + self.intercept
-            })
+            .map(|x| dot(x, w) + self.intercept)
             .collect()
     }
 

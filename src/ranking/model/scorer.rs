@@ -89,8 +89,8 @@ pub(super) fn choose(
     }
     let matrix = rows.concat();
     let reference = OnnxScorer::new(bytes, metadata.clone())?.score(&matrix, rows.len())?;
-    let engine = Engine::Native(native.clone());
     let gap = max_gap(&native.score(&matrix, rows.len()), &reference);
+    let engine = Engine::Native(native);
     if gap > AGREEMENT {
         tracing::warn!(
             event = "NativeEngineDisagrees",

@@ -371,6 +371,8 @@ fn blocked_keys_are_found_past_the_mask() {
         blocked.insert(k, Removal::Purchased);
     }
     blocked.insert(9, Removal::Fatigue);
+    // Blocked again for another reason: the first stands (bought before tired of).
+    blocked.insert(3, Removal::Fatigue);
     for k in [3u64, 64 + 5, 1 << 40] {
         assert_eq!(blocked.get(k), Some(Removal::Purchased), "{k}");
     }
