@@ -267,22 +267,23 @@ pub async fn by_deadline<T, E: From<StoreError>>(
         })
 }
 
-/// The store as the rest of the service uses it: the (layered) store, its health as the
-/// watchdog sees it, and the popularity fallback for when it is down.
-/// A connection pool's state, summed over the pools of every thread that talks to the store.
+/// The connections' state, summed over every thread that talks to the store.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PoolStatus {
     /// Connections open.
     pub connections: usize,
-    /// Of those, idle.
+    /// Of those, idle: no call in flight on it.
     pub idle: usize,
-    /// Callers waiting for a connection: above 0, `redis.pool_size` is the bottleneck.
+    /// Callers waiting for a connection: one being opened (a single node), or a cluster pool
+    /// at `redis.pool_size`.
     pub waiting: usize,
 }
 
 /// Reads a store's pool state (the Redis backend's).
 pub type PoolProbe = Arc<dyn Fn() -> PoolStatus + Send + Sync>;
 
+/// The store as the rest of the service uses it: the (layered) store, its health as the
+/// watchdog sees it, and the popularity fallback for when it is down.
 #[derive(Clone)]
 pub struct StoreContext {
     pub store: SharedStore,

@@ -24,63 +24,26 @@ use crate::store::sessions::{decode_page, encode_page};
 use crate::store::{FeedSessions, Page, Pages, RulesStore, StoredRules};
 
 mod apply;
+mod connection;
 mod feed_log;
 mod profile;
 use apply::{APPLY_EVENTS, EVENTS_PER_CALL, decode_stats};
+use connection::ThreadConnection;
 
+// One per thread: the single node's connection stays inline rather than behind a box.
+#[allow(clippy::large_enum_variant)]
 enum Pool {
-    Single(deadpool::managed::Pool<Manager>),
+    /// One multiplexed connection per thread, shared by its calls (`connection`).
+    Single(ThreadConnection),
     Cluster(deadpool_redis::cluster::Pool),
-}
-
-/// A connection handed out within this long of its previous checkout goes without a check.
-const TRUSTED_FOR: Duration = Duration::from_secs(1);
-
-/// deadpool-redis's manager, without its check on every checkout: that is a round trip
-/// (`UNWATCH` + `PING`), and a feed checks out a connection for each of its ~8 store calls, so
-/// it doubled the feed's round trips and Redis's own work. Here a connection is checked only
-/// when it sat idle past [`TRUSTED_FOR`]; one that failed a command or timed out is never
-/// handed out again (`RedisStore::run` detaches it), so skipping the check cannot serve a
-/// broken connection twice. No EagleRank call leaves a transaction open (no `WATCH`; `MULTI`
-/// only inside one pipeline), which the `UNWATCH` guards against.
-struct Manager(deadpool_redis::Manager);
-
-impl deadpool::managed::Manager for Manager {
-    type Type = redis::aio::MultiplexedConnection;
-    type Error = redis::RedisError;
-
-    async fn create(&self) -> Result<Self::Type, Self::Error> {
-        deadpool::managed::Manager::create(&self.0).await
-    }
-
-    async fn recycle(
-        &self,
-        conn: &mut Self::Type,
-        metrics: &deadpool::managed::Metrics,
-    ) -> deadpool::managed::RecycleResult<Self::Error> {
-        if metrics.last_used() < TRUSTED_FOR {
-            return Ok(());
-        }
-        deadpool::managed::Manager::recycle(&self.0, conn, metrics).await
-    }
-}
-
-/// Returns a connection to its pool only if its command was answered: one that failed or
-/// timed out is dropped, since its next checkout would not check it ([`Manager`]).
-fn release<T>(
-    conn: deadpool::managed::Object<Manager>,
-    answer: &Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
-) {
-    if !matches!(answer, Ok(Ok(_))) {
-        drop(deadpool::managed::Object::take(conn));
-    }
 }
 
 /// Catalog entries a replica keeps for ingestion (a few hundred bytes each).
 const CATALOG_CACHE_CAPACITY: u64 = 500_000;
 
 pub struct RedisStore {
-    /// One pool per thread that talks to Redis: see [`RedisStore::pool`].
+    /// One connection (single node) or pool (cluster) per thread that talks to Redis: see
+    /// [`RedisStore::pool`].
     pools: ThreadLocal<Pool>,
     settings: RedisSettings,
     dedup: Dedup,
@@ -122,19 +85,11 @@ fn build_pool(settings: &RedisSettings) -> Result<Pool, StoreError> {
             "redis.url must be one URL unless redis.cluster = true",
         ));
     };
-    let connection = redis::AsyncConnectionConfig::new()
+    let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(settings.connect_timeout))
         .set_response_timeout(Some(settings.command_timeout));
-    let manager =
-        deadpool_redis::Manager::new_with_config(url.as_str(), connection).map_err(unavailable)?;
-    Ok(Pool::Single(
-        deadpool::managed::Pool::builder(Manager(manager))
-            .max_size(settings.pool_size)
-            .timeouts(timeouts)
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(unavailable)?,
-    ))
+    let client = redis::Client::open(url.as_str()).map_err(unavailable)?;
+    Ok(Pool::Single(ThreadConnection::new(client, config)))
 }
 
 impl RedisStore {
@@ -161,27 +116,41 @@ impl RedisStore {
         Ok(store)
     }
 
-    /// The calling thread's pool. A multiplexed connection's I/O runs as a task on the
-    /// runtime of the thread that opened it; each HTTP worker runs its own runtime and, with
-    /// its feed lane, ranks on it for a millisecond at a time. A connection shared across
-    /// threads made every command wait for the opening thread to be free (seen: twice the CPU
-    /// per feed, 2-4x the p99 at half load), so each thread opens and uses its own, up to
-    /// `redis.pool_size` per thread.
+    /// The calling thread's connection (single node) or pool (cluster). A multiplexed
+    /// connection's I/O runs as a task on the runtime of the thread that opened it; each HTTP
+    /// worker runs its own runtime and, with its feed lane, ranks on it for a millisecond at a
+    /// time. A connection shared across threads made every command wait for the opening thread
+    /// to be free (seen: twice the CPU per feed, 2-4x the p99 at half load), so each thread
+    /// opens and uses its own: one for a single node, up to `redis.pool_size` for a cluster.
     fn pool(&self) -> Result<&Pool, StoreError> {
         self.pools.get_or_try(|| build_pool(&self.settings))
     }
 
-    /// The connection pools of every thread, summed.
+    /// The connections of every thread, summed.
     pub fn pool_status(&self) -> super::PoolStatus {
         self.pools
             .iter()
             .map(|pool| match pool {
-                Pool::Single(p) => p.status(),
-                Pool::Cluster(p) => p.status(),
+                Pool::Single(c) => {
+                    let c = c.state();
+                    super::PoolStatus {
+                        connections: usize::from(c.open),
+                        idle: usize::from(c.open && !c.in_use),
+                        waiting: c.waiting,
+                    }
+                }
+                Pool::Cluster(p) => {
+                    let s = p.status();
+                    super::PoolStatus {
+                        connections: s.size,
+                        idle: s.available,
+                        waiting: s.waiting,
+                    }
+                }
             })
             .fold(super::PoolStatus::default(), |sum, s| super::PoolStatus {
-                connections: sum.connections + s.size,
-                idle: sum.idle + s.available,
+                connections: sum.connections + s.connections,
+                idle: sum.idle + s.idle,
                 waiting: sum.waiting + s.waiting,
             })
     }
@@ -306,12 +275,7 @@ impl RedisStore {
     ) -> Result<redis::RedisResult<T>, StoreError> {
         let timeout = self.settings.command_timeout;
         let answer = match self.pool()? {
-            Pool::Single(p) => {
-                let mut c = p.get().await.map_err(unavailable)?;
-                let answer = tokio::time::timeout(timeout, pipe.query_async(&mut *c)).await;
-                release(c, &answer);
-                answer
-            }
+            Pool::Single(connection) => connection.run(timeout, pipe).await?,
             Pool::Cluster(p) => {
                 let mut c = p.get().await.map_err(unavailable)?;
                 tokio::time::timeout(timeout, pipe.query_async(&mut *c)).await
@@ -322,17 +286,16 @@ impl RedisStore {
 
     /// Loads the event script (on every primary of a cluster: the command is routed to all).
     async fn load_script(&self) -> Result<(), StoreError> {
-        let mut load = redis::cmd("SCRIPT");
-        load.arg("LOAD").arg(&APPLY_EVENTS.0);
         let timeout = self.settings.command_timeout;
         let answer = match self.pool()? {
-            Pool::Single(p) => {
-                let mut c = p.get().await.map_err(unavailable)?;
-                let answer = tokio::time::timeout(timeout, load.query_async::<()>(&mut *c)).await;
-                release(c, &answer);
-                answer
+            Pool::Single(_) => {
+                let mut load = redis::pipe();
+                load.cmd("SCRIPT").arg("LOAD").arg(&APPLY_EVENTS.0).ignore();
+                return self.query(&load).await;
             }
             Pool::Cluster(p) => {
+                let mut load = redis::cmd("SCRIPT");
+                load.arg("LOAD").arg(&APPLY_EVENTS.0);
                 let mut c = p.get().await.map_err(unavailable)?;
                 tokio::time::timeout(timeout, load.query_async::<()>(&mut *c)).await
             }

@@ -851,6 +851,81 @@ async fn the_redis_pools_state_is_exported_by_the_watchdog() {
     assert_eq!(waiters, Some(0.0));
 }
 
+/// The ids of the connections open on `redis` but `redis-cli`'s own.
+fn client_ids(redis: &RedisServer) -> Vec<u64> {
+    redis
+        .command(&["CLIENT", "LIST"])
+        .lines()
+        .filter(|l| !l.contains("cmd=client|list"))
+        .filter_map(|l| l.strip_prefix("id=")?.split(' ').next()?.parse().ok())
+        .collect()
+}
+
+/// A store on `redis` whose commands time out after `timeout`.
+fn store_with_timeout(redis: &RedisServer, timeout: Duration) -> RedisStore {
+    let mut settings = Settings::load(&[]).unwrap().redis;
+    settings.url = redis.url();
+    settings.command_timeout = timeout;
+    RedisStore::connect(&settings).unwrap()
+}
+
+#[actix_rt::test]
+async fn a_threads_concurrent_calls_share_one_connection() {
+    let redis = RedisServer::start();
+    let store = store_with_timeout(&redis, Duration::from_secs(5));
+    // 64 calls in flight at once on this thread: one connection carries them all (a pool
+    // opened up to redis.pool_size = 16 for them).
+    let users: Vec<String> = (0..64).map(|u| format!("u{u}")).collect();
+    let calls = users.iter().map(|u| store.user_profile("t", u));
+    for profile in futures::future::join_all(calls).await {
+        assert!(profile.unwrap().is_none());
+    }
+    assert_eq!(
+        client_ids(&redis).len(),
+        1,
+        "{}",
+        redis.command(&["CLIENT", "LIST"])
+    );
+    let status = store.pool_status();
+    assert_eq!((status.connections, status.idle, status.waiting), (1, 1, 0));
+}
+
+#[actix_rt::test]
+async fn a_call_that_timed_out_replaces_the_connection_and_an_error_reply_does_not() {
+    let redis = RedisServer::start();
+    let store = store_with_timeout(&redis, Duration::from_millis(300));
+    store.user_profile("t", "u1").await.unwrap();
+    let first = client_ids(&redis);
+    assert_eq!(first.len(), 1);
+
+    // Redis's own error (a profile key of the wrong type) is the caller's: same connection.
+    redis.command(&["RPUSH", &eaglerank::store::keys::profile("t", "u2"), "x"]);
+    assert!(store.user_profile("t", "u2").await.is_err());
+    store.user_profile("t", "u1").await.unwrap();
+    assert_eq!(client_ids(&redis), first);
+
+    // A hung server: the call times out and its connection is forgotten, so that a server
+    // that never answers again (a failover's old primary) is not waited on forever.
+    redis.pause();
+    assert!(store.user_profile("t", "u1").await.is_err());
+    redis.resume();
+    store.user_profile("t", "u1").await.unwrap();
+    // The old connection closes once its last call is done; the new one serves.
+    let mut now = Vec::new();
+    for _ in 0..50 {
+        now = client_ids(&redis);
+        if now.len() == 1 {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert!(
+        now[0] > first[0],
+        "a new connection: {now:?} after {first:?}"
+    );
+}
+
 /// An item of category `c` and brand `b` at price 1: for tests about users' histories.
 fn plain_item(id: &str) -> Item {
     Item {

@@ -353,14 +353,14 @@ impl Metrics {
             redis_pool_connections: IntGaugeVec::new(
                 prometheus::Opts::new(
                     "eaglerank_redis_pool_connections",
-                    "Redis connections open, by state (idle, in_use), summed over every thread's pool.",
+                    "Redis connections open, by state (in_use: a call in flight on it; idle), summed over every thread.",
                 ),
                 &["state"],
             )
             .expect("static metric definition"),
             redis_pool_waiters: IntGauge::new(
                 "eaglerank_redis_pool_waiters",
-                "Callers waiting for a Redis connection (above 0: redis.pool_size is the bottleneck).",
+                "Callers waiting for a Redis connection: one being opened, or a cluster's pool at redis.pool_size.",
             )
             .expect("static metric definition"),
             feed_log_evicted_total: r.add(
