@@ -45,6 +45,11 @@ enum Command {
     /// Load the demo marketplace (catalog, statistics, user profiles) into Redis (`redis.url`),
     /// so that serving from Redis gives the same feeds as the embedded store.
     Load(LoadArgs),
+    /// Move every user's profile and history out of the Redis layouts before the two strings
+    /// (hashes and a list per user), then mark the tenant moved: its feeds stop reading the
+    /// old keys (three commands a feed). Once, after every replica runs this version; `load`
+    /// does it for the tenants it loads. Prints the users moved per tenant as JSON.
+    Migrate(MigrateArgs),
     /// Measure each part of a feed alone: model inference per batch, feature assembly, the
     /// store reads of one request (memory, and Redis when `redis.url` is set). Prints JSON.
     BenchComponents(crate::tools::bench::BenchArgs),
@@ -93,6 +98,13 @@ struct LoadArgs {
     /// Delete the tenant's existing keys first (otherwise statistics add up).
     #[arg(long)]
     replace: bool,
+}
+
+#[derive(clap::Args)]
+struct MigrateArgs {
+    /// Only this tenant (default: every configured tenant).
+    #[arg(long)]
+    tenant: Option<String>,
 }
 
 pub fn main() -> ExitCode {
@@ -146,6 +158,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }),
         Command::Load(args) => system.block_on(load(&settings, &args)),
+        Command::Migrate(args) => system.block_on(async move {
+            let store = bulk_store(&settings)?;
+            let mut moved = serde_json::Map::new();
+            for tenant in tenants(&settings, args.tenant.as_deref())? {
+                let users = store.move_old_layout(tenant).await?;
+                moved.insert(tenant.clone(), users.into());
+            }
+            println!("{}", serde_json::json!({ "users_moved": moved }));
+            Ok(())
+        }),
         Command::BenchComponents(args) => system.block_on(async move {
             let costs = crate::tools::bench::run(&settings, &args).await?;
             println!("{}", serde_json::to_string_pretty(&costs)?);
@@ -174,24 +196,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn load(settings: &Settings, args: &LoadArgs) -> anyhow::Result<()> {
+/// A store on `redis.url` for bulk work: its pipelines take longer than a feed's reads.
+fn bulk_store(settings: &Settings) -> anyhow::Result<RedisStore> {
     anyhow::ensure!(
         settings.redis.enabled(),
         "set redis.url (e.g. EAGLERANK__REDIS__URL=redis://127.0.0.1:6379) to load into Redis"
     );
-    // Bulk pipelines take longer than a feed's reads: give them room.
     let mut redis = settings.redis.clone();
     redis.command_timeout = redis
         .command_timeout
         .max(std::time::Duration::from_secs(30));
-    let store = RedisStore::connect(&redis)?;
-    let metrics = Metrics::new();
-    let anchor = settings
-        .store
-        .demo
-        .anchor
-        .unwrap_or_else(crate::domain::unix_now);
-    let tenants: Vec<&String> = match &args.tenant {
+    Ok(RedisStore::connect(&redis)?)
+}
+
+/// The configured tenant `only` names (it must be one), else every configured tenant.
+fn tenants<'a>(settings: &'a Settings, only: Option<&str>) -> anyhow::Result<Vec<&'a String>> {
+    Ok(match only {
         Some(t) => vec![
             settings
                 .tenants
@@ -200,14 +220,32 @@ async fn load(settings: &Settings, args: &LoadArgs) -> anyhow::Result<()> {
                 .0,
         ],
         None => settings.tenants.keys().collect(),
-    };
-    for tenant in tenants {
+    })
+}
+
+async fn load(settings: &Settings, args: &LoadArgs) -> anyhow::Result<()> {
+    let store = bulk_store(settings)?;
+    let metrics = Metrics::new();
+    let anchor = settings
+        .store
+        .demo
+        .anchor
+        .unwrap_or_else(crate::domain::unix_now);
+    for tenant in tenants(settings, args.tenant.as_deref())? {
         if args.replace {
             store.clear_tenant(tenant).await?;
         }
         crate::demo::seed_tenant(&store, &settings.store.demo, tenant, anchor, &metrics)
             .await
             .with_context(|| format!("loading {tenant} into Redis"))?;
+        // Whatever an older version left in the layouts before: moved, and the tenant marked
+        // (a single node: a cluster's feeds keep reading the old keys).
+        if !settings.redis.cluster {
+            store
+                .move_old_layout(tenant)
+                .await
+                .with_context(|| format!("moving {tenant}'s old layout"))?;
+        }
     }
     Ok(())
 }

@@ -15,6 +15,7 @@
 //! | `er:{t}:seen:<bucket>`              | set  | event ids applied in one time bucket (half the dedup window); unlinked once out of the window |
 //! | `er:{t}:history:<user_id>`          | string | the user's history, `<item> <value>` per item joined by `;` (`history_entries`): the value `p` if bought, then impression times since the last engagement in time order, none 168 h older than the item's newest (`History::decode` reads it); past 1 000 items trimmed to the 500 seen last; expires 30 days after the user's last event. One string, so that a feed's read is one value to parse, not two per item |
 //! | `er:{t}:hist:<user_id>`             | hash | the layout before: item → the same value; read until the user's next event moves it into the string |
+//! | `er:{t}:layout`                     | string | `2` once the tenant's users were moved out of the three layouts before (`RedisStore::move_old_layout`: `eaglerank migrate`, `load`): feeds stop reading them |
 //! | `er:{t}:rules`                      | hash | `version`, `doc` (the rules document as JSON) |
 //! | `er:{t}:session:<id>`               | hash | a feed session (named by its first page's request id), from its second page on: page number → its items (`store::sessions::encode_page`; the first page's are the served-feed log's); expires `feed.session_ttl_seconds` after its last page |
 //! | `er:{t}:feeds:<bucket>`             | hash | served feeds of one time bucket (a thirtieth of the join window): request id (a UUID's 16 bytes) → labels id and item ids (`store::redis::feed_log`); expires a window and two buckets after its last feed |
@@ -60,6 +61,13 @@ pub fn recent(tenant: &str, user: &str) -> String {
 
 pub fn history(tenant: &str, user: &str) -> String {
     format!("er:{{{tenant}}}:history:{user}")
+}
+
+/// A tenant's key layout, `2` once `eaglerank migrate` (or `load`) moved its users' profiles
+/// and histories out of the hashes and lists they were kept in before the two strings: a
+/// replica that finds it stops reading those.
+pub fn layout(tenant: &str) -> String {
+    format!("er:{{{tenant}}}:layout")
 }
 
 /// Where a user's history was kept before it was one string: read until the user's next

@@ -27,7 +27,7 @@ mod apply;
 mod connection;
 mod feed_log;
 mod profile;
-use apply::{APPLY_EVENTS, EVENTS_PER_CALL, decode_stats};
+use apply::{APPLY_EVENTS, EVENTS_PER_CALL, OldKeys, decode_stats};
 use connection::ThreadConnection;
 
 // One per thread: the single node's connection stays inline rather than behind a box.
@@ -51,6 +51,9 @@ pub struct RedisStore {
     budgets: HashMap<String, Budget>,
     /// The served-feed log's join window: which time buckets a lookup reads.
     feed_window: Duration,
+    /// Per tenant, whether its users' old keys are known moved (`None`), or when the mark
+    /// was last found missing: see [`RedisStore::move_old_layout`].
+    old_layout: std::sync::Mutex<HashMap<String, Option<std::time::Instant>>>,
     /// (tenant, labels id) of served feeds' labels already in Redis (`feed_log`).
     labels_written: std::sync::Mutex<HashSet<(String, String)>>,
     /// (tenant, item id) → catalog entry, for event ingestion: saves a round trip per batch.
@@ -103,6 +106,7 @@ impl RedisStore {
             dedup: Dedup::default(),
             budgets: HashMap::new(),
             feed_window: Duration::from_secs(1800),
+            old_layout: Default::default(),
             labels_written: Default::default(),
             catalog: (!settings.catalog_cache.is_zero()).then(|| {
                 moka::sync::Cache::builder()
@@ -337,7 +341,122 @@ impl RedisStore {
             cursor = next;
         }
     }
+
+    /// The keys matching `pattern` (SCAN; single node).
+    async fn scan(&self, pattern: &str) -> Result<Vec<String>, StoreError> {
+        let (mut cursor, mut found) = (0u64, Vec::new());
+        loop {
+            let mut pipe = redis::pipe();
+            pipe.cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1000);
+            let ((next, keys),): ((u64, Vec<String>),) = self.query(&pipe).await?;
+            found.extend(keys);
+            if next == 0 {
+                return Ok(found);
+            }
+            cursor = next;
+        }
+    }
+
+    /// Moves `tenant`'s users out of the hashes and lists their profiles and histories were
+    /// kept in before the two strings (`keys::user`, `keys::recent`, `keys::legacy_history`;
+    /// a user's next event moves them too), then marks the tenant moved (`keys::layout`):
+    /// from then on feeds read the strings alone, where until then each read the three old
+    /// keys beside them. Run it once every replica runs a version that writes the strings (an
+    /// older one writes the old keys again, which would no longer be read). Returns the users
+    /// moved. Single node only, like [`Self::clear_tenant`]: a cluster's feeds keep reading
+    /// the old keys.
+    pub async fn move_old_layout(&self, tenant: &str) -> Result<usize, StoreError> {
+        if self.settings.cluster {
+            return Err(unavailable(
+                "moving the old layout is not supported on a cluster (its feeds keep reading it)",
+            ));
+        }
+        let mut users: indexmap::IndexMap<String, OldKeys> = indexmap::IndexMap::new();
+        for (prefix, history) in [
+            (keys::user(tenant, ""), false),
+            (keys::recent(tenant, ""), false),
+            (keys::legacy_history(tenant, ""), true),
+        ] {
+            for key in self.scan(&format!("{prefix}*")).await? {
+                if let Some(user) = key.strip_prefix(&prefix) {
+                    let old = users.entry(user.to_owned()).or_default();
+                    if history {
+                        old.history = true;
+                    } else {
+                        old.profile = true;
+                    }
+                }
+            }
+        }
+        let users: Vec<(&str, OldKeys)> = users.iter().map(|(u, o)| (u.as_str(), *o)).collect();
+        for chunk in users.chunks(100) {
+            let mut pipe = redis::pipe();
+            pipe.invoke_script(&apply::move_over(tenant, chunk))
+                .ignore();
+            self.script::<()>(&pipe).await?;
+            // What the script left: the old keys of a user who already had a string (never
+            // read, since the string is). Not in the script's pipeline: that one is sent
+            // again whole when the server had to load the script first.
+            let old: Vec<String> = chunk
+                .iter()
+                .flat_map(|(u, _)| {
+                    [
+                        keys::user(tenant, u),
+                        keys::recent(tenant, u),
+                        keys::legacy_history(tenant, u),
+                    ]
+                })
+                .collect();
+            let mut unlink = redis::pipe();
+            unlink.cmd("UNLINK").arg(old).ignore();
+            self.query::<()>(&unlink).await?;
+        }
+        let mut mark = redis::pipe();
+        mark.set(keys::layout(tenant), LAYOUT).ignore();
+        self.query::<()>(&mark).await?;
+        self.old_layout_of(tenant, true);
+        Ok(users.len())
+    }
+
+    /// Whether feeds of `tenant` must still read the old keys and, if so, whether this one
+    /// should look for the mark ([`Self::move_old_layout`]) again: once every
+    /// [`LAYOUT_RECHECK`] per tenant and replica.
+    fn old_layout(&self, tenant: &str) -> (bool, bool) {
+        let known = self.old_layout.lock().unwrap_or_else(|e| e.into_inner());
+        match known.get(tenant) {
+            Some(None) => (false, false),
+            Some(Some(checked)) => (true, checked.elapsed() >= LAYOUT_RECHECK),
+            None => (true, true),
+        }
+    }
+
+    fn old_layout_of(&self, tenant: &str, moved: bool) {
+        let mut known = self.old_layout.lock().unwrap_or_else(|e| e.into_inner());
+        known.insert(tenant.to_owned(), (!moved).then(std::time::Instant::now));
+    }
+
+    /// [`Self::query`] for a pipeline that calls the event script: loaded first if the
+    /// server lost it (a restart, a failover, `SCRIPT FLUSH`; nothing of the pipeline ran).
+    async fn script<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, StoreError> {
+        match self.run(pipe).await? {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                self.load_script().await?;
+                self.query(pipe).await
+            }
+            other => other.map_err(unavailable),
+        }
+    }
 }
+
+/// `keys::layout`'s value once a tenant's old keys were moved.
+const LAYOUT: &str = "2";
+/// How long a replica goes on reading a tenant's old keys without looking for the mark again.
+const LAYOUT_RECHECK: Duration = Duration::from_secs(10);
 
 fn item_record(
     mut fields: HashMap<String, String>,
@@ -390,22 +509,37 @@ impl FeatureStore for RedisStore {
         user_id: &str,
     ) -> Result<Option<Arc<UserProfile>>, StoreError> {
         let mut pipe = redis::pipe();
-        // The layouts before the two strings are read beside them (empty replies, once a
-        // user's next events have moved them over).
         pipe.get(keys::profile(tenant, user_id))
-            .get(keys::history(tenant, user_id))
-            .hgetall(keys::user(tenant, user_id))
-            .lrange(keys::recent(tenant, user_id), 0, RECENT_ITEMS as isize - 1)
-            .hgetall(keys::legacy_history(tenant, user_id));
+            .get(keys::history(tenant, user_id));
+        // Until the tenant is marked moved, the layouts before the two strings are read
+        // beside them (empty replies, once a user's next events have moved them over).
+        let (old, recheck) = self.old_layout(tenant);
+        if old {
+            pipe.hgetall(keys::user(tenant, user_id))
+                .lrange(keys::recent(tenant, user_id), 0, RECENT_ITEMS as isize - 1)
+                .hgetall(keys::legacy_history(tenant, user_id));
+            if recheck {
+                pipe.get(keys::layout(tenant));
+            }
+        }
         // The legacy history as pairs, not a map: it becomes the profile's map anyway, and a
         // SipHash map of up to 500 entries per feed only to be taken apart showed in the profile.
-        let (packed, packed_history, fields, recent, legacy): (
-            Option<String>,
-            Option<String>,
-            HashMap<String, String>,
-            Vec<String>,
-            Vec<(String, String)>,
-        ) = self.query(&pipe).await?;
+        type Strings = (Option<String>, Option<String>);
+        type Old = (HashMap<String, String>, Vec<String>, Vec<(String, String)>);
+        let ((packed, packed_history), (fields, recent, legacy)): (Strings, Old) =
+            match (old, recheck) {
+                (false, _) => (self.query(&pipe).await?, Old::default()),
+                (true, false) => {
+                    let (p, h, f, r, l) = self.query(&pipe).await?;
+                    ((p, h), (f, r, l))
+                }
+                (true, true) => {
+                    let (p, h, f, r, l, mark): (_, _, _, _, _, Option<String>) =
+                        self.query(&pipe).await?;
+                    self.old_layout_of(tenant, mark.as_deref() == Some(LAYOUT));
+                    ((p, h), (f, r, l))
+                }
+            };
         // Impressions alone make a profile too (as in the embedded store): fatigue needs it.
         if packed.is_none() && fields.is_empty() && packed_history.is_none() && legacy.is_empty() {
             return Ok(None);
@@ -661,17 +795,7 @@ impl FeatureStore for RedisStore {
                 let events: Vec<(&Event, &Item)> = chunk.iter().map(|(_, e, i)| (*e, *i)).collect();
                 write.invoke_script(&apply::invocation(tenant, &events, dedup.as_ref()));
             }
-            let answers: Vec<Vec<usize>> = match self.run(&write).await? {
-                // The server lost its scripts (restart, failover, SCRIPT FLUSH): no event of
-                // the batch ran, load and send again.
-                Err(e)
-                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-                {
-                    self.load_script().await?;
-                    self.query(&write).await?
-                }
-                other => other.map_err(unavailable)?,
-            };
+            let answers: Vec<Vec<usize>> = self.script(&write).await?;
             let mut again = Vec::new();
             for (chunk, duplicates) in pending.into_iter().zip(answers) {
                 if duplicates.is_empty() {

@@ -1401,3 +1401,82 @@ async fn trimming_the_redis_feed_log_drops_a_tenant_s_oldest_feeds_only() {
     assert_eq!(log.lookup("b", &["0-0"]).await.unwrap(), [Some(feed)]);
     assert_eq!(log.trim("a", 15).await.unwrap(), 0, "within the budget");
 }
+
+/// `eaglerank migrate` (and `load`): every user's old keys moved into the two strings, the
+/// same profiles read before and after, the tenant marked; from then on its feeds read the
+/// strings alone, on this replica and on one that only finds the mark.
+#[actix_rt::test]
+async fn moving_the_old_layout_keeps_every_profile_and_ends_the_old_keys_reads() {
+    let redis = RedisServer::start();
+    let r = redis.store();
+    // u1: a profile hash and its recent list; u2: a history hash alone; u3: all three.
+    let (t1, t2) = (ANCHOR as u32 + 10, ANCHOR as u32 + 20);
+    for user in ["u1", "u3"] {
+        redis.command(&[
+            "HSET",
+            &format!("er:{{t}}:user:{user}"),
+            "interactions",
+            "2",
+            "price_count",
+            "1",
+            "affinity_total",
+            "4.5",
+            "price_sum",
+            "3.25",
+            "c:shoes; red",
+            "4.5",
+            "b:acme",
+            "1",
+        ]);
+        redis.command(&["RPUSH", &format!("er:{{t}}:recent:{user}"), "k1", "k0"]);
+    }
+    for user in ["u2", "u3"] {
+        redis.command(&[
+            "HSET",
+            &format!("er:{{t}}:hist:{user}"),
+            "g1",
+            "p",
+            "g2",
+            &format!("{t1},{t2}"),
+        ]);
+    }
+    let mut before = Vec::new();
+    for user in ["u1", "u2", "u3"] {
+        before.push(r.user_profile("t", user).await.unwrap().expect("a profile"));
+    }
+    assert_eq!(before[0].recent_items, ["k1", "k0"].map(ItemId::from));
+    assert!(before[1].history.purchased("g1"));
+
+    assert_eq!(r.move_old_layout("t").await.unwrap(), 3);
+    for pattern in ["er:{t}:user:*", "er:{t}:recent:*", "er:{t}:hist:*"] {
+        assert_eq!(redis.count_keys(pattern), 0, "{pattern}");
+    }
+    assert_eq!(redis.command(&["GET", "er:{t}:layout"]).trim(), "2");
+    let replica = redis.store();
+    for (user, was) in ["u1", "u2", "u3"].iter().zip(&before) {
+        for store in [&r, &replica] {
+            let now = store
+                .user_profile("t", user)
+                .await
+                .unwrap()
+                .expect("a profile");
+            assert_same_profile(&now, was);
+        }
+    }
+    // An old key written now is no longer read: not by this replica, which moved the tenant,
+    // nor by the other, which found the mark on its first read.
+    redis.command(&["HSET", "er:{t}:user:u9", "interactions", "1"]);
+    redis.command(&["HSET", "er:{t}:hist:u9", "g1", "p"]);
+    for store in [&r, &replica] {
+        assert!(store.user_profile("t", "u9").await.unwrap().is_none());
+    }
+    // A tenant not moved still reads them.
+    redis.command(&["HSET", "er:{s}:user:u9", "interactions", "1"]);
+    assert!(replica.user_profile("s", "u9").await.unwrap().is_some());
+    // Moving again finds nothing to move (the stray keys of a moved tenant are dropped).
+    assert_eq!(r.move_old_layout("t").await.unwrap(), 1);
+    assert_eq!(
+        redis.count_keys("er:{t}:user:*") + redis.count_keys("er:{t}:hist:*"),
+        0
+    );
+}

@@ -480,10 +480,6 @@ pub(super) fn invocation(
     // The chunk's sums, per item and per user, in first-seen order. Of a user the counts,
     // recent items and names; the history goes to the script event by event (below).
     let mut items: IndexMap<&str, (&Item, ItemStats)> = IndexMap::new();
-    // A user's affinity names with the chunk's sums, in the order the events first touch
-    // them (each event its category, then its brand): the order the embedded store admits
-    // new names in under `AFFINITY_NAMES`.
-    type Names<'a> = IndexMap<(&'static str, &'a str), f32>;
     let mut users: IndexMap<&str, (UserProfile, Names)> = IndexMap::new();
     for (e, item) in events {
         let (_, stats) = items
@@ -531,24 +527,7 @@ pub(super) fn invocation(
         }
     }
     for (user, (profile, names)) in &users {
-        // The counts in `USER_COUNTS` order, as the string holds them.
-        call.arg("u")
-            .arg(table.position(keys::profile(tenant, user)))
-            .arg(table.position(keys::user(tenant, user)))
-            .arg(table.position(keys::recent(tenant, user)))
-            .arg(profile.interactions)
-            .arg(profile.price_count)
-            .arg(f64::from(profile.affinity_total))
-            .arg(profile.price_sum)
-            .arg(profile.recent_items.len());
-        for id in &profile.recent_items {
-            call.arg(&**id);
-        }
-        call.arg(names.len());
-        for ((prefix, name), w) in names {
-            call.arg(&*profile::escape(&format!("{prefix}{name}")))
-                .arg(f64::from(*w));
-        }
+        profile_op(&mut call, &mut table, tenant, user, profile, names);
     }
     // Item histories change in event order (an impression after a click counts, before it
     // does not): each user's events in their order, one operation per user.
@@ -566,13 +545,93 @@ pub(super) fn invocation(
         ));
     }
     for (user, changes) in histories {
-        call.arg("h")
-            .arg(table.position(keys::history(tenant, user)))
-            .arg(table.position(keys::legacy_history(tenant, user)))
-            .arg(HISTORY_TTL_SECONDS)
-            .arg(changes.len());
-        for (item, code, at) in changes {
-            call.arg(item).arg(code).arg(at);
+        history_op(&mut call, &mut table, tenant, user, &changes);
+    }
+    for key in table.0 {
+        call.key(key);
+    }
+    call
+}
+
+/// A user's affinity names with a chunk's sums, in the order its events first touch them
+/// (each event its category, then its brand): the order the embedded store admits new names
+/// in under `AFFINITY_NAMES`.
+type Names<'a> = IndexMap<(&'static str, &'a str), f32>;
+
+/// Operation `u`: `profile`'s counts, recent items and `names` added to the user's profile.
+fn profile_op(
+    call: &mut redis::ScriptInvocation<'static>,
+    table: &mut KeyTable,
+    tenant: &str,
+    user: &str,
+    profile: &UserProfile,
+    names: &Names,
+) {
+    // The counts in `USER_COUNTS` order, as the string holds them.
+    call.arg("u")
+        .arg(table.position(keys::profile(tenant, user)))
+        .arg(table.position(keys::user(tenant, user)))
+        .arg(table.position(keys::recent(tenant, user)))
+        .arg(profile.interactions)
+        .arg(profile.price_count)
+        .arg(f64::from(profile.affinity_total))
+        .arg(profile.price_sum)
+        .arg(profile.recent_items.len());
+    for id in &profile.recent_items {
+        call.arg(&**id);
+    }
+    call.arg(names.len());
+    for ((prefix, name), w) in names {
+        call.arg(&*profile::escape(&format!("{prefix}{name}")))
+            .arg(f64::from(*w));
+    }
+}
+
+/// Operation `h`: the user's history changed by `changes` (item, code, Unix seconds) in order.
+fn history_op(
+    call: &mut redis::ScriptInvocation<'static>,
+    table: &mut KeyTable,
+    tenant: &str,
+    user: &str,
+    changes: &[(&str, &str, u32)],
+) {
+    call.arg("h")
+        .arg(table.position(keys::history(tenant, user)))
+        .arg(table.position(keys::legacy_history(tenant, user)))
+        .arg(HISTORY_TTL_SECONDS)
+        .arg(changes.len());
+    for (item, code, at) in changes {
+        call.arg(*item).arg(*code).arg(*at);
+    }
+}
+
+/// Which of a user's keys are in a layout from before the two strings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct OldKeys {
+    /// `keys::user` or `keys::recent`: the profile's hash and list.
+    pub profile: bool,
+    /// `keys::legacy_history`: the history's hash.
+    pub history: bool,
+}
+
+/// One script call moving `users`' old keys into the two strings: the operations an event
+/// chunk makes, with nothing to add (the script moves a user's old keys over before it
+/// applies anything). Only what a user has in the old layout is asked for: a profile
+/// operation alone would write a profile of zeros.
+pub(super) fn move_over(
+    tenant: &str,
+    users: &[(&str, OldKeys)],
+) -> redis::ScriptInvocation<'static> {
+    let mut call = APPLY_EVENTS.1.prepare_invoke();
+    let mut table = KeyTable::default();
+    call.arg(0).arg(0);
+    let (nothing, no_names) = (UserProfile::default(), Names::new());
+    for &(user, old) in users {
+        if old.profile {
+            profile_op(&mut call, &mut table, tenant, user, &nothing, &no_names);
+        }
+        if old.history {
+            history_op(&mut call, &mut table, tenant, user, &[]);
         }
     }
     for key in table.0 {
