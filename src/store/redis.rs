@@ -53,7 +53,8 @@ pub struct RedisStore {
     feed_window: Duration,
     /// Per tenant, whether its users' old keys are known moved (`None`), or when the mark
     /// was last found missing: see [`RedisStore::move_old_layout`].
-    old_layout: std::sync::Mutex<HashMap<String, Option<std::time::Instant>>>,
+    /// Read by every feed (a read lock), written once per check.
+    old_layout: std::sync::RwLock<HashMap<String, Option<std::time::Instant>>>,
     /// (tenant, labels id) of served feeds' labels already in Redis (`feed_log`).
     labels_written: std::sync::Mutex<HashSet<(String, String)>>,
     /// (tenant, item id) → catalog entry, for event ingestion: saves a round trip per batch.
@@ -427,7 +428,7 @@ impl RedisStore {
     /// should look for the mark ([`Self::move_old_layout`]) again: once every
     /// [`LAYOUT_RECHECK`] per tenant and replica.
     fn old_layout(&self, tenant: &str) -> (bool, bool) {
-        let known = self.old_layout.lock().unwrap_or_else(|e| e.into_inner());
+        let known = self.old_layout.read().unwrap_or_else(|e| e.into_inner());
         match known.get(tenant) {
             Some(None) => (false, false),
             Some(Some(checked)) => (true, checked.elapsed() >= LAYOUT_RECHECK),
@@ -436,7 +437,7 @@ impl RedisStore {
     }
 
     fn old_layout_of(&self, tenant: &str, moved: bool) {
-        let mut known = self.old_layout.lock().unwrap_or_else(|e| e.into_inner());
+        let mut known = self.old_layout.write().unwrap_or_else(|e| e.into_inner());
         known.insert(tenant.to_owned(), (!moved).then(std::time::Instant::now));
     }
 
