@@ -66,6 +66,37 @@ fn impression_times(times: &str) -> impl Iterator<Item = u32> + '_ {
     })
 }
 
+/// A history from what a store keeps per item — bought or not, the impression times since
+/// its last engagement — in any order of items: ordered and bounded at [`Self::build`] as
+/// [`History::record`] keeps its own.
+pub struct HistoryBuilder<I>(History<I>);
+
+impl<I> Default for HistoryBuilder<I> {
+    fn default() -> Self {
+        Self(History::default())
+    }
+}
+
+impl<I: Clone + Eq> HistoryBuilder<I> {
+    pub fn item(&mut self, item: I, purchased: bool, times: impl IntoIterator<Item = u32>) {
+        for t in times {
+            self.0.seen.push((t, item.clone()));
+        }
+        if purchased {
+            self.0.bought.push(item);
+        }
+    }
+
+    pub fn build(self) -> History<I> {
+        let mut history = self.0;
+        history.seen.sort_by_key(|(t, _)| *t);
+        history.settle();
+        let over = history.bought.len().saturating_sub(HISTORY_ITEMS);
+        history.bought.drain(..over);
+        history
+    }
+}
+
 impl<I: Clone + Eq> History<I> {
     /// Applies one event, as the Redis store's Lua does (`store::redis::apply`).
     pub fn record(&mut self, kind: EventKind, item: &I, at: UnixSeconds) {
@@ -126,28 +157,19 @@ impl<I: Clone + Eq> History<I> {
         }
     }
 
-    /// The history Redis keeps as a hash: per item, `p` if bought, then impression times,
+    /// The history Redis kept as a hash: per item, `p` if bought, then impression times,
     /// comma-separated. Ordered and bounded as [`Self::record`] keeps its own.
     pub fn decode<S: AsRef<str>>(items: impl IntoIterator<Item = (I, S)>) -> Self {
-        let mut history = Self::default();
+        let mut history = HistoryBuilder::default();
         for (item, value) in items {
             let value = value.as_ref();
             let (purchased, times) = match value.strip_prefix('p') {
                 Some(rest) => (true, rest),
                 None => (false, value),
             };
-            for t in impression_times(times) {
-                history.seen.push((t, item.clone()));
-            }
-            if purchased {
-                history.bought.push(item);
-            }
+            history.item(item, purchased, impression_times(times));
         }
-        history.seen.sort_by_key(|(t, _)| *t);
-        history.settle();
-        let over = history.bought.len().saturating_sub(HISTORY_ITEMS);
-        history.bought.drain(..over);
-        history
+        history.build()
     }
 
     /// The same history over other ids (the embedded store's slots resolved to item ids).

@@ -11,7 +11,7 @@ pub mod tenants;
 mod user;
 
 pub use event::{Event, EventKind};
-pub use history::{HISTORY_HORIZON_SECONDS, History};
+pub use history::{HISTORY_HORIZON_SECONDS, History, HistoryBuilder};
 pub use item::{
     ITEM_COLUMNS, Item, ItemColumns, ItemDerived, ItemId, ItemPatch, ItemRecord, ItemStats,
     WINDOWS, WindowCounts, growth, key_hash, table_bytes,

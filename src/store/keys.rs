@@ -13,7 +13,7 @@
 //! | `er:{t}:user:<user_id>`             | hash | the layout before (`interactions`, `affinity_total`, `price_sum`, `price_count`, `c:<category>`, `b:<brand>`): read until the user's next engagement moves it into the profile string |
 //! | `er:{t}:recent:<user_id>`           | list | the layout before: recent item ids, newest first; moved with the hash |
 //! | `er:{t}:seen:<bucket>`              | set  | event ids applied in one time bucket (half the dedup window); unlinked once out of the window |
-//! | `er:{t}:history:<user_id>`          | string | the user's history, `<item> <value>` per item joined by `;` (`history_entries`): the value `p` if bought, then impression times since the last engagement in time order, none 168 h older than the item's newest (`History::decode` reads it); past 1 000 items trimmed to the 500 seen last; expires 30 days after the user's last event. One string, so that a feed's read is one value to parse, not two per item |
+//! | `er:{t}:history:<user_id>`          | string | the user's history, `<item> <value>` per item joined by `;` (`history_items`): the value `p` if bought, then impression times since the last engagement in time order, none 168 h older than the item's newest (`RedisStore::user_profile` reads it, one pass); past 1 000 items trimmed to the 500 seen last; expires 30 days after the user's last event. One string, so that a feed's read is one value to parse, not two per item |
 //! | `er:{t}:hist:<user_id>`             | hash | the layout before: item → the same value; read until the user's next event moves it into the string |
 //! | `er:{t}:layout`                     | string | `2` once the tenant's users were moved out of the three layouts before (`RedisStore::move_old_layout`: `eaglerank migrate`, `load`): feeds stop reading them |
 //! | `er:{t}:rules`                      | hash | `version`, `doc` (the rules document as JSON) |
@@ -77,31 +77,60 @@ pub fn legacy_history(tenant: &str, user: &str) -> String {
 }
 
 /// A user's history as one string: `<item> <value>` entries joined by `;`, the value `p` if
-/// bought, then impression times in order, comma-separated (ids hold none of ` ;,`).
-pub fn history_entries(packed: &str) -> impl Iterator<Item = (&str, &str)> {
-    // `split` on a char searches with memchr, which costs more than it saves on entries
-    // this short (~15 bytes): a byte scan, once per feed over the user's whole history.
+/// bought, then impression times in order, comma-separated (ids hold none of ` ;,`). Each
+/// item goes to `item` with whether it was bought and its times (in `times`, reused), read in
+/// one pass over the bytes: a Redis-backed feed decodes its user's whole history, and finding
+/// the entries first and parsing their values after read every byte twice. An entry without
+/// a space is skipped; a time that is not all digits or past `u32` is skipped, as
+/// `History::decode` does.
+pub fn history_items(packed: &str, times: &mut Vec<u32>, mut item: impl FnMut(&str, bool, &[u32])) {
     let bytes = packed.as_bytes();
     let mut at = 0;
-    std::iter::from_fn(move || {
-        while at < bytes.len() {
-            let start = at;
-            let mut space = None;
-            while at < bytes.len() && bytes[at] != b';' {
-                if space.is_none() && bytes[at] == b' ' {
-                    space = Some(at);
-                }
-                at += 1;
-            }
-            let end = at;
+    while at < bytes.len() {
+        let start = at;
+        while at < bytes.len() && bytes[at] != b' ' && bytes[at] != b';' {
             at += 1;
-            if let Some(space) = space {
-                // Split at ASCII bytes: both sides stay valid UTF-8.
-                return Some((&packed[start..space], &packed[space + 1..end]));
+        }
+        if at == bytes.len() || bytes[at] == b';' {
+            at += 1;
+            continue;
+        }
+        // Split at an ASCII byte: the id stays valid UTF-8.
+        let id = &packed[start..at];
+        at += 1;
+        let bought = bytes.get(at) == Some(&b'p');
+        at += usize::from(bought);
+        times.clear();
+        let (mut t, mut digits, mut valid) = (0u32, 0, true);
+        loop {
+            // The end of the string ends the last entry, as a `;` would.
+            let b = bytes.get(at).copied().unwrap_or(b';');
+            at += 1;
+            match b {
+                b'0'..=b'9' => {
+                    digits += 1;
+                    match t
+                        .checked_mul(10)
+                        .and_then(|t| t.checked_add(u32::from(b - b'0')))
+                    {
+                        Some(next) => t = next,
+                        None => valid = false,
+                    }
+                }
+                b',' | b';' => {
+                    if digits > 0 && valid {
+                        times.push(t);
+                    }
+                    (t, digits, valid) = (0, 0, true);
+                    if b == b';' {
+                        break;
+                    }
+                }
+                _ => valid = false,
             }
         }
-        None
-    })
+        item(id, bought, times);
+    }
 }
 
 pub fn rules(tenant: &str) -> String {
@@ -148,10 +177,57 @@ mod tests {
         assert_eq!(super::category("shop", "cat-01"), "er:{shop}:cat:cat-01");
     }
 
+    fn items(packed: &str) -> Vec<(String, bool, Vec<u32>)> {
+        let mut found = Vec::new();
+        super::history_items(packed, &mut Vec::new(), |id, bought, times| {
+            found.push((id.to_owned(), bought, times.to_vec()))
+        });
+        found
+    }
+
     #[test]
-    fn a_packed_history_splits_into_its_entries() {
-        let entries: Vec<_> = super::history_entries("i1 p;i2 10,20;;bad;i3 p30;").collect();
-        assert_eq!(entries, [("i1", "p"), ("i2", "10,20"), ("i3", "p30")]);
-        assert_eq!(super::history_entries("").count(), 0);
+    fn a_packed_history_splits_into_its_items() {
+        assert_eq!(
+            items("i1 p;i2 10,20;;bad;i3 p30;i4 7,x1,,4294967296,9"),
+            [
+                ("i1".to_owned(), true, vec![]),
+                ("i2".to_owned(), false, vec![10, 20]),
+                ("i3".to_owned(), true, vec![30]),
+                ("i4".to_owned(), false, vec![7, 9]),
+            ]
+        );
+        assert!(items("").is_empty());
+    }
+
+    /// The one-pass reading gives what splitting the entries, then each value's times
+    /// (`History::decode`'s parse) gives, on random strings of the format's bytes.
+    #[test]
+    fn one_pass_reads_what_two_passes_read() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(19);
+        let alphabet = b"ab p,;0123456789x";
+        for _ in 0..20_000 {
+            let len = rng.random_range(0..40);
+            let packed: String = (0..len)
+                .map(|_| alphabet[rng.random_range(0..alphabet.len())] as char)
+                .collect();
+            let two_passes: Vec<(String, bool, Vec<u32>)> = packed
+                .split(';')
+                .filter_map(|entry| entry.split_once(' '))
+                .map(|(id, value)| {
+                    let (bought, times) = match value.strip_prefix('p') {
+                        Some(rest) => (true, rest),
+                        None => (false, value),
+                    };
+                    let times = times
+                        .split(',')
+                        .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+                        .filter_map(|t| t.parse().ok())
+                        .collect();
+                    (id.to_owned(), bought, times)
+                })
+                .collect();
+            assert_eq!(items(&packed), two_passes, "{packed:?}");
+        }
     }
 }

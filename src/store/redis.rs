@@ -18,7 +18,8 @@ use super::{
 use crate::config::RedisSettings;
 use crate::domain::budget::{Budget, Component, room};
 use crate::domain::{
-    Event, History, Item, ItemId, ItemPatch, ItemRecord, ItemStats, RECENT_ITEMS, UserProfile,
+    Event, History, HistoryBuilder, Item, ItemId, ItemPatch, ItemRecord, ItemStats, RECENT_ITEMS,
+    UserProfile,
 };
 use crate::store::sessions::{decode_page, encode_page};
 use crate::store::{FeedSessions, Page, Pages, RulesStore, StoredRules};
@@ -546,7 +547,13 @@ impl FeatureStore for RedisStore {
             return Ok(None);
         }
         let history = match &packed_history {
-            Some(p) => History::decode(keys::history_entries(p).map(|(i, v)| (ItemId::from(i), v))),
+            Some(p) => {
+                let mut history = HistoryBuilder::default();
+                keys::history_items(p, &mut Vec::new(), |item, bought, times| {
+                    history.item(ItemId::from(item), bought, times.iter().copied())
+                });
+                history.build()
+            }
             None => History::decode(legacy.iter().map(|(i, v)| (ItemId::from(&**i), v))),
         };
         Ok(Some(Arc::new(match &packed {

@@ -55,7 +55,7 @@ const HISTORY_SWEEP_EVERY: usize = 32;
 ///   a new name only while the user holds fewer than `AFFINITY_NAMES`
 ///   (`Profile::record_touch`'s bound);
 /// - `h legacy seconds n (item code t)…` — the user's history (`keys::history`, one string
-///   as `keys::history_entries` reads it; `legacy` the hash it was kept in before, moved over
+///   as `keys::history_items` reads it; `legacy` the hash it was kept in before, moved over
 ///   once): each item as `History::record` changes it, in event order (code `i` impression
 ///   at t, `e` click or cart, `p` purchase), impressions past the horizon dropped per item;
 ///   its expiry; each time it passes a multiple of `HISTORY_SWEEP_EVERY` items, stale items
