@@ -200,7 +200,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 fn bulk_store(settings: &Settings) -> anyhow::Result<RedisStore> {
     anyhow::ensure!(
         settings.redis.enabled(),
-        "set redis.url (e.g. EAGLERANK__REDIS__URL=redis://127.0.0.1:6379) to load into Redis"
+        "set redis.url (e.g. EAGLERANK__REDIS__URL=redis://127.0.0.1:6379): this command works on Redis"
     );
     let mut redis = settings.redis.clone();
     redis.command_timeout = redis
