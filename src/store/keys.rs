@@ -78,13 +78,14 @@ pub fn legacy_history(tenant: &str, user: &str) -> String {
 
 /// A user's history as one string: `<item> <value>` entries joined by `;`, the value `p` if
 /// bought, then impression times in order, comma-separated (ids hold none of ` ;,`). Each
-/// item goes to `item` with whether it was bought and its times (in `times`, reused), read in
+/// item goes to `item` with whether it was bought and its times, read in
 /// one pass over the bytes: a Redis-backed feed decodes its user's whole history, and finding
 /// the entries first and parsing their values after read every byte twice. An entry without
 /// a space is skipped; a time that is not all digits or past `u32` is skipped, as
 /// `History::decode` does.
-pub fn history_items(packed: &str, times: &mut Vec<u32>, mut item: impl FnMut(&str, bool, &[u32])) {
+pub fn history_items(packed: &str, mut item: impl FnMut(&str, bool, &[u32])) {
     let bytes = packed.as_bytes();
+    let mut times = Vec::new();
     let mut at = 0;
     while at < bytes.len() {
         let start = at;
@@ -129,7 +130,7 @@ pub fn history_items(packed: &str, times: &mut Vec<u32>, mut item: impl FnMut(&s
                 _ => valid = false,
             }
         }
-        item(id, bought, times);
+        item(id, bought, &times);
     }
 }
 
@@ -179,7 +180,7 @@ mod tests {
 
     fn items(packed: &str) -> Vec<(String, bool, Vec<u32>)> {
         let mut found = Vec::new();
-        super::history_items(packed, &mut Vec::new(), |id, bought, times| {
+        super::history_items(packed, |id, bought, times| {
             found.push((id.to_owned(), bought, times.to_vec()))
         });
         found

@@ -55,7 +55,7 @@ pub struct RedisStore {
     /// Per tenant, whether its users' old keys are known moved (`None`), or when the mark
     /// was last found missing: see [`RedisStore::move_old_layout`].
     /// Read by every feed (a read lock), written once per check.
-    old_layout: std::sync::RwLock<HashMap<String, Option<std::time::Instant>>>,
+    old_layout: std::sync::RwLock<crate::FastMap<String, Option<std::time::Instant>>>,
     /// (tenant, labels id) of served feeds' labels already in Redis (`feed_log`).
     labels_written: std::sync::Mutex<HashSet<(String, String)>>,
     /// (tenant, item id) → catalog entry, for event ingestion: saves a round trip per batch.
@@ -137,14 +137,7 @@ impl RedisStore {
         self.pools
             .iter()
             .map(|pool| match pool {
-                Pool::Single(c) => {
-                    let c = c.state();
-                    super::PoolStatus {
-                        connections: usize::from(c.open),
-                        idle: usize::from(c.open && !c.in_use),
-                        waiting: c.waiting,
-                    }
-                }
+                Pool::Single(c) => c.status(),
                 Pool::Cluster(p) => {
                     let s = p.status();
                     super::PoolStatus {
@@ -320,17 +313,9 @@ impl RedisStore {
             ));
         }
         let pattern = format!("er:{{{tenant}}}:*");
-        let mut cursor: u64 = 0;
-        let mut deleted = 0;
+        let (mut cursor, mut deleted) = (0, 0);
         loop {
-            let mut pipe = redis::pipe();
-            pipe.cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000);
-            let ((next, keys),): ((u64, Vec<String>),) = self.query(&pipe).await?;
+            let (next, keys) = self.scan_page(&pattern, cursor).await?;
             if !keys.is_empty() {
                 let mut del = redis::pipe();
                 del.cmd("UNLINK").arg(&keys).ignore();
@@ -344,24 +329,22 @@ impl RedisStore {
         }
     }
 
-    /// The keys matching `pattern` (SCAN; single node).
-    async fn scan(&self, pattern: &str) -> Result<Vec<String>, StoreError> {
-        let (mut cursor, mut found) = (0u64, Vec::new());
-        loop {
-            let mut pipe = redis::pipe();
-            pipe.cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(1000);
-            let ((next, keys),): ((u64, Vec<String>),) = self.query(&pipe).await?;
-            found.extend(keys);
-            if next == 0 {
-                return Ok(found);
-            }
-            cursor = next;
-        }
+    /// One page of the keys matching `pattern` from `cursor` (SCAN; single node): the next
+    /// cursor (0: the last page) and the keys.
+    async fn scan_page(
+        &self,
+        pattern: &str,
+        cursor: u64,
+    ) -> Result<(u64, Vec<String>), StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000);
+        let (page,): ((u64, Vec<String>),) = self.query(&pipe).await?;
+        Ok(page)
     }
 
     /// Moves `tenant`'s users out of the hashes and lists their profiles and histories were
@@ -384,15 +367,23 @@ impl RedisStore {
             (keys::recent(tenant, ""), false),
             (keys::legacy_history(tenant, ""), true),
         ] {
-            for key in self.scan(&format!("{prefix}*")).await? {
-                if let Some(user) = key.strip_prefix(&prefix) {
-                    let old = users.entry(user.to_owned()).or_default();
-                    if history {
-                        old.history = true;
-                    } else {
-                        old.profile = true;
+            let (pattern, mut cursor) = (format!("{prefix}*"), 0);
+            loop {
+                let (next, keys) = self.scan_page(&pattern, cursor).await?;
+                for key in keys {
+                    if let Some(user) = key.strip_prefix(&prefix) {
+                        let old = users.entry(user.to_owned()).or_default();
+                        if history {
+                            old.history = true;
+                        } else {
+                            old.profile = true;
+                        }
                     }
                 }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
         }
         let users: Vec<(&str, OldKeys)> = users.iter().map(|(u, o)| (u.as_str(), *o)).collect();
@@ -549,7 +540,7 @@ impl FeatureStore for RedisStore {
         let history = match &packed_history {
             Some(p) => {
                 let mut history = HistoryBuilder::default();
-                keys::history_items(p, &mut Vec::new(), |item, bought, times| {
+                keys::history_items(p, |item, bought, times| {
                     history.item(ItemId::from(item), bought, times.iter().copied())
                 });
                 history.build()

@@ -324,9 +324,14 @@ impl RedisServer {
 
     /// A store on this server, with timeouts generous enough for bulk loads.
     pub fn store(&self) -> eaglerank::store::RedisStore {
+        self.store_with_timeout(std::time::Duration::from_secs(30))
+    }
+
+    /// A store on this server whose commands time out after `timeout`.
+    pub fn store_with_timeout(&self, timeout: std::time::Duration) -> eaglerank::store::RedisStore {
         let mut settings = eaglerank::config::Settings::load(&[]).unwrap().redis;
         settings.url = self.url();
-        settings.command_timeout = std::time::Duration::from_secs(30);
+        settings.command_timeout = timeout;
         eaglerank::store::RedisStore::connect(&settings).expect("pool builds")
     }
 

@@ -861,18 +861,10 @@ fn client_ids(redis: &RedisServer) -> Vec<u64> {
         .collect()
 }
 
-/// A store on `redis` whose commands time out after `timeout`.
-fn store_with_timeout(redis: &RedisServer, timeout: Duration) -> RedisStore {
-    let mut settings = Settings::load(&[]).unwrap().redis;
-    settings.url = redis.url();
-    settings.command_timeout = timeout;
-    RedisStore::connect(&settings).unwrap()
-}
-
 #[actix_rt::test]
 async fn a_threads_concurrent_calls_share_one_connection() {
     let redis = RedisServer::start();
-    let store = store_with_timeout(&redis, Duration::from_secs(5));
+    let store = redis.store_with_timeout(Duration::from_secs(5));
     // 64 calls in flight at once on this thread: one connection carries them all (a pool
     // opened up to redis.pool_size = 16 for them).
     let users: Vec<String> = (0..64).map(|u| format!("u{u}")).collect();
@@ -893,7 +885,7 @@ async fn a_threads_concurrent_calls_share_one_connection() {
 #[actix_rt::test]
 async fn a_call_that_timed_out_replaces_the_connection_and_an_error_reply_does_not() {
     let redis = RedisServer::start();
-    let store = store_with_timeout(&redis, Duration::from_millis(300));
+    let store = redis.store_with_timeout(Duration::from_millis(300));
     store.user_profile("t", "u1").await.unwrap();
     let first = client_ids(&redis);
     assert_eq!(first.len(), 1);

@@ -15,35 +15,34 @@
 //! (bounded by `redis.connect_timeout_ms`), and count as waiters.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use redis::aio::MultiplexedConnection;
 
 use super::unavailable;
-use crate::store::StoreError;
+use crate::store::{PoolStatus, StoreError};
 
 type Opening = Shared<BoxFuture<'static, Result<MultiplexedConnection, String>>>;
 
 pub(super) struct ThreadConnection {
     client: redis::Client,
     config: redis::AsyncConnectionConfig,
-    /// The connection (or its opening) and its generation: a failed call forgets the
-    /// connection only if it is still the one the call used.
-    slot: Mutex<Option<(u64, Opening)>>,
-    generations: AtomicU64,
+    slot: Mutex<Slot>,
     /// Calls holding the connection: sent, not yet answered.
     in_flight: AtomicUsize,
     /// Calls waiting for the connection to open.
     waiting: AtomicUsize,
 }
 
-/// What a thread's connection is doing, for `RedisStore::pool_status`.
-pub(super) struct ConnectionState {
-    pub open: bool,
-    pub in_use: bool,
-    pub waiting: usize,
+/// The connection (or its opening), numbered: a failed call forgets the connection only if
+/// it is still the one the call used.
+#[derive(Default)]
+struct Slot {
+    current: Option<(u64, Opening)>,
+    /// The number the next connection opened gets.
+    next: u64,
 }
 
 /// Counts a call in a gauge while it lives (a cancelled request drops it too).
@@ -67,8 +66,7 @@ impl ThreadConnection {
         Self {
             client,
             config,
-            slot: Mutex::new(None),
-            generations: AtomicU64::new(0),
+            slot: Mutex::default(),
             in_flight: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
         }
@@ -100,11 +98,13 @@ impl ThreadConnection {
     async fn connection(&self) -> Result<(u64, MultiplexedConnection), StoreError> {
         let (generation, opening) = {
             let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
-            slot.get_or_insert_with(|| {
-                let generation = self.generations.fetch_add(1, Ordering::Relaxed);
-                (generation, self.open())
-            })
-            .clone()
+            let Slot { current, next } = &mut *slot;
+            current
+                .get_or_insert_with(|| {
+                    *next += 1;
+                    (*next, self.open())
+                })
+                .clone()
         };
         if let Some(Ok(open)) = opening.peek() {
             return Ok((generation, open.clone()));
@@ -137,21 +137,24 @@ impl ThreadConnection {
 
     fn forget(&self, generation: u64) {
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.as_ref().is_some_and(|(g, _)| *g == generation) {
-            *slot = None;
+        if slot.current.as_ref().is_some_and(|(g, _)| *g == generation) {
+            slot.current = None;
         }
     }
 
-    pub fn state(&self) -> ConnectionState {
+    /// For `RedisStore::pool_status`: the connection if open, idle unless a call is in flight.
+    pub fn status(&self) -> PoolStatus {
         let open = self
             .slot
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .current
             .as_ref()
             .is_some_and(|(_, opening)| matches!(opening.peek(), Some(Ok(_))));
-        ConnectionState {
-            open,
-            in_use: open && self.in_flight.load(Ordering::Relaxed) > 0,
+        let in_use = open && self.in_flight.load(Ordering::Relaxed) > 0;
+        PoolStatus {
+            connections: usize::from(open),
+            idle: usize::from(open && !in_use),
             waiting: self.waiting.load(Ordering::Relaxed),
         }
     }
