@@ -390,6 +390,22 @@ pub struct EventSettings {
     )]
     pub join_window: Duration,
     pub join_capacity: u64,
+    /// Redis: served feeds are written to the log in one batch per interval instead of one
+    /// awaited write per feed (0: each feed's write awaited before its response).
+    #[serde(rename = "feed_log_flush_ms", deserialize_with = "millis::deserialize")]
+    pub feed_log_flush: Duration,
+}
+
+impl EventSettings {
+    /// How long after its response another replica may not find a feed in the log yet: the
+    /// flush interval and a write's usual time (a join or a next page that misses a feed this
+    /// recent looks again after it).
+    pub fn feed_log_lag(&self) -> Duration {
+        match self.feed_log_flush.is_zero() {
+            true => Duration::ZERO,
+            false => 2 * self.feed_log_flush + Duration::from_millis(20),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -712,6 +728,9 @@ impl Settings {
         }
         if !(0.0..=1.0).contains(&self.tracing.sample_ratio) {
             return invalid("tracing.sample_ratio must be within 0.0..=1.0".into());
+        }
+        if self.events.feed_log_flush > Duration::from_secs(1) {
+            return invalid("events.feed_log_flush_ms must be at most 1000".into());
         }
         if self.server.request_deadline.is_zero() {
             return invalid("server.request_deadline_ms must be > 0".into());

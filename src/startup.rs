@@ -21,11 +21,11 @@ use crate::http::{self, error};
 use crate::ingest::feed_join::ServedFeeds;
 use crate::ranking::model::ModelRegistry;
 use crate::ranking::rules_book::RulesBook;
+use crate::store::{BatchedFeedLog, FeedLog, MemoryFeedLog, MemoryRules, MemorySessions};
 use crate::store::{
     CachedStore, Dedup, Guarded, Instrumented, MemoryStore, PoolProbe, PopularityFallback,
     RedisStore, SharedStore, StoreContext, StoreHealth,
 };
-use crate::store::{FeedLog, MemoryFeedLog, MemoryRules, MemorySessions};
 use crate::telemetry::events::{self, ModelLoaded};
 use crate::telemetry::{InternalEvent, Metrics};
 
@@ -64,7 +64,10 @@ async fn build_store(settings: &Settings, metrics: &Arc<Metrics>) -> anyhow::Res
             Arc::new(move || store.pool_status())
         };
         let redis = Arc::new(Guarded::new(store, health.clone(), metrics.clone()));
-        let feed_log: Arc<dyn FeedLog> = redis.clone();
+        let feed_log: Arc<dyn FeedLog> = match settings.events.feed_log_flush {
+            Duration::ZERO => redis.clone(),
+            every => Arc::new(BatchedFeedLog::new(redis.clone(), every, metrics.clone())),
+        };
         let rules_and_sessions = redis.clone();
         let timed: SharedStore = Arc::new(Instrumented::new(redis, metrics.clone()));
         let redis = rules_and_sessions;
@@ -81,6 +84,7 @@ async fn build_store(settings: &Settings, metrics: &Arc<Metrics>) -> anyhow::Res
             fallback: Arc::new(PopularityFallback::default()),
             watched: true,
             feed_log,
+            feed_log_lag: settings.events.feed_log_lag(),
             rules: redis.clone(),
             sessions: redis,
         });
@@ -115,6 +119,7 @@ async fn build_store(settings: &Settings, metrics: &Arc<Metrics>) -> anyhow::Res
         health: Arc::new(StoreHealth::new("memory")),
         fallback: Arc::new(PopularityFallback::default()),
         watched: false,
+        feed_log_lag: Duration::ZERO,
         feed_log: Arc::new(
             MemoryFeedLog::new(&settings.events)
                 .with_budgets(settings.budgets())
@@ -176,6 +181,7 @@ impl Application {
         }
         let served = Arc::new(ServedFeeds::new(
             store.feed_log.clone(),
+            store.feed_log_lag,
             &settings.events,
             metrics.clone(),
             feature_log.clone(),

@@ -95,7 +95,7 @@ impl FeedService for FeedApi {
     ) -> Result<Response<proto::GetFeedResponse>, Status> {
         let state = self.state.clone();
         self.call("GetFeed", request, move |md, req, span| async move {
-            let request_id = uuid::Uuid::new_v4().to_string();
+            let request_id = uuid::Uuid::now_v7().to_string();
             span.record("request_id", request_id.as_str());
             let result = get_feed(&state, &md, req, request_id.clone(), span).await;
             (result, Some(request_id))

@@ -276,6 +276,7 @@ mod tests {
             max_batch: 1000,
             join_window: Duration::from_secs(60),
             join_capacity: 100,
+            feed_log_flush: Duration::ZERO,
         }
     }
 

@@ -29,8 +29,18 @@ pub struct Outcome<'a> {
     pub timestamp: UnixSeconds,
 }
 
+/// When the feed `request_id` was served, if the id tells: request ids are v7 UUIDs (their
+/// first 48 bits are the milliseconds they were made at); a client's own id does not tell.
+fn served_at(request_id: &str) -> Option<crate::domain::UnixSeconds> {
+    let id = uuid::Uuid::parse_str(request_id).ok()?;
+    let (seconds, nanos) = id.get_timestamp()?.to_unix();
+    (id.get_version_num() == 7).then(|| seconds as f64 + f64::from(nanos) * 1e-9)
+}
+
 pub struct ServedFeeds {
     log: Arc<dyn FeedLog>,
+    /// How long after its response another replica may not find a feed in the log yet.
+    lag: Duration,
     window: Duration,
     metrics: Arc<Metrics>,
     features: Arc<FeatureLog>,
@@ -39,12 +49,14 @@ pub struct ServedFeeds {
 impl ServedFeeds {
     pub fn new(
         log: Arc<dyn FeedLog>,
+        lag: Duration,
         settings: &EventSettings,
         metrics: Arc<Metrics>,
         features: Arc<FeatureLog>,
     ) -> Self {
         Self {
             log,
+            lag,
             window: settings.join_window,
             metrics,
             features,
@@ -77,7 +89,11 @@ impl ServedFeeds {
         }
         let write = self.log.record(tenant, request_id, &feed, self.window);
         if let Err(error) = by_deadline(deadline, "the served-feed log", write).await {
-            FeedLogFailed { error: &error }.emit(&self.metrics);
+            FeedLogFailed {
+                error: &error,
+                feeds: 1,
+            }
+            .emit(&self.metrics);
         }
     }
 
@@ -88,11 +104,44 @@ impl ServedFeeds {
         request_id: &str,
     ) -> Result<Option<ServedFeed>, StoreError> {
         Ok(self
-            .log
-            .lookup(tenant, &[request_id])
+            .settled_lookup(tenant, &[request_id])
             .await?
             .pop()
             .flatten())
+    }
+
+    /// The log's feeds for `ids`. Those it misses that were served less than the lag ago (by
+    /// another replica: this one finds its own at once) are asked again once their batch has
+    /// been written. A real user's click or next page comes later than that: this is for
+    /// clients that ask at once, and costs one wait per call at most.
+    async fn settled_lookup(
+        &self,
+        tenant: &str,
+        ids: &[&str],
+    ) -> Result<Vec<Option<ServedFeed>>, StoreError> {
+        let mut found = self.log.lookup(tenant, ids).await?;
+        if self.lag.is_zero() {
+            return Ok(found);
+        }
+        let now = crate::domain::unix_now();
+        let lag = self.lag.as_secs_f64();
+        let again: Vec<&str> = ids
+            .iter()
+            .zip(&found)
+            .filter(|(id, f)| f.is_none() && served_at(id).is_some_and(|t| now - t < lag))
+            .map(|(id, _)| *id)
+            .collect();
+        if again.is_empty() {
+            return Ok(found);
+        }
+        tokio::time::sleep(self.lag).await;
+        let mut later = self.log.lookup(tenant, &again).await?.into_iter();
+        for (slot, id) in found.iter_mut().zip(ids) {
+            if slot.is_none() && again.contains(id) {
+                *slot = later.next().flatten();
+            }
+        }
+        Ok(found)
     }
 
     /// Joins applied events with the feeds they name (impressions are not outcomes here), and
@@ -118,7 +167,11 @@ impl ServedFeeds {
             return;
         }
         if let Err(error) = self.try_join(tenant, &outcomes).await {
-            FeedLogFailed { error: &error }.emit(&self.metrics);
+            FeedLogFailed {
+                error: &error,
+                feeds: 1,
+            }
+            .emit(&self.metrics);
         }
     }
 
@@ -129,7 +182,7 @@ impl ServedFeeds {
         let feeds: HashMap<&str, ServedFeed> = ids
             .iter()
             .copied()
-            .zip(self.log.lookup(tenant, &ids).await?)
+            .zip(self.settled_lookup(tenant, &ids).await?)
             .filter_map(|(id, feed)| Some((id, feed?)))
             .collect();
         // (event, position) of every joined one; the first click of each feed in this batch
@@ -194,5 +247,19 @@ impl ServedFeeds {
             .emit(&self.metrics);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::served_at;
+
+    #[test]
+    fn a_v7_request_id_tells_when_its_feed_was_served_and_others_do_not() {
+        let now = crate::domain::unix_now();
+        let at = served_at(&uuid::Uuid::now_v7().to_string()).unwrap();
+        assert!((at - now).abs() < 1.0, "{at} vs {now}");
+        assert_eq!(served_at(&uuid::Uuid::new_v4().to_string()), None);
+        assert_eq!(served_at("a-client-s-own-id"), None);
     }
 }

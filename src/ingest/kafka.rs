@@ -230,6 +230,7 @@ mod tests {
             max_batch: 10,
             join_window: Duration::from_secs(60),
             join_capacity: 10,
+            feed_log_flush: Duration::ZERO,
         }
     }
 

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::{
-    ApplyOutcome, CandidateLists, CandidateQuery, FeatureStore, FeedLog, FeedSessions, Page, Pages,
-    RulesStore, ServedFeed, StoreError, StoreHealth, StoredRules, TenantUsage, Usage,
+    ApplyOutcome, CandidateLists, CandidateQuery, FeatureStore, FeedLog, FeedSessions, LoggedFeed,
+    Page, Pages, RulesStore, ServedFeed, StoreError, StoreHealth, StoredRules, TenantUsage, Usage,
 };
 use crate::domain::{Event, Item, ItemId, ItemPatch, ItemRecord, UserProfile};
 use crate::telemetry::events::StoreCircuitChanged;
@@ -285,6 +285,10 @@ impl<S: FeedLog> FeedLog for Guarded<S> {
     ) -> Result<(), StoreError> {
         self.call(self.inner.record(tenant, request_id, feed, ttl))
             .await
+    }
+
+    async fn record_many(&self, feeds: &[LoggedFeed], ttl: Duration) -> Result<(), StoreError> {
+        self.call(self.inner.record_many(feeds, ttl)).await
     }
 
     async fn lookup(

@@ -1,8 +1,9 @@
 //! The served-feed log: where feeds are kept for the join window, so that clicks and
 //! purchases carrying a feed's `request_id` can be joined with it (`ingest::feed_join`). It
-//! lives where the features do: in process for the embedded store, in Redis otherwise (one
-//! key per feed for the join window), so that with several replicas an event joins whichever
-//! replica served the feed and whichever applies the event.
+//! lives where the features do: in process for the embedded store, in Redis otherwise (a hash
+//! per time bucket, `redis/feed_log.rs`; written a batch at a time, [`super::BatchedFeedLog`]),
+//! so that with several replicas an event joins whichever replica served the feed and whichever
+//! applies the event.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -28,6 +29,14 @@ pub struct ServedFeed {
     pub arm: Option<(String, String)>,
 }
 
+/// A served feed with its tenant and request id: one of a batch written at once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedFeed {
+    pub tenant: String,
+    pub request_id: String,
+    pub feed: ServedFeed,
+}
+
 /// Where served feeds are kept for the join window.
 #[async_trait]
 pub trait FeedLog: Send + Sync + 'static {
@@ -38,6 +47,15 @@ pub trait FeedLog: Send + Sync + 'static {
         feed: &ServedFeed,
         ttl: Duration,
     ) -> Result<(), StoreError>;
+
+    /// Several feeds at once (a [`super::BatchedFeedLog`]'s flush). By default one
+    /// [`Self::record`] each; a networked log writes them in one round trip.
+    async fn record_many(&self, feeds: &[LoggedFeed], ttl: Duration) -> Result<(), StoreError> {
+        for f in feeds {
+            self.record(&f.tenant, &f.request_id, &f.feed, ttl).await?;
+        }
+        Ok(())
+    }
 
     /// The feeds `request_ids` name; `None` where unknown or expired.
     async fn lookup(

@@ -4,6 +4,7 @@
 //! networked backend costs a handful of round trips.
 
 mod availability;
+mod batched_feed_log;
 mod breaker;
 mod cache;
 mod fallback;
@@ -24,10 +25,11 @@ use async_trait::async_trait;
 use crate::domain::{Event, Item, ItemId, ItemPatch, ItemRecord, UserProfile};
 
 pub use availability::StoreHealth;
+pub use batched_feed_log::BatchedFeedLog;
 pub use breaker::{CircuitBreaker, Guarded, Transition, report as report_breaker};
 pub use cache::CachedStore;
 pub use fallback::{FallbackItems, PopularityFallback};
-pub use feed_log::{FeedLog, MemoryFeedLog, ServedFeed};
+pub use feed_log::{FeedLog, LoggedFeed, MemoryFeedLog, ServedFeed};
 pub use instrumented::Instrumented;
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
@@ -295,6 +297,9 @@ pub struct StoreContext {
     pub watched: bool,
     /// Where served feeds are kept for the live-quality join (beside the features).
     pub feed_log: Arc<dyn crate::store::FeedLog>,
+    /// How long after its response another replica may not find a feed in the log yet
+    /// (zero: at once; `events.feed_log_flush_ms` batches Redis's writes).
+    pub feed_log_lag: Duration,
     /// Each tenant's rules as edited through the API.
     pub rules: Arc<dyn RulesStore>,
     /// Feed sessions' pages (pagination without repeats).

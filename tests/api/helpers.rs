@@ -322,6 +322,35 @@ impl RedisServer {
             .count()
     }
 
+    /// How many times Redis ran `command` (lower case), from `INFO commandstats`.
+    pub fn calls(&self, command: &str) -> u64 {
+        let stats = self.command(&["INFO", "commandstats"]);
+        let prefix = format!("cmdstat_{command}:calls=");
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+    }
+
+    /// Waits (10 s at most) until `tenant`'s served-feed log in Redis holds `feeds` feeds: a
+    /// replica batches its writes (`events.feed_log_flush_ms`), so a feed is there a moment
+    /// after its response.
+    pub async fn wait_for_feeds(&self, tenant: &str, feeds: u64) {
+        let pattern = format!("er:{{{tenant}}}:feeds:*");
+        for _ in 0..200 {
+            let held: u64 = self
+                .command(&["--scan", "--pattern", &pattern])
+                .lines()
+                .map(|key| self.command(&["HLEN", key]).trim().parse::<u64>().unwrap())
+                .sum();
+            if held >= feeds {
+                return;
+            }
+            actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("{tenant}'s served-feed log never held {feeds} feeds");
+    }
+
     /// A store on this server, with timeouts generous enough for bulk loads.
     pub fn store(&self) -> eaglerank::store::RedisStore {
         self.store_with_timeout(std::time::Duration::from_secs(30))

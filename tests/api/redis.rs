@@ -1472,3 +1472,142 @@ async fn moving_the_old_layout_keeps_every_profile_and_ends_the_old_keys_reads()
         0
     );
 }
+
+/// `events.feed_log_flush_ms`: feeds are queued and written a batch per interval, one `HSET`
+/// and one `EXPIRE` per tenant whatever the number of feeds; until then this replica finds them
+/// in its queue. A batch that cannot be written is counted as unjoined per feed, and `record`
+/// never waits for Redis (a hung one included).
+#[actix_rt::test]
+async fn served_feeds_are_written_a_batch_per_interval_and_read_here_before() {
+    use eaglerank::store::{BatchedFeedLog, FeedLog, ServedFeed};
+    use std::sync::Arc;
+    let redis = RedisServer::start();
+    let window = Duration::from_secs(1800);
+    let metrics = Arc::new(eaglerank::telemetry::Metrics::new());
+    // Long enough that every check before the flush runs well inside it.
+    let every = Duration::from_millis(1000);
+    let store: Arc<dyn FeedLog> = Arc::new(
+        redis
+            .store_with_timeout(Duration::from_millis(200))
+            .with_feed_window(window),
+    );
+    let log = BatchedFeedLog::new(store.clone(), every, metrics.clone());
+    let feed = |n: usize| ServedFeed {
+        model: "default".into(),
+        version: "v1".into(),
+        items: vec![format!("i{n}").into(), format!("j{n}").into()],
+        arm: (n == 3).then(|| ("exp".into(), "b".into())),
+    };
+    let ids: Vec<String> = (0..15).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let tenant = |n: usize| if n < 10 { "a" } else { "b" };
+    let (hset, expire) = (redis.calls("hset"), redis.calls("expire"));
+    let started = std::time::Instant::now();
+    for (n, id) in ids.iter().enumerate() {
+        log.record(tenant(n), id, &feed(n), window).await.unwrap();
+    }
+    let all: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let here = log.lookup("a", &all[..10]).await.unwrap();
+    let in_redis = store.lookup("a", &all[..10]).await.unwrap();
+    assert!(started.elapsed() < every, "the checks ran before the flush");
+    assert_eq!(here, (0..10).map(|n| Some(feed(n))).collect::<Vec<_>>());
+    assert_eq!(
+        in_redis,
+        vec![None; 10],
+        "nothing written before the interval"
+    );
+    assert_eq!(log.lookup("a", &[&ids[12]]).await.unwrap(), [None], "b's");
+
+    redis.wait_for_feeds("a", 10).await;
+    redis.wait_for_feeds("b", 5).await;
+    assert_eq!(
+        (redis.calls("hset") - hset, redis.calls("expire") - expire),
+        (2, 2),
+        "one HSET and one EXPIRE per tenant"
+    );
+    let stored = store.lookup("b", &all[10..]).await.unwrap();
+    assert_eq!(stored, (10..15).map(|n| Some(feed(n))).collect::<Vec<_>>());
+    // Found in Redis once written, through the batched log too.
+    assert_eq!(log.lookup("a", &[&ids[3]]).await.unwrap(), [Some(feed(3))]);
+
+    // A hung Redis: record returns at once, and the batch's three feeds are counted lost.
+    redis.pause();
+    let unjoined = || {
+        metrics
+            .ml
+            .ranking_unjoined_total
+            .with_label_values(&["feed_log_unavailable"])
+            .get()
+    };
+    let paused = std::time::Instant::now();
+    for n in 0..3 {
+        log.record("a", &uuid::Uuid::new_v4().to_string(), &feed(n), window)
+            .await
+            .unwrap();
+    }
+    assert!(paused.elapsed() < Duration::from_millis(200), "never waits");
+    for _ in 0..100 {
+        if unjoined() == 3 {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    redis.resume();
+    assert_eq!(unjoined(), 3);
+}
+
+/// A replica that misses a feed another replica served a moment ago (its batch not written
+/// yet) looks again after the flush: a click on it is joined, and the feed's next page
+/// excludes its first page's items.
+#[actix_rt::test]
+async fn a_replica_finds_a_feed_another_served_a_moment_ago() {
+    let redis = RedisServer::start();
+    load_demo(&redis).await;
+    let slow = [
+        ("events.feed_log_flush_ms", 300.into()),
+        ("feed.cursor_secret", "a shared test secret".into()),
+    ];
+    let (a, b) = two_replicas(&redis, &slow).await;
+    let res = a.feed("demo-a", DEMO_A_KEY, "user_id=u1&limit=10").await;
+    assert_eq!(res.status(), 200);
+    let feed: Value = res.json().await.unwrap();
+    assert_eq!(
+        redis.count_keys("er:{demo-a}:feeds:*"),
+        0,
+        "not written yet"
+    );
+    let click = serde_json::json!([{"event_id": "late-1", "type": "click", "user_id": "u1",
+        "item_id": feed["items"][1]["item_id"], "request_id": feed["request_id"],
+        "timestamp": eaglerank::ingest::now_rfc3339()}]);
+    assert_eq!(b.post_events(&click).await.status(), 202);
+    let mb = b.metrics().await;
+    let clicks = metric_sum(&mb, "eaglerank_ranking_interactions_total{", &[r#"k="20""#]);
+    assert_eq!(clicks, 1.0, "joined on b: {mb}");
+    assert_eq!(
+        metric_sum(&mb, "eaglerank_ranking_unjoined_total{", &[]),
+        0.0
+    );
+
+    let first = a.feed("demo-a", DEMO_A_KEY, "user_id=u2&limit=10").await;
+    let first: Value = first.json().await.unwrap();
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let next = b
+        .feed(
+            "demo-a",
+            DEMO_A_KEY,
+            &format!("user_id=u2&limit=10&cursor={cursor}"),
+        )
+        .await;
+    assert_eq!(next.status(), 200);
+    let next: Value = next.json().await.unwrap();
+    let ids = |page: &Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["item_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let earlier = ids(&first);
+    assert!(ids(&next).iter().all(|i| !earlier.contains(i)), "{next}");
+    assert_eq!(next["degraded"], false);
+}

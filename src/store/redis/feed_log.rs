@@ -21,7 +21,7 @@ use deadpool_redis::redis;
 
 use super::{RedisStore, unavailable};
 use crate::store::keys;
-use crate::store::{FeedLog, ServedFeed, StoreError, Usage};
+use crate::store::{FeedLog, LoggedFeed, ServedFeed, StoreError, Usage};
 
 /// Buckets per join window.
 const BUCKETS_PER_WINDOW: u64 = 30;
@@ -111,6 +111,59 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// One tenant's feeds in one pipeline (a cluster routes a pipeline to one slot, and a
+    /// tenant's keys share one): the label sets not written yet, one `HSET` of every feed into
+    /// the bucket of now, and one `EXPIRE`.
+    async fn write_feeds(
+        &self,
+        tenant: &str,
+        feeds: &[(&str, &ServedFeed)],
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let length = bucket_seconds(ttl);
+        let key = keys::feed_bucket(tenant, Self::now_seconds() / length);
+        let mut pipe = redis::pipe();
+        let mut new_labels: Vec<(String, String)> = Vec::new();
+        let mut hset = redis::cmd("HSET");
+        hset.arg(&key);
+        {
+            let written = self
+                .labels_written
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for (request_id, feed) in feeds {
+                let (labels_id, labels_text) = labels(feed);
+                let label_key = (tenant.to_owned(), labels_id);
+                if !written.contains(&label_key) && !new_labels.contains(&label_key) {
+                    pipe.cmd("HSETNX")
+                        .arg(keys::feed_labels(tenant))
+                        .arg(&label_key.1)
+                        .arg(labels_text)
+                        .ignore();
+                    new_labels.push(label_key.clone());
+                }
+                hset.arg(field(request_id)).arg(encode(&label_key.1, feed));
+            }
+        }
+        pipe.add_command(hset)
+            .ignore()
+            // Pushed back by every write (EXPIRE's NX would need Redis 7): the bucket goes a
+            // window and two buckets after its last feed.
+            .cmd("EXPIRE")
+            .arg(&key)
+            .arg(ttl.as_secs() + 2 * length)
+            .ignore();
+        self.query::<()>(&pipe).await?;
+        // Only once written: a failed write is tried again by the next feed.
+        self.labels_written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(new_labels);
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl FeedLog for RedisStore {
     async fn record(
@@ -120,44 +173,26 @@ impl FeedLog for RedisStore {
         feed: &ServedFeed,
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        let length = bucket_seconds(ttl);
-        let bucket = Self::now_seconds() / length;
-        let key = keys::feed_bucket(tenant, bucket);
-        let (labels_id, labels_text) = labels(feed);
-        let mut pipe = redis::pipe();
-        let label_key = (tenant.to_owned(), labels_id.clone());
-        let new_labels = !self
-            .labels_written
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(&label_key);
-        if new_labels {
-            pipe.cmd("HSETNX")
-                .arg(keys::feed_labels(tenant))
-                .arg(&labels_id)
-                .arg(labels_text)
-                .ignore();
+        self.write_feeds(tenant, &[(request_id, feed)], ttl).await
+    }
+
+    /// A pipeline per tenant, all at once.
+    async fn record_many(&self, feeds: &[LoggedFeed], ttl: Duration) -> Result<(), StoreError> {
+        let mut tenants: Vec<(&str, Vec<(&str, &ServedFeed)>)> = Vec::new();
+        for f in feeds {
+            let entry = (f.request_id.as_str(), &f.feed);
+            match tenants.iter_mut().find(|(t, _)| *t == f.tenant) {
+                Some((_, list)) => list.push(entry),
+                None => tenants.push((&f.tenant, vec![entry])),
+            }
         }
-        pipe.cmd("HSET")
-            .arg(&key)
-            .arg(field(request_id))
-            .arg(encode(&labels_id, feed))
-            .ignore()
-            // Pushed back by every feed (EXPIRE's NX would need Redis 7): the bucket goes a
-            // window and two buckets after its last feed.
-            .cmd("EXPIRE")
-            .arg(&key)
-            .arg(ttl.as_secs() + 2 * length)
-            .ignore();
-        self.query::<()>(&pipe).await?;
-        if new_labels {
-            // Only once written: a failed write is tried again by the next feed.
-            self.labels_written
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(label_key);
-        }
-        Ok(())
+        let writes = tenants
+            .iter()
+            .map(|(tenant, list)| self.write_feeds(tenant, list, ttl));
+        futures::future::join_all(writes)
+            .await
+            .into_iter()
+            .collect()
     }
 
     async fn lookup(

@@ -55,14 +55,16 @@ impl InternalEvent for FeedInteraction<'_> {
 /// not joined, and the live quality figures undercount until it recovers.
 pub struct FeedLogFailed<'a> {
     pub error: &'a (dyn std::error::Error + 'static),
+    /// The feeds (a write) or the lookups (a join) lost.
+    pub feeds: usize,
 }
 
 impl InternalEvent for FeedLogFailed<'_> {
     fn emit(self, m: &Metrics) {
         m.ml.ranking_unjoined_total
             .with_label_values(&["feed_log_unavailable"])
-            .inc();
-        tracing::warn!(event = "FeedLogFailed", error = %self.error);
+            .inc_by(self.feeds as u64);
+        tracing::warn!(event = "FeedLogFailed", feeds = self.feeds, error = %self.error);
     }
 }
 
