@@ -41,6 +41,8 @@ pub struct Application {
     actors: ActorSystem,
     metrics: Arc<Metrics>,
     store: SharedStore,
+    /// Written out once the servers have stopped (its last batch).
+    feed_log: Arc<dyn FeedLog>,
 }
 
 /// Redis when `redis.url` is set (behind the local item cache), else the embedded store
@@ -335,6 +337,7 @@ impl Application {
             signals,
             actors,
             metrics,
+            feed_log: store.feed_log,
             store: store.store,
         })
     }
@@ -390,6 +393,8 @@ impl Application {
         if let Some(grpc) = take_grpc() {
             grpc.stop(grace).await;
         }
+        // The feeds served last, still queued for the log (`events.feed_log_flush_ms`).
+        self.feed_log.flush().await;
         self.actors.shutdown().await;
         events::server_stopped();
         Ok(())

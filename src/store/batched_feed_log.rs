@@ -15,7 +15,8 @@
 //!   ([`crate::ingest::feed_join::ServedFeeds`]).
 //! - A failed batch is counted per feed (`eaglerank_ranking_unjoined_total{reason=
 //!   "feed_log_unavailable"}`), as a failed awaited write was: the feeds were served, only their
-//!   joins are lost. A process killed loses at most the last interval's feeds the same way.
+//!   joins are lost. A process killed loses at most the last interval's feeds the same way; one
+//!   stopped writes its queue first ([`FeedLog::flush`], after the servers stop).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -56,18 +57,27 @@ impl Pending {
     }
 }
 
-/// Takes a batch out of the in-flight ones when its write ends, or is dropped (a runtime
-/// shutting down drops the task).
-struct Writing<'a> {
-    pending: &'a Mutex<Pending>,
-    batch: Arc<Vec<LoggedFeed>>,
+/// A scheduled flush, which keeps the queue whole whenever it ends: dropped while it waits (its
+/// runtime shutting down), the next feed or [`FeedLog::flush`] schedules or writes the queue;
+/// dropped while it writes, its batch goes back to the queue's front (written twice at worst:
+/// the same fields, the same values).
+struct Flush {
+    pending: Arc<Mutex<Pending>>,
+    batch: Option<Arc<Vec<LoggedFeed>>>,
+    ended: bool,
 }
 
-impl Drop for Writing<'_> {
+impl Drop for Flush {
     fn drop(&mut self) {
-        lock(self.pending)
-            .writing
-            .retain(|b| !Arc::ptr_eq(b, &self.batch));
+        let mut p = lock(&self.pending);
+        let Some(batch) = self.batch.take() else {
+            p.scheduled = false;
+            return;
+        };
+        p.writing.retain(|b| !Arc::ptr_eq(b, &batch));
+        if !self.ended {
+            p.queued.splice(0..0, batch.iter().cloned());
+        }
     }
 }
 
@@ -93,25 +103,37 @@ impl BatchedFeedLog {
         every: Duration,
         metrics: Arc<Metrics>,
     ) {
+        let mut flush = Flush {
+            pending,
+            batch: None,
+            ended: false,
+        };
         tokio::time::sleep(every).await;
-        let (batch, ttl) = {
-            let mut p = lock(&pending);
+        let ttl = {
+            let mut p = lock(&flush.pending);
             p.scheduled = false;
             let batch = Arc::new(std::mem::take(&mut p.queued));
             p.writing.push(batch.clone());
-            (batch, p.ttl)
+            flush.batch = Some(batch);
+            p.ttl
         };
-        let writing = Writing {
-            pending: &pending,
-            batch,
-        };
-        if let Err(error) = inner.record_many(&writing.batch, ttl).await {
-            FeedLogFailed {
-                error: &error,
-                feeds: writing.batch.len(),
-            }
-            .emit(&metrics);
+        let batch = flush.batch.clone().expect("taken above");
+        write(&*inner, &batch, ttl, &metrics).await;
+        flush.ended = true;
+    }
+}
+
+/// Writes a batch; a failure is counted per feed, the feeds' joins lost.
+async fn write(inner: &dyn FeedLog, batch: &[LoggedFeed], ttl: Duration, metrics: &Metrics) {
+    if batch.is_empty() {
+        return;
+    }
+    if let Err(error) = inner.record_many(batch, ttl).await {
+        FeedLogFailed {
+            error: &error,
+            feeds: batch.len(),
         }
+        .emit(metrics);
     }
 }
 
@@ -146,6 +168,15 @@ impl FeedLog for BatchedFeedLog {
 
     async fn record_many(&self, feeds: &[LoggedFeed], ttl: Duration) -> Result<(), StoreError> {
         self.inner.record_many(feeds, ttl).await
+    }
+
+    /// What is queued, written now (a stopping replica's last feeds).
+    async fn flush(&self) {
+        let (batch, ttl) = {
+            let mut p = lock(&self.pending);
+            (std::mem::take(&mut p.queued), p.ttl)
+        };
+        write(&*self.inner, &batch, ttl, &self.metrics).await;
     }
 
     /// The feeds not written yet from here, the others from the log.

@@ -57,6 +57,10 @@ pub trait FeedLog: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Writes what is queued for a later write (a stopping replica's): nothing by default,
+    /// where every feed is written as it is recorded.
+    async fn flush(&self) {}
+
     /// The feeds `request_ids` name; `None` where unknown or expired.
     async fn lookup(
         &self,

@@ -332,18 +332,21 @@ impl RedisServer {
             .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
     }
 
+    /// The feeds `tenant`'s served-feed log holds in Redis.
+    pub fn feeds_held(&self, tenant: &str) -> u64 {
+        let pattern = format!("er:{{{tenant}}}:feeds:*");
+        self.command(&["--scan", "--pattern", &pattern])
+            .lines()
+            .map(|key| self.command(&["HLEN", key]).trim().parse::<u64>().unwrap())
+            .sum()
+    }
+
     /// Waits (10 s at most) until `tenant`'s served-feed log in Redis holds `feeds` feeds: a
     /// replica batches its writes (`events.feed_log_flush_ms`), so a feed is there a moment
     /// after its response.
     pub async fn wait_for_feeds(&self, tenant: &str, feeds: u64) {
-        let pattern = format!("er:{{{tenant}}}:feeds:*");
         for _ in 0..200 {
-            let held: u64 = self
-                .command(&["--scan", "--pattern", &pattern])
-                .lines()
-                .map(|key| self.command(&["HLEN", key]).trim().parse::<u64>().unwrap())
-                .sum();
-            if held >= feeds {
+            if self.feeds_held(tenant) >= feeds {
                 return;
             }
             actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;

@@ -1529,6 +1529,22 @@ async fn served_feeds_are_written_a_batch_per_interval_and_read_here_before() {
     // Found in Redis once written, through the batched log too.
     assert_eq!(log.lookup("a", &[&ids[3]]).await.unwrap(), [Some(feed(3))]);
 
+    // Flushed (a stopping replica's last feeds): in Redis at once, in one more HSET.
+    let last: Vec<String> = (0..2).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let hset = redis.calls("hset");
+    let flushed = std::time::Instant::now();
+    for id in &last {
+        log.record("a", id, &feed(7), window).await.unwrap();
+    }
+    log.flush().await;
+    let stored = store.lookup("a", &[&last[0], &last[1]]).await.unwrap();
+    assert!(
+        flushed.elapsed() < every,
+        "written by the flush, not the interval"
+    );
+    assert_eq!(stored, [Some(feed(7)), Some(feed(7))]);
+    assert_eq!(redis.calls("hset") - hset, 1);
+
     // A hung Redis: record returns at once, and the batch's three feeds are counted lost.
     redis.pause();
     let unjoined = || {
@@ -1610,4 +1626,48 @@ async fn a_replica_finds_a_feed_another_served_a_moment_ago() {
     let earlier = ids(&first);
     assert!(ids(&next).iter().all(|i| !earlier.contains(i)), "{next}");
     assert_eq!(next["degraded"], false);
+}
+
+/// A replica stopped by SIGTERM writes the feeds still queued for the log before it exits:
+/// their clicks join on the other replicas.
+#[actix_rt::test]
+async fn a_stopping_replica_writes_its_last_feeds_to_the_log() {
+    let redis = RedisServer::start();
+    load_demo(&redis).await;
+    let url = redis.url();
+    // The longest interval: the process exits before it ends.
+    let mut bin = crate::helpers::spawn_binary(&[
+        ("EAGLERANK__REDIS__URL", &url),
+        ("EAGLERANK__EVENTS__FEED_LOG_FLUSH_MS", "1000"),
+    ]);
+    let client = reqwest::Client::new();
+    for _ in 0..100 {
+        let ready = client.get(format!("{}/readyz", bin.address)).send().await;
+        if ready.is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stopping = std::time::Instant::now();
+    for user in ["u1", "u2", "u3"] {
+        let url = format!("{}/v1/tenants/demo-a/feed?user_id={user}", bin.address);
+        let res = client
+            .get(url)
+            .bearer_auth(DEMO_A_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let feed: Value = res.json().await.unwrap();
+        assert_eq!(feed["degraded"], false);
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(
+        unsafe { libc::kill(bin.child.id() as i32, libc::SIGTERM) },
+        0
+    );
+    let status = bin.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    println!("stopped {:?} after the first feed", stopping.elapsed());
+    assert_eq!(redis.feeds_held("demo-a"), 3);
 }
