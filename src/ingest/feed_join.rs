@@ -110,25 +110,28 @@ impl ServedFeeds {
             .flatten())
     }
 
-    /// The log's feeds for `ids`. Those it misses that were served less than the lag ago (by
-    /// another replica: this one finds its own at once) are asked again once their batch has
-    /// been written. A real user's click or next page comes later than that: this is for
-    /// clients that ask at once, and costs one wait per call at most.
+    /// Whether the feed `request_id` was served less than the lag ago: another replica may not
+    /// have written it yet (this one finds its own at once). A person's click or next page
+    /// comes later than that; this is for clients that ask at once.
+    fn moment_ago(&self, request_id: &str) -> bool {
+        !self.lag.is_zero()
+            && served_at(request_id)
+                .is_some_and(|t| crate::domain::unix_now() - t < self.lag.as_secs_f64())
+    }
+
+    /// The log's feeds for `ids`; those it misses that were served a moment ago asked again
+    /// once their batch has been written: one wait per call at most, the caller's own (a next
+    /// page's request, within its deadline).
     async fn settled_lookup(
         &self,
         tenant: &str,
         ids: &[&str],
     ) -> Result<Vec<Option<ServedFeed>>, StoreError> {
         let mut found = self.log.lookup(tenant, ids).await?;
-        if self.lag.is_zero() {
-            return Ok(found);
-        }
-        let now = crate::domain::unix_now();
-        let lag = self.lag.as_secs_f64();
         let again: Vec<&str> = ids
             .iter()
             .zip(&found)
-            .filter(|(id, f)| f.is_none() && served_at(id).is_some_and(|t| now - t < lag))
+            .filter(|(id, f)| f.is_none() && self.moment_ago(id))
             .map(|(id, _)| *id)
             .collect();
         if again.is_empty() {
@@ -146,7 +149,7 @@ impl ServedFeeds {
 
     /// Joins applied events with the feeds they name (impressions are not outcomes here), and
     /// logs those of the served-feature log's feeds there.
-    pub async fn join(&self, tenant: &str, events: &[Outcome<'_>]) {
+    pub async fn join(self: &Arc<Self>, tenant: &str, events: &[Outcome<'_>]) {
         for e in events {
             if self.features.sampled(tenant, e.request_id) {
                 self.features.log(Record::Outcome(OutcomeRecord {
@@ -166,7 +169,7 @@ impl ServedFeeds {
         if outcomes.is_empty() {
             return;
         }
-        if let Err(error) = self.try_join(tenant, &outcomes).await {
+        if let Err(error) = self.try_join(tenant, &outcomes, true).await {
             FeedLogFailed {
                 error: &error,
                 feeds: 1,
@@ -175,22 +178,35 @@ impl ServedFeeds {
         }
     }
 
-    async fn try_join(&self, tenant: &str, outcomes: &[&Outcome<'_>]) -> Result<(), StoreError> {
+    /// `retry`: events naming a feed served a moment ago that the log misses are joined again
+    /// after the lag, in a task of their own — never while the batch's sender (and the events
+    /// queued behind it: batches apply one at a time) waits.
+    async fn try_join(
+        self: &Arc<Self>,
+        tenant: &str,
+        outcomes: &[&Outcome<'_>],
+        retry: bool,
+    ) -> Result<(), StoreError> {
         let mut ids: Vec<&str> = outcomes.iter().map(|e| e.request_id).collect();
         ids.sort_unstable();
         ids.dedup();
         let feeds: HashMap<&str, ServedFeed> = ids
             .iter()
             .copied()
-            .zip(self.settled_lookup(tenant, &ids).await?)
+            .zip(self.log.lookup(tenant, &ids).await?)
             .filter_map(|(id, feed)| Some((id, feed?)))
             .collect();
         // (event, position) of every joined one; the first click of each feed in this batch
         // is a candidate for the feed's first click overall.
         let mut joined = Vec::new();
         let mut candidates: Vec<&str> = Vec::new();
+        let mut later: Vec<OwnedOutcome> = Vec::new();
         for e in outcomes {
             let Some(feed) = feeds.get(e.request_id) else {
+                if retry && self.moment_ago(e.request_id) {
+                    later.push(OwnedOutcome::from(*e));
+                    continue;
+                }
                 InteractionUnjoined {
                     reason: "unknown_request",
                 }
@@ -209,6 +225,9 @@ impl ServedFeeds {
                 candidates.push(e.request_id);
             }
             joined.push((e, feed, position, candidate));
+        }
+        if !later.is_empty() {
+            self.join_later(tenant, later);
         }
         let first: HashMap<&str, bool> = candidates
             .iter()
@@ -247,6 +266,61 @@ impl ServedFeeds {
             .emit(&self.metrics);
         }
         Ok(())
+    }
+}
+
+impl ServedFeeds {
+    /// Joins `outcomes` again after the lag (once: what is still missing then is unknown).
+    fn join_later(self: &Arc<Self>, tenant: &str, outcomes: Vec<OwnedOutcome>) {
+        let this = self.clone();
+        let tenant = tenant.to_owned();
+        // Boxed: the task runs `try_join`, which spawns it.
+        let task: futures::future::BoxFuture<'static, ()> = Box::pin(async move {
+            tokio::time::sleep(this.lag).await;
+            let outcomes: Vec<Outcome<'_>> = outcomes.iter().map(OwnedOutcome::outcome).collect();
+            let refs: Vec<&Outcome<'_>> = outcomes.iter().collect();
+            if let Err(error) = this.try_join(&tenant, &refs, false).await {
+                FeedLogFailed {
+                    error: &error,
+                    feeds: 1,
+                }
+                .emit(&this.metrics);
+            }
+        });
+        tokio::spawn(task);
+    }
+}
+
+/// An [`Outcome`] kept for a join after the lag.
+struct OwnedOutcome {
+    request_id: String,
+    kind: EventKind,
+    item_id: String,
+    user_id: String,
+    timestamp: UnixSeconds,
+}
+
+impl From<&Outcome<'_>> for OwnedOutcome {
+    fn from(e: &Outcome<'_>) -> Self {
+        Self {
+            request_id: e.request_id.to_owned(),
+            kind: e.kind,
+            item_id: e.item_id.to_owned(),
+            user_id: e.user_id.to_owned(),
+            timestamp: e.timestamp,
+        }
+    }
+}
+
+impl OwnedOutcome {
+    fn outcome(&self) -> Outcome<'_> {
+        Outcome {
+            request_id: &self.request_id,
+            kind: self.kind,
+            item_id: &self.item_id,
+            user_id: &self.user_id,
+            timestamp: self.timestamp,
+        }
     }
 }
 
