@@ -1579,7 +1579,7 @@ async fn a_replica_finds_a_feed_another_served_a_moment_ago() {
     let redis = RedisServer::start();
     load_demo(&redis).await;
     let slow = [
-        ("events.feed_log_flush_ms", 300.into()),
+        ("events.feed_log_flush_ms", 1000.into()),
         ("feed.cursor_secret", "a shared test secret".into()),
     ];
     let (a, b) = two_replicas(&redis, &slow).await;
@@ -1596,7 +1596,7 @@ async fn a_replica_finds_a_feed_another_served_a_moment_ago() {
         "timestamp": eaglerank::ingest::now_rfc3339()}]);
     assert_eq!(b.post_events(&click).await.status(), 202);
     let clicks = |m: &str| metric_sum(m, "eaglerank_ranking_interactions_total{", &[r#"k="20""#]);
-    // Joined again after the lag (2 × 300 + 20 ms) in a task of its own: the batch (and the
+    // Joined again after the lag (2 × 1000 + 20 ms) in a task of its own: the batch (and the
     // batches behind it) did not wait for it.
     assert_eq!(clicks(&b.metrics().await), 0.0, "not joined while posted");
     let mut mb = String::new();
