@@ -930,4 +930,19 @@ mod tests {
         Settings::load_with(&[], &[("kafka.properties.debug", "all".into())])
             .expect("kafka.properties takes any librdkafka key");
     }
+
+    /// The served-feed log's batch interval: 2 ms by default, 0 for the awaited write, a
+    /// second at most (a longer one would hold joins and next pages on other replicas).
+    #[test]
+    fn the_feed_log_flush_is_bounded_and_its_lag_follows_it() {
+        let settings = Settings::load(&[]).unwrap();
+        assert_eq!(settings.events.feed_log_flush, Duration::from_millis(2));
+        assert_eq!(settings.events.feed_log_lag(), Duration::from_millis(24));
+        let flush = |ms: i64| Settings::load_with(&[], &[("events.feed_log_flush_ms", ms.into())]);
+        assert_eq!(flush(0).unwrap().events.feed_log_lag(), Duration::ZERO);
+        match flush(1001).unwrap_err() {
+            ConfigError::Invalid(m) => assert!(m.contains("events.feed_log_flush_ms"), "{m}"),
+            other => panic!("expected Invalid, got {other}"),
+        }
+    }
 }
