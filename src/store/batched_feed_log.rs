@@ -24,7 +24,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{FeedLog, LoggedFeed, ServedFeed, StoreError, Usage};
-use crate::telemetry::events::FeedLogFailed;
+use crate::telemetry::events::{FeedLogFailed, FeedLogWritten};
 use crate::telemetry::{InternalEvent, Metrics};
 
 pub struct BatchedFeedLog {
@@ -128,7 +128,14 @@ async fn write(inner: &dyn FeedLog, batch: &[LoggedFeed], ttl: Duration, metrics
     if batch.is_empty() {
         return;
     }
-    if let Err(error) = inner.record_many(batch, ttl).await {
+    let started = std::time::Instant::now();
+    let written = inner.record_many(batch, ttl).await;
+    FeedLogWritten {
+        feeds: batch.len(),
+        duration: started.elapsed(),
+    }
+    .emit(metrics);
+    if let Err(error) = written {
         FeedLogFailed {
             error: &error,
             feeds: batch.len(),

@@ -1569,6 +1569,13 @@ async fn served_feeds_are_written_a_batch_per_interval_and_read_here_before() {
     }
     redis.resume();
     assert_eq!(unjoined(), 3);
+    // Three batches written or tried, the failed one too: 15 feeds, the 2 flushed, the 3 lost.
+    let batches = &metrics.feed_log_batch_feeds;
+    assert_eq!(
+        (batches.get_sample_count(), batches.get_sample_sum()),
+        (3, 20.0)
+    );
+    assert_eq!(metrics.feed_log_write_seconds.get_sample_count(), 3);
 }
 
 /// A replica that misses a feed another replica served a moment ago (its batch not written

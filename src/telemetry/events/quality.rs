@@ -68,6 +68,21 @@ impl InternalEvent for FeedLogFailed<'_> {
     }
 }
 
+/// A batch of served feeds written to Redis's log (or tried: a failure is also a
+/// [`FeedLogFailed`]).
+pub struct FeedLogWritten {
+    pub feeds: usize,
+    pub duration: std::time::Duration,
+}
+
+impl InternalEvent for FeedLogWritten {
+    fn emit(self, m: &Metrics) {
+        m.feed_log_batch_feeds.observe(self.feeds as f64);
+        m.feed_log_write_seconds
+            .observe(self.duration.as_secs_f64());
+    }
+}
+
 pub struct InteractionUnjoined {
     pub reason: &'static str,
 }

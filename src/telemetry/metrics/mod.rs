@@ -92,6 +92,8 @@ pub struct Metrics {
     pub redis_ping_seconds: Histogram,
     pub redis_pool_connections: IntGaugeVec,
     pub redis_pool_waiters: IntGauge,
+    pub feed_log_batch_feeds: Histogram,
+    pub feed_log_write_seconds: Histogram,
     pub feed_log_evicted_total: prometheus::IntCounter,
     pub feed_log_entries: IntGauge,
     pub feed_log_bytes: IntGauge,
@@ -363,6 +365,24 @@ impl Metrics {
                 "Callers waiting for a Redis connection: one being opened, or a cluster's pool at redis.pool_size.",
             )
             .expect("static metric definition"),
+            feed_log_batch_feeds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "eaglerank_feed_log_batch_feeds",
+                    "Served feeds per batch written to Redis's served-feed log \
+                     (events.feed_log_flush_ms); _count is the batches written or tried.",
+                )
+                .buckets(vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0]),
+            )
+            .expect("static metric definition"),
+            feed_log_write_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "eaglerank_feed_log_write_seconds",
+                    "Time to write one batch of served feeds to Redis's served-feed log, failed \
+                     writes included (no feed waits for it).",
+                )
+                .buckets(STAGE_BUCKETS.to_vec()),
+            )
+            .expect("static metric definition"),
             feed_log_evicted_total: r.add(
                 prometheus::IntCounter::new(
                     "eaglerank_feed_log_evicted_total",
@@ -420,6 +440,8 @@ impl Metrics {
             Box::new(self.redis_circuit_opened_total.clone()),
             Box::new(self.redis_pool_connections.clone()),
             Box::new(self.redis_pool_waiters.clone()),
+            Box::new(self.feed_log_batch_feeds.clone()),
+            Box::new(self.feed_log_write_seconds.clone()),
         ] {
             // A second registration (a second call) is harmless.
             let _ = self.registry.register(c);
