@@ -493,8 +493,9 @@ pub async fn serve(
     // deadline; failures only counted): a click sent right after the response must find its
     // feed. With Redis the write is queued for the next batch (`events.feed_log_flush_ms`) and
     // the click finds it in the queue here, or after the lag on another replica
-    // (`ServedFeeds::lookup`). Not for a degraded feed: the store just failed or is known down, and the write
-    // would only make the feed wait for it (its clicks are counted as unjoined).
+    // (`ServedFeeds::lookup`). Not for a degraded feed: the store just failed or is known
+    // down, and the write would only make the feed wait for it (its clicks are counted as
+    // unjoined).
     // The session's page is written beside it, concurrently.
     let arm = choice
         .assignment

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::config::EventSettings;
 use crate::domain::{EventKind, UnixSeconds};
 use crate::learning::{FeatureLog, OutcomeRecord, Record};
-use crate::store::{FeedLog, ServedFeed, StoreError, by_deadline};
+use crate::store::{FeedLog, ServedFeed, StoreError, by_deadline, fill_missing};
 use crate::telemetry::events::{
     ExperimentFeedServed, ExperimentInteraction, FeedInteraction, FeedLogFailed, FeedRanked,
     InteractionUnjoined,
@@ -138,12 +138,10 @@ impl ServedFeeds {
             return Ok(found);
         }
         tokio::time::sleep(self.lag).await;
-        let mut later = self.log.lookup(tenant, &again).await?.into_iter();
-        for (slot, id) in found.iter_mut().zip(ids) {
-            if slot.is_none() && again.contains(id) {
-                *slot = later.next().flatten();
-            }
-        }
+        fill_missing(&*self.log, tenant, ids, &mut found, |id| {
+            again.contains(&id)
+        })
+        .await?;
         Ok(found)
     }
 

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{FeedLog, LoggedFeed, ServedFeed, StoreError, Usage};
+use super::{FeedLog, LoggedFeed, ServedFeed, StoreError, Usage, fill_missing};
 use crate::telemetry::events::{FeedLogFailed, FeedLogWritten};
 use crate::telemetry::{InternalEvent, Metrics};
 
@@ -199,19 +199,7 @@ impl FeedLog for BatchedFeedLog {
                 .map(|id| p.find(tenant, id).cloned())
                 .collect()
         };
-        let missing: Vec<&str> = request_ids
-            .iter()
-            .zip(&found)
-            .filter(|(_, f)| f.is_none())
-            .map(|(id, _)| *id)
-            .collect();
-        if missing.is_empty() {
-            return Ok(found);
-        }
-        let mut stored = self.inner.lookup(tenant, &missing).await?.into_iter();
-        for slot in found.iter_mut().filter(|f| f.is_none()) {
-            *slot = stored.next().flatten();
-        }
+        fill_missing(&*self.inner, tenant, request_ids, &mut found, |_| true).await?;
         Ok(found)
     }
 

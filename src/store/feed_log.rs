@@ -89,6 +89,34 @@ pub trait FeedLog: Send + Sync + 'static {
     }
 }
 
+/// Fills the empty slots of `found` (one per id of `ids`, in order) whose id `pick` selects,
+/// from one lookup in `log`: a second source behind a first one (the batched log's queue, or
+/// an earlier lookup of the same log).
+pub async fn fill_missing(
+    log: &dyn FeedLog,
+    tenant: &str,
+    ids: &[&str],
+    found: &mut [Option<ServedFeed>],
+    pick: impl Fn(&str) -> bool,
+) -> Result<(), StoreError> {
+    let wanted: Vec<&str> = ids
+        .iter()
+        .zip(found.iter())
+        .filter(|(id, f)| f.is_none() && pick(id))
+        .map(|(id, _)| *id)
+        .collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let mut stored = log.lookup(tenant, &wanted).await?.into_iter();
+    for (slot, id) in found.iter_mut().zip(ids) {
+        if slot.is_none() && pick(id) {
+            *slot = stored.next().flatten();
+        }
+    }
+    Ok(())
+}
+
 /// The embedded store's log: bounded, expiring, in process — and compact, because at a few
 /// thousand feeds per second it holds hundreds of thousands of feeds. Per feed: its request id
 /// as 128 bits (a UUID's own bits; any other id hashed), the tenant and the model version as

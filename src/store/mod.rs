@@ -29,7 +29,7 @@ pub use batched_feed_log::BatchedFeedLog;
 pub use breaker::{CircuitBreaker, Guarded, Transition, report as report_breaker};
 pub use cache::CachedStore;
 pub use fallback::{FallbackItems, PopularityFallback};
-pub use feed_log::{FeedLog, LoggedFeed, MemoryFeedLog, ServedFeed};
+pub use feed_log::{FeedLog, LoggedFeed, MemoryFeedLog, ServedFeed, fill_missing};
 pub use instrumented::Instrumented;
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
