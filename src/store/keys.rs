@@ -175,8 +175,10 @@ fn ten_digit_time(bytes: &[u8], at: usize) -> Option<u32> {
     // The first byte is the most significant digit and the lowest byte of the word.
     let mut v = word - ZEROS;
     v = (v * 10) + (v >> 8); // pairs: each even byte holds two digits' value
-    v = (((v & 0x0000_00FF_0000_00FF) * (100 + (1_000_000 << 32)))
-        + (((v >> 16) & 0x0000_00FF_0000_00FF) * (1 + (10_000 << 32))))
+    // Fours, then the eight in the high half: the products overflow by design (the low half
+    // is discarded), hence wrapping arithmetic.
+    v = ((v & 0x0000_00FF_0000_00FF).wrapping_mul(100 + (1_000_000 << 32)))
+        .wrapping_add((v >> 16 & 0x0000_00FF_0000_00FF).wrapping_mul(1 + (10_000 << 32)))
         >> 32;
     let t = v * 100 + u64::from(nine - b'0') * 10 + u64::from(ten - b'0');
     u32::try_from(t).ok()
