@@ -292,10 +292,20 @@ async fn every_error_of_the_table_has_its_grpc_code() {
 
     // A client's deadline shorter than the service's: 5 ms leave nothing once the answer's
     // margin is kept, so the service says so at once, in its own words (not tonic's
-    // CANCELLED at the client's deadline).
-    let mut req = feed("demo-a", "u42", 20, Some(DEMO_A_KEY));
-    req.set_timeout(Duration::from_millis(5));
-    let status = grpc_feed(&mut client, req).await.unwrap_err();
+    // CANCELLED at the client's deadline). On a loaded machine (CI: two cores, the suite in
+    // parallel) tonic's own 5 ms timer, the client's or the server's, may still fire before
+    // that answer is through: CANCELLED "Timeout expired", which says nothing of the service.
+    // Such an attempt is made again, a few times at most.
+    let mut attempts = 0;
+    let status = loop {
+        attempts += 1;
+        let mut req = feed("demo-a", "u42", 20, Some(DEMO_A_KEY));
+        req.set_timeout(Duration::from_millis(5));
+        let status = grpc_feed(&mut client, req).await.unwrap_err();
+        if status.code() != Code::Cancelled || attempts == 5 {
+            break status;
+        }
+    };
     assert_eq!(
         codes(&status),
         (Code::DeadlineExceeded, "deadline_exceeded".into())
@@ -307,23 +317,25 @@ async fn every_error_of_the_table_has_its_grpc_code() {
     assert!(grpc_feed(&mut client, req).await.is_ok());
 
     let m = app.metrics().await;
-    for (code, n) in [
-        ("UNAUTHENTICATED", 2.0),
-        ("INVALID_ARGUMENT", 4.0),
-        ("DEADLINE_EXCEEDED", 1.0),
-    ] {
+    let handled = |code: &str| {
         let series = format!(
             r#"eaglerank_grpc_server_handled_total{{grpc_code="{code}",grpc_method="GetFeed",grpc_service="eaglerank.v1.FeedService"}}"#
         );
-        assert_eq!(metric_value(&m, &series), Some(n), "{series}");
-    }
-    assert_eq!(
-        metric_value(
-            &m,
-            r#"eaglerank_feed_requests_total{status="deadline_exceeded",tenant="demo-a",transport="grpc"}"#
-        ),
-        Some(1.0)
+        metric_value(&m, &series)
+    };
+    assert_eq!(handled("UNAUTHENTICATED"), Some(2.0));
+    assert_eq!(handled("INVALID_ARGUMENT"), Some(4.0));
+    // The attempt answered, and any the timer beat that the service answered all the same.
+    let within_attempts = |n: Option<f64>| n.is_some_and(|n| n >= 1.0 && n <= attempts as f64);
+    assert!(
+        within_attempts(handled("DEADLINE_EXCEEDED")),
+        "{attempts} attempts\n{m}"
     );
+    let refused = metric_value(
+        &m,
+        r#"eaglerank_feed_requests_total{status="deadline_exceeded",tenant="demo-a",transport="grpc"}"#,
+    );
+    assert!(within_attempts(refused), "{attempts} attempts\n{m}");
 }
 
 fn event(id: &str, kind: &str, user: &str, item: &str) -> Event {
