@@ -238,14 +238,11 @@ async fn load(settings: &Settings, args: &LoadArgs) -> anyhow::Result<()> {
         crate::demo::seed_tenant(&store, &settings.store.demo, tenant, anchor, &metrics)
             .await
             .with_context(|| format!("loading {tenant} into Redis"))?;
-        // Whatever an older version left in the layouts before: moved, and the tenant marked
-        // (a single node: a cluster's feeds keep reading the old keys).
-        if !settings.redis.cluster {
-            store
-                .move_old_layout(tenant)
-                .await
-                .with_context(|| format!("moving {tenant}'s old layout"))?;
-        }
+        // Whatever an older version left in the layouts before: moved, and the tenant marked.
+        store
+            .move_old_layout(tenant)
+            .await
+            .with_context(|| format!("moving {tenant}'s old layout"))?;
     }
     Ok(())
 }

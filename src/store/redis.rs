@@ -304,14 +304,9 @@ impl RedisStore {
             .map_err(unavailable)
     }
 
-    /// Deletes every key of `tenant` (used by `eaglerank load --replace`). Single node only:
-    /// on a cluster, SCAN would visit one arbitrary node.
+    /// Deletes every key of `tenant` (used by `eaglerank load --replace`): on a cluster, the
+    /// keys of the one node holding the tenant's slot ([`Self::scan_page`]).
     pub async fn clear_tenant(&self, tenant: &str) -> Result<usize, StoreError> {
-        if self.settings.cluster {
-            return Err(unavailable(
-                "clearing a tenant is not supported on a cluster: load into an empty cluster",
-            ));
-        }
         let pattern = format!("er:{{{tenant}}}:*");
         let (mut cursor, mut deleted) = (0, 0);
         loop {
@@ -329,22 +324,40 @@ impl RedisStore {
         }
     }
 
-    /// One page of the keys matching `pattern` from `cursor` (SCAN; single node): the next
-    /// cursor (0: the last page) and the keys.
+    /// One page of the keys matching `pattern` from `cursor` (SCAN): the next cursor (0: the
+    /// last page) and the keys. Every pattern here is one tenant's (`er:{t}:…`), so on a
+    /// cluster the SCAN goes to the primary holding that hash tag's slot: a keyless command
+    /// would be answered by whichever node the client picked, from that node's keys alone.
     async fn scan_page(
         &self,
         pattern: &str,
         cursor: u64,
     ) -> Result<(u64, Vec<String>), StoreError> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("SCAN")
-            .arg(cursor)
+        let mut scan = redis::cmd("SCAN");
+        scan.arg(cursor)
             .arg("MATCH")
             .arg(pattern)
             .arg("COUNT")
             .arg(1000);
-        let (page,): ((u64, Vec<String>),) = self.query(&pipe).await?;
-        Ok(page)
+        let cluster = match self.pool()? {
+            Pool::Single(_) => None,
+            Pool::Cluster(p) => Some(p.get().await.map_err(unavailable)?),
+        };
+        let Some(mut c) = cluster else {
+            let mut pipe = redis::pipe();
+            pipe.add_command(scan);
+            let (page,): ((u64, Vec<String>),) = self.query(&pipe).await?;
+            return Ok(page);
+        };
+        use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+        let slot = Route::with_key(pattern, SlotAddr::Master);
+        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(slot));
+        let timeout = self.settings.command_timeout;
+        let page = tokio::time::timeout(timeout, c.route_command(scan, route))
+            .await
+            .map_err(|_| unavailable(format!("no answer within {timeout:?}")))?
+            .map_err(unavailable)?;
+        redis::from_redis_value(page).map_err(|e| unavailable(e.to_string()))
     }
 
     /// Moves `tenant`'s users out of the hashes and lists their profiles and histories were
@@ -353,14 +366,8 @@ impl RedisStore {
     /// from then on feeds read the strings alone, where until then each read the three old
     /// keys beside them. Run it once every replica runs a version that writes the strings (an
     /// older one writes the old keys again, which would no longer be read). Returns the users
-    /// moved. Single node only, like [`Self::clear_tenant`]: a cluster's feeds keep reading
-    /// the old keys.
+    /// moved. On a cluster as on a single node: a tenant's keys are all in its slot.
     pub async fn move_old_layout(&self, tenant: &str) -> Result<usize, StoreError> {
-        if self.settings.cluster {
-            return Err(unavailable(
-                "moving the old layout is not supported on a cluster (its feeds keep reading it)",
-            ));
-        }
         let mut users: indexmap::IndexMap<String, OldKeys> = indexmap::IndexMap::new();
         for (prefix, history) in [
             (keys::user(tenant, ""), false),

@@ -547,6 +547,86 @@ impl RedisCluster {
             .collect::<Vec<_>>()
             .join(",")
     }
+
+    /// A tenant name for each node (its hash tag's slot served there; `redis-cli --cluster
+    /// create` gives each of the 3 masters a third of the slots, in port order).
+    pub fn one_tenant_per_node(&self) -> Vec<String> {
+        let third = 16_384 / self.ports.len();
+        let mut found: Vec<Option<String>> = vec![None; self.ports.len()];
+        for n in 0.. {
+            let name = format!("t{n}");
+            let slot: usize =
+                RedisCli::command(self, &["CLUSTER", "KEYSLOT", &format!("{{{name}}}")])
+                    .trim()
+                    .parse()
+                    .expect("a slot");
+            let node = (slot / third).min(self.ports.len() - 1);
+            found[node].get_or_insert(name);
+            if found.iter().all(Option::is_some) {
+                break;
+            }
+        }
+        found.into_iter().flatten().collect()
+    }
+
+    /// A store on this cluster (`redis.cluster`), with a generous command timeout.
+    pub fn store(&self) -> eaglerank::store::RedisStore {
+        let mut settings = eaglerank::config::Settings::load(&[]).unwrap().redis;
+        settings.url = self.urls();
+        settings.cluster = true;
+        settings.command_timeout = Duration::from_secs(30);
+        eaglerank::store::RedisStore::connect(&settings).expect("cluster pool builds")
+    }
+}
+
+/// What a test does to a Redis beside the service, on a single node or a cluster alike.
+pub trait RedisCli {
+    /// `redis-cli` with `args`; its output.
+    fn command(&self, args: &[&str]) -> String;
+    /// How many keys match `pattern`, over every node.
+    fn count_keys(&self, pattern: &str) -> usize;
+    /// A store on it, as a replica of the service opens one.
+    fn store(&self) -> eaglerank::store::RedisStore;
+}
+
+impl RedisCli for RedisServer {
+    fn command(&self, args: &[&str]) -> String {
+        RedisServer::command(self, args)
+    }
+    fn count_keys(&self, pattern: &str) -> usize {
+        RedisServer::count_keys(self, pattern)
+    }
+    fn store(&self) -> eaglerank::store::RedisStore {
+        RedisServer::store(self)
+    }
+}
+
+impl RedisCli for RedisCluster {
+    /// Through the first node, following redirections (`-c`) to the key's.
+    fn command(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-c", "-p", &self.ports[0].to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli (Debian package redis-tools, with redis-server)");
+        assert!(out.status.success(), "redis-cli -c {args:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+    fn count_keys(&self, pattern: &str) -> usize {
+        self.ports
+            .iter()
+            .map(|port| {
+                let out = Command::new("redis-cli")
+                    .args(["-p", &port.to_string(), "--scan", "--pattern", pattern])
+                    .output()
+                    .expect("redis-cli");
+                String::from_utf8_lossy(&out.stdout).lines().count()
+            })
+            .sum()
+    }
+    fn store(&self) -> eaglerank::store::RedisStore {
+        RedisCluster::store(self)
+    }
 }
 
 impl Drop for RedisCluster {

@@ -8,7 +8,7 @@ use eaglerank::store::{CandidateQuery, FeatureStore, MemoryStore, RedisStore};
 use serde_json::Value;
 
 use crate::helpers::{
-    DEMO_A_KEY, DEMO_B_KEY, RedisCluster, RedisServer, TestApp, metric_sum, metric_value,
+    DEMO_A_KEY, DEMO_B_KEY, RedisCli, RedisCluster, RedisServer, TestApp, metric_sum, metric_value,
     spawn_app_with,
 };
 
@@ -58,6 +58,44 @@ async fn the_load_command_runs_from_any_directory() {
         .await
         .unwrap();
     assert_eq!(lists.trending.len(), 5);
+}
+
+/// `load`, `load --replace` and `migrate` through the binary on a 3-master Redis Cluster: the
+/// replacing load starts from an empty tenant (an item's statistics are the first load's, not
+/// twice them), and the tenant ends marked moved.
+#[actix_rt::test]
+async fn the_load_and_migrate_commands_work_on_a_redis_cluster() {
+    let cluster = RedisCluster::start();
+    let run = |args: &[&str]| {
+        let out = crate::helpers::binary_command(&[
+            ("EAGLERANK__REDIS__URL", &cluster.urls()),
+            ("EAGLERANK__REDIS__CLUSTER", "true"),
+            ("EAGLERANK__STORE__DEMO__ANCHOR", &ANCHOR.to_string()),
+            ("EAGLERANK__STORE__DEMO__ITEMS", "300"),
+            ("EAGLERANK__STORE__DEMO__USERS", "60"),
+        ])
+        .args(args)
+        .output()
+        .expect("the binary runs");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let store = cluster.store();
+    let impressions = || async {
+        let items = store.items("demo-a", &["i3".into()]).await.unwrap();
+        let item = items[0].clone().expect("a loaded item");
+        item.stats().impressions
+    };
+    run(&["load", "--tenant", "demo-a"]);
+    let first = impressions().await;
+    assert!(first > 0.0, "the demo's history counted");
+    run(&["load", "--tenant", "demo-a", "--replace"]);
+    assert_eq!(impressions().await, first, "replaced, not added up");
+    assert_eq!(cluster.command(&["GET", "er:{demo-a}:layout"]).trim(), "2");
+    run(&["migrate", "--tenant", "demo-a"]);
 }
 
 /// An item of the loaded demo catalog.
@@ -159,16 +197,18 @@ async fn every_store_operation_round_trips_like_the_embedded_store() {
 #[actix_rt::test]
 async fn every_store_operation_round_trips_on_a_redis_cluster_too() {
     let cluster = RedisCluster::start();
-    let mut settings = Settings::load(&[]).unwrap().redis;
-    settings.url = cluster.urls();
-    settings.cluster = true;
-    settings.command_timeout = std::time::Duration::from_secs(30);
-    let r = RedisStore::connect(&settings).expect("cluster pool builds");
+    let r = cluster.store();
     assert_round_trips(&r).await;
-    assert!(
-        r.clear_tenant("t").await.is_err(),
-        "not supported on a cluster, and says so"
-    );
+    // `load --replace`: the tenant's keys are on the one node of its slot, and all go.
+    assert_eq!(r.clear_tenant("t").await.unwrap(), 11 + 2);
+    assert_eq!(cluster.count_keys("er:{t}:*"), 0);
+    assert!(r.user_profile("t", "u1").await.unwrap().is_none());
+    // Whichever node holds the tenant: one tenant on each.
+    for t in cluster.one_tenant_per_node() {
+        cluster.command(&["SET", &format!("er:{{{t}}}:layout"), "2"]);
+        cluster.command(&["HSET", &format!("er:{{{t}}}:user:u1"), "interactions", "1"]);
+        assert_eq!(r.clear_tenant(&t).await.unwrap(), 2, "{t}");
+    }
 }
 
 async fn assert_round_trips(r: &RedisStore) {
@@ -1399,14 +1439,30 @@ async fn trimming_the_redis_feed_log_drops_a_tenant_s_oldest_feeds_only() {
 /// strings alone, on this replica and on one that only finds the mark.
 #[actix_rt::test]
 async fn moving_the_old_layout_keeps_every_profile_and_ends_the_old_keys_reads() {
-    let redis = RedisServer::start();
+    assert_old_layout_moves(&RedisServer::start(), "t", "s").await;
+}
+
+/// The same on a 3-master cluster: the SCANs that find the old keys go to the node of the
+/// tenant's slot (sent anywhere else, they find none of them). One tenant on each node, so a
+/// store that asked one node, or any node, for them all would miss some.
+#[actix_rt::test]
+async fn moving_the_old_layout_works_on_a_redis_cluster_too() {
+    let cluster = RedisCluster::start();
+    let tenants = cluster.one_tenant_per_node();
+    for t in &tenants {
+        assert_old_layout_moves(&cluster, t, &format!("{t}-not-moved")).await;
+    }
+}
+
+/// Tenant `t`'s old keys moved; tenant `other`'s, not moved, still read.
+async fn assert_old_layout_moves(redis: &impl RedisCli, t: &str, other: &str) {
     let r = redis.store();
     // u1: a profile hash and its recent list; u2: a history hash alone; u3: all three.
     let (t1, t2) = (ANCHOR as u32 + 10, ANCHOR as u32 + 20);
     for user in ["u1", "u3"] {
         redis.command(&[
             "HSET",
-            &format!("er:{{t}}:user:{user}"),
+            &format!("er:{{{t}}}:user:{user}"),
             "interactions",
             "2",
             "price_count",
@@ -1420,12 +1476,12 @@ async fn moving_the_old_layout_keeps_every_profile_and_ends_the_old_keys_reads()
             "b:acme",
             "1",
         ]);
-        redis.command(&["RPUSH", &format!("er:{{t}}:recent:{user}"), "k1", "k0"]);
+        redis.command(&["RPUSH", &format!("er:{{{t}}}:recent:{user}"), "k1", "k0"]);
     }
     for user in ["u2", "u3"] {
         redis.command(&[
             "HSET",
-            &format!("er:{{t}}:hist:{user}"),
+            &format!("er:{{{t}}}:hist:{user}"),
             "g1",
             "p",
             "g2",
@@ -1434,21 +1490,27 @@ async fn moving_the_old_layout_keeps_every_profile_and_ends_the_old_keys_reads()
     }
     let mut before = Vec::new();
     for user in ["u1", "u2", "u3"] {
-        before.push(r.user_profile("t", user).await.unwrap().expect("a profile"));
+        before.push(r.user_profile(t, user).await.unwrap().expect("a profile"));
     }
     assert_eq!(before[0].recent_items, ["k1", "k0"].map(ItemId::from));
     assert!(before[1].history.purchased("g1"));
 
-    assert_eq!(r.move_old_layout("t").await.unwrap(), 3);
-    for pattern in ["er:{t}:user:*", "er:{t}:recent:*", "er:{t}:hist:*"] {
-        assert_eq!(redis.count_keys(pattern), 0, "{pattern}");
+    assert_eq!(r.move_old_layout(t).await.unwrap(), 3);
+    for kind in ["user", "recent", "hist"] {
+        let pattern = format!("er:{{{t}}}:{kind}:*");
+        assert_eq!(redis.count_keys(&pattern), 0, "{pattern}");
     }
-    assert_eq!(redis.command(&["GET", "er:{t}:layout"]).trim(), "2");
+    assert_eq!(
+        redis
+            .command(&["GET", &format!("er:{{{t}}}:layout")])
+            .trim(),
+        "2"
+    );
     let replica = redis.store();
     for (user, was) in ["u1", "u2", "u3"].iter().zip(&before) {
         for store in [&r, &replica] {
             let now = store
-                .user_profile("t", user)
+                .user_profile(t, user)
                 .await
                 .unwrap()
                 .expect("a profile");
@@ -1457,18 +1519,24 @@ async fn moving_the_old_layout_keeps_every_profile_and_ends_the_old_keys_reads()
     }
     // An old key written now is no longer read: not by this replica, which moved the tenant,
     // nor by the other, which found the mark on its first read.
-    redis.command(&["HSET", "er:{t}:user:u9", "interactions", "1"]);
-    redis.command(&["HSET", "er:{t}:hist:u9", "g1", "p"]);
+    redis.command(&["HSET", &format!("er:{{{t}}}:user:u9"), "interactions", "1"]);
+    redis.command(&["HSET", &format!("er:{{{t}}}:hist:u9"), "g1", "p"]);
     for store in [&r, &replica] {
-        assert!(store.user_profile("t", "u9").await.unwrap().is_none());
+        assert!(store.user_profile(t, "u9").await.unwrap().is_none());
     }
     // A tenant not moved still reads them.
-    redis.command(&["HSET", "er:{s}:user:u9", "interactions", "1"]);
-    assert!(replica.user_profile("s", "u9").await.unwrap().is_some());
+    redis.command(&[
+        "HSET",
+        &format!("er:{{{other}}}:user:u9"),
+        "interactions",
+        "1",
+    ]);
+    assert!(replica.user_profile(other, "u9").await.unwrap().is_some());
     // Moving again finds nothing to move (the stray keys of a moved tenant are dropped).
-    assert_eq!(r.move_old_layout("t").await.unwrap(), 1);
+    assert_eq!(r.move_old_layout(t).await.unwrap(), 1);
     assert_eq!(
-        redis.count_keys("er:{t}:user:*") + redis.count_keys("er:{t}:hist:*"),
+        redis.count_keys(&format!("er:{{{t}}}:user:*"))
+            + redis.count_keys(&format!("er:{{{t}}}:hist:*")),
         0
     );
 }
