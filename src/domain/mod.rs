@@ -17,7 +17,8 @@ pub use item::{
     WINDOWS, WindowCounts, growth, key_hash, table_bytes,
 };
 pub use user::{
-    AFFINITY_NAMES, Affinities, HISTORY_IMPRESSIONS, HISTORY_ITEMS, Profile, Touched, UserProfile,
+    AFFINITY_NAMES, Affinities, HISTORY_IMPRESSIONS, HISTORY_ITEMS, Profile, ProfileItem, Touched,
+    UserProfile,
 };
 pub mod rules;
 

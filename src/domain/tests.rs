@@ -135,11 +135,11 @@ fn a_profile_records_history_and_taste_from_its_events() {
     for k in 0..3 {
         p.record(EventKind::Impression, &shoe, T0 + f64::from(k));
     }
-    assert_eq!(p.history.impressions_since("i1", T0 as u32 + 1), 2);
+    assert_eq!(p.impressions_since("i1", T0 as u32 + 1), 2);
     assert_eq!(p.interactions, 0.0, "impressions are not taste");
     // A click resets fatigue and counts as taste.
     p.record(EventKind::Click, &shoe, T0 + 10.0);
-    assert_eq!(p.history.impressions_since("i1", 0), 0);
+    assert_eq!(p.impressions_since("i1", 0), 0);
     p.record(EventKind::Purchase, &shoe, T0 + 50.0);
     p.record(EventKind::Click, &item("i2", "hats"), T0 + 60.0);
     assert!(p.purchased("i1") && !p.purchased("i2"));

@@ -9,13 +9,13 @@ use std::sync::Arc;
 
 use super::event::EventKind;
 use super::history::History;
-use super::item::{Item, ItemId};
+use super::item::{Item, ItemId, key_hash};
 use super::{RECENT_ITEMS, UnixSeconds};
 
 /// What the service knows of one user of one tenant, over item ids `I` and category and
 /// brand names `N`.
 #[derive(Debug, Clone)]
-pub struct Profile<I, N> {
+pub struct Profile<I: ProfileItem, N> {
     /// Clicks, carts and purchases seen (impressions excluded).
     pub interactions: f64,
     pub category_affinity: Affinities<N>,
@@ -27,11 +27,37 @@ pub struct Profile<I, N> {
     /// Most recent first.
     pub recent_items: VecDeque<I>,
     /// What the user did with the items they saw or acted on: what the purchase exclusion
-    /// and impression fatigue rules read.
-    pub history: History<I>,
+    /// and impression fatigue rules read, by each item's [`ProfileItem::Key`].
+    pub history: History<I::Key>,
 }
 
-impl<I: Ord + Clone, N: Ord + Clone> PartialEq for Profile<I, N> {
+/// How a profile's history holds an item: by what the rules compare, not the id itself. The
+/// embedded store's slots are their own key. A served profile ([`UserProfile`]) holds each
+/// item's [`key_hash`], which is all `rules::blocked_by_history` reads: a Redis-backed feed
+/// decodes its user's history (tens of items) per request, and an `Arc<str>` for each was
+/// most of the allocations such a feed makes beyond an embedded one. Two ids of one hash
+/// would count as one item: at 64 bits, as likely as in the rules' own table.
+pub trait ProfileItem: Clone + Eq {
+    type Key: Copy + Ord + std::hash::Hash + std::fmt::Debug;
+    fn key(&self) -> Self::Key;
+}
+
+/// The embedded store's interned item slots.
+impl ProfileItem for u32 {
+    type Key = u32;
+    fn key(&self) -> u32 {
+        *self
+    }
+}
+
+impl ProfileItem for ItemId {
+    type Key = u64;
+    fn key(&self) -> u64 {
+        key_hash(self)
+    }
+}
+
+impl<I: ProfileItem + Ord, N: Ord + Clone> PartialEq for Profile<I, N> {
     fn eq(&self, other: &Self) -> bool {
         self.interactions == other.interactions
             && self.category_affinity == other.category_affinity
@@ -47,7 +73,7 @@ impl<I: Ord + Clone, N: Ord + Clone> PartialEq for Profile<I, N> {
 /// A profile as the ranker reads it: item ids and names.
 pub type UserProfile = Profile<ItemId, Arc<str>>;
 
-impl<I, N> Default for Profile<I, N> {
+impl<I: ProfileItem, N> Default for Profile<I, N> {
     fn default() -> Self {
         Self {
             interactions: 0.0,
@@ -175,7 +201,7 @@ pub struct Touched<'a, I, N> {
     pub price: f64,
 }
 
-impl<I: Clone + Eq, N: Clone + Eq> Profile<I, N> {
+impl<I: ProfileItem, N: Clone + Eq> Profile<I, N> {
     /// Updates the profile for an event on an item at `at`. Impressions change only the
     /// history: a user's taste shows in what they act on.
     pub fn record_touch(&mut self, kind: EventKind, touched: Touched<'_, I, N>, at: UnixSeconds) {
@@ -185,7 +211,7 @@ impl<I: Clone + Eq, N: Clone + Eq> Profile<I, N> {
             brand,
             price,
         } = touched;
-        self.history.record(kind, item, at);
+        self.history.record(kind, &item.key(), at);
         let w = kind.affinity_weight();
         if w == 0.0 {
             return;
@@ -217,9 +243,10 @@ impl<I: Clone + Eq, N: Clone + Eq> Profile<I, N> {
 
     /// The same profile over other ids and names (the embedded store's interned ids
     /// resolved).
-    pub fn map<J, M>(
+    pub fn map<J: ProfileItem, M>(
         &self,
         mut item: impl FnMut(&I) -> J,
+        history: impl FnMut(&I::Key) -> J::Key,
         mut name: impl FnMut(&N) -> M,
     ) -> Profile<J, M> {
         Profile {
@@ -230,7 +257,7 @@ impl<I: Clone + Eq, N: Clone + Eq> Profile<I, N> {
             price_sum: self.price_sum,
             price_count: self.price_count,
             recent_items: self.recent_items.iter().map(&mut item).collect(),
-            history: self.history.map(item),
+            history: self.history.map(history),
         }
     }
 
@@ -250,7 +277,7 @@ impl UserProfile {
     /// [`Profile::record_touch`] for an event on `item`.
     pub fn record(&mut self, kind: EventKind, item: &Item, at: UnixSeconds) {
         if kind.affinity_weight() == 0.0 {
-            self.history.record(kind, &item.item_id, at);
+            self.history.record(kind, &item.item_id.key(), at);
             return;
         }
         // Names are allocated only when new to this profile.
@@ -270,7 +297,12 @@ impl UserProfile {
 
     /// Whether the user bought `item_id` (within the history).
     pub fn purchased(&self, item_id: &str) -> bool {
-        self.history.purchased(item_id)
+        self.history.purchased(&key_hash(item_id))
+    }
+
+    /// Impressions of `item_id` at or after `since` (Unix seconds) since its last engagement.
+    pub fn impressions_since(&self, item_id: &str, since: u32) -> usize {
+        self.history.impressions_since(&key_hash(item_id), since)
     }
 
     /// Share of the user's affinity that falls on `category` (0 when unknown).

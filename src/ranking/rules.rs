@@ -192,14 +192,14 @@ impl TenantRules {
             return blocked;
         }
         if self.rules.exclude_purchased {
-            for id in user.history.bought() {
-                blocked.insert(key_hash(id), Removal::Purchased);
+            for key in user.history.bought() {
+                blocked.insert(*key, Removal::Purchased);
             }
         }
         if let Some((since, max)) = fatigue {
-            for id in user.history.fatigued(since, max) {
+            for key in user.history.fatigued(since, max) {
                 // Bought and tired of: counted as bought (the first reason stands).
-                blocked.insert(key_hash(id), Removal::Fatigue);
+                blocked.insert(*key, Removal::Fatigue);
             }
         }
         blocked

@@ -100,6 +100,8 @@ impl Catalog {
     fn resolve(&self, profile: &Profile<u32, u32>) -> UserProfile {
         profile.map(
             |slot| self.records[*slot as usize].item.item_id.clone(),
+            // The id's hash, computed once per record: what a served history holds.
+            |slot| self.records[*slot as usize].derived().id_key,
             |name| self.names[*name as usize].clone(),
         )
     }

@@ -19,7 +19,7 @@ use crate::config::RedisSettings;
 use crate::domain::budget::{Budget, Component, room};
 use crate::domain::{
     Event, History, HistoryBuilder, Item, ItemId, ItemPatch, ItemRecord, ItemStats, RECENT_ITEMS,
-    UserProfile,
+    UserProfile, key_hash,
 };
 use crate::store::sessions::{decode_page, encode_page};
 use crate::store::{FeedSessions, Page, Pages, RulesStore, StoredRules};
@@ -547,12 +547,14 @@ impl FeatureStore for RedisStore {
         let history = match &packed_history {
             Some(p) => {
                 let mut history = HistoryBuilder::default();
+                // By the ids' hashes, as a served profile's history holds them: no id is
+                // allocated (`ProfileItem`).
                 keys::history_items(p, |item, bought, times| {
-                    history.item(ItemId::from(item), bought, times.iter().copied())
+                    history.item(key_hash(item), bought, times.iter().copied())
                 });
                 history.build()
             }
-            None => History::decode(legacy.iter().map(|(i, v)| (ItemId::from(&**i), v))),
+            None => History::decode(legacy.iter().map(|(i, v)| (key_hash(i), v))),
         };
         Ok(Some(Arc::new(match &packed {
             Some(p) => profile::decode(p, history),

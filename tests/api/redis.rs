@@ -996,7 +996,7 @@ async fn a_users_item_history_in_redis_stays_bounded() {
     }
     let profile = r.user_profile("t", "u1").await.unwrap().expect("a profile");
     assert_eq!(profile.history.seen().len(), HISTORY_ITEMS);
-    let seen = |id: &str| profile.history.impressions_since(id, 0);
+    let seen = |id: &str| profile.impressions_since(id, 0);
     assert_eq!(seen(&format!("h{}", n - 1)), 1);
     assert_eq!(seen("h0"), 0);
 }
@@ -1176,11 +1176,8 @@ async fn random_chunks_grouped_per_key_match_the_embedded_store_event_by_event()
         assert!(!pm.history.seen().is_empty(), "{user}: {pm:?}");
     }
     let late = m.user_profile("t", "u9").await.unwrap().unwrap();
-    assert_eq!(late.history.impressions_since("g0", 0), HISTORY_IMPRESSIONS);
-    assert_eq!(
-        late.history.impressions_since("g0", at as u32),
-        HISTORY_IMPRESSIONS
-    );
+    assert_eq!(late.impressions_since("g0", 0), HISTORY_IMPRESSIONS);
+    assert_eq!(late.impressions_since("g0", at as u32), HISTORY_IMPRESSIONS);
 }
 
 /// Items whose impressions are all more than the horizon (168 h) behind the user's newest are
@@ -1220,7 +1217,7 @@ async fn stale_items_are_swept_from_a_users_history_in_redis() {
     );
     assert_eq!(a.history, b.history);
     assert_eq!(a.history.seen().len(), 40);
-    assert!(a.history.purchased("s0"));
+    assert!(a.purchased("s0"));
 }
 
 /// A history kept as a hash (the layout before it was one string) is still read, and the
@@ -1241,8 +1238,8 @@ async fn a_history_in_the_old_hash_layout_is_read_and_moved_over() {
         &format!("{t1},{t2}"),
     ]);
     let before = r.user_profile("t", "u7").await.unwrap().expect("a profile");
-    assert!(before.history.purchased("g1"));
-    assert_eq!(before.history.impressions_since("g2", 0), 2);
+    assert!(before.purchased("g1"));
+    assert_eq!(before.impressions_since("g2", 0), 2);
 
     let impression = Event {
         event_id: None,
@@ -1254,9 +1251,9 @@ async fn a_history_in_the_old_hash_layout_is_read_and_moved_over() {
     r.apply_events("t", &[impression]).await.unwrap();
     assert_eq!(redis.command(&["EXISTS", "er:{t}:hist:u7"]).trim(), "0");
     let after = r.user_profile("t", "u7").await.unwrap().unwrap();
-    assert!(after.history.purchased("g1"));
-    assert_eq!(after.history.impressions_since("g2", 0), 2);
-    assert_eq!(after.history.impressions_since("g3", 0), 1);
+    assert!(after.purchased("g1"));
+    assert_eq!(after.impressions_since("g2", 0), 2);
+    assert_eq!(after.impressions_since("g3", 0), 1);
     assert_eq!(
         redis.command(&["GET", "er:{t}:history:u7"]).trim(),
         format!("g1 p;g2 {t1},{t2};g3 {}", t2 + 10)
@@ -1493,7 +1490,7 @@ async fn assert_old_layout_moves(redis: &impl RedisCli, t: &str, other: &str) {
         before.push(r.user_profile(t, user).await.unwrap().expect("a profile"));
     }
     assert_eq!(before[0].recent_items, ["k1", "k0"].map(ItemId::from));
-    assert!(before[1].history.purchased("g1"));
+    assert!(before[1].purchased("g1"));
 
     assert_eq!(r.move_old_layout(t).await.unwrap(), 3);
     for kind in ["user", "recent", "hist"] {

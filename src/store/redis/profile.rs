@@ -29,7 +29,7 @@ use crate::store::keys::{BRAND_PREFIX, CATEGORY_PREFIX};
 /// The profile a packed string holds (with the history read beside it). Malformed parts
 /// read as far as they are well formed: a hand-edited key degrades a user's features, never
 /// their feed.
-pub(super) fn decode(packed: &str, history: History<ItemId>) -> UserProfile {
+pub(super) fn decode(packed: &str, history: History<u64>) -> UserProfile {
     let mut lines = packed.splitn(3, '\n');
     let mut counts = lines
         .next()
@@ -112,7 +112,7 @@ fn unescape(name: &str) -> Cow<'_, str> {
 pub(super) fn legacy(
     fields: HashMap<String, String>,
     recent: Vec<String>,
-    history: History<ItemId>,
+    history: History<u64>,
 ) -> UserProfile {
     let number = |name: &str| fields.get(name).and_then(|v| v.parse().ok()).unwrap_or(0.0);
     let mut p = UserProfile {
