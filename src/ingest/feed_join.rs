@@ -87,7 +87,7 @@ impl ServedFeeds {
             }
             .emit(&self.metrics);
         }
-        let write = self.log.record(tenant, request_id, &feed, self.window);
+        let write = self.log.record(tenant, request_id, feed, self.window);
         if let Err(error) = by_deadline(deadline, "the served-feed log", write).await {
             FeedLogFailed {
                 error: &error,

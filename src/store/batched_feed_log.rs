@@ -151,14 +151,14 @@ impl FeedLog for BatchedFeedLog {
         &self,
         tenant: &str,
         request_id: &str,
-        feed: &ServedFeed,
+        feed: ServedFeed,
         ttl: Duration,
     ) -> Result<(), StoreError> {
         let mut p = lock(&self.pending);
         p.queued.push(LoggedFeed {
             tenant: tenant.to_owned(),
             request_id: request_id.to_owned(),
-            feed: feed.clone(),
+            feed,
         });
         p.ttl = ttl;
         if !std::mem::replace(&mut p.scheduled, true) {

@@ -280,7 +280,7 @@ impl<S: FeedLog> FeedLog for Guarded<S> {
         &self,
         tenant: &str,
         request_id: &str,
-        feed: &ServedFeed,
+        feed: ServedFeed,
         ttl: Duration,
     ) -> Result<(), StoreError> {
         self.call(self.inner.record(tenant, request_id, feed, ttl))

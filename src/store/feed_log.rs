@@ -40,11 +40,12 @@ pub struct LoggedFeed {
 /// Where served feeds are kept for the join window.
 #[async_trait]
 pub trait FeedLog: Send + Sync + 'static {
+    /// Takes the feed: a log that keeps it (queued, or interned) keeps it without a copy.
     async fn record(
         &self,
         tenant: &str,
         request_id: &str,
-        feed: &ServedFeed,
+        feed: ServedFeed,
         ttl: Duration,
     ) -> Result<(), StoreError>;
 
@@ -52,7 +53,8 @@ pub trait FeedLog: Send + Sync + 'static {
     /// [`Self::record`] each; a networked log writes them in one round trip.
     async fn record_many(&self, feeds: &[LoggedFeed], ttl: Duration) -> Result<(), StoreError> {
         for f in feeds {
-            self.record(&f.tenant, &f.request_id, &f.feed, ttl).await?;
+            self.record(&f.tenant, &f.request_id, f.feed.clone(), ttl)
+                .await?;
         }
         Ok(())
     }
@@ -171,12 +173,24 @@ struct Interner<T: std::hash::Hash + Eq + Clone> {
 
 impl<T: std::hash::Hash + Eq + Clone> Interner<T> {
     fn id(&mut self, value: &T) -> u32 {
-        if let Some(id) = self.ids.get(value) {
-            return *id;
+        match self.ids.get(value) {
+            Some(id) => *id,
+            None => self.add(value.clone()),
         }
+    }
+
+    /// [`Self::id`] of a value the caller gives away: cloned only when new.
+    fn id_of(&mut self, value: T) -> u32 {
+        match self.ids.get(&value) {
+            Some(id) => *id,
+            None => self.add(value),
+        }
+    }
+
+    fn add(&mut self, value: T) -> u32 {
         let id = self.values.len() as u32;
         self.values.push(value.clone());
-        self.ids.insert(value.clone(), id);
+        self.ids.insert(value, id);
         id
     }
 
@@ -367,7 +381,7 @@ impl FeedLog for MemoryFeedLog {
         &self,
         tenant: &str,
         request_id: &str,
-        feed: &ServedFeed,
+        feed: ServedFeed,
         _: Duration,
     ) -> Result<(), StoreError> {
         let now = Instant::now();
@@ -387,9 +401,7 @@ impl FeedLog for MemoryFeedLog {
             }
         }
         log.evicted_early += evicted as u64;
-        let model = log
-            .models
-            .id(&(feed.model.clone(), feed.version.clone(), feed.arm.clone()));
+        let model = log.models.id_of((feed.model, feed.version, feed.arm));
         let ids: Vec<u32> = feed
             .items
             .iter()
@@ -547,10 +559,8 @@ mod tests {
     async fn feeds_are_found_by_tenant_and_clicked_once() {
         let log = MemoryFeedLog::new(&settings(1_800, 1_000));
         let id = uuid::Uuid::new_v4().to_string();
-        log.record("a", &id, &feed(1), Duration::ZERO)
-            .await
-            .unwrap();
-        log.record("a", "not-a-uuid", &feed(2), Duration::ZERO)
+        log.record("a", &id, feed(1), Duration::ZERO).await.unwrap();
+        log.record("a", "not-a-uuid", feed(2), Duration::ZERO)
             .await
             .unwrap();
         let found = log
@@ -587,7 +597,7 @@ mod tests {
         let metrics = std::sync::Arc::new(crate::telemetry::Metrics::new());
         let log = MemoryFeedLog::new(&settings(1_800, 100)).with_metrics(metrics.clone());
         for n in 0..250 {
-            log.record("a", &format!("r{n}"), &feed(n), Duration::ZERO)
+            log.record("a", &format!("r{n}"), feed(n), Duration::ZERO)
                 .await
                 .unwrap();
         }
@@ -607,11 +617,11 @@ mod tests {
         };
         let log = MemoryFeedLog::new(&settings(1_800, 10_000)).with_budgets([("a", budget)]);
         for n in 0..300 {
-            log.record("a", &format!("a{n}"), &feed(n), Duration::ZERO)
+            log.record("a", &format!("a{n}"), feed(n), Duration::ZERO)
                 .await
                 .unwrap();
             if n < 100 {
-                log.record("b", &format!("b{n}"), &feed(n), Duration::ZERO)
+                log.record("b", &format!("b{n}"), feed(n), Duration::ZERO)
                     .await
                     .unwrap();
             }
@@ -637,7 +647,7 @@ mod tests {
         let n = 100_000;
         for i in 0..n {
             let id = uuid::Uuid::new_v4().to_string();
-            log.record("demo-a", &id, &feed(i), Duration::ZERO)
+            log.record("demo-a", &id, feed(i), Duration::ZERO)
                 .await
                 .unwrap();
         }

@@ -1356,7 +1356,7 @@ async fn a_served_feed_costs_redis_at_most_250_bytes_and_is_found_again() {
     let ids: Vec<String> = (0..n).map(|_| uuid::Uuid::new_v4().to_string()).collect();
     let before = redis.used_memory();
     for (i, id) in ids.iter().enumerate() {
-        log.record("demo-a", id, &feed(i), Duration::from_secs(1800))
+        log.record("demo-a", id, feed(i), Duration::from_secs(1800))
             .await
             .unwrap();
     }
@@ -1375,14 +1375,9 @@ async fn a_served_feed_costs_redis_at_most_250_bytes_and_is_found_again() {
     assert_eq!(found[1], Some(feed(n - 1)));
     assert_eq!(found[2], None);
     // Any request id, not only UUIDs; and another tenant does not see the feeds.
-    log.record(
-        "demo-a",
-        "free-form-id",
-        &feed(3),
-        Duration::from_secs(1800),
-    )
-    .await
-    .unwrap();
+    log.record("demo-a", "free-form-id", feed(3), Duration::from_secs(1800))
+        .await
+        .unwrap();
     assert_eq!(
         log.lookup("demo-a", &["free-form-id"]).await.unwrap(),
         [Some(feed(3))]
@@ -1408,7 +1403,7 @@ async fn trimming_the_redis_feed_log_drops_a_tenant_s_oldest_feeds_only() {
     for round in 0..3 {
         for n in 0..10 {
             for tenant in ["a", "b"] {
-                log.record(tenant, &format!("{round}-{n}"), &feed, window)
+                log.record(tenant, &format!("{round}-{n}"), feed.clone(), window)
                     .await
                     .unwrap();
             }
@@ -1568,7 +1563,7 @@ async fn served_feeds_are_written_a_batch_per_interval_and_read_here_before() {
     let (hset, expire) = (redis.calls("hset"), redis.calls("expire"));
     let started = std::time::Instant::now();
     for (n, id) in ids.iter().enumerate() {
-        log.record(tenant(n), id, &feed(n), window).await.unwrap();
+        log.record(tenant(n), id, feed(n), window).await.unwrap();
     }
     let all: Vec<&str> = ids.iter().map(String::as_str).collect();
     let here = log.lookup("a", &all[..10]).await.unwrap();
@@ -1599,7 +1594,7 @@ async fn served_feeds_are_written_a_batch_per_interval_and_read_here_before() {
     let hset = redis.calls("hset");
     let flushed = std::time::Instant::now();
     for id in &last {
-        log.record("a", id, &feed(7), window).await.unwrap();
+        log.record("a", id, feed(7), window).await.unwrap();
     }
     log.flush().await;
     let stored = store.lookup("a", &[&last[0], &last[1]]).await.unwrap();
@@ -1621,7 +1616,7 @@ async fn served_feeds_are_written_a_batch_per_interval_and_read_here_before() {
     };
     let paused = std::time::Instant::now();
     for n in 0..3 {
-        log.record("a", &uuid::Uuid::new_v4().to_string(), &feed(n), window)
+        log.record("a", &uuid::Uuid::new_v4().to_string(), feed(n), window)
             .await
             .unwrap();
     }

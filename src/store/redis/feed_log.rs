@@ -170,10 +170,10 @@ impl FeedLog for RedisStore {
         &self,
         tenant: &str,
         request_id: &str,
-        feed: &ServedFeed,
+        feed: ServedFeed,
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        self.write_feeds(tenant, &[(request_id, feed)], ttl).await
+        self.write_feeds(tenant, &[(request_id, &feed)], ttl).await
     }
 
     /// A pipeline per tenant, all at once.
