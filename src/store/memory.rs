@@ -32,6 +32,10 @@ struct TenantState {
     /// 4 bytes, not a 16-byte shared id, and most of a profile is such mentions. Readers get
     /// them resolved ([`Catalog::resolve`]).
     users: FastMap<Box<str>, Profile<u32, u32>>,
+    /// What the users hold beside their table (ids and `Profile::heap_bytes`), kept as events
+    /// change them: the usage reporter reads it rather than walking every profile under the
+    /// read lock each round.
+    users_held: usize,
     /// Sorted candidate lists: stale after events and changes of a list's members
     /// (`index.rs`).
     index: IndexSlot,
@@ -47,6 +51,11 @@ struct Catalog {
     names_of: Vec<(u32, u32)>,
     names: Vec<Arc<str>>,
     name_ids: FastMap<Arc<str>, u32>,
+    /// What the records hold (`ItemRecord::approx_bytes`), kept as they are put: a record's
+    /// estimate is fixed when it is built (events change its statistics in place), so the
+    /// usage reporter reads this rather than visiting every record under the read lock each
+    /// round (~6 ms a round for 200 000 items and 100 000 users, with the users' walk).
+    held: usize,
 }
 
 impl Catalog {
@@ -81,15 +90,19 @@ impl Catalog {
                 let moved =
                     old.item.category != item.category || old.item.created_at != item.created_at;
                 let stats = old.stats().clone();
-                self.records[slot] = Arc::new(ItemRecord::new(item, stats));
+                self.held -= old.approx_bytes();
+                let record = ItemRecord::new(item, stats);
+                self.held += record.approx_bytes();
+                self.records[slot] = Arc::new(record);
                 self.names_of[slot] = names;
                 moved
             }
             None => {
                 self.slots
                     .insert(item.item_id.clone(), self.records.len() as u32);
-                self.records
-                    .push(Arc::new(ItemRecord::new(item, Default::default())));
+                let record = ItemRecord::new(item, Default::default());
+                self.held += record.approx_bytes();
+                self.records.push(Arc::new(record));
                 self.names_of.push(names);
                 true
             }
@@ -108,7 +121,6 @@ impl Catalog {
 
     fn usage(&self) -> Usage {
         use std::mem::size_of;
-        let beside: usize = self.records.iter().map(|r| r.approx_bytes()).sum();
         let names: usize = self.names.iter().map(|n| 16 + n.len()).sum();
         Usage {
             entries: self.records.len() as u64,
@@ -118,7 +130,7 @@ impl Catalog {
                 + table_bytes(self.name_ids.capacity(), size_of::<(Arc<str>, u32)>())
                 + self.names.capacity() * size_of::<Arc<str>>()
                 + names
-                + beside) as u64,
+                + self.held) as u64,
         }
     }
 }
@@ -257,16 +269,6 @@ fn rebuild_index(
         .then_some(index)
 }
 
-/// A table's entries and bytes: its buckets, and what each entry holds beside them.
-fn table_usage<K, V>(table: &FastMap<K, V>, held: impl Fn(&K, &V) -> usize) -> Usage {
-    let entry = std::mem::size_of::<(K, V)>();
-    let beside: usize = table.iter().map(|(k, v)| held(k, v)).sum();
-    Usage {
-        entries: table.len() as u64,
-        bytes: (table_bytes(table.capacity(), entry) + beside) as u64,
-    }
-}
-
 // A poisoned lock means a writer panicked mid-update; the maps themselves stay structurally
 // valid (every write replaces whole entries), so serving on is better than failing forever.
 fn read(lock: &RwLock<TenantState>) -> std::sync::RwLockReadGuard<'_, TenantState> {
@@ -386,6 +388,7 @@ impl FeatureStore for MemoryStore {
             budget,
             catalog,
             users,
+            users_held,
             index,
         } = &mut *state;
         let user_limit = budget.limit(Component::Users);
@@ -436,6 +439,7 @@ impl FeatureStore for MemoryStore {
             if current.is_none() {
                 if !users.contains_key(&*event.user_id) {
                     users.insert(event.user_id.as_str().into(), Profile::default());
+                    *users_held += event.user_id.len();
                 }
                 current = users
                     .get_mut(&*event.user_id)
@@ -444,7 +448,9 @@ impl FeatureStore for MemoryStore {
             let Some((_, profile)) = &mut current else {
                 unreachable!("the profile was looked up or added above")
             };
+            let before = profile.heap_bytes();
             profile.record_touch(event.kind, touched, event.timestamp);
+            *users_held = *users_held + profile.heap_bytes() - before;
         }
         Ok(outcome)
     }
@@ -453,7 +459,13 @@ impl FeatureStore for MemoryStore {
         let state = read(self.tenant(tenant)?);
         Ok(TenantUsage {
             items: state.catalog.usage(),
-            users: table_usage(&state.users, |id, u| id.len() + u.heap_bytes()),
+            users: Usage {
+                entries: state.users.len() as u64,
+                bytes: (table_bytes(
+                    state.users.capacity(),
+                    std::mem::size_of::<(Box<str>, Profile<u32, u32>)>(),
+                ) + state.users_held) as u64,
+            },
         })
     }
 }
@@ -484,6 +496,66 @@ mod tests {
             item_id: item.into(),
             timestamp: crate::domain::unix_now(),
         }
+    }
+
+    /// The usage reporter's totals, kept as items are put and events applied, equal what a
+    /// walk over every record and profile counts: through new items, items replaced by
+    /// longer and shorter ones, new users, and histories that grow past their bounds.
+    #[actix_rt::test]
+    async fn kept_usage_totals_equal_a_full_count() {
+        let store = MemoryStore::new(["t".to_string()]);
+        let recount = |store: &MemoryStore| {
+            let state = read(store.tenant("t").unwrap());
+            let items: usize = state.catalog.records.iter().map(|r| r.approx_bytes()).sum();
+            let users: usize = state
+                .users
+                .iter()
+                .map(|(id, p)| id.len() + p.heap_bytes())
+                .sum();
+            assert_eq!((state.catalog.held, state.users_held), (items, users));
+            (items, users)
+        };
+        let kinds = [
+            EventKind::Impression,
+            EventKind::Impression,
+            EventKind::Click,
+            EventKind::AddToCart,
+            EventKind::Purchase,
+        ];
+        let mut seen = Vec::new();
+        for round in 0..6_usize {
+            let items: Vec<Item> = (0..40)
+                .map(|n| {
+                    let mut i = item(&format!("i{n}"), &"c".repeat(1 + (n + round) % 7), 1);
+                    i.brand = "b".repeat(round % 3);
+                    if (n + round) % 4 == 0 {
+                        i.attributes
+                            .insert("size".into(), serde_json::json!([40, round]));
+                        i.seller_id = Some(format!("s{round}"));
+                    }
+                    i
+                })
+                .collect();
+            store.upsert_items("t", items).await.unwrap();
+            let events: Vec<Event> = (0..600)
+                .map(|n| {
+                    let user = format!("user-{}", (n * 7 + round) % (13 + round * 5));
+                    let kind = kinds[(n + round) % kinds.len()];
+                    let mut e = event(kind, &user, &format!("i{}", (n * 11 + round) % 40));
+                    e.timestamp += (round * 600 + n) as f64;
+                    e
+                })
+                .collect();
+            store.apply_events("t", &events).await.unwrap();
+            seen.push(recount(&store));
+        }
+        // Totals that moved both ways across the rounds (not a constant equal by chance).
+        assert!(
+            seen.windows(2).any(|w| w[1].0 < w[0].0) && seen.windows(2).any(|w| w[1].0 > w[0].0)
+        );
+        assert!(seen.last().unwrap().1 > seen[0].1);
+        let usage = store.usage("t").await.unwrap();
+        assert_eq!(usage.users.entries, 13 + 5 * 5);
     }
 
     #[actix_rt::test]
