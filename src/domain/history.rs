@@ -13,8 +13,8 @@ use super::{HISTORY_IMPRESSIONS, HISTORY_ITEMS, UnixSeconds};
 /// count them (`fatigue.window_hours` is at most [`MAX_FATIGUE_HOURS`]).
 pub const HISTORY_HORIZON_SECONDS: u32 = MAX_FATIGUE_HOURS * 3_600;
 
-/// One user's history, over item ids of type `I` (the catalog's ids, or the embedded store's
-/// interned slots).
+/// One user's history, over item keys of type `I`: the embedded store's interned slots, or in
+/// a served profile the ids' hashes (`ProfileItem`).
 #[derive(Debug, Clone)]
 pub struct History<I> {
     /// (Unix seconds, item) of each impression since that item's last click, cart or
