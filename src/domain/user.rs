@@ -137,6 +137,14 @@ impl<N> Affinities<N> {
             .map(|(_, w)| *w)
     }
 
+    /// Appends `name` with weight `w`, without looking for it: for a list read back from a
+    /// store's own encoding, which holds each name once. [`Self::add`] compares with every
+    /// name kept, so reading a list of k names that way (Redis, whole, every feed) made
+    /// k²/2 string compares: up to ~32 000 for a user at [`AFFINITY_NAMES`].
+    pub fn push_new(&mut self, name: N, w: f32) {
+        self.0.push((name, w));
+    }
+
     /// Adds `w` to `name`'s weight (`make` builds the name when it is new).
     pub fn add<Q: ?Sized + PartialEq>(&mut self, name: &Q, w: f32, make: impl FnOnce() -> N)
     where

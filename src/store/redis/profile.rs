@@ -130,17 +130,56 @@ pub(super) fn legacy(
     p
 }
 
+/// One name of the profile string or the legacy hash: each holds a name once (the event
+/// script finds a name before it adds one), so it is appended unsearched. A hand-edited
+/// duplicate stays a second entry, which degrades that user's feature, not their feed.
 fn add_name(p: &mut UserProfile, field: &str, value: f32) {
     if let Some(c) = field.strip_prefix(CATEGORY_PREFIX) {
-        p.category_affinity.add(c, value, || c.into());
+        p.category_affinity.push_new(c.into(), value);
     } else if let Some(b) = field.strip_prefix(BRAND_PREFIX) {
-        p.brand_affinity.add(b, value, || b.into());
+        p.brand_affinity.push_new(b.into(), value);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A profile at the names' bound reads back every name with its weight, in the string's
+    /// order (what `Affinities::push_new` relies on the script for: one entry a name).
+    #[test]
+    fn a_profile_at_the_names_bound_reads_back_whole_and_in_order() {
+        use crate::domain::AFFINITY_NAMES;
+        let names: Vec<String> = (0..AFFINITY_NAMES)
+            .map(|n| match n % 2 {
+                0 => format!("c:cat {n}"),
+                _ => format!("b:brand;{n}%"),
+            })
+            .collect();
+        let line: String = names
+            .iter()
+            .enumerate()
+            .map(|(n, name)| format!(";{} {}", escape(name), n + 1))
+            .collect();
+        let p = decode(
+            &format!("1 1 1 1 0 {}\n\n{line}", names.len()),
+            History::default(),
+        );
+        let read: Vec<(String, f32)> = p
+            .category_affinity
+            .iter()
+            .map(|(c, w)| (format!("c:{c}"), w))
+            .chain(p.brand_affinity.iter().map(|(b, w)| (format!("b:{b}"), w)))
+            .collect();
+        let mut expected: Vec<(String, f32)> = names
+            .iter()
+            .enumerate()
+            .map(|(n, name)| (name.clone(), (n + 1) as f32))
+            .collect();
+        // Categories first, then brands, each in the string's order.
+        expected.sort_by_key(|(name, _)| name.starts_with("b:"));
+        assert_eq!(read, expected);
+    }
 
     #[test]
     fn a_packed_profile_reads_back_names_of_any_character() {
