@@ -339,15 +339,14 @@ impl RedisStore {
             .arg(pattern)
             .arg("COUNT")
             .arg(1000);
-        let cluster = match self.pool()? {
-            Pool::Single(_) => None,
-            Pool::Cluster(p) => Some(p.get().await.map_err(unavailable)?),
-        };
-        let Some(mut c) = cluster else {
-            let mut pipe = redis::pipe();
-            pipe.add_command(scan);
-            let (page,): ((u64, Vec<String>),) = self.query(&pipe).await?;
-            return Ok(page);
+        let mut c = match self.pool()? {
+            Pool::Single(_) => {
+                let mut pipe = redis::pipe();
+                pipe.add_command(scan);
+                let (page,): ((u64, Vec<String>),) = self.query(&pipe).await?;
+                return Ok(page);
+            }
+            Pool::Cluster(p) => p.get().await.map_err(unavailable)?,
         };
         use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
         let slot = Route::with_key(pattern, SlotAddr::Master);
