@@ -297,13 +297,7 @@ impl RedisServer {
 
     /// A `redis-cli` command's output.
     pub fn command(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .expect("redis-cli (Debian package redis-tools, with redis-server)");
-        assert!(out.status.success(), "redis-cli {args:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        redis_cli(&["-p", &self.port.to_string()], args)
     }
 
     /// `used_memory` of `INFO memory`: bytes Redis holds.
@@ -361,10 +355,7 @@ impl RedisServer {
 
     /// A store on this server whose commands time out after `timeout`.
     pub fn store_with_timeout(&self, timeout: std::time::Duration) -> eaglerank::store::RedisStore {
-        let mut settings = eaglerank::config::Settings::load(&[]).unwrap().redis;
-        settings.url = self.url();
-        settings.command_timeout = timeout;
-        eaglerank::store::RedisStore::connect(&settings).expect("pool builds")
+        redis_store(self.url(), false, timeout)
     }
 
     /// What `eaglerank load` does: the demo marketplace of `tenants` into this server.
@@ -548,11 +539,13 @@ impl RedisCluster {
             .join(",")
     }
 
-    /// A tenant name for each node (its hash tag's slot served there; `redis-cli --cluster
-    /// create` gives each of the 3 masters a third of the slots, in port order).
+    /// A tenant name for each node (its hash tag's slot served there). `redis-cli --cluster
+    /// create` gives the masters consecutive ranges of slots, node `i`'s starting at
+    /// round(i × 16 384 / masters): 0, 5 461 and 10 923 for three.
     pub fn one_tenant_per_node(&self) -> Vec<String> {
-        let third = 16_384 / self.ports.len();
-        let mut found: Vec<Option<String>> = vec![None; self.ports.len()];
+        let masters = self.ports.len();
+        let first_slot = |i: usize| (i as f64 * 16_384.0 / masters as f64).round() as usize;
+        let mut found: Vec<Option<String>> = vec![None; masters];
         for n in 0.. {
             let name = format!("t{n}");
             let slot: usize =
@@ -560,7 +553,7 @@ impl RedisCluster {
                     .trim()
                     .parse()
                     .expect("a slot");
-            let node = (slot / third).min(self.ports.len() - 1);
+            let node = (1..masters).filter(|&i| slot >= first_slot(i)).count();
             found[node].get_or_insert(name);
             if found.iter().all(Option::is_some) {
                 break;
@@ -571,12 +564,30 @@ impl RedisCluster {
 
     /// A store on this cluster (`redis.cluster`), with a generous command timeout.
     pub fn store(&self) -> eaglerank::store::RedisStore {
-        let mut settings = eaglerank::config::Settings::load(&[]).unwrap().redis;
-        settings.url = self.urls();
-        settings.cluster = true;
-        settings.command_timeout = Duration::from_secs(30);
-        eaglerank::store::RedisStore::connect(&settings).expect("cluster pool builds")
+        redis_store(self.urls(), true, Duration::from_secs(30))
     }
+}
+
+/// A store on the Redis at `url` (a cluster's comma-separated node URLs when `cluster`),
+/// whose commands time out after `timeout`.
+fn redis_store(url: String, cluster: bool, timeout: Duration) -> eaglerank::store::RedisStore {
+    let mut settings = eaglerank::config::Settings::load(&[]).unwrap().redis;
+    settings.url = url;
+    settings.cluster = cluster;
+    settings.command_timeout = timeout;
+    eaglerank::store::RedisStore::connect(&settings).expect("pool builds")
+}
+
+/// `redis-cli` with `connection` (the port, and `-c` on a cluster) then `args`: its output,
+/// once it succeeded.
+fn redis_cli(connection: &[&str], args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(connection)
+        .args(args)
+        .output()
+        .expect("redis-cli (Debian package redis-tools, with redis-server)");
+    assert!(out.status.success(), "redis-cli {connection:?} {args:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// What a test does to a Redis beside the service, on a single node or a cluster alike.
@@ -604,23 +615,18 @@ impl RedisCli for RedisServer {
 impl RedisCli for RedisCluster {
     /// Through the first node, following redirections (`-c`) to the key's.
     fn command(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-c", "-p", &self.ports[0].to_string()])
-            .args(args)
-            .output()
-            .expect("redis-cli (Debian package redis-tools, with redis-server)");
-        assert!(out.status.success(), "redis-cli -c {args:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        redis_cli(&["-c", "-p", &self.ports[0].to_string()], args)
     }
     fn count_keys(&self, pattern: &str) -> usize {
         self.ports
             .iter()
             .map(|port| {
-                let out = Command::new("redis-cli")
-                    .args(["-p", &port.to_string(), "--scan", "--pattern", pattern])
-                    .output()
-                    .expect("redis-cli");
-                String::from_utf8_lossy(&out.stdout).lines().count()
+                redis_cli(
+                    &["-p", &port.to_string()],
+                    &["--scan", "--pattern", pattern],
+                )
+                .lines()
+                .count()
             })
             .sum()
     }
