@@ -145,6 +145,30 @@ fn the_benchmark_harness_writes_a_complete_report() {
             assert!(number(b, key) > 0.0, "{key}");
         }
     }
+    for b in backends {
+        // The service's CPU split into user and kernel time, which add up to the total.
+        let (user, system) = (
+            number(b, "cpu_user_ms_per_request"),
+            number(b, "cpu_system_ms_per_request"),
+        );
+        assert!(user > 0.0 && system >= 0.0, "{b}");
+        let total = number(b, "cpu_ms_per_request");
+        assert!(
+            (user + system - total).abs() <= 1e-9 * total.max(1.0),
+            "{b}"
+        );
+    }
+    // What a feed asks of Redis: its profile and history, two `GET`s, for every feed not
+    // served degraded (a degraded one may have asked and timed out: more, never fewer).
+    let redis = &backends[1];
+    let feeds = number(redis, "saturation.requests");
+    let served = feeds - number(redis, "saturation.degraded_feeds");
+    let gets = number(redis, "redis_commands_per_request.get");
+    assert!(
+        gets * feeds >= 2.0 * served - 0.5 * feeds / 1e4,
+        "{gets} GETs a feed"
+    );
+    assert!(backends[0].get("redis_commands_per_request").is_none());
     number(&backends[1], "components.store_fetch.redis.p50_ms");
     // Redis's own CPU per feed: what bounds the feeds/s one Redis serves to every replica.
     assert!(number(&backends[1], "redis_cpu_ms_per_request") > 0.0);
@@ -163,6 +187,9 @@ fn the_benchmark_harness_writes_a_complete_report() {
         "inference ceiling",
         "idle RSS",
         "Redis CPU per feed request",
+        "## Redis against the embedded store",
+        "Redis commands per feed at saturation",
+        "`get` ",
     ] {
         assert!(
             text.contains(needle),
@@ -218,6 +245,50 @@ fn the_alternate_script_times_binaries_in_turns() {
     }
     assert!(lines[..2].iter().all(|l| l.get("mean_of").is_none()));
     assert!(lines[2..].iter().all(|l| number(l, "mean_of") == 1.0));
+}
+
+/// `loadtest/alternate --backends`: the test build on the embedded store, then on a Redis, in
+/// turns; each round's ratio of feeds/s is printed, and their median, lowest and highest last.
+#[test]
+fn the_alternate_script_times_the_two_backends_in_turns() {
+    let _serial = one_at_a_time();
+    let stdout = run_script("alternate", &["--smoke", "--backends"]);
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines.len(),
+        6,
+        "two runs, their ratio, two means, the summary:\n{stdout}"
+    );
+    let (embedded, redis) = (&lines[0], &lines[1]);
+    assert_eq!(embedded["backend"], "embedded");
+    assert_eq!(redis["backend"], "redis");
+    // Only the run on Redis has Redis's CPU: the embedded run never reached it.
+    assert!(
+        embedded.get("redis_cpu_ms_per_feed").is_none(),
+        "{embedded}"
+    );
+    assert!(number(redis, "redis_cpu_ms_per_feed") > 0.0, "{redis}");
+    for run in [embedded, redis] {
+        assert!(number(run, "feeds_per_second") > 0.0, "{run}");
+        assert_eq!(number(run, "errors"), 0.0, "{run}");
+    }
+    let ratio = number(&lines[2], "redis_vs_embedded");
+    let want = number(redis, "feeds_per_second") / number(embedded, "feeds_per_second") - 1.0;
+    assert!((ratio - want).abs() < 1e-3, "{ratio} against {want}");
+    assert_eq!(lines[3]["backend"], "embedded");
+    assert_eq!(lines[4]["backend"], "redis");
+    let summary = &lines[5]["redis_vs_embedded"];
+    assert_eq!(number(summary, "rounds"), 1.0);
+    for key in ["median", "lowest", "highest"] {
+        assert!(
+            (number(summary, key) - ratio).abs() < 1e-9,
+            "{key}: {summary}"
+        );
+    }
+    assert_eq!(summary["within_15_percent"], ratio >= -0.15);
 }
 
 #[test]
