@@ -66,6 +66,12 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("redis: {e}"))
 }
 
+/// A call that got no answer within `timeout` (`redis.command_timeout_ms`): the breaker counts
+/// it as a failure, like a refused connection.
+fn no_answer(timeout: Duration) -> StoreError {
+    unavailable(format!("no answer within {timeout:?}"))
+}
+
 fn build_pool(settings: &RedisSettings) -> Result<Pool, StoreError> {
     let timeouts = Timeouts {
         wait: Some(settings.command_timeout),
@@ -280,7 +286,7 @@ impl RedisStore {
                 tokio::time::timeout(timeout, pipe.query_async(&mut *c)).await
             }
         };
-        answer.map_err(|_| unavailable(format!("no answer within {timeout:?}")))
+        answer.map_err(|_| no_answer(timeout))
     }
 
     /// Loads the event script (on every primary of a cluster: the command is routed to all).
@@ -299,9 +305,7 @@ impl RedisStore {
                 tokio::time::timeout(timeout, load.query_async::<()>(&mut *c)).await
             }
         };
-        answer
-            .map_err(|_| unavailable(format!("no answer within {timeout:?}")))?
-            .map_err(unavailable)
+        answer.map_err(|_| no_answer(timeout))?.map_err(unavailable)
     }
 
     /// Deletes every key of `tenant` (used by `eaglerank load --replace`): on a cluster, the
@@ -354,7 +358,7 @@ impl RedisStore {
         let timeout = self.settings.command_timeout;
         let page = tokio::time::timeout(timeout, c.route_command(scan, route))
             .await
-            .map_err(|_| unavailable(format!("no answer within {timeout:?}")))?
+            .map_err(|_| no_answer(timeout))?
             .map_err(unavailable)?;
         redis::from_redis_value(page).map_err(|e| unavailable(e.to_string()))
     }
