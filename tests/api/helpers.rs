@@ -568,6 +568,24 @@ impl RedisCluster {
     }
 }
 
+/// What `read` gives once `done` holds of it, read again every 50 ms for up to 5 s; past that,
+/// the last reading, for the caller's assertions to report. For what completes on its own
+/// after a request returned: a batch written, a join retried after the flush interval.
+pub async fn poll_until<T, F>(mut read: impl FnMut() -> F, done: impl Fn(&T) -> bool) -> T
+where
+    F: std::future::Future<Output = T>,
+{
+    let mut last = read().await;
+    for _ in 0..100 {
+        if done(&last) {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+        last = read().await;
+    }
+    last
+}
+
 /// A store on the Redis at `url` (a cluster's comma-separated node URLs when `cluster`),
 /// whose commands time out after `timeout`.
 fn redis_store(url: String, cluster: bool, timeout: Duration) -> eaglerank::store::RedisStore {

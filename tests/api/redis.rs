@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::helpers::{
     DEMO_A_KEY, DEMO_B_KEY, RedisCli, RedisCluster, RedisServer, TestApp, metric_sum, metric_value,
-    spawn_app_with,
+    poll_until, spawn_app_with,
 };
 
 /// Fixed, so that both backends get byte-identical demo data.
@@ -673,14 +673,11 @@ async fn a_click_joins_its_feed_whichever_replica_served_it() {
     let clicks = |m: &str| sum(m, "eaglerank_ranking_interactions_total{", r#"k="20""#);
     // A click that reached b before a's batch was written is joined again after the lag
     // (`events.feed_log_flush_ms`), in a task of its own: waited for, as a user would.
-    let (mut ma, mut mb) = (String::new(), String::new());
-    for _ in 0..100 {
-        (ma, mb) = (a.metrics().await, b.metrics().await);
-        if (clicks(&mb), clicks(&ma)) == (2.0, 1.0) {
-            break;
-        }
-        actix_rt::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (ma, mb) = poll_until(
+        || async { (a.metrics().await, b.metrics().await) },
+        |(ma, mb)| (clicks(mb), clicks(ma)) == (2.0, 1.0),
+    )
+    .await;
     assert_eq!(sum(&ma, "eaglerank_ranking_feeds_total{", "demo-a"), 1.0);
     assert_eq!((clicks(&mb), clicks(&ma)), (2.0, 1.0), "every click joined");
     let rr = |m: &str| sum(m, "eaglerank_ranking_reciprocal_rank_sum{", "demo-a");
@@ -1630,12 +1627,7 @@ async fn served_feeds_are_written_a_batch_per_interval_and_read_here_before() {
             .unwrap();
     }
     assert!(paused.elapsed() < Duration::from_millis(200), "never waits");
-    for _ in 0..100 {
-        if unjoined() == 3 {
-            break;
-        }
-        actix_rt::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll_until(|| std::future::ready(unjoined()), |n| *n == 3).await;
     redis.resume();
     assert_eq!(unjoined(), 3);
     // Three batches written or tried, the failed one too: 15 feeds, the 2 flushed, the 3 lost.
@@ -1675,14 +1667,7 @@ async fn a_replica_finds_a_feed_another_served_a_moment_ago() {
     // Joined again after the lag (2 × 1000 + 20 ms) in a task of its own: the batch (and the
     // batches behind it) did not wait for it.
     assert_eq!(clicks(&b.metrics().await), 0.0, "not joined while posted");
-    let mut mb = String::new();
-    for _ in 0..100 {
-        mb = b.metrics().await;
-        if clicks(&mb) == 1.0 {
-            break;
-        }
-        actix_rt::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mb = poll_until(|| b.metrics(), |m| clicks(m) == 1.0).await;
     assert_eq!(clicks(&mb), 1.0, "joined on b: {mb}");
     assert_eq!(
         metric_sum(&mb, "eaglerank_ranking_unjoined_total{", &[]),
